@@ -1,0 +1,3 @@
+"""The Farm: submit trading agents, backtest them in a sandbox, explain every decision, rank them."""
+
+__version__ = "0.1.0"
