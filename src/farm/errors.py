@@ -1,0 +1,66 @@
+"""Errors a user can cause, each rendered as ``{error, message, timestamp}`` with its status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class FarmError(Exception):
+    """Base of every user-facing error; ``message`` says what to fix."""
+
+    status_code = 400
+    error = "bad_request"
+
+    def __init__(self, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extra = extra
+
+
+class InvalidInput(FarmError):
+    """The request is malformed or fails validation (400)."""
+
+    status_code = 400
+    error = "invalid_input"
+
+
+class Unauthorized(FarmError):
+    """No valid API token (401)."""
+
+    status_code = 401
+    error = "unauthorized"
+
+
+class Forbidden(FarmError):
+    """The caller may not touch this resource (403)."""
+
+    status_code = 403
+    error = "forbidden"
+
+
+class NotFound(FarmError):
+    """The resource does not exist (404)."""
+
+    status_code = 404
+    error = "not_found"
+
+
+class Conflict(FarmError):
+    """The request conflicts with existing state (409)."""
+
+    status_code = 409
+    error = "conflict"
+
+
+class PayloadTooLarge(FarmError):
+    """The request body is over the limit (413)."""
+
+    status_code = 413
+    error = "payload_too_large"
+
+
+class ServiceUnavailable(FarmError):
+    """A backend the request needs is not available (503)."""
+
+    status_code = 503
+    error = "service_unavailable"
