@@ -1,15 +1,33 @@
-"""Shared fixtures: where the real market data lives, and settings in a temporary FARM_HOME."""
+"""Shared fixtures: real data from ../shared, settings in a temporary FARM_HOME, both databases."""
 
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
+from farm.app import create_app
 from farm.config import Settings
+from farm.context import Context
+from farm.users.service import create_user
 
 REPO = Path(__file__).resolve().parents[1]
+POSTGRES_URL = os.environ.get("FARM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("FARM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def require_backend(name: str, problem: str | None) -> None:
+    """Skip a test whose backend is unreachable, except under CI=true where that is a failure."""
+    if problem is None:
+        return
+    message = f"{name} is not reachable ({problem})"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{message}; CI must provide it")
+    pytest.skip(f"{message}; these tests run when it is (they are required under CI=true)")
 
 
 @pytest.fixture(scope="session")
@@ -25,3 +43,62 @@ def shared_data() -> Path:
 def settings(tmp_path: Path) -> Settings:
     """Embedded-default settings in a fresh FARM_HOME."""
     return Settings(home=tmp_path / "farm", sandbox_wall_s=120)
+
+
+def _postgres_problem() -> str | None:
+    import psycopg
+
+    try:
+        with psycopg.connect(POSTGRES_URL, connect_timeout=3):
+            return None
+    except psycopg.Error as exc:
+        return str(exc).strip().splitlines()[0]
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh schema in the real PostgreSQL, dropped afterwards; the URL selects it."""
+    import psycopg
+
+    require_backend(f"PostgreSQL at {POSTGRES_URL}", _postgres_problem())
+    schema = f"farm_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    """Settings on SQLite, then on the real PostgreSQL (the same tests run on both)."""
+    url = None if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    return Settings(home=tmp_path / "farm", database_url=url, sandbox_wall_s=120)
+
+
+@pytest.fixture
+def client(db_settings: Settings) -> Iterator[TestClient]:
+    """Real HTTP through the ASGI app (lifespan included) on each database."""
+    with TestClient(create_app(db_settings)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def context(client: TestClient) -> Context:
+    """The running app's context."""
+    ctx: Context = client.app.state.context  # type: ignore[attr-defined]
+    return ctx
+
+
+@pytest.fixture
+def make_user(context: Context) -> Callable[[str], dict[str, str]]:
+    """Create a user; returns the Authorization header carrying its token."""
+
+    def make(name: str) -> dict[str, str]:
+        with context.db.transaction() as session:
+            _, token = create_user(session, name)
+        return {"Authorization": f"Bearer {token}"}
+
+    return make

@@ -1,3 +1,3 @@
-"""The Farm: submit trading agents, backtest them in a sandbox, explain every decision, rank them."""
+"""The Farm: backtest trading agents in a sandbox, explain every decision, rank them."""
 
 __version__ = "0.1.0"

@@ -17,7 +17,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="FARM_", extra="ignore")
 
-    home: Path = Field(default=Path(".farm"), description="Holds the SQLite db, artifacts, bars, logs.")
+    home: Path = Field(
+        default=Path(".farm"), description="Holds the SQLite db, artifacts, bars, logs."
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     database_url: str | None = Field(default=None, description="Default: SQLite in FARM_HOME.")
@@ -42,7 +44,16 @@ class Settings(BaseSettings):
     backtest_workers: int = Field(default_factory=lambda: os.cpu_count() or 1)
     standard_symbols: list[str] = Field(
         default_factory=lambda: [
-            "SPY", "QQQ", "AAPL", "MSFT", "GOOGL", "AMZN", "TSLA", "NVDA", "META", "JPM",
+            "SPY",
+            "QQQ",
+            "AAPL",
+            "MSFT",
+            "GOOGL",
+            "AMZN",
+            "TSLA",
+            "NVDA",
+            "META",
+            "JPM",
         ]
     )
     standard_start: str | None = None
@@ -68,7 +79,11 @@ class Settings(BaseSettings):
 
     @property
     def artifacts_dir(self) -> Path:
-        return Path(self.artifacts_url.removeprefix("file://")) if self.artifacts_url else self.home / "artifacts"
+        return (
+            Path(self.artifacts_url.removeprefix("file://"))
+            if self.artifacts_url
+            else self.home / "artifacts"
+        )
 
     @property
     def bars_dir(self) -> Path:

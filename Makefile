@@ -1,0 +1,46 @@
+# The Farm: `make run` serves everything; `make test` runs the whole suite.
+# The virtual environment must be readable by the sandbox uid, so prefer the system Python 3.11.
+PYTHON ?= $(shell for p in /usr/bin/python3.11 python3.11 python3; do command -v $$p >/dev/null 2>&1 && { command -v $$p; break; }; done)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint format openapi bench sandbox-deps clean
+
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "Python 3.11 is required"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+sandbox-deps:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  echo "Installing bubblewrap (the agent sandbox)..."; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq bubblewrap; \
+	  elif command -v sudo >/dev/null 2>&1; then sudo apt-get update -qq && sudo apt-get install -y -qq bubblewrap; \
+	  else echo "warning: install bubblewrap (apt-get install bubblewrap) to run agents"; fi; }
+
+run: $(STAMP) sandbox-deps
+	$(BIN)/farm up
+
+test: $(STAMP) sandbox-deps
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/mypy src
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix src tests bench examples
+	$(BIN)/ruff format src tests bench examples
+
+openapi: $(STAMP)
+	$(BIN)/farm openapi --output docs/openapi.json
+
+bench: $(STAMP) sandbox-deps
+	$(BIN)/python bench/backtest.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,5 @@
+"""``python -m farm`` runs the CLI."""
+
+from farm.cli import app
+
+app()

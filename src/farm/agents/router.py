@@ -1,0 +1,64 @@
+"""HTTP routes of the agents service."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, Form, Query, UploadFile, status
+
+from farm.agents.schemas import AgentList, AgentOut, AgentStatus, DeleteResponse, SubmitResponse
+from farm.agents.service import MAX_PAGE_SIZE, Submission
+from farm.deps import ContextDep, CurrentUser
+from farm.schemas import errors
+
+router = APIRouter(prefix="/api/agents", tags=["agents"])
+
+
+@router.post(
+    "/submit",
+    status_code=status.HTTP_201_CREATED,
+    responses={**errors(400, 401, 413), 409: {"description": "Same code already submitted"}},
+)
+async def submit_agent(
+    context: ContextDep,
+    user: CurrentUser,
+    file: Annotated[UploadFile, File(description="The agent's .py file (UTF-8, at most 1 MiB)")],
+    agent_name: Annotated[str, Form(alias="agentName", description="1 to 100 characters")] = "",
+    description: Annotated[str, Form()] = "",
+    tags: Annotated[str, Form(description="Comma separated, at most 10 of 32 chars")] = "",
+) -> SubmitResponse:
+    """Submit an agent: one Python file defining exactly one ``backtrader.Strategy``."""
+    data = await file.read(context.settings.max_agent_bytes + 1)
+    submission = Submission(agent_name, description, tags, file.filename or "", data)
+    agent_id = context.agents.submit(user, submission)
+    return SubmitResponse(success=True, agent_id=agent_id, message="agent submitted")
+
+
+@router.get("/list", responses=errors(400, 401))
+def list_agents(
+    context: ContextDep,
+    user: CurrentUser,
+    page: Annotated[int, Query(ge=1)] = 1,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 20,
+    status: AgentStatus | None = None,
+) -> AgentList:
+    """Your agents, newest first; deleted agents never appear."""
+    return context.agents.list(user, page=page, limit=limit, status=status)
+
+
+@router.get("/{agent_id}", responses=errors(401, 403, 404))
+def get_agent(
+    context: ContextDep,
+    user: CurrentUser,
+    agent_id: str,
+    include: Literal["source"] | None = None,
+) -> AgentOut:
+    """One of your agents; ``?include=source`` adds its code."""
+    return context.agents.show(user, agent_id, include_source=include == "source")
+
+
+@router.delete("/{agent_id}", responses=errors(400, 401, 403, 404))
+def delete_agent(context: ContextDep, user: CurrentUser, agent_id: str) -> DeleteResponse:
+    """Soft-delete one of your agents (refused while it is paper trading)."""
+    context.agents.delete(user, agent_id)
+    return DeleteResponse(success=True, agent_id=agent_id, message="agent deleted")

@@ -1,0 +1,65 @@
+"""Agents API bodies (camelCase, as in the original contract)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from farm.schemas import ApiModel
+
+
+class AgentStatus(StrEnum):
+    """Where an agent is in its life."""
+
+    ACTIVE = "active"
+    PAPER_TRADING = "paper_trading"
+    DELETED = "deleted"
+
+
+class SubmitResponse(ApiModel):
+    """Answer to a successful submission."""
+
+    success: bool
+    agent_id: str
+    message: str
+
+
+class AgentOut(ApiModel):
+    """An agent's metadata (and its source when asked for)."""
+
+    agent_id: str
+    agent_name: str
+    description: str
+    tags: list[str]
+    status: AgentStatus
+    strategy_class: str
+    code_sha256: str
+    code_bytes: int
+    owner: str
+    created_at: datetime
+    updated_at: datetime
+    source: str | None = None
+
+
+class Pagination(ApiModel):
+    """Where a page sits in the whole result."""
+
+    page: int
+    limit: int
+    total: int
+    pages: int
+
+
+class AgentList(ApiModel):
+    """One page of agents, newest first."""
+
+    agents: list[AgentOut]
+    pagination: Pagination
+
+
+class DeleteResponse(ApiModel):
+    """Answer to a deletion."""
+
+    success: bool
+    agent_id: str
+    message: str

@@ -1,0 +1,156 @@
+"""Agents: submit (validate, store code, record, announce), list, show, soft-delete."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from farm.agents import repository
+from farm.agents.schemas import AgentList, AgentOut, AgentStatus, Pagination
+from farm.agents.validation import validate_agent_file
+from farm.errors import Conflict, Forbidden, InvalidInput, NotFound
+from farm.events import AGENT_DELETED, AGENT_SUBMITTED, EventBus
+from farm.storage.artifacts import ArtifactStore
+from farm.storage.db import Database
+from farm.storage.models import Agent, User, utcnow
+
+MAX_TAGS = 10
+MAX_TAG_CHARS = 32
+MAX_NAME_CHARS = 100
+MAX_DESCRIPTION_CHARS = 500
+MAX_PAGE_SIZE = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """A user's upload, as received."""
+
+    name: str
+    description: str
+    tags: str
+    filename: str
+    data: bytes
+
+
+class AgentService:
+    """The agents service; owns agent code and metadata."""
+
+    def __init__(
+        self, db: Database, artifacts: ArtifactStore, bus: EventBus, max_agent_bytes: int
+    ) -> None:
+        self._db = db
+        self._artifacts = artifacts
+        self._bus = bus
+        self._max_agent_bytes = max_agent_bytes
+
+    def submit(self, user: User, submission: Submission) -> str:
+        """Validate and store a new agent; returns its id. Publishes ``agent.submitted``."""
+        name = submission.name.strip()
+        if not 1 <= len(name) <= MAX_NAME_CHARS:
+            raise InvalidInput(f"agentName must be 1 to {MAX_NAME_CHARS} characters")
+        if len(submission.description) > MAX_DESCRIPTION_CHARS:
+            raise InvalidInput(f"description must be at most {MAX_DESCRIPTION_CHARS} characters")
+        tags = parse_tags(submission.tags)
+        if not submission.filename.endswith(".py"):
+            raise InvalidInput("file must be a Python file ending in .py")
+        agent_file = validate_agent_file(submission.data, max_bytes=self._max_agent_bytes)
+
+        agent_id = str(uuid.uuid4())
+        key = f"agents/{user.id}/{agent_id}.py"
+        with self._db.transaction() as session:
+            duplicate = repository.find_live_duplicate(session, user.id, agent_file.sha256)
+            if duplicate is not None:
+                raise Conflict(
+                    f"you already submitted this exact code as agent {duplicate.id}",
+                    existingAgentId=duplicate.id,
+                )
+            self._artifacts.put(key, submission.data)
+            session.add(
+                Agent(
+                    id=agent_id,
+                    user_id=user.id,
+                    name=name,
+                    description=submission.description,
+                    tags=",".join(tags),
+                    strategy_class=agent_file.strategy_class,
+                    code_sha256=agent_file.sha256,
+                    code_bytes=agent_file.size,
+                    artifact_key=key,
+                    status=AgentStatus.ACTIVE,
+                )
+            )
+        self._bus.publish(AGENT_SUBMITTED, {"agentId": agent_id, "userId": user.id})
+        return agent_id
+
+    def list(self, user: User, *, page: int, limit: int, status: AgentStatus | None) -> AgentList:
+        """A page of the user's agents, newest first, with the real total."""
+        if status is AgentStatus.DELETED:
+            raise InvalidInput("status must be one of: active, paper_trading")
+        with self._db.transaction() as session:
+            rows, total = repository.list_for_user(
+                session, user.id, status=status, offset=(page - 1) * limit, limit=limit
+            )
+            agents = [_out(agent, user.name) for agent in rows]
+        pages = math.ceil(total / limit) if total else 0
+        return AgentList(
+            agents=agents, pagination=Pagination(page=page, limit=limit, total=total, pages=pages)
+        )
+
+    def show(self, user: User, agent_id: str, *, include_source: bool) -> AgentOut:
+        """One agent of the user's, optionally with its source code."""
+        with self._db.transaction() as session:
+            agent = owned_agent(session, user, agent_id)
+            out = _out(agent, user.name)
+        if include_source:
+            out.source = self._artifacts.get(agent.artifact_key).decode("utf-8")
+        return out
+
+    def delete(self, user: User, agent_id: str) -> None:
+        """Soft-delete an agent (refused while it paper trades). Publishes ``agent.deleted``."""
+        with self._db.transaction() as session:
+            agent = owned_agent(session, user, agent_id)
+            if agent.status == AgentStatus.PAPER_TRADING:
+                raise InvalidInput("stop the agent's paper trading before deleting it")
+            agent.status = AgentStatus.DELETED
+            agent.deleted_at = utcnow()
+        self._bus.publish(AGENT_DELETED, {"agentId": agent_id, "userId": user.id})
+
+
+def owned_agent(session: Session, user: User, agent_id: str) -> Agent:
+    """The live agent ``agent_id`` if ``user`` owns it: 404 if none, 403 if someone else's."""
+    agent = repository.get(session, agent_id)
+    if agent is None or agent.status == AgentStatus.DELETED:
+        raise NotFound(f"no agent with id {agent_id}")
+    if agent.user_id != user.id:
+        raise Forbidden("this agent belongs to another user")
+    return agent
+
+
+def parse_tags(raw: str) -> list[str]:
+    """Comma-separated tags: trimmed, de-duplicated, at most 10 of at most 32 characters."""
+    tags = list(dict.fromkeys(t.strip() for t in raw.split(",") if t.strip()))
+    if len(tags) > MAX_TAGS:
+        raise InvalidInput(f"at most {MAX_TAGS} tags are allowed, got {len(tags)}")
+    long = [t for t in tags if len(t) > MAX_TAG_CHARS]
+    if long:
+        raise InvalidInput(f"tags must be at most {MAX_TAG_CHARS} characters: {long[0]!r}")
+    return tags
+
+
+def _out(agent: Agent, owner: str) -> AgentOut:
+    return AgentOut(
+        agent_id=agent.id,
+        agent_name=agent.name,
+        description=agent.description,
+        tags=[t for t in agent.tags.split(",") if t],
+        status=AgentStatus(agent.status),
+        strategy_class=agent.strategy_class,
+        code_sha256=agent.code_sha256,
+        code_bytes=agent.code_bytes,
+        owner=owner,
+        created_at=agent.created_at,
+        updated_at=agent.updated_at,
+    )

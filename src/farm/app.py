@@ -1,0 +1,142 @@
+"""The ASGI application: ``create_app`` mounts every service (or a chosen subset)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from farm import __version__
+from farm.agents.router import router as agents_router
+from farm.config import Settings
+from farm.context import Context
+from farm.errors import FarmError
+from farm.health import router as health_router
+
+log = logging.getLogger("farm.app")
+
+SERVICES: dict[str, list[APIRouter]] = {
+    "agents": [agents_router],
+}
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    services: Collection[str] | None = None,
+    context: Context | None = None,
+) -> FastAPI:
+    """One FastAPI app serving ``services`` (default: all of them) over one context."""
+    settings = settings or (context.settings if context else Settings())
+    chosen = list(SERVICES) if services is None else list(services)
+    unknown = set(chosen) - set(SERVICES)
+    if unknown:
+        raise ValueError(f"unknown services: {sorted(unknown)}; known: {sorted(SERVICES)}")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ctx = context or Context.build(settings)
+        ctx.db.migrate()
+        app.state.context = ctx
+        try:
+            yield
+        finally:
+            if context is None:
+                ctx.close()
+
+    app = FastAPI(
+        title="The Farm",
+        version=__version__,
+        description="Submit trading agents, backtest them in a sandbox, explain every decision, "
+        "rank them.",
+        lifespan=lifespan,
+    )
+    app.include_router(health_router)
+    for name in chosen:
+        for router in SERVICES[name]:
+            app.include_router(router)
+    _install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    return app
+
+
+def error_response(status: int, error: str, message: str, **extra: Any) -> JSONResponse:
+    """The ``{error, message, timestamp}`` body every error uses."""
+    body = {"error": error, "message": message, "timestamp": datetime.now(UTC).isoformat()}
+    return JSONResponse({**body, **extra}, status_code=status)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(FarmError)
+    async def farm_error(_: Request, exc: FarmError) -> JSONResponse:
+        return error_response(exc.status_code, exc.error, exc.message, **exc.extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'] if p != 'body')}: {e['msg']}" for e in exc.errors()
+        )
+        return error_response(400, "invalid_input", problems or "invalid request")
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        name = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, name, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal_error", "an unexpected error occurred; it was logged")
+
+
+class BodySizeLimit:
+    """Answer 413 to request bodies over ``max_bytes`` (declared or streamed)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._reject(scope, receive, send)
+            return
+        received = 0
+        too_large = False
+
+        async def limited() -> Message:
+            nonlocal received, too_large
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                too_large = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            return message
+
+        async def replace_when_too_large(message: Message) -> None:
+            if not too_large:
+                await send(message)
+            elif message["type"] == "http.response.start":
+                await self._reject(scope, receive, send)
+
+        await self.app(scope, limited, replace_when_too_large)
+
+    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error_response(
+            413, "payload_too_large", f"request body is over {self.max_bytes} bytes"
+        )
+        await response(scope, receive, send)
+
+
+Endpoint = Callable[[Request], Awaitable[JSONResponse]]

@@ -1,0 +1,215 @@
+"""The ``farm`` command: run the platform, manage users, and use the API from a terminal."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from farm.client import ApiError, FarmClient
+from farm.config import Settings
+from farm.errors import FarmError
+
+app = typer.Typer(help="The Farm: backtest, paper trade, explain and rank trading agents.")
+users_app = typer.Typer(help="Manage users and API tokens (works on FARM_HOME directly).")
+agents_app = typer.Typer(help="Submit, list, show and delete agents (through the API).")
+app.add_typer(users_app, name="users")
+app.add_typer(agents_app, name="agents")
+
+console = Console()
+errors = Console(stderr=True)
+
+UrlOpt = Annotated[str, typer.Option("--url", envvar="FARM_URL", help="API base URL")]
+TokenOpt = Annotated[str | None, typer.Option("--token", envvar="FARM_TOKEN", help="API token")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print raw JSON for scripts")]
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+@contextmanager
+def api(url: str, token: str | None) -> Iterator[FarmClient]:
+    """A client for one command; an API error exits 1 with the server's message."""
+    try:
+        with FarmClient(url, token) as client:
+            yield client
+    except ApiError as exc:
+        errors.print(f"[red]error[/red] ({exc.status}): {exc.message}")
+        raise typer.Exit(1) from None
+
+
+def print_json(data: Any) -> None:
+    """Machine-readable output."""
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """A readable table."""
+    out = Table(title=title)
+    for column in columns:
+        out.add_column(column)
+    for row in rows:
+        out.add_row(*("" if v is None else str(v) for v in row))
+    console.print(out)
+
+
+@app.command()
+def up(
+    host: Annotated[str | None, typer.Option(help="Bind address (FARM_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (FARM_PORT)")] = None,
+) -> None:
+    """Serve every service until Ctrl-C (migrates, and creates a demo user on first start)."""
+    import uvicorn
+
+    from farm.app import create_app
+    from farm.context import Context
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = Settings()
+    context = Context.build(settings)
+    context.db.migrate()
+    _ensure_demo_user(context)
+    uvicorn.run(
+        create_app(settings, context=context),
+        host=host or settings.host,
+        port=port or settings.port,
+        log_level="info",
+    )
+
+
+def _ensure_demo_user(context: Any) -> None:
+    from farm.users.service import count_users, create_user
+
+    with context.db.transaction() as session:
+        if count_users(session):
+            return
+        user, token = create_user(session, "demo")
+    console.print(
+        f"[bold green]Created user {user.name!r}.[/] Its API token (shown once, keep it):\n"
+        f"  export FARM_TOKEN={token}"
+    )
+
+
+@users_app.command("create")
+def users_create(name: str) -> None:
+    """Create a user and print its API token (shown once)."""
+    from farm.context import Context
+    from farm.users.service import create_user
+
+    context = Context.build(Settings())
+    try:
+        context.db.migrate()
+        with context.db.transaction() as session:
+            user, token = create_user(session, name)
+    except FarmError as exc:
+        errors.print(f"[red]error[/red]: {exc.message}")
+        raise typer.Exit(1) from None
+    finally:
+        context.close()
+    console.print(f"Created user {user.name!r} ({user.id}). API token (shown once):")
+    typer.echo(token)
+
+
+@agents_app.command("submit")
+def agents_submit(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    name: Annotated[str, typer.Option("--name", help="Agent name (1-100 chars)")],
+    description: Annotated[str, typer.Option(help="Up to 500 chars")] = "",
+    tags: Annotated[str, typer.Option(help="Comma separated")] = "",
+    url: UrlOpt = DEFAULT_URL,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Submit an agent file."""
+    with api(url, token) as client:
+        result = client.submit_agent(file, name, description, tags)
+    if as_json:
+        print_json(result)
+    else:
+        console.print(f"Submitted agent [bold]{result['agentId']}[/]")
+
+
+@agents_app.command("list")
+def agents_list(
+    page: int = 1,
+    limit: int = 20,
+    status: Annotated[str | None, typer.Option(help="active or paper_trading")] = None,
+    url: UrlOpt = DEFAULT_URL,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List your agents, newest first."""
+    params: dict[str, Any] = {"page": page, "limit": limit}
+    if status:
+        params["status"] = status
+    with api(url, token) as client:
+        result = client.request("GET", "/api/agents/list", params=params)
+    if as_json:
+        print_json(result)
+        return
+    p = result["pagination"]
+    table(
+        f"Agents (page {p['page']} of {max(p['pages'], 1)}, {p['total']} in all)",
+        ["id", "name", "status", "tags", "created"],
+        [
+            (a["agentId"], a["agentName"], a["status"], ",".join(a["tags"]), a["createdAt"])
+            for a in result["agents"]
+        ],
+    )
+
+
+@agents_app.command("show")
+def agents_show(
+    agent_id: str,
+    source: Annotated[bool, typer.Option("--source", help="Also print the code")] = False,
+    url: UrlOpt = DEFAULT_URL,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show one agent."""
+    params = {"include": "source"} if source else {}
+    with api(url, token) as client:
+        agent = client.request("GET", f"/api/agents/{agent_id}", params=params)
+    if as_json:
+        print_json(agent)
+        return
+    code = agent.pop("source", None)
+    table(f"Agent {agent_id}", ["field", "value"], [(k, v) for k, v in agent.items()])
+    if code:
+        console.print(code, markup=False, highlight=False)
+
+
+@agents_app.command("delete")
+def agents_delete(
+    agent_id: str, url: UrlOpt = DEFAULT_URL, token: TokenOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Delete one of your agents."""
+    with api(url, token) as client:
+        result = client.request("DELETE", f"/api/agents/{agent_id}")
+    if as_json:
+        print_json(result)
+    else:
+        console.print(f"Deleted agent {agent_id}")
+
+
+@app.command()
+def openapi(
+    output: Annotated[Path, typer.Option(help="Where to write it")] = Path("docs/openapi.json"),
+) -> None:
+    """Write the API's OpenAPI 3 document (the committed contract)."""
+    from farm.app import create_app
+
+    output.write_text(openapi_json(create_app))
+    console.print(f"wrote {output}")
+
+
+def openapi_json(factory: Callable[[], Any]) -> str:
+    """The OpenAPI document of the app, as stable, sorted JSON."""
+    return json.dumps(factory().openapi(), indent=2, sort_keys=True) + "\n"

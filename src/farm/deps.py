@@ -1,0 +1,41 @@
+"""FastAPI dependencies: the platform context and the authenticated user."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from farm.context import Context
+from farm.errors import Unauthorized
+from farm.storage.models import User
+from farm.users.service import user_for_token
+
+_bearer = HTTPBearer(auto_error=False, description="An API token from `farm users create`")
+
+
+def get_context(request: Request) -> Context:
+    """The platform context of the running app."""
+    context: Context = request.app.state.context
+    return context
+
+
+ContextDep = Annotated[Context, Depends(get_context)]
+
+
+def current_user(
+    context: ContextDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> User:
+    """The user whose Bearer token came with the request; 401 otherwise."""
+    if credentials is None:
+        raise Unauthorized("send an API token: Authorization: Bearer <token>")
+    with context.db.transaction() as session:
+        user = user_for_token(session, credentials.credentials)
+    if user is None:
+        raise Unauthorized("the API token is not valid")
+    return user
+
+
+CurrentUser = Annotated[User, Depends(current_user)]

@@ -1,0 +1,31 @@
+"""``GET /health``: version and the health of each backend in use."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+
+from farm import __version__
+from farm.deps import ContextDep
+
+router = APIRouter(tags=["health"])
+
+
+class Health(BaseModel):
+    """Overall status, and each backend's."""
+
+    status: str
+    version: str
+    backends: dict[str, str]
+
+
+@router.get("/health")
+def health(context: ContextDep) -> Health:
+    """``ok`` when every backend answers, ``degraded`` otherwise."""
+    backends = {
+        f"database:{context.db.backend}": "ok" if context.db.ping() else "down",
+        "artifacts": "ok" if context.artifacts.healthy() else "down",
+        "events": "ok",
+    }
+    overall = "ok" if all(v == "ok" for v in backends.values()) else "degraded"
+    return Health(status=overall, version=__version__, backends=backends)
