@@ -1,0 +1,447 @@
+"""The bar store: one Parquet file per symbol plus a small JSON manifest.
+
+Layout under ``root``::
+
+    manifest.json         {"version": 1, "symbols": {"AAPL": {first, last, bars, source, ...}}}
+    symbols/AAPL.parquet  symbol, timestamp (UTC), open, high, low, close, volume, adj_close
+    .lock                 writers serialise manifest updates with flock
+
+Every write goes to a temporary file that is fsynced and then ``os.replace``-d over the old one, so
+a reader sees either the old or the new file, never a partial one. The manifest is cached per
+``BarStore`` and reloaded when its file changes, so a running server sees a CLI import at once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from farm.core.bars import Bar, Step
+from farm.errors import InvalidInput
+
+Source = Literal["real", "synthetic"]
+SOURCES: tuple[Source, ...] = ("real", "synthetic")
+PRICE_COLUMNS = ("open", "high", "low", "close")
+BAR_COLUMNS = (*PRICE_COLUMNS, "volume")
+
+SCHEMA = pa.schema(
+    [
+        pa.field("symbol", pa.string(), nullable=False),
+        pa.field("timestamp", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("open", pa.float64(), nullable=False),
+        pa.field("high", pa.float64(), nullable=False),
+        pa.field("low", pa.float64(), nullable=False),
+        pa.field("close", pa.float64(), nullable=False),
+        pa.field("volume", pa.float64(), nullable=False),
+        pa.field("adj_close", pa.float64(), nullable=True),
+    ]
+)
+
+_SYMBOL_RE = re.compile(r"^[A-Z0-9][A-Z0-9._\-^=]{0,31}$")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MANIFEST_VERSION = 1
+
+
+def normalize_symbol(raw: str) -> str:
+    """Upper-case and check a symbol: letters, digits and ``. _ - ^ =``, at most 32 characters."""
+    symbol = raw.strip().upper()
+    if not _SYMBOL_RE.match(symbol):
+        raise InvalidInput(
+            f"invalid symbol {raw!r}: use letters, digits and . _ - ^ = (at most 32 characters)"
+        )
+    return symbol
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolInfo:
+    """What the store holds for one symbol."""
+
+    symbol: str
+    first: datetime
+    last: datetime
+    bars: int
+    source: Source
+    content_hash: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolData:
+    """Bars to write for one symbol: a DataFrame (DatetimeIndex or ``timestamp`` column) or a
+    pyarrow Table with the store's columns."""
+
+    symbol: str
+    bars: Any
+    source: Source
+    content_hash: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Coverage:
+    """Which requested symbols a backtest over a date range could not use."""
+
+    unknown: tuple[str, ...]
+    empty: tuple[str, ...]
+    bars: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.unknown and not self.empty
+
+    def check(self) -> None:
+        """Raise :class:`InvalidInput` naming every unknown or empty symbol."""
+        parts = []
+        if self.unknown:
+            parts.append(f"unknown symbols: {', '.join(self.unknown)}")
+        if self.empty:
+            parts.append(f"no bars in the requested dates: {', '.join(self.empty)}")
+        if parts:
+            raise InvalidInput("; ".join(parts), unknown=list(self.unknown), empty=list(self.empty))
+
+
+@dataclass(frozen=True, slots=True)
+class _Manifest:
+    key: tuple[int, int, int]
+    infos: Mapping[str, SymbolInfo]
+    listing: tuple[SymbolInfo, ...]
+
+
+def _utc_range(start: date | None, end: date | None) -> tuple[int, int]:
+    """Inclusive calendar dates (UTC) as a half-open range of epoch microseconds."""
+    lo = -(2**62) if start is None else _micros(datetime.combine(start, time(), UTC))
+    hi = 2**62 if end is None else _micros(datetime.combine(end + timedelta(days=1), time(), UTC))
+    return lo, hi
+
+
+def _micros(ts: datetime) -> int:
+    return (ts - _EPOCH) // timedelta(microseconds=1)
+
+
+def _from_micros(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)
+
+
+def _info_to_json(info: SymbolInfo) -> dict[str, Any]:
+    return {
+        "first": info.first.isoformat(),
+        "last": info.last.isoformat(),
+        "bars": info.bars,
+        "source": info.source,
+        "contentHash": info.content_hash,
+    }
+
+
+def _info_from_json(symbol: str, raw: Mapping[str, Any]) -> SymbolInfo:
+    return SymbolInfo(
+        symbol=symbol,
+        first=datetime.fromisoformat(raw["first"]),
+        last=datetime.fromisoformat(raw["last"]),
+        bars=int(raw["bars"]),
+        source=cast(Source, raw["source"]),
+        content_hash=raw.get("contentHash"),
+    )
+
+
+def _to_table(symbol: str, bars: Any) -> Any:
+    """Coerce a DataFrame or Table to :data:`SCHEMA`; check timestamps are UTC, sorted, unique."""
+    if isinstance(bars, pd.DataFrame):
+        frame = bars
+        if "timestamp" not in frame.columns:
+            frame = frame.rename_axis("timestamp").reset_index()
+        missing = [c for c in ("timestamp", *BAR_COLUMNS) if c not in frame.columns]
+        if missing:
+            raise InvalidInput(f"{symbol}: missing columns {', '.join(missing)}")
+        ts = pd.to_datetime(frame["timestamp"])
+        if ts.dt.tz is None:
+            raise InvalidInput(f"{symbol}: timestamps must be timezone-aware")
+        frame = frame.assign(timestamp=ts.dt.tz_convert("UTC").dt.as_unit("us"), symbol=symbol)
+        if "adj_close" not in frame.columns:
+            frame = frame.assign(adj_close=np.nan)
+        arrays = [
+            pa.array(frame[name].to_numpy(), type=f.type, from_pandas=True)
+            for name, f in zip(SCHEMA.names, SCHEMA, strict=True)
+            if name != "timestamp"
+        ]
+        arrays.insert(1, pa.array(frame["timestamp"]))
+        table = pa.Table.from_arrays(arrays, schema=SCHEMA)
+    else:
+        table = bars.select(SCHEMA.names).cast(SCHEMA)
+    if table.num_rows == 0:
+        raise InvalidInput(f"{symbol}: no bars")
+    ts_us = table.column("timestamp").cast(pa.int64()).to_numpy()
+    if np.any(np.diff(ts_us) <= 0):
+        raise InvalidInput(f"{symbol}: timestamps must be strictly increasing")
+    return table
+
+
+class BarStore:
+    """Parquet bars, one file per symbol, with a cached manifest (see the module docstring)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._cache: _Manifest | None = None
+
+    @property
+    def _manifest_path(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def _symbols_dir(self) -> Path:
+        return self.root / "symbols"
+
+    def path_of(self, symbol: str) -> Path:
+        """The Parquet file holding ``symbol``'s bars."""
+        return self._symbols_dir / f"{symbol}.parquet"
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def _manifest(self) -> _Manifest:
+        try:
+            st = os.stat(self._manifest_path)
+        except FileNotFoundError:
+            if self._symbols_dir.is_dir() and any(self._symbols_dir.glob("*.parquet")):
+                with self._locked():
+                    if not self._manifest_path.exists():
+                        self._write_manifest(self._scan_files())
+                return self._manifest()
+            return _Manifest((0, 0, 0), {}, ())
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        cached = self._cache
+        if cached is not None and cached.key == key:
+            return cached
+        raw = json.loads(self._manifest_path.read_bytes())
+        infos = {sym: _info_from_json(sym, entry) for sym, entry in raw["symbols"].items()}
+        manifest = _Manifest(key, infos, tuple(infos[s] for s in sorted(infos)))
+        self._cache = manifest
+        return manifest
+
+    def symbols(self) -> list[SymbolInfo]:
+        """Every stored symbol, sorted; cheap (a ``stat`` of the manifest when nothing changed)."""
+        return list(self._manifest().listing)
+
+    def info(self, symbol: str) -> SymbolInfo | None:
+        """What is stored for ``symbol``, or ``None``."""
+        return self._manifest().infos.get(symbol.strip().upper())
+
+    def is_empty(self) -> bool:
+        """True when no symbol is stored."""
+        return not self._manifest().infos
+
+    def _resolve(self, symbols: Iterable[str]) -> tuple[list[str], list[str]]:
+        """Normalised, de-duplicated symbols in request order, split into (known, unknown)."""
+        infos = self._manifest().infos
+        known: list[str] = []
+        unknown: list[str] = []
+        for raw in dict.fromkeys(s.strip().upper() for s in symbols):
+            (known if raw in infos else unknown).append(raw)
+        return known, unknown
+
+    def _require(self, symbols: Iterable[str]) -> list[str]:
+        known, unknown = self._resolve(symbols)
+        if unknown:
+            raise InvalidInput(f"unknown symbols: {', '.join(unknown)}", unknown=unknown)
+        if not known:
+            raise InvalidInput("no symbols requested")
+        return known
+
+    def source_of(self, symbols: Iterable[str]) -> Source:
+        """``"synthetic"`` if any of ``symbols`` is synthetic, else ``"real"``."""
+        infos = self._manifest().infos
+        known = self._require(symbols)
+        return "synthetic" if any(infos[s].source == "synthetic" for s in known) else "real"
+
+    def coverage(self, symbols: Iterable[str], start: date, end: date) -> Coverage:
+        """Unknown symbols, and symbols without a bar between ``start`` and ``end`` (inclusive)."""
+        known, unknown = self._resolve(symbols)
+        lo, hi = _utc_range(start, end)
+        infos = self._manifest().infos
+        overlapping = [
+            s for s in known if _micros(infos[s].first) < hi and _micros(infos[s].last) >= lo
+        ]
+        counts = dict.fromkeys(known, 0)
+        if overlapping:
+            sql = (
+                "SELECT symbol, count(*)::BIGINT FROM read_parquet($files) "
+                "WHERE epoch_us(timestamp) >= $lo AND epoch_us(timestamp) < $hi GROUP BY symbol"
+            )
+            params = {"files": self._paths(overlapping), "lo": lo, "hi": hi}
+            with duckdb.connect() as con:
+                rows = con.sql(sql, params=params).fetchall()
+            counts.update({str(sym): int(n) for sym, n in rows})
+        empty = tuple(s for s in known if counts[s] == 0)
+        return Coverage(unknown=tuple(unknown), empty=empty, bars=counts)
+
+    def _paths(self, symbols: Sequence[str]) -> list[str]:
+        return [str(self.path_of(s)) for s in symbols]
+
+    def _load(self, symbols: Sequence[str], start: date | None, end: date | None) -> Any:
+        """One Arrow table of ``symbols`` in the date range: symbol, ts (epoch µs), OHLCV."""
+        lo, hi = _utc_range(start, end)
+        sql = (
+            "SELECT symbol, epoch_us(timestamp) AS ts, open, high, low, close, volume "
+            "FROM read_parquet($files) "
+            "WHERE epoch_us(timestamp) >= $lo AND epoch_us(timestamp) < $hi"
+        )
+        params = {"files": self._paths(symbols), "lo": lo, "hi": hi}
+        with duckdb.connect() as con:
+            return con.sql(sql, params=params).to_arrow_table()
+
+    def steps(self, symbols: Iterable[str], start: date, end: date) -> Iterator[Step]:
+        """Timesteps in time order between ``start`` and ``end`` (inclusive UTC dates); each step
+        has the bar of every requested symbol that has a bar at that time, in request order."""
+        wanted = self._require(symbols)
+        table = self._load(wanted, start, end)
+        rank = {s: i for i, s in enumerate(wanted)}
+        sym = table.column("symbol").to_numpy(zero_copy_only=False)
+        sym_rank = np.fromiter((rank[s] for s in sym), dtype=np.int64, count=len(sym))
+        ts = table.column("ts").to_numpy()
+        order = np.lexsort((sym_rank, ts))
+        return _iter_steps(
+            ts[order],
+            [wanted[i] for i in sym_rank[order].tolist()],
+            [table.column(c).to_numpy()[order].tolist() for c in BAR_COLUMNS],
+        )
+
+    def frame(
+        self, symbol: str, start: date | None = None, end: date | None = None
+    ) -> pd.DataFrame:
+        """One symbol's bars: UTC DatetimeIndex ``timestamp``; open, high, low, close, volume."""
+        (known,) = self._require([symbol])
+        lo, hi = _utc_range(start, end)
+        table = pq.read_table(self.path_of(known), columns=["timestamp", *BAR_COLUMNS])
+        ts = table.column("timestamp").cast(pa.int64()).to_numpy()
+        mask = (ts >= lo) & (ts < hi)
+        frame = cast(pd.DataFrame, table.filter(pa.array(mask)).to_pandas())
+        return frame.set_index("timestamp")
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def write_symbol(
+        self, symbol: str, bars: Any, source: Source, content_hash: str | None = None
+    ) -> SymbolInfo:
+        """Replace ``symbol``'s bars atomically (see :class:`SymbolData` for ``bars``)."""
+        (info,) = self.write_many([SymbolData(symbol, bars, source, content_hash)])
+        return info
+
+    def write_many(self, items: Sequence[SymbolData]) -> list[SymbolInfo]:
+        """Replace several symbols, each atomically, with one manifest update."""
+        staged: list[tuple[Path, Path, SymbolInfo]] = []
+        self._symbols_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            for item in items:
+                staged.append(self._stage(item))
+            with self._locked():
+                current = self._read_manifest_file()
+                for tmp, final, info in staged:
+                    os.replace(tmp, final)
+                    current[info.symbol] = info
+                _fsync_dir(self._symbols_dir)
+                self._write_manifest(current)
+        finally:
+            for tmp, _, _ in staged:
+                with suppress(FileNotFoundError):
+                    tmp.unlink()
+        return [info for _, _, info in staged]
+
+    def _stage(self, item: SymbolData) -> tuple[Path, Path, SymbolInfo]:
+        symbol = normalize_symbol(item.symbol)
+        if item.source not in SOURCES:
+            raise InvalidInput(f"source must be one of {', '.join(SOURCES)}, not {item.source!r}")
+        table = _to_table(symbol, item.bars)
+        ts = table.column("timestamp").cast(pa.int64())
+        info = SymbolInfo(
+            symbol=symbol,
+            first=_from_micros(ts[0].as_py()),
+            last=_from_micros(ts[-1].as_py()),
+            bars=table.num_rows,
+            source=item.source,
+            content_hash=item.content_hash,
+        )
+        meta = {b"farm": json.dumps(_info_to_json(info)).encode()}
+        table = table.replace_schema_metadata(meta)
+        final = self.path_of(symbol)
+        tmp = self._symbols_dir / f".{symbol}.{uuid.uuid4().hex}.tmp"
+        with open(tmp, "wb") as fh:
+            pq.write_table(table, fh, compression="zstd")
+            fh.flush()
+            os.fsync(fh.fileno())
+        return tmp, final, info
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "a+b") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    def _read_manifest_file(self) -> dict[str, SymbolInfo]:
+        try:
+            raw = json.loads(self._manifest_path.read_bytes())
+        except FileNotFoundError:
+            return self._scan_files()
+        return {sym: _info_from_json(sym, entry) for sym, entry in raw["symbols"].items()}
+
+    def _scan_files(self) -> dict[str, SymbolInfo]:
+        """Rebuild manifest entries from the metadata in each Parquet footer."""
+        infos: dict[str, SymbolInfo] = {}
+        for path in sorted(self._symbols_dir.glob("*.parquet")):
+            meta = pq.read_schema(path).metadata or {}
+            if b"farm" in meta:
+                infos[path.stem] = _info_from_json(path.stem, json.loads(meta[b"farm"]))
+        return infos
+
+    def _write_manifest(self, infos: Mapping[str, SymbolInfo]) -> None:
+        body = {
+            "version": _MANIFEST_VERSION,
+            "symbols": {s: _info_to_json(infos[s]) for s in sorted(infos)},
+        }
+        tmp = self.root / f".manifest.{uuid.uuid4().hex}.tmp"
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(json.dumps(body, separators=(",", ":")).encode())
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self._manifest_path)
+        finally:
+            with suppress(FileNotFoundError):
+                tmp.unlink()
+        _fsync_dir(self.root)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _iter_steps(ts: Any, symbols: list[str], columns: list[list[float]]) -> Iterator[Step]:
+    """Group rows sorted by time into Steps; builds Bars only, no per-row pandas work."""
+    if len(ts) == 0:
+        return
+    bounds = np.flatnonzero(np.diff(ts)).tolist()
+    starts = [0, *(b + 1 for b in bounds)]
+    ends = [*(b + 1 for b in bounds), len(ts)]
+    o, h, lo_, c, v = columns
+    ts_list = ts.tolist()
+    for a, b in zip(starts, ends, strict=True):
+        bars = map(Bar, o[a:b], h[a:b], lo_[a:b], c[a:b], v[a:b])
+        yield Step(ts=_from_micros(ts_list[a]), bars=dict(zip(symbols[a:b], bars, strict=True)))
