@@ -21,6 +21,7 @@ class OrderStatus(StrEnum):
 
     SUBMITTED = "submitted"
     ACCEPTED = "accepted"
+    PARTIAL = "partial"
     COMPLETED = "completed"
     CANCELLED = "cancelled"
     EXPIRED = "expired"
