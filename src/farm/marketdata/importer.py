@@ -38,6 +38,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from farm.errors import FarmError, InvalidInput
@@ -466,10 +467,10 @@ def _timestamps(column: Any) -> tuple[Any, Any, str | None]:
 
 
 def _read_parquet(
-    path: Path,
+    path: Path, skip: Sequence[str]
 ) -> tuple[_Rows | None, list[str | None], list[Problem]]:
-    """A long-format Parquet file as rows, symbol names per code (``None`` = invalid name),
-    and file-level problems."""
+    """A long-format Parquet file, without the rows of the ``skip`` symbols, as rows, symbol
+    names per code (``None`` = invalid name), and file-level problems."""
     try:
         schema = pq.read_schema(path)
     except (OSError, pa.ArrowException) as exc:
@@ -481,6 +482,11 @@ def _read_parquet(
         return None, [], problems
     table = pq.read_table(path, columns=list(found.values()))
     table = table.rename_columns([_ALIASES[n.strip().lower()] for n in table.column_names])
+    rownum = np.arange(1, table.num_rows + 1)
+    if skip:
+        keep = pc.invert(pc.is_in(table.column("symbol").cast(pa.string()), pa.array(skip)))
+        rownum = rownum[keep.to_numpy(zero_copy_only=False)]
+        table = table.filter(keep)
     ts, ts_ok, bad = _timestamps(table.column("timestamp"))
     values: dict[str, Any] = {}
     for col in _VALUE_COLUMNS:
@@ -504,12 +510,38 @@ def _read_parquet(
     names.append(None)  # the code of rows without a symbol
     indices = encoded.indices.fill_null(-1).to_numpy()
     codes = np.where(indices >= 0, codes_of_raw[np.maximum(indices, 0)], len(names) - 1)
-    rownum = np.arange(1, table.num_rows + 1)
     return _Rows(ts, ts_ok, values, rownum, codes.astype(np.int64)), names, []
 
 
+def _report_unchanged(run: _Run, path: Path, digest: str) -> list[str]:
+    """Report the symbols of ``path`` last imported from this very content as unchanged; return
+    their names as spelled in the file, for the import to leave out."""
+    try:
+        found, problems = _columns(pq.read_schema(path).names)
+    except (OSError, pa.ArrowException):
+        return []
+    if problems or "symbol" not in found:
+        return []
+    table = pq.read_table(path, columns=[found["symbol"]])
+    counts = pc.value_counts(table.column(0).cast(pa.string())).to_pylist()
+    skipped: list[str] = []
+    for entry in counts:
+        raw, bars = entry["values"], entry["counts"]
+        if raw is None or not _valid_symbol(raw):
+            continue
+        symbol = normalize_symbol(raw)
+        if symbol not in run.claimed and run.unchanged(symbol, digest):
+            run.claim(path, symbol)
+            run.reports.append(SymbolReport(path, symbol, "unchanged", bars))
+            skipped.append(raw)
+    run.progress.advance(len(skipped), grow=len(skipped))
+    return skipped
+
+
 def _import_parquet(run: _Run, path: Path) -> None:
-    rows, names, problems = _read_parquet(path)
+    digest = _hash_file(path)
+    skip = _report_unchanged(run, path, digest) if run.skip_unchanged else []
+    rows, names, problems = _read_parquet(path, skip)
     if rows is None:
         run.fail(path, None, problems)
         run.progress.advance(1)
@@ -517,7 +549,6 @@ def _import_parquet(run: _Run, path: Path) -> None:
     present = np.bincount(rows.codes, minlength=len(names))
     codes = [c for c in range(len(names)) if present[c]]
     run.progress.advance(grow=len(codes) - 1)
-    digest = _hash_file(path)
     counts, found = _validate(rows, len(names), run.limit)
     good: list[int] = []
     for code in codes:
