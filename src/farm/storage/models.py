@@ -114,3 +114,35 @@ class BacktestSession(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class LeaderboardEntry(Base):
+    """One agent's ranked metrics on one board: the leaderboard's source of truth.
+
+    Backtest rows hold the agent's latest standard evaluation under ``timeframe`` ``all_time``
+    (windows filter on ``evaluated_at``); paper-trading rows hold metrics over each window.
+    """
+
+    __tablename__ = "leaderboard_entries"
+    __table_args__ = (Index("ix_leaderboard_board", "board_type", "timeframe", "evaluated_at"),)
+
+    board_type: Mapped[str] = mapped_column(String(20), primary_key=True)
+    timeframe: Mapped[str] = mapped_column(String(10), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(
+        ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    session_id: Mapped[str] = mapped_column(String(36))
+    evaluated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    returns: Mapped[float | None] = mapped_column(nullable=True)
+    sharpe: Mapped[float | None] = mapped_column(nullable=True)
+    sortino: Mapped[float | None] = mapped_column(nullable=True)
+    calmar: Mapped[float | None] = mapped_column(nullable=True)
+    max_drawdown: Mapped[float | None] = mapped_column(nullable=True)
+    win_rate: Mapped[float | None] = mapped_column(nullable=True)
+    total_pnl: Mapped[float | None] = mapped_column(nullable=True)
+    total_trades: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    probabilistic_sharpe: Mapped[float | None] = mapped_column(nullable=True)
+    deflated_sharpe: Mapped[float | None] = mapped_column(nullable=True)
+    n_trials: Mapped[int] = mapped_column(Integer, default=1)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
