@@ -75,7 +75,7 @@ def postgres_url() -> Iterator[str]:
 def db_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
     """Settings on SQLite, then on the real PostgreSQL (the same tests run on both)."""
     url = None if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-    return Settings(home=tmp_path / "farm", database_url=url, sandbox_wall_s=120)
+    return Settings(home=tmp_path / "farm", database_url=url, backtest_workers=0)
 
 
 @pytest.fixture

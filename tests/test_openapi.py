@@ -23,9 +23,10 @@ def test_every_operation_documents_its_errors() -> None:
         for method, operation in operations.items():
             assert operation.get("summary"), (method, path)
             assert operation.get("description"), (method, path)
-            if path.startswith("/api/"):
+            takes_input = operation.get("parameters") or operation.get("requestBody")
+            if path.startswith("/api/") and takes_input:
                 codes = set(operation["responses"])
                 assert codes & {"400", "401", "404"}, (method, path, codes)
                 for code in codes - {"200", "201", "202"}:
                     schema = operation["responses"][code].get("content", {})
-                    assert code == "409" or schema, (method, path, code)
+                    assert schema, (method, path, code)

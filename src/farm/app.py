@@ -20,11 +20,13 @@ from farm.config import Settings
 from farm.context import Context
 from farm.errors import FarmError
 from farm.health import router as health_router
+from farm.marketdata.router import router as data_router
 
 log = logging.getLogger("farm.app")
 
 SERVICES: dict[str, list[APIRouter]] = {
     "agents": [agents_router],
+    "data": [data_router],
 }
 
 
@@ -44,13 +46,12 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx = context or Context.build(settings)
-        ctx.db.migrate()
+        ctx.start()
         app.state.context = ctx
         try:
             yield
         finally:
-            if context is None:
-                ctx.close()
+            ctx.close()
 
     app = FastAPI(
         title="The Farm",

@@ -4,58 +4,36 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from farm.client import ApiError, FarmClient
+from farm.backtest.cli import backtest, results
+from farm.cli_support import (
+    DEFAULT_URL,
+    JsonOpt,
+    TokenOpt,
+    UrlOpt,
+    api,
+    console,
+    errors,
+    print_json,
+    table,
+)
 from farm.config import Settings
 from farm.errors import FarmError
+from farm.marketdata.cli import app as data_app
 
 app = typer.Typer(help="The Farm: backtest, paper trade, explain and rank trading agents.")
 users_app = typer.Typer(help="Manage users and API tokens (works on FARM_HOME directly).")
 agents_app = typer.Typer(help="Submit, list, show and delete agents (through the API).")
 app.add_typer(users_app, name="users")
 app.add_typer(agents_app, name="agents")
-
-console = Console()
-errors = Console(stderr=True)
-
-UrlOpt = Annotated[str, typer.Option("--url", envvar="FARM_URL", help="API base URL")]
-TokenOpt = Annotated[str | None, typer.Option("--token", envvar="FARM_TOKEN", help="API token")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print raw JSON for scripts")]
-DEFAULT_URL = "http://127.0.0.1:8000"
-
-
-@contextmanager
-def api(url: str, token: str | None) -> Iterator[FarmClient]:
-    """A client for one command; an API error exits 1 with the server's message."""
-    try:
-        with FarmClient(url, token) as client:
-            yield client
-    except ApiError as exc:
-        errors.print(f"[red]error[/red] ({exc.status}): {exc.message}")
-        raise typer.Exit(1) from None
-
-
-def print_json(data: Any) -> None:
-    """Machine-readable output."""
-    typer.echo(json.dumps(data, indent=2, default=str))
-
-
-def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """A readable table."""
-    out = Table(title=title)
-    for column in columns:
-        out.add_column(column)
-    for row in rows:
-        out.add_row(*("" if v is None else str(v) for v in row))
-    console.print(out)
+app.add_typer(data_app, name="data")
+app.command()(backtest)
+app.command()(results)
 
 
 @app.command()

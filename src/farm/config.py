@@ -41,7 +41,11 @@ class Settings(BaseSettings):
     sandbox_uid: int = 65534
 
     # Backtests.
-    backtest_workers: int = Field(default_factory=lambda: os.cpu_count() or 1)
+    backtest_workers: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        ge=0,
+        description="Backtests run at once in this process; 0 for an API-only process.",
+    )
     standard_symbols: list[str] = Field(
         default_factory=lambda: [
             "SPY",

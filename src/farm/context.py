@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from farm.agents.service import AgentService
 from farm.config import Settings
 from farm.events import EventBus, InProcessBus
+from farm.marketdata.bootstrap import ensure_data
+from farm.marketdata.store import BarStore
 from farm.storage.artifacts import ArtifactStore, open_artifact_store
 from farm.storage.db import Database
+
+log = logging.getLogger("farm")
 
 
 @dataclass
@@ -19,6 +24,7 @@ class Context:
     db: Database
     artifacts: ArtifactStore
     bus: EventBus
+    bars: BarStore
     agents: AgentService
 
     @classmethod
@@ -28,9 +34,21 @@ class Context:
         db = Database(settings.resolved_database_url)
         artifacts = open_artifact_store(settings.artifacts_url, settings.artifacts_dir)
         bus = InProcessBus()
-        agents = AgentService(db, artifacts, bus, settings.max_agent_bytes)
-        return cls(settings=settings, db=db, artifacts=artifacts, bus=bus, agents=agents)
+        bars = BarStore(settings.bars_dir)
+        return cls(
+            settings=settings,
+            db=db,
+            artifacts=artifacts,
+            bus=bus,
+            bars=bars,
+            agents=AgentService(db, artifacts, bus, settings.max_agent_bytes),
+        )
+
+    def start(self) -> None:
+        """Prepare storage and data, then start background work (the embedded shape)."""
+        self.db.migrate()
+        ensure_data(self.settings, self.bars, log)
 
     def close(self) -> None:
-        """Release connections."""
+        """Stop background work and release connections."""
         self.db.dispose()

@@ -27,6 +27,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     401: {"model": ErrorBody, "description": "Missing or invalid API token"},
     403: {"model": ErrorBody, "description": "Not yours"},
     404: {"model": ErrorBody, "description": "No such resource"},
+    409: {"model": ErrorBody, "description": "Conflicts with the resource's current state"},
     413: {"model": ErrorBody, "description": "Request body too large"},
 }
 

@@ -6,7 +6,14 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Query, UploadFile, status
 
-from farm.agents.schemas import AgentList, AgentOut, AgentStatus, DeleteResponse, SubmitResponse
+from farm.agents.schemas import (
+    AgentList,
+    AgentOut,
+    AgentStatus,
+    DeleteResponse,
+    DuplicateAgent,
+    SubmitResponse,
+)
 from farm.agents.service import MAX_PAGE_SIZE, Submission
 from farm.deps import ContextDep, CurrentUser
 from farm.schemas import errors
@@ -17,7 +24,10 @@ router = APIRouter(prefix="/api/agents", tags=["agents"])
 @router.post(
     "/submit",
     status_code=status.HTTP_201_CREATED,
-    responses={**errors(400, 401, 413), 409: {"description": "Same code already submitted"}},
+    responses={
+        **errors(400, 401, 413),
+        409: {"model": DuplicateAgent, "description": "You already submitted this exact code"},
+    },
 )
 async def submit_agent(
     context: ContextDep,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from farm.schemas import ApiModel
+from farm.schemas import ApiModel, ErrorBody
 
 
 class AgentStatus(StrEnum):
@@ -63,3 +63,9 @@ class DeleteResponse(ApiModel):
     success: bool
     agent_id: str
     message: str
+
+
+class DuplicateAgent(ErrorBody):
+    """409: the same code is already one of your live agents."""
+
+    existingAgentId: str  # the wire name of the original contract

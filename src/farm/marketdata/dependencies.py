@@ -10,8 +10,8 @@ from farm.marketdata.store import BarStore
 
 
 def get_bar_store(request: Request) -> BarStore:
-    """The app's bar store (``app.state.bar_store``, created by the app factory)."""
-    store: BarStore = request.app.state.bar_store
+    """The bar store of the app's platform context."""
+    store: BarStore = request.app.state.context.bars
     return store
 
 
