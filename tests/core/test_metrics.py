@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import random
-from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 
 from farm.core.metrics import (
     compute_metrics,
+    daily_returns,
     deflated_sharpe_ratio,
     drawdown,
     expected_max_sharpe,
@@ -97,7 +97,7 @@ def test_degenerate_inputs_give_none_not_nan() -> None:
     blown = compute_metrics(series([100, 50, 0, 0]))
     assert blown.total_return == -1.0
     for result in (m, only_wins, blown):
-        json.dumps(asdict(result), allow_nan=False)  # never NaN or infinity
+        json.dumps(result.as_json(), allow_nan=False)  # never NaN or infinity
     with pytest.raises(ValueError, match="empty"):
         compute_metrics([])
 
@@ -119,6 +119,7 @@ def test_exposure_benchmark_alpha_beta() -> None:
     assert m.beta == pytest.approx(2.0)
     assert m.alpha == pytest.approx(1.001**252 - 1)
     assert m.benchmark is not None
+    assert m.as_json()["benchmark"]["total_return"] == m.benchmark.total_return
     assert m.benchmark.total_return == pytest.approx(closes[-2] / closes[0] - 1)
     assert m.benchmark.max_drawdown == pytest.approx(0.02)  # the -2% day
     bench_sharpe = sharpe_ratio(simple_returns([c for _, c in bench]))
@@ -276,6 +277,7 @@ def test_psr_and_dsr_against_an_independent_formula() -> None:
     assert probabilistic_sharpe_ratio([0.01, 0.02]) is None
 
 
-def test_simple_returns() -> None:
+def test_simple_and_daily_returns() -> None:
     assert simple_returns([100, 110, 99]) == pytest.approx([0.1, -0.1])
     assert simple_returns([5]) == []
+    assert daily_returns(series([100, 110, 99])) == pytest.approx([0.1, -0.1])

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from itertools import pairwise
 from statistics import NormalDist, fmean
+from typing import Any
 
 from farm.core.orders import ClosedTrade
 
@@ -68,6 +69,10 @@ class Metrics:
     alpha: float | None
     beta: float | None
 
+    def as_json(self) -> dict[str, Any]:
+        """A plain dict (the benchmark nested), ready for JSON: every float is finite."""
+        return asdict(self)
+
 
 def _finite(x: float | None) -> float | None:
     return x if x is not None and math.isfinite(x) else None
@@ -80,6 +85,11 @@ def _div(a: float, b: float) -> float | None:
 def simple_returns(values: Sequence[float]) -> list[float]:
     """``r_t = V_t / V_{t-1} - 1`` for consecutive values (a zero previous value gives NaN)."""
     return [b / a - 1 if a else math.nan for a, b in pairwise(values)]
+
+
+def daily_returns(equity: Sequence[tuple[datetime, float]]) -> list[float]:
+    """Per-step simple returns of an equity series (input for PSR, DSR and rankings)."""
+    return simple_returns([v for _, v in equity])
 
 
 def _per_period_rate(annual: float, periods: int) -> float:
