@@ -1,7 +1,8 @@
 """One cgroup per sandboxed agent, under a ``farm`` parent, on cgroup v1 or v2 (DESIGN §4).
 
-v1 needs the ``memory`` and ``pids`` controllers (``freezer`` is used when mounted, to kill
-atomically); v2 needs ``memory`` and ``pids`` in the unified hierarchy's ``cgroup.controllers``.
+v1 needs the ``memory`` and ``pids`` controllers (``freezer``, when mounted, makes killing
+atomic; ``cpuacct`` measures CPU time); v2 needs ``memory`` and ``pids`` in the unified
+hierarchy's ``cgroup.controllers``.
 The ``farm`` parent sits at the top of each hierarchy as mounted in this process's view.
 """
 
@@ -22,7 +23,7 @@ logger = logging.getLogger("farm.sandbox")
 
 PARENT = "farm"
 _MOUNTS = Path("/proc/self/mounts")
-_V1_CONTROLLERS = ("memory", "pids", "freezer")
+_V1_CONTROLLERS = ("memory", "pids", "freezer", "cpuacct")
 _REQUIRED = frozenset({"memory", "pids"})
 _FIX = (
     "The sandbox needs writable memory and pids cgroup controllers: cgroup v1 mounted at "
@@ -155,6 +156,18 @@ class Cgroup:
         except OSError:
             pass
         return 0
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time used by every process that ran in the cgroup (None if not measured)."""
+        try:
+            if self.layout.version == 2:
+                stats = (self.dirs["unified"] / "cpu.stat").read_text().split()
+                return int(stats[stats.index("usage_usec") + 1]) / 1e6
+            if "cpuacct" in self.dirs:
+                return int((self.dirs["cpuacct"] / "cpuacct.usage").read_text()) / 1e9
+        except (OSError, ValueError):
+            pass
+        return None
 
     def remove(self, wait_s: float = 2.0) -> None:
         """Kill what is left and remove the cgroup directories (best effort, logged)."""

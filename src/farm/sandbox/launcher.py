@@ -367,7 +367,10 @@ class AgentProcess:
         if self._kill_reason is not None:
             reason, detail = self._kill_reason
             return Termination(reason, code, detail)
-        oom_kills = self._cgroup.oom_kills() if self._cgroup is not None else 0
+        oom_kills = 0
+        if self._cgroup is not None:
+            oom_kills = self._cgroup.oom_kills()
+            cpu_s = max(cpu_s, self._cgroup.cpu_seconds() or 0.0)
         if oom_kills and code != 0:
             detail = (
                 f"out of memory: {oom_kills} process(es) killed at the {limits.memory_mb} MB limit"
@@ -496,6 +499,7 @@ def _bwrap_command(
         if not inside.startswith("/"):
             raise ValueError(f"sandbox path must be absolute: {inside!r}")
         args += ["--ro-bind", str(host.resolve()), inside]
+    args += ["--remount-ro", "/"]  # only the /tmp tmpfs stays writable
     for key, value in {**_ENV, "PYTHONPATH": str(farm_dir.parent)}.items():
         args += ["--setenv", key, value]
     return [*args, "--"]
