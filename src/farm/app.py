@@ -20,6 +20,7 @@ from farm.config import Settings
 from farm.context import Context
 from farm.errors import FarmError
 from farm.health import router as health_router
+from farm.leaderboard.router import router as leaderboard_router
 from farm.marketdata.router import router as data_router
 
 log = logging.getLogger("farm.app")
@@ -27,6 +28,7 @@ log = logging.getLogger("farm.app")
 SERVICES: dict[str, list[APIRouter]] = {
     "agents": [agents_router],
     "data": [data_router],
+    "leaderboard": [leaderboard_router],
 }
 
 

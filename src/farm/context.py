@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from farm.agents.service import AgentService
 from farm.config import Settings
 from farm.events import EventBus, InProcessBus
+from farm.leaderboard.cache import open_leaderboard_cache
+from farm.leaderboard.service import LeaderboardService
 from farm.marketdata.bootstrap import ensure_data
 from farm.marketdata.store import BarStore
 from farm.storage.artifacts import ArtifactStore, open_artifact_store
@@ -26,6 +28,7 @@ class Context:
     bus: EventBus
     bars: BarStore
     agents: AgentService
+    leaderboard: LeaderboardService
 
     @classmethod
     def build(cls, settings: Settings) -> Context:
@@ -42,6 +45,7 @@ class Context:
             bus=bus,
             bars=bars,
             agents=AgentService(db, artifacts, bus, settings.max_agent_bytes),
+            leaderboard=LeaderboardService(db, open_leaderboard_cache(settings.redis_url), bus),
         )
 
     def start(self) -> None:
@@ -51,4 +55,5 @@ class Context:
 
     def close(self) -> None:
         """Stop background work and release connections."""
+        self.leaderboard.close()
         self.db.dispose()

@@ -1,0 +1,565 @@
+"""The leaderboard cache: Redis sorted sets in the scale-out shape, in-process otherwise.
+
+Both implementations hold every board ``(type, timeframe)`` as ranked entries with pre-encoded
+JSON, are written through on every result, and rebuild a cold board from SQL (through a
+``Loader``) with a lock so that only one rebuild runs at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol, TypeVar
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from farm.leaderboard.schemas import BoardType, Metric, Timeframe
+
+log = logging.getLogger("farm.leaderboard")
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MEMBER_PREFIX = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Board:
+    """One ranked population: a board type over a timeframe (every metric ranks it)."""
+
+    type: BoardType
+    timeframe: Timeframe
+
+
+@dataclass(frozen=True, slots=True)
+class Ranked:
+    """An agent's entry as the cache holds it.
+
+    ``details`` is the JSON of the row without ``rank``, ``metric`` and ``metricType`` (object
+    members, no braces), so a page is assembled from bytes without encoding anything.
+    """
+
+    agent_id: str
+    submitted_at: datetime
+    evaluated_at: datetime
+    boards: tuple[Board, ...]
+    scores: Mapping[Metric, float]
+    details: bytes
+
+    @property
+    def member(self) -> str:
+        """Sort key for equal scores, best first when descending: earlier submission, then
+        higher agent id (the SQL fallback orders the same way)."""
+        micros = (self.submitted_at - EPOCH) // timedelta(microseconds=1)
+        return f"{10**MEMBER_PREFIX - micros:0{MEMBER_PREFIX}d}{self.agent_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """The best entries of a board: the JSON array's items and when the board last changed."""
+
+    rows: bytes
+    updated_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class RankHit:
+    """An agent's place on a board."""
+
+    rank: int
+    score: float
+    total: int
+
+
+Loader = Callable[[Board], list[Ranked]]
+"""Reads every entry of a board from SQL (the source of truth)."""
+
+
+class _Cold:
+    """A board that is not in the cache yet."""
+
+
+COLD = _Cold()
+T = TypeVar("T")
+
+
+class CacheUnavailable(Exception):
+    """The cache cannot answer; serve from SQL."""
+
+
+class LeaderboardCache(Protocol):
+    """Ranked boards served from memory; SQL stays the source of truth."""
+
+    def page(self, board: Board, metric: Metric, limit: int, load: Loader) -> Page:
+        """The best ``limit`` entries, rebuilding a cold board with ``load`` first."""
+
+    def rank(self, board: Board, metric: Metric, agent_id: str, load: Loader) -> RankHit | None:
+        """Where ``agent_id`` stands, or None if the board does not rank it."""
+
+    def put(self, entries: Sequence[Ranked]) -> None:
+        """Write new or updated entries through to every board they belong to."""
+
+    def remove(self, agent_id: str) -> None:
+        """Drop an agent from every board."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+def now_iso() -> str:
+    """The current UTC time as ISO 8601."""
+    return datetime.now(UTC).isoformat()
+
+
+def score_of(metric: Metric, value: float) -> float:
+    """The sort score: higher is always better (``max_drawdown`` is negated, never to -0.0)."""
+    return value if metric.higher_is_better else 0.0 - value
+
+
+def render_row(rank: int, metric: Metric, value: float, details: bytes) -> bytes:
+    """One row of a page: rank and metric in front of the pre-encoded details."""
+    return b'{"rank":%d,"metric":%s,"metricType":"%s",%s}' % (
+        rank,
+        repr(value).encode(),
+        metric.value.encode(),
+        details,
+    )
+
+
+def render_page(rows: bytes, updated_at: str, source: str) -> bytes:
+    """The whole ``GET /api/leaderboard`` body."""
+    return b'{"leaderboard":[%s],"updated_at":%s,"source":"%s"}' % (
+        rows,
+        json.dumps(updated_at).encode(),
+        source.encode(),
+    )
+
+
+def _expiry(entry: Ranked, board: Board) -> float | None:
+    window = board.timeframe.window
+    return None if window is None else (entry.evaluated_at + window).timestamp()
+
+
+# --- Redis -------------------------------------------------------------------------------------
+
+_PRUNE = """
+local function prune(now)
+  while true do
+    local gone = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', '(' .. now, 'LIMIT', 0, 500)
+    if #gone == 0 then return end
+    for i = 6, #KEYS do redis.call('ZREM', KEYS[i], unpack(gone)) end
+    redis.call('HDEL', KEYS[3], unpack(gone))
+    redis.call('ZREM', KEYS[4], unpack(gone))
+    local ids = {}
+    for i, m in ipairs(gone) do ids[i] = string.sub(m, MEMBER_START) end
+    redis.call('HDEL', KEYS[5], unpack(ids))
+  end
+end
+""".replace("MEMBER_START", str(MEMBER_PREFIX + 1))
+
+# KEYS: meta, metric zset, rows, expiries, ids, every metric zset. ARGV: now, last index.
+_PAGE = (
+    _PRUNE
+    + """
+local updated = redis.call('GET', KEYS[1])
+if not updated then return false end
+prune(ARGV[1])
+local flat = redis.call('ZREVRANGE', KEYS[2], 0, tonumber(ARGV[2]), 'WITHSCORES')
+if #flat == 0 then return {updated, {}, {}} end
+local members = {}
+for i = 1, #flat / 2 do members[i] = flat[2 * i - 1] end
+return {updated, flat, redis.call('HMGET', KEYS[3], unpack(members))}
+"""
+)
+
+# Same KEYS. ARGV: now, agent id.
+_RANK = (
+    _PRUNE
+    + """
+local updated = redis.call('GET', KEYS[1])
+if not updated then return false end
+prune(ARGV[1])
+local member = redis.call('HGET', KEYS[5], ARGV[2])
+if not member then return {updated} end
+local rank = redis.call('ZREVRANK', KEYS[2], member)
+if not rank then return {updated} end
+return {updated, rank, redis.call('ZSCORE', KEYS[2], member), redis.call('ZCARD', KEYS[2])}
+"""
+)
+
+# KEYS: meta, rows, expiries, ids, epoch, every metric zset. ARGV: agent id, now (ISO).
+_REMOVE = """
+local member = redis.call('HGET', KEYS[4], ARGV[1])
+if not member then return 0 end
+for i = 6, #KEYS do redis.call('ZREM', KEYS[i], member) end
+redis.call('HDEL', KEYS[2], member)
+redis.call('ZREM', KEYS[3], member)
+redis.call('HDEL', KEYS[4], ARGV[1])
+redis.call('INCR', KEYS[5])
+redis.call('SET', KEYS[1], ARGV[2], 'XX')
+return 1
+"""
+
+_UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+ALL_BOARDS = tuple(Board(t, tf) for t in BoardType for tf in Timeframe)
+
+
+@dataclass(frozen=True, slots=True)
+class _Keys:
+    meta: str
+    rows: str
+    expiries: str
+    ids: str
+    epoch: str
+    lock: str
+    metrics: dict[Metric, str]
+
+    @classmethod
+    def of(cls, prefix: str, board: Board) -> _Keys:
+        base = f"{prefix}:{board.type.value}:{board.timeframe.value}"
+        return cls(
+            meta=f"{base}:meta",
+            rows=f"{base}:rows",
+            expiries=f"{base}:exp",
+            ids=f"{base}:ids",
+            epoch=f"{base}:epoch",
+            lock=f"{base}:lock",
+            metrics={m: f"{base}:z:{m.value}" for m in Metric},
+        )
+
+    def read(self, metric: Metric) -> list[str]:
+        """KEYS of the page and rank scripts."""
+        head = [self.meta, self.metrics[metric], self.rows, self.expiries, self.ids]
+        return [*head, *self.metrics.values()]
+
+    def remove(self) -> list[str]:
+        """KEYS of the remove script."""
+        return [self.meta, self.rows, self.expiries, self.ids, self.epoch, *self.metrics.values()]
+
+    def data(self) -> list[str]:
+        """Every key a rebuild replaces."""
+        return [self.meta, self.rows, self.expiries, self.ids, *self.metrics.values()]
+
+
+class RedisLeaderboardCache:
+    """Boards as Redis sorted sets (one per metric) plus a hash of pre-encoded rows.
+
+    Per board: ``z:<metric>`` (score higher-is-better, member = tie-break prefix + agent id),
+    ``rows`` (member -> row JSON), ``ids`` (agent id -> member), ``exp`` (member -> when it
+    leaves a windowed board; pruned on read), ``meta`` (last change; absent = cold), ``epoch``
+    (bumped by every write, so a rebuild racing a write retries) and ``lock``.
+
+    When Redis fails the cache answers ``CacheUnavailable`` without retrying for ``retry_s``,
+    logs one warning per outage, and on recovery marks every board cold: writes missed during
+    the outage are then rebuilt from SQL.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "farm:lb",
+        retry_s: float = 1.0,
+        lock_ms: int = 30_000,
+        wait_s: float = 10.0,
+    ) -> None:
+        self._url = url
+        self._redis = redis.Redis.from_url(
+            url,
+            socket_connect_timeout=0.5,
+            socket_timeout=2.0,
+            retry=Retry(NoBackoff(), 1),
+            health_check_interval=0,
+        )
+        self._prefix = prefix
+        self._retry_s = retry_s
+        self._lock_ms = lock_ms
+        self._wait_s = wait_s
+        self._keys = {board: _Keys.of(prefix, board) for board in ALL_BOARDS}
+        self._page_script = self._redis.register_script(_PAGE)
+        self._rank_script = self._redis.register_script(_RANK)
+        self._remove_script = self._redis.register_script(_REMOVE)
+        self._unlock_script = self._redis.register_script(_UNLOCK)
+        self._state = threading.Lock()
+        self._down = False
+        self._retry_at = 0.0
+
+    def page(self, board: Board, metric: Metric, limit: int, load: Loader) -> Page:
+        return self._guarded(
+            lambda: self._warm(lambda: self._page(board, metric, limit), board, load)
+        )
+
+    def rank(self, board: Board, metric: Metric, agent_id: str, load: Loader) -> RankHit | None:
+        return self._guarded(
+            lambda: self._warm(lambda: self._rank(board, metric, agent_id), board, load)
+        )
+
+    def put(self, entries: Sequence[Ranked]) -> None:
+        self._guarded(lambda: self._put(entries))
+
+    def remove(self, agent_id: str) -> None:
+        self._guarded(lambda: self._remove(agent_id))
+
+    def close(self) -> None:
+        self._redis.close()
+
+    # Reads: one round trip (a Lua script prunes aged entries and reads).
+
+    def _page(self, board: Board, metric: Metric, limit: int) -> Page | _Cold:
+        keys = self._keys[board]
+        found = self._page_script(keys=keys.read(metric), args=[time.time(), limit - 1])
+        if found is None:
+            return COLD
+        updated, flat, details = found
+        parts: list[bytes] = []
+        for i, row in enumerate(details):
+            if row is not None:
+                value = score_of(metric, float(flat[2 * i + 1]))
+                parts.append(render_row(len(parts) + 1, metric, value, row))
+        return Page(b",".join(parts), updated.decode())
+
+    def _rank(self, board: Board, metric: Metric, agent_id: str) -> RankHit | _Cold | None:
+        keys = self._keys[board]
+        found = self._rank_script(keys=keys.read(metric), args=[time.time(), agent_id])
+        if found is None:
+            return COLD
+        if len(found) == 1:
+            return None
+        _, rank, score, total = found
+        return RankHit(int(rank) + 1, score_of(metric, float(score)), int(total))
+
+    # Writes: one transaction per result; every touched board's epoch is bumped.
+
+    def _put(self, entries: Sequence[Ranked]) -> None:
+        now = now_iso()
+        with self._redis.pipeline(transaction=True) as pipe:
+            for entry in entries:
+                for board in entry.boards:
+                    keys = self._keys[board]
+                    _write(pipe, keys, entry, board)
+                    pipe.incr(keys.epoch)
+                    pipe.set(keys.meta, now, xx=True)
+            pipe.execute()
+
+    def _remove(self, agent_id: str) -> None:
+        now = now_iso()
+        with self._redis.pipeline(transaction=True) as pipe:
+            for keys in self._keys.values():
+                self._remove_script(keys=keys.remove(), args=[agent_id, now], client=pipe)
+            pipe.execute()
+
+    # Cold boards: one rebuild under a lock; concurrent misses wait for it.
+
+    def _warm(self, read: Callable[[], T | _Cold], board: Board, load: Loader) -> T:
+        found = read()
+        if isinstance(found, _Cold):
+            self._rebuild(board, load)
+            found = read()
+        if isinstance(found, _Cold):
+            raise CacheUnavailable(f"the {board.type}/{board.timeframe} board is still cold")
+        return found
+
+    def _rebuild(self, board: Board, load: Loader) -> None:
+        keys = self._keys[board]
+        token = uuid.uuid4().hex
+        if not self._redis.set(keys.lock, token, nx=True, px=self._lock_ms):
+            deadline = time.monotonic() + self._wait_s
+            while time.monotonic() < deadline and not self._redis.exists(keys.meta):
+                time.sleep(0.005)
+            return
+        try:
+            for _ in range(3):
+                if self._replace(keys, board, load):
+                    log.info("leaderboard cache: rebuilt %s/%s", board.type, board.timeframe)
+                    return
+        finally:
+            self._unlock_script(keys=[keys.lock], args=[token])
+
+    def _replace(self, keys: _Keys, board: Board, load: Loader) -> bool:
+        """Load the board from SQL and swap it in; False if a write landed meanwhile."""
+        with self._redis.pipeline(transaction=True) as pipe:
+            pipe.watch(keys.epoch)  # type: ignore[no-untyped-call]
+            entries = load(board)
+            pipe.multi()
+            pipe.delete(*keys.data())
+            for entry in entries:
+                _write(pipe, keys, entry, board)
+            pipe.set(keys.meta, now_iso())
+            try:
+                pipe.execute()
+            except redis.WatchError:
+                return False
+        return True
+
+    # Outages: fail fast, warn once, mark every board cold when Redis is back.
+
+    def _guarded(self, call: Callable[[], T]) -> T:
+        with self._state:
+            now = time.monotonic()
+            if self._down and now < self._retry_at:
+                raise CacheUnavailable("Redis is down")
+            probing = self._down
+            if probing:  # one caller probes; the others keep failing fast meanwhile
+                self._retry_at = now + self._retry_s
+        try:
+            if probing:
+                self._redis.delete(*(keys.meta for keys in self._keys.values()))
+            found = call()
+        except redis.RedisError as exc:
+            self._failed(exc)
+            raise CacheUnavailable(str(exc)) from exc
+        if probing:
+            with self._state:
+                self._down = False
+            log.info("leaderboard cache: Redis is back; boards are rebuilt from SQL")
+        return found
+
+    def _failed(self, exc: Exception) -> None:
+        with self._state:
+            first = not self._down
+            self._down = True
+            self._retry_at = time.monotonic() + self._retry_s
+        if first:
+            log.warning(
+                "leaderboard cache: Redis is unreachable (%s); serving from SQL until it is back",
+                exc,
+            )
+
+
+def _write(pipe: Any, keys: _Keys, entry: Ranked, board: Board) -> None:
+    member = entry.member
+    for metric, key in keys.metrics.items():
+        value = entry.scores.get(metric)
+        if value is None:
+            pipe.zrem(key, member)
+        else:
+            pipe.zadd(key, {member: score_of(metric, value)})
+    pipe.hset(keys.rows, member, entry.details)
+    pipe.hset(keys.ids, entry.agent_id, member)
+    expiry = _expiry(entry, board)
+    if expiry is not None:
+        pipe.zadd(keys.expiries, {member: expiry})
+
+
+# --- in-process ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _LocalBoard:
+    entries: dict[str, Ranked]
+    loaded_at: float
+    updated_at: str
+    sorted: dict[Metric, list[Ranked]] = field(default_factory=dict)
+
+    def ordered(self, metric: Metric) -> list[Ranked]:
+        if metric not in self.sorted:
+            ranked = [e for e in self.entries.values() if metric in e.scores]
+            ranked.sort(key=lambda e: (score_of(metric, e.scores[metric]), e.member), reverse=True)
+            self.sorted[metric] = ranked
+        return self.sorted[metric]
+
+    def changed(self) -> None:
+        self.sorted.clear()
+        self.updated_at = now_iso()
+
+
+class InProcessLeaderboardCache:
+    """The embedded cache: boards in a dict, reloaded from SQL after ``ttl_s`` or when cold.
+
+    Windowed boards skip entries that aged out of their window at read time.
+    """
+
+    def __init__(self, ttl_s: float = 300.0) -> None:
+        self._ttl_s = ttl_s
+        self._boards: dict[Board, _LocalBoard] = {}
+        self._epochs: dict[Board, int] = dict.fromkeys(ALL_BOARDS, 0)
+        self._locks = {board: threading.Lock() for board in ALL_BOARDS}
+        self._state = threading.Lock()
+
+    def page(self, board: Board, metric: Metric, limit: int, load: Loader) -> Page:
+        ordered, updated_at = self._ordered(board, metric, load)
+        parts: list[bytes] = []
+        for entry in _live(ordered, _cutoff(board)):
+            if len(parts) == limit:
+                break
+            parts.append(render_row(len(parts) + 1, metric, entry.scores[metric], entry.details))
+        return Page(b",".join(parts), updated_at)
+
+    def rank(self, board: Board, metric: Metric, agent_id: str, load: Loader) -> RankHit | None:
+        ranked = list(_live(self._ordered(board, metric, load)[0], _cutoff(board)))
+        for rank, entry in enumerate(ranked, start=1):
+            if entry.agent_id == agent_id:
+                return RankHit(rank, entry.scores[metric], len(ranked))
+        return None
+
+    def put(self, entries: Sequence[Ranked]) -> None:
+        with self._state:
+            for entry in entries:
+                for board in entry.boards:
+                    self._epochs[board] += 1
+                    local = self._boards.get(board)
+                    if local is not None:
+                        local.entries[entry.agent_id] = entry
+                        local.changed()
+
+    def remove(self, agent_id: str) -> None:
+        with self._state:
+            for board in ALL_BOARDS:
+                self._epochs[board] += 1
+                local = self._boards.get(board)
+                if local is not None and local.entries.pop(agent_id, None) is not None:
+                    local.changed()
+
+    def close(self) -> None:
+        with self._state:
+            self._boards.clear()
+
+    def _ordered(self, board: Board, metric: Metric, load: Loader) -> tuple[list[Ranked], str]:
+        """The board's entries best first by ``metric`` (never mutated afterwards)."""
+        if self._fresh(board) is None:
+            self._load(board, load)
+        with self._state:
+            local = self._boards[board]
+            return local.ordered(metric), local.updated_at
+
+    def _load(self, board: Board, load: Loader) -> None:
+        with self._locks[board]:
+            while self._fresh(board) is None:
+                with self._state:
+                    epoch = self._epochs[board]
+                entries = load(board)
+                with self._state:
+                    if self._epochs[board] == epoch:  # else a write raced the load: reload
+                        by_agent = {e.agent_id: e for e in entries}
+                        self._boards[board] = _LocalBoard(by_agent, time.monotonic(), now_iso())
+
+    def _fresh(self, board: Board) -> _LocalBoard | None:
+        with self._state:
+            local = self._boards.get(board)
+            if local is None or time.monotonic() - local.loaded_at > self._ttl_s:
+                return None
+            return local
+
+
+def _cutoff(board: Board) -> datetime | None:
+    window = board.timeframe.window
+    return None if window is None else datetime.now(UTC) - window
+
+
+def _live(entries: Iterable[Ranked], cutoff: datetime | None) -> Iterable[Ranked]:
+    return entries if cutoff is None else (e for e in entries if e.evaluated_at >= cutoff)
+
+
+def open_leaderboard_cache(redis_url: str | None) -> LeaderboardCache:
+    """Redis when ``FARM_REDIS_URL`` is set, the in-process cache otherwise (connects lazily)."""
+    return RedisLeaderboardCache(redis_url) if redis_url else InProcessLeaderboardCache()

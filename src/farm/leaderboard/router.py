@@ -1,0 +1,64 @@
+"""HTTP routes of the leaderboard (public: no token needed)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from farm.deps import ContextDep
+from farm.leaderboard.cache import Board
+from farm.leaderboard.schemas import (
+    MAX_LIMIT,
+    BoardType,
+    LeaderboardOut,
+    Metric,
+    RankOut,
+    Timeframe,
+)
+from farm.schemas import errors
+
+router = APIRouter(prefix="/api/leaderboard", tags=["leaderboard"])
+
+TypeQuery = Annotated[BoardType, Query(alias="type", description="What is ranked")]
+MetricQuery = Annotated[Metric, Query(description="Ranking metric; max_drawdown: lower is better")]
+TimeframeQuery = Annotated[Timeframe, Query(description="Window of results, ending now")]
+
+
+@router.get(
+    "",
+    response_model=LeaderboardOut,
+    responses=errors(400),
+    summary="Ranked agents",
+)
+def get_leaderboard(
+    context: ContextDep,
+    board_type: TypeQuery = BoardType.PAPER_TRADING,
+    metric: MetricQuery = Metric.RETURNS,
+    timeframe: TimeframeQuery = Timeframe.WEEKLY,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
+) -> Response:
+    """The best agents of a board, one row per agent, ties to the earlier submission.
+
+    ``backtest`` ranks each agent's latest standard evaluation (same symbols and period for
+    everyone) completed within the timeframe; ``paper_trading`` ranks live sessions by the metric
+    over the timeframe. ``source`` says whether the cache or the database answered.
+    """
+    body = context.leaderboard.page(Board(board_type, timeframe), metric, limit)
+    return Response(body, media_type="application/json")
+
+
+@router.get(
+    "/rank/{agent_id}",
+    responses=errors(400, 404),
+    summary="One agent's rank",
+)
+def get_rank(
+    context: ContextDep,
+    agent_id: str,
+    board_type: TypeQuery = BoardType.PAPER_TRADING,
+    metric: MetricQuery = Metric.RETURNS,
+    timeframe: TimeframeQuery = Timeframe.WEEKLY,
+) -> RankOut:
+    """Where an agent stands on a board: its rank, its score and how many agents are ranked."""
+    return context.leaderboard.rank(Board(board_type, timeframe), metric, agent_id)
