@@ -354,7 +354,10 @@ def _rules(rows: _Rows) -> Iterator[tuple[Any, Callable[[int], str]]]:
         low, high = _fmt(v["low"][i]), _fmt(v["high"][i])
         return f"{col} {_fmt(v[col][i])} is outside [low {low}, high {high}]"
 
-    yield ~rows.ts_ok, lambda i: f"unparsable date{text('timestamp', i) or ' (empty)'}"
+    yield (
+        ~rows.ts_ok,
+        lambda i: f"unparsable date{t}" if (t := text("timestamp", i)) else "missing date",
+    )
     for col in _VALUE_COLUMNS[:5]:
         yield np.isnan(v[col]), partial(missing, col)
         yield np.isinf(v[col]), partial(infinite, col)
@@ -452,18 +455,20 @@ def _hash_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _timestamps(column: Any) -> tuple[Any, Any, str | None]:
-    """A Parquet timestamp column as (epoch µs, ok mask, type problem)."""
+def _timestamps(column: Any) -> tuple[Any, Any, Any, str | None]:
+    """A Parquet timestamp column as (epoch µs, ok mask, text if it was text, type problem)."""
     kind = column.type
     if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
         unit = pa.timestamp("us", tz=getattr(kind, "tz", None))
         micros = column.cast(unit, safe=False).cast(pa.int64())
         ok = micros.is_valid().to_numpy(zero_copy_only=False)
-        return micros.fill_null(0).to_numpy(), ok, None
+        return micros.fill_null(0).to_numpy(), ok, None, None
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-        micros, ok = _parse_dates(pd.Series(column.to_numpy(zero_copy_only=False)))
-        return micros, ok, None
-    return None, None, f"column timestamp has type {kind}; expected timestamps, dates or ISO text"
+        text = column.fill_null("").to_numpy(zero_copy_only=False)
+        micros, ok = _parse_dates(pd.Series(text))
+        return micros, ok, text, None
+    problem = f"column timestamp has type {kind}; expected timestamps, dates or ISO text"
+    return None, None, None, problem
 
 
 def _read_parquet(
@@ -487,7 +492,7 @@ def _read_parquet(
         keep = pc.invert(pc.is_in(table.column("symbol").cast(pa.string()), pa.array(skip)))
         rownum = rownum[keep.to_numpy(zero_copy_only=False)]
         table = table.filter(keep)
-    ts, ts_ok, bad = _timestamps(table.column("timestamp"))
+    ts, ts_ok, text, bad = _timestamps(table.column("timestamp"))
     values: dict[str, Any] = {}
     for col in _VALUE_COLUMNS:
         if col not in found:
@@ -510,7 +515,8 @@ def _read_parquet(
     names.append(None)  # the code of rows without a symbol
     indices = encoded.indices.fill_null(-1).to_numpy()
     codes = np.where(indices >= 0, codes_of_raw[np.maximum(indices, 0)], len(names) - 1)
-    return _Rows(ts, ts_ok, values, rownum, codes.astype(np.int64)), names, []
+    raw = None if text is None else {"timestamp": text}
+    return _Rows(ts, ts_ok, values, rownum, codes.astype(np.int64), raw), names, []
 
 
 def _report_unchanged(run: _Run, path: Path, digest: str) -> list[str]:

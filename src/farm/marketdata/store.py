@@ -25,7 +25,6 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any, Literal, cast
 
-import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -273,60 +272,54 @@ class BarStore:
             s for s in known if _micros(infos[s].first) < hi and _micros(infos[s].last) >= lo
         ]
         counts = dict.fromkeys(known, 0)
-        if overlapping:
-            sql = (
-                "SELECT symbol, count(*)::BIGINT FROM read_parquet($files) "
-                "WHERE epoch_us(timestamp) >= $lo AND epoch_us(timestamp) < $hi GROUP BY symbol"
-            )
-            params = {"files": self._paths(overlapping), "lo": lo, "hi": hi}
-            with duckdb.connect() as con:
-                rows = con.sql(sql, params=params).fetchall()
-            counts.update({str(sym): int(n) for sym, n in rows})
+        for symbol, (ts, _) in zip(overlapping, self._read(overlapping, lo, hi, ()), strict=True):
+            counts[symbol] = len(ts)
         empty = tuple(s for s in known if counts[s] == 0)
         return Coverage(unknown=tuple(unknown), empty=empty, bars=counts)
 
-    def _paths(self, symbols: Sequence[str]) -> list[str]:
-        return [str(self.path_of(s)) for s in symbols]
+    def _read(
+        self, symbols: Sequence[str], lo: int, hi: int, columns: Sequence[str]
+    ) -> list[tuple[Any, Any]]:
+        """Per symbol, the epoch-µs timestamps in ``[lo, hi)`` and a Table of those rows.
 
-    def _load(self, symbols: Sequence[str], start: date | None, end: date | None) -> Any:
-        """One Arrow table of ``symbols`` in the date range: symbol, ts (epoch µs), OHLCV."""
-        lo, hi = _utc_range(start, end)
-        sql = (
-            "SELECT symbol, epoch_us(timestamp) AS ts, open, high, low, close, volume "
-            "FROM read_parquet($files) "
-            "WHERE epoch_us(timestamp) >= $lo AND epoch_us(timestamp) < $hi"
-        )
-        params = {"files": self._paths(symbols), "lo": lo, "hi": hi}
-        with duckdb.connect() as con:
-            return con.sql(sql, params=params).to_arrow_table()
+        Each file is read through one open handle, so a concurrent ``os.replace`` yields the old
+        or the new file, never a mix (readers that reopen a path, as DuckDB does, can see both).
+        """
+
+        parts = []
+        for symbol in symbols:
+            with pa.OSFile(str(self.path_of(symbol))) as fh:
+                reader = pq.ParquetFile(fh, pre_buffer=False)
+                table = reader.read(columns=["timestamp", *columns], use_threads=False)
+            ts = table.column("timestamp").cast(pa.int64()).to_numpy()
+            if len(ts) and (ts[0] < lo or ts[-1] >= hi):
+                mask = (ts >= lo) & (ts < hi)
+                ts, table = ts[mask], table.filter(pa.array(mask))
+            parts.append((ts, table))
+        return parts
 
     def steps(self, symbols: Iterable[str], start: date, end: date) -> Iterator[Step]:
         """Timesteps in time order between ``start`` and ``end`` (inclusive UTC dates); each step
         has the bar of every requested symbol that has a bar at that time, in request order."""
         wanted = self._require(symbols)
-        table = self._load(wanted, start, end)
-        rank = {s: i for i, s in enumerate(wanted)}
-        sym = table.column("symbol").to_numpy(zero_copy_only=False)
-        sym_rank = np.fromiter((rank[s] for s in sym), dtype=np.int64, count=len(sym))
-        ts = table.column("ts").to_numpy()
-        order = np.lexsort((sym_rank, ts))
-        return _iter_steps(
-            ts[order],
-            [wanted[i] for i in sym_rank[order].tolist()],
-            [table.column(c).to_numpy()[order].tolist() for c in BAR_COLUMNS],
-        )
+        lo, hi = _utc_range(start, end)
+        parts = self._read(wanted, lo, hi, BAR_COLUMNS)
+        ts = np.concatenate([p[0] for p in parts])
+        rank = np.repeat(np.arange(len(wanted)), [len(p[0]) for p in parts])
+        order = np.lexsort((rank, ts))
+        columns = [
+            np.concatenate([p[1].column(c).to_numpy() for p in parts])[order].tolist()
+            for c in BAR_COLUMNS
+        ]
+        return _iter_steps(ts[order], [wanted[i] for i in rank[order].tolist()], columns)
 
     def frame(
         self, symbol: str, start: date | None = None, end: date | None = None
     ) -> pd.DataFrame:
         """One symbol's bars: UTC DatetimeIndex ``timestamp``; open, high, low, close, volume."""
         (known,) = self._require([symbol])
-        lo, hi = _utc_range(start, end)
-        table = pq.read_table(self.path_of(known), columns=["timestamp", *BAR_COLUMNS])
-        ts = table.column("timestamp").cast(pa.int64()).to_numpy()
-        mask = (ts >= lo) & (ts < hi)
-        frame = cast(pd.DataFrame, table.filter(pa.array(mask)).to_pandas())
-        return frame.set_index("timestamp")
+        ((_, table),) = self._read([known], *_utc_range(start, end), BAR_COLUMNS)
+        return cast(pd.DataFrame, table.to_pandas()).set_index("timestamp")
 
     # -- writing -----------------------------------------------------------------------------
 
