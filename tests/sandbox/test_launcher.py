@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -24,6 +25,7 @@ import pytest
 from farm.config import Settings
 from farm.sandbox.cgroups import PARENT, detect_layout
 from farm.sandbox.launcher import (
+    AgentProcess,
     SandboxLimits,
     SandboxUnavailable,
     Termination,
@@ -438,3 +440,45 @@ def test_unsafe_local_still_enforces_wall_time() -> None:
         mode="unsafe-local",
     ) as proc:
         assert proc.wait(timeout=10).reason == "timeout"
+
+
+def test_agent_outlives_the_thread_that_launched_it() -> None:
+    """Launching from a short-lived worker thread must not tie the agent's life to that thread."""
+    code = "import os, time; time.sleep(0.5); os.write(4, os.read(3, 2))"
+    procs: list[AgentProcess] = []
+    thread = threading.Thread(
+        target=lambda: procs.append(
+            launch([sys.executable, "-c", code], readonly_binds={}, limits=LIMITS, mode="bwrap")
+        )
+    )
+    thread.start()
+    thread.join()
+    with procs[0] as proc:
+        proc.to_agent.write(b"hi")
+        proc.to_agent.flush()
+        assert proc.read_exact(2, timeout=10) == b"hi"
+        assert proc.wait(timeout=10).reason == "exited"
+
+
+def test_concurrent_agents_do_not_share_pipes() -> None:
+    code = "import os; os.write(4, os.read(3, 16) * 2)"
+    procs = [
+        launch([sys.executable, "-c", code], readonly_binds={}, limits=LIMITS, mode="bwrap")
+        for _ in range(4)
+    ]
+    try:
+        for number, proc in enumerate(procs):
+            proc.to_agent.write(f"agent-{number:02d}".encode())
+            proc.to_agent.close()
+        for number, proc in enumerate(procs):
+            assert proc.from_agent.read() == f"agent-{number:02d}".encode() * 2
+            assert proc.wait(timeout=10) == Termination("exited", 0, "exited with code 0")
+    finally:
+        for proc in procs:
+            proc.close()
+
+
+def test_check_sandbox_in_unsafe_mode_only_warns(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="farm.sandbox"):
+        check_sandbox(Settings(sandbox="unsafe-local"))
+    assert "WITHOUT isolation" in caplog.text

@@ -164,7 +164,8 @@ class AgentProcess:
         self._agent_fds = (agent_read, agent_write)
         self.to_agent = os.fdopen(host_write, "wb")
         self.from_agent = os.fdopen(host_read, "rb")
-        # The thread that forks must outlive the child: bwrap --die-with-parent fires when it ends.
+        # Spawned by the supervising thread, which lives exactly as long as the child: the
+        # parent-death signal behind --die-with-parent is tied to the thread that forked.
         thread = threading.Thread(target=self._run, name=f"farm-sandbox-{id(self):x}", daemon=True)
         thread.start()
         self._started.wait()
@@ -250,6 +251,15 @@ class AgentProcess:
         try:
             if popen is not None and self._spawn_error is None:
                 self._supervise(popen, pidfd)
+        except Exception:
+            logger.exception("sandbox supervisor failed; killing the agent")
+            assert popen is not None
+            with self._lock:
+                if not self._reaped:
+                    self._kill_everything()
+                    popen.wait()
+                    self._reaped = True
+            self._termination = Termination("killed", popen.returncode, "sandbox supervisor failed")
         finally:
             if pidfd >= 0:
                 os.close(pidfd)
