@@ -1,0 +1,371 @@
+"""The host-side FMEL recorder: batches records and commits them as atomic Parquet part files.
+
+It lives in the host process, never in the sandbox, so whatever the agent does (crash, kill,
+hang) every record the host received is written on ``close()``. Each flush writes a temp file
+and renames it into place: readers only ever see whole part files. A crash of the host itself
+loses at most the records not flushed yet (at most ``batch_size`` of them or ``flush_seconds``
+worth).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+
+import pyarrow.parquet as pq
+
+from farm.core.orders import ClosedTrade, Fill, OrderEvent
+from farm.fmel.layout import check_id, session_dir
+from farm.fmel.records import (
+    KINDS,
+    MAX_DATA_ACCESSES,
+    MAX_HOOK_ERROR_CHARS,
+    MAX_HOOK_ERRORS,
+    MAX_INDICATOR_LINES,
+    MAX_REASONING_CHARS,
+    Action,
+    Bar,
+    DataAccess,
+    DecisionRecord,
+    ExecutionRecord,
+    Holding,
+    Indicator,
+    Mode,
+    Order,
+    Record,
+    TradeRecord,
+    decision_id,
+    to_table,
+)
+
+
+class FmelRecorder:
+    """Records one session's decisions, executions and trades under ``root``."""
+
+    def __init__(
+        self,
+        root: Path,
+        agent_id: str,
+        session_id: str,
+        user_id: str,
+        mode: Mode | str,
+        *,
+        batch_size: int = 5000,
+        flush_seconds: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if batch_size < 1 or flush_seconds <= 0:
+            raise ValueError("batch_size must be >= 1 and flush_seconds > 0")
+        self.agent_id = check_id("agent_id", agent_id)
+        self.session_id = check_id("session_id", session_id)
+        self.user_id = user_id
+        self.mode = Mode(mode).value
+        self.directory = session_dir(root, agent_id, session_id)
+        self.batch_size = batch_size
+        self.flush_seconds = flush_seconds
+        self._clock = clock
+        self._token = uuid.uuid4().hex[:12]
+        self._pending: dict[str, list[Record]] = {kind: [] for kind in KINDS}
+        self._count = 0
+        self._oldest: float | None = None
+        self._parts = 0
+        self._executions = 0
+        self._trades = 0
+        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._closed = False
+        self._ticker = threading.Thread(
+            target=self._tick, name=f"fmel-flush-{session_id}", daemon=True
+        )
+        self._ticker.start()
+
+    def __enter__(self) -> FmelRecorder:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @property
+    def parts_written(self) -> int:
+        """How many part files this recorder has committed."""
+        return self._parts
+
+    def record_decision(
+        self,
+        *,
+        seq: int,
+        bar_ts: datetime,
+        bars: Sequence[Bar],
+        cash: float,
+        value: float,
+        orders: Sequence[Order] = (),
+        cancels: Sequence[str] = (),
+        positions: Sequence[Holding] = (),
+        reasoning: str | None = None,
+        reasoning_truncated: bool = False,
+        confidence: float | None = None,
+        indicators: Sequence[Indicator] = (),
+        data_accesses: Sequence[DataAccess] = (),
+        accesses_dropped: int = 0,
+        hook_errors: Sequence[str] = (),
+        wall_ts: datetime | None = None,
+    ) -> DecisionRecord:
+        """Record decision ``seq`` (caps and cleans the agent-reported fields); returns it.
+
+        ``reasoning_truncated`` and ``accesses_dropped`` say what was cut before it got here.
+        """
+        errors = [e[:MAX_HOOK_ERROR_CHARS] for e in hook_errors]
+        if reasoning is not None and len(reasoning) > MAX_REASONING_CHARS:
+            reasoning = reasoning[:MAX_REASONING_CHARS]
+            reasoning_truncated = True
+        if confidence is not None and not (math.isfinite(confidence) and 0 <= confidence <= 1):
+            errors.append(f"get_decision_confidence: {confidence!r} is not in [0, 1]; dropped")
+            confidence = None
+        sides = {o.side for o in orders}
+        record = DecisionRecord(
+            decision_id=decision_id(self.session_id, seq),
+            session_id=self.session_id,
+            agent_id=self.agent_id,
+            user_id=self.user_id,
+            mode=self.mode,
+            seq=seq,
+            bar_ts=_utc(bar_ts),
+            wall_ts=_utc(wall_ts) if wall_ts else datetime.now(UTC),
+            action=_action(sides),
+            symbols=sorted({o.symbol for o in orders} | {a.symbol for a in data_accesses}),
+            bars=list(bars),
+            positions=list(positions),
+            cash=cash,
+            value=value,
+            orders=list(orders),
+            cancels=list(cancels),
+            reasoning=reasoning,
+            reasoning_truncated=reasoning_truncated,
+            confidence=confidence,
+            indicators=[_finite_indicator(i) for i in indicators[:MAX_INDICATOR_LINES]],
+            indicators_truncated=len(indicators) > MAX_INDICATOR_LINES,
+            data_accesses=list(data_accesses[:MAX_DATA_ACCESSES]),
+            data_accesses_truncated=accesses_dropped > 0 or len(data_accesses) > MAX_DATA_ACCESSES,
+            hook_errors=errors[:MAX_HOOK_ERRORS],
+        )
+        self._add("decisions", record)
+        return record
+
+    def record_execution(self, fill: Fill, *, wall_ts: datetime | None = None) -> ExecutionRecord:
+        """Record a fill of the host ledger, linked to the decision that placed its order."""
+        return self._execution(
+            seq=fill.decision_seq,
+            order_id=fill.client_order_id,
+            symbol=fill.symbol,
+            side="buy" if fill.size > 0 else "sell",
+            status="filled",
+            size=abs(fill.size),
+            price=fill.price,
+            commission=fill.commission,
+            reason="",
+            ts=fill.ts,
+            wall_ts=wall_ts,
+        )
+
+    def record_order_end(
+        self,
+        event: OrderEvent,
+        *,
+        seq: int,
+        symbol: str,
+        side: str,
+        wall_ts: datetime | None = None,
+    ) -> ExecutionRecord:
+        """Record an order of decision ``seq`` that ended unfilled (cancelled, rejected...)."""
+        return self._execution(
+            seq=seq,
+            order_id=event.client_order_id,
+            symbol=symbol,
+            side=side,
+            status=event.status.value,
+            size=0.0,
+            price=None,
+            commission=0.0,
+            reason=event.reason,
+            ts=event.ts,
+            wall_ts=wall_ts,
+        )
+
+    def _execution(
+        self,
+        *,
+        seq: int,
+        order_id: str,
+        symbol: str,
+        side: str,
+        status: str,
+        size: float,
+        price: float | None,
+        commission: float,
+        reason: str,
+        ts: datetime,
+        wall_ts: datetime | None,
+    ) -> ExecutionRecord:
+        with self._lock:
+            self._executions += 1
+            number = self._executions
+        record = ExecutionRecord(
+            execution_id=f"{self.session_id}:x{number}",
+            decision_id=decision_id(self.session_id, seq),
+            session_id=self.session_id,
+            agent_id=self.agent_id,
+            user_id=self.user_id,
+            mode=self.mode,
+            seq=seq,
+            order_id=order_id,
+            symbol=symbol,
+            side=side,
+            status=status,
+            size=size,
+            price=price,
+            commission=commission,
+            reason=reason,
+            ts=_utc(ts),
+            wall_ts=_utc(wall_ts) if wall_ts else datetime.now(UTC),
+        )
+        self._add("executions", record)
+        return record
+
+    def record_trade(self, trade: ClosedTrade, *, wall_ts: datetime | None = None) -> TradeRecord:
+        """Record a closed trade of the host ledger, linked to its opening and closing decisions."""
+        with self._lock:
+            self._trades += 1
+            number = self._trades
+        record = TradeRecord(
+            trade_id=f"{self.session_id}:t{number}",
+            session_id=self.session_id,
+            agent_id=self.agent_id,
+            user_id=self.user_id,
+            mode=self.mode,
+            symbol=trade.symbol,
+            size=trade.size,
+            entry_ts=_utc(trade.entry_ts),
+            exit_ts=_utc(trade.exit_ts),
+            entry_price=trade.entry_price,
+            exit_price=trade.exit_price,
+            pnl=trade.pnl,
+            pnl_net=trade.pnl_net,
+            commission=trade.commission,
+            bars_held=trade.bars_held,
+            opened_by_seq=trade.opened_by_seq,
+            closed_by_seq=trade.closed_by_seq,
+            opened_by_decision_id=decision_id(self.session_id, trade.opened_by_seq),
+            closed_by_decision_id=decision_id(self.session_id, trade.closed_by_seq),
+            wall_ts=_utc(wall_ts) if wall_ts else datetime.now(UTC),
+        )
+        self._add("trades", record)
+        return record
+
+    def flush(self) -> None:
+        """Commit every pending record now (one new part file per record kind).
+
+        If a write fails, the records not written stay pending for the next flush.
+        """
+        with self._write_lock:
+            with self._lock:
+                batches = {k: v for k, v in self._pending.items() if v}
+                self._pending = {kind: [] for kind in KINDS}
+                self._count = 0
+                self._oldest = None
+            while batches:
+                kind, records = next(iter(batches.items()))
+                try:
+                    self._write(kind, records)
+                except BaseException:
+                    self._restore(batches)
+                    raise
+                del batches[kind]
+
+    def _restore(self, batches: dict[str, list[Record]]) -> None:
+        with self._lock:
+            for kind, records in batches.items():
+                self._pending[kind][:0] = records
+                self._count += len(records)
+            self._oldest = self._clock()
+
+    def close(self) -> None:
+        """Flush what is pending and stop; records after this raise. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        self._ticker.join()
+        self.flush()
+        self._raise_background_error()
+
+    def _add(self, kind: str, record: Record) -> None:
+        if self._closed:
+            raise RuntimeError("this FMEL recorder is closed")
+        self._raise_background_error()
+        with self._lock:
+            self._pending[kind].append(record)
+            self._count += 1
+            if self._oldest is None:
+                self._oldest = self._clock()
+            full = self._count >= self.batch_size
+        if full:
+            self.flush()
+
+    def _write(self, kind: str, records: list[Record]) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._parts += 1
+        name = f"{kind}-{self._parts:06d}-{self._token}.parquet"
+        temp = self.directory / f".{name}.tmp"
+        pq.write_table(to_table(records, KINDS[kind]), temp, compression="zstd")
+        os.replace(temp, self.directory / name)
+
+    def _tick(self) -> None:
+        interval = min(self.flush_seconds / 4, 1.0)
+        while not self._stop.wait(interval):
+            with self._lock:
+                due = (
+                    self._oldest is not None and self._clock() - self._oldest >= self.flush_seconds
+                )
+            if due:
+                try:
+                    self.flush()
+                except Exception as exc:  # reported to the producer on its next call
+                    self._error = exc
+                    return
+
+    def _raise_background_error(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise RuntimeError(f"an FMEL flush failed: {error}") from error
+
+
+def _action(sides: set[str]) -> str:
+    if not sides:
+        return Action.HOLD.value
+    if len(sides) > 1:
+        return Action.MIXED.value
+    return Action.BUY.value if "buy" in sides else Action.SELL.value
+
+
+def _finite_indicator(indicator: Indicator) -> Indicator:
+    value = indicator.value
+    if value is None or math.isfinite(value):
+        return indicator
+    return Indicator(name=indicator.name, line=indicator.line, value=None)
+
+
+def _utc(ts: datetime) -> datetime:
+    if ts.tzinfo is None:
+        raise ValueError(f"naive datetime {ts.isoformat()} given to FMEL; use timezone-aware UTC")
+    return ts.astimezone(UTC)

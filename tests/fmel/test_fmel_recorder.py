@@ -1,0 +1,235 @@
+"""The host-side recorder: batching, atomic part files, schema, caps and crash safety."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from fmel_helpers import stored
+
+from farm.fmel.layout import part_files, session_dir
+from farm.fmel.recorder import FmelRecorder
+from farm.fmel.records import (
+    DECISION_SCHEMA,
+    MAX_DATA_ACCESSES,
+    MAX_REASONING_CHARS,
+    SCHEMA_VERSION,
+    Bar,
+    DataAccess,
+    Indicator,
+    Order,
+)
+
+T0 = datetime(2024, 3, 1, tzinfo=UTC)
+BAR = [Bar(symbol="AAPL", open=1.0, high=2.0, low=0.5, close=1.5, volume=10.0)]
+
+
+def decide(recorder: FmelRecorder, seq: int, **fields: object) -> None:
+    recorder.record_decision(
+        seq=seq, bar_ts=T0 + timedelta(days=seq), bars=BAR, cash=1.0, value=2.0, **fields
+    )
+
+
+def recorder(root: Path, **options: object) -> FmelRecorder:
+    return FmelRecorder(root, "agent-1", "session-1", "user-1", "BACKTEST", **options)  # type: ignore[arg-type]
+
+
+def seqs(root: Path) -> list[int]:
+    return sorted(stored(root, "agent-1", "decisions").column("seq").to_pylist())
+
+
+def test_batches_by_count_each_flush_one_new_part(tmp_path: Path) -> None:
+    rec = recorder(tmp_path, batch_size=3, flush_seconds=60)
+    for seq in range(7):
+        decide(rec, seq)
+    assert len(part_files(tmp_path, ["agent-1"], "decisions")) == 2
+    assert seqs(tmp_path) == list(range(6))
+    rec.close()
+    assert len(part_files(tmp_path, ["agent-1"], "decisions")) == 3
+    assert seqs(tmp_path) == list(range(7))
+    assert [p.name for p in session_dir(tmp_path, "agent-1", "session-1").iterdir()] == [
+        p.name for p in session_dir(tmp_path, "agent-1", "session-1").glob("decisions-*.parquet")
+    ], "no temporary files are left behind"
+
+
+def test_batches_by_time_without_a_new_record(tmp_path: Path) -> None:
+    rec = recorder(tmp_path, batch_size=1000, flush_seconds=0.2)
+    decide(rec, 0)
+    decide(rec, 1)
+    deadline = time.monotonic() + 5
+    while not part_files(tmp_path, ["agent-1"], "decisions") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert seqs(tmp_path) == [0, 1]
+    rec.close()
+    assert rec.parts_written == 1
+
+
+def test_parts_are_atomic_for_a_concurrent_reader(tmp_path: Path) -> None:
+    rec = recorder(tmp_path, batch_size=50, flush_seconds=60)
+    seen: list[int] = []
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            seen.append(
+                sum(
+                    pq.read_metadata(f).num_rows
+                    for f in part_files(tmp_path, ["agent-1"], "decisions")
+                )
+            )
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    for seq in range(2000):
+        decide(rec, seq)
+    stop.set()
+    reader.join()
+    rec.close()
+    assert seen and all(n % 50 == 0 for n in seen), "a reader only ever sees whole parts"
+    assert seqs(tmp_path) == list(range(2000))
+
+
+def test_schema_is_versioned_in_rows_and_file_metadata(tmp_path: Path) -> None:
+    with recorder(tmp_path) as rec:
+        decide(rec, 0)
+    (path,) = part_files(tmp_path, ["agent-1"], "decisions")
+    table = pq.read_table(path)
+    assert table.schema.remove_metadata() == DECISION_SCHEMA.remove_metadata()
+    assert table.column("schema_version").to_pylist() == [SCHEMA_VERSION]
+    assert table.schema.metadata[b"fmel.schema_version"] == str(SCHEMA_VERSION).encode()
+
+
+def test_agent_reported_fields_are_capped_and_cleaned(tmp_path: Path) -> None:
+    with recorder(tmp_path) as rec:
+        long = rec.record_decision(
+            seq=0,
+            bar_ts=T0,
+            bars=BAR,
+            cash=1.0,
+            value=1.0,
+            reasoning="x" * (MAX_REASONING_CHARS + 500),
+            confidence=1.5,
+            indicators=[
+                Indicator(name="sma", line=0, value=float("nan")),
+                Indicator(name="bb", line=2, value=float("inf")),
+                Indicator(name="bb", line=1, value=3.5),
+            ],
+            data_accesses=[DataAccess(symbol="AAPL", field="close", index=0)]
+            * (MAX_DATA_ACCESSES + 1),
+            hook_errors=["e" * 2000],
+        )
+        short = rec.record_decision(
+            seq=1,
+            bar_ts=T0 + timedelta(days=1),
+            bars=BAR,
+            cash=1.0,
+            value=1.0,
+            reasoning="ok",
+            confidence=0.0,
+        )
+    assert long.reasoning == "x" * MAX_REASONING_CHARS and long.reasoning_truncated
+    assert long.confidence is None
+    assert long.hook_errors[0] == "e" * 500
+    assert long.hook_errors[1] == "get_decision_confidence: 1.5 is not in [0, 1]; dropped"
+    assert long.data_accesses_truncated and len(long.data_accesses) == MAX_DATA_ACCESSES
+    assert (short.reasoning, short.reasoning_truncated, short.confidence) == ("ok", False, 0.0)
+    rows = sorted(stored(tmp_path, "agent-1", "decisions").to_pylist(), key=lambda r: r["seq"])
+    assert rows[0]["indicators"] == [
+        {"name": "sma", "line": 0, "value": None},
+        {"name": "bb", "line": 2, "value": None},
+        {"name": "bb", "line": 1, "value": 3.5},
+    ]
+    assert rows[0]["reasoning_truncated"] is True and rows[1]["reasoning_truncated"] is False
+
+
+def test_action_and_symbols_come_from_orders_and_reads(tmp_path: Path) -> None:
+    def order(symbol: str, side: str) -> Order:
+        return Order(
+            order_id=f"{symbol}{side}",
+            symbol=symbol,
+            side=side,
+            size=1,
+            type="market",
+            status="submitted",
+        )
+
+    with recorder(tmp_path) as rec:
+        hold = rec.record_decision(
+            seq=0,
+            bar_ts=T0,
+            bars=BAR,
+            cash=1,
+            value=1,
+            data_accesses=[DataAccess(symbol="SPY", field="close", index=0)],
+        )
+        buy = rec.record_decision(
+            seq=1, bar_ts=T0, bars=BAR, cash=1, value=1, orders=[order("MSFT", "buy")]
+        )
+        mixed = rec.record_decision(
+            seq=2,
+            bar_ts=T0,
+            bars=BAR,
+            cash=1,
+            value=1,
+            orders=[order("MSFT", "buy"), order("AAPL", "sell")],
+        )
+    assert (hold.action, hold.symbols) == ("hold", ["SPY"])
+    assert (buy.action, buy.symbols) == ("buy", ["MSFT"])
+    assert (mixed.action, mixed.symbols) == ("mixed", ["AAPL", "MSFT"])
+
+
+def test_records_flushed_before_the_producer_dies_are_readable_and_close_flushes_the_rest(
+    tmp_path: Path,
+) -> None:
+    rec = recorder(tmp_path, batch_size=10, flush_seconds=60)
+
+    def producer() -> None:
+        for seq in range(25):
+            decide(rec, seq)
+        # the producing thread ends abruptly here: nothing flushes or closes the recorder
+
+    thread = threading.Thread(target=producer)
+    thread.start()
+    thread.join()
+    assert seqs(tmp_path) == list(range(20)), "every full batch is already on disk"
+    rec.close()
+    assert seqs(tmp_path) == list(range(25)), "close() writes what the host still held"
+    rec.close()  # idempotent
+    with pytest.raises(RuntimeError, match="closed"):
+        decide(rec, 99)
+
+
+def test_a_failing_background_flush_is_reported_to_the_producer(tmp_path: Path) -> None:
+    blocker = tmp_path / "agent=agent-1"
+    blocker.write_text("a file where the agent folder should be")
+    rec = recorder(tmp_path, batch_size=1000, flush_seconds=0.05)
+    decide(rec, 0)
+    with pytest.raises(RuntimeError, match="an FMEL flush failed"):
+        for seq in range(1, 200):
+            time.sleep(0.02)
+            decide(rec, seq)
+    with pytest.raises(OSError):
+        rec.close()
+    blocker.unlink()
+    rec.flush()
+    assert seqs(tmp_path) == list(range(seq)), "nothing was lost while writes failed"
+
+
+@pytest.mark.parametrize(
+    ("agent_id", "session_id"),
+    [("../x", "s"), ("a", "s/../../t"), ("", "s"), ("a", "x" * 65), ("a=b", "s")],
+)
+def test_ids_that_are_not_safe_path_segments_are_refused(
+    tmp_path: Path, agent_id: str, session_id: str
+) -> None:
+    with pytest.raises(ValueError, match="must be 1 to 64"):
+        FmelRecorder(tmp_path, agent_id, session_id, "u", "BACKTEST")
+
+
+def test_naive_times_are_refused(tmp_path: Path) -> None:
+    with recorder(tmp_path) as rec, pytest.raises(ValueError, match="timezone-aware"):
+        rec.record_decision(seq=0, bar_ts=datetime(2024, 1, 1), bars=BAR, cash=1, value=1)
