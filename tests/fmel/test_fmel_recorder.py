@@ -89,7 +89,8 @@ def test_parts_are_atomic_for_a_concurrent_reader(tmp_path: Path) -> None:
     stop.set()
     reader.join()
     rec.close()
-    assert seen and all(n % 50 == 0 for n in seen), "a reader only ever sees whole parts"
+    assert seen
+    assert all(n % 50 == 0 for n in seen), "a reader only ever sees whole parts"
     assert seqs(tmp_path) == list(range(2000))
 
 
@@ -131,11 +132,13 @@ def test_agent_reported_fields_are_capped_and_cleaned(tmp_path: Path) -> None:
             reasoning="ok",
             confidence=0.0,
         )
-    assert long.reasoning == "x" * MAX_REASONING_CHARS and long.reasoning_truncated
+    assert long.reasoning == "x" * MAX_REASONING_CHARS
+    assert long.reasoning_truncated
     assert long.confidence is None
     assert long.hook_errors[0] == "e" * 500
     assert long.hook_errors[1] == "get_decision_confidence: 1.5 is not in [0, 1]; dropped"
-    assert long.data_accesses_truncated and len(long.data_accesses) == MAX_DATA_ACCESSES
+    assert long.data_accesses_truncated
+    assert len(long.data_accesses) == MAX_DATA_ACCESSES
     assert (short.reasoning, short.reasoning_truncated, short.confidence) == ("ok", False, 0.0)
     rows = sorted(stored(tmp_path, "agent-1", "decisions").to_pylist(), key=lambda r: r["seq"])
     assert rows[0]["indicators"] == [
@@ -143,7 +146,8 @@ def test_agent_reported_fields_are_capped_and_cleaned(tmp_path: Path) -> None:
         {"name": "bb", "line": 2, "value": None},
         {"name": "bb", "line": 1, "value": 3.5},
     ]
-    assert rows[0]["reasoning_truncated"] is True and rows[1]["reasoning_truncated"] is False
+    assert rows[0]["reasoning_truncated"] is True
+    assert rows[1]["reasoning_truncated"] is False
 
 
 def test_action_and_symbols_come_from_orders_and_reads(tmp_path: Path) -> None:
@@ -208,11 +212,19 @@ def test_a_failing_background_flush_is_reported_to_the_producer(tmp_path: Path) 
     blocker.write_text("a file where the agent folder should be")
     rec = recorder(tmp_path, batch_size=1000, flush_seconds=0.05)
     decide(rec, 0)
-    with pytest.raises(RuntimeError, match="an FMEL flush failed"):
-        for seq in range(1, 200):
-            time.sleep(0.02)
+    failure: RuntimeError | None = None
+    seq = 1
+    while failure is None and seq < 200:
+        time.sleep(0.02)
+        try:
             decide(rec, seq)
-    with pytest.raises(OSError):
+        except RuntimeError as exc:
+            failure = exc
+        else:
+            seq += 1
+    assert failure is not None
+    assert "an FMEL flush failed" in str(failure)
+    with pytest.raises(OSError, match="agent="):
         rec.close()
     blocker.unlink()
     rec.flush()
