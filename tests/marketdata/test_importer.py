@@ -6,6 +6,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -32,7 +33,7 @@ def test_shared_csvs_import_with_their_exact_values(
     report = import_path(store, folder)
 
     assert report.ok
-    assert sorted(r.symbol for r in report.imported) == sorted(SHARED_SYMBOLS)
+    assert sorted(str(r.symbol) for r in report.imported) == sorted(SHARED_SYMBOLS)
     for symbol in SHARED_SYMBOLS:
         source = pd.read_csv(shared_data / "daily" / f"{symbol}.csv")
         frame = store.frame(symbol)
@@ -70,7 +71,7 @@ def test_naive_dates_are_utc_and_offsets_are_converted(
     assert report.ok
     expected = [datetime(2024, 7, 1, tzinfo=UTC), datetime(2024, 7, 2, 4, tzinfo=UTC)]
     for symbol in ("NAIVE", "AWARE"):
-        assert list(store.frame(symbol).index.to_pydatetime()) == expected
+        assert list(pd.DatetimeIndex(store.frame(symbol).index).to_pydatetime()) == expected
 
 
 def test_headers_are_case_insensitive_and_adj_close_optional(
@@ -278,7 +279,7 @@ def test_a_missing_path_is_a_user_error(tmp_path: Path, store: BarStore) -> None
         import_path(store, tmp_path / "empty")
 
 
-def _long_parquet(path: Path, **overrides: object) -> pd.DataFrame:
+def _long_parquet(path: Path, **overrides: Any) -> pd.DataFrame:
     """Two symbols interleaved by date (sorted by date, then symbol), naive timestamps."""
     days = pd.date_range("2024-07-01", periods=4, freq="D")
     frame = pd.DataFrame(

@@ -19,6 +19,7 @@ import os
 import re
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -54,6 +55,7 @@ SCHEMA = pa.schema(
 _SYMBOL_RE = re.compile(r"^[A-Z0-9][A-Z0-9._\-^=]{0,31}$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MANIFEST_VERSION = 1
+_STAGE_THREADS = 4
 
 
 def normalize_symbol(raw: str) -> str:
@@ -163,7 +165,7 @@ def _to_table(symbol: str, bars: Any) -> Any:
             frame = frame.rename_axis("timestamp").reset_index()
         missing = [c for c in ("timestamp", *BAR_COLUMNS) if c not in frame.columns]
         if missing:
-            raise InvalidInput(f"{symbol}: missing columns {', '.join(missing)}")
+            raise InvalidInput(f"{symbol}: missing columns: {', '.join(missing)}")
         ts = pd.to_datetime(frame["timestamp"])
         if ts.dt.tz is None:
             raise InvalidInput(f"{symbol}: timestamps must be timezone-aware")
@@ -335,8 +337,13 @@ class BarStore:
         staged: list[tuple[Path, Path, SymbolInfo]] = []
         self._symbols_dir.mkdir(parents=True, exist_ok=True)
         try:
-            for item in items:
-                staged.append(self._stage(item))
+            # Writing and fsyncing release the GIL: a few threads overlap them.
+            with ThreadPoolExecutor(max_workers=_STAGE_THREADS) as pool:
+                futures = [pool.submit(self._stage, item) for item in items]
+            staged.extend(f.result() for f in futures if f.exception() is None)
+            for future in futures:
+                if (error := future.exception()) is not None:
+                    raise error
             with self._locked():
                 current = self._read_manifest_file()
                 for tmp, final, info in staged:
