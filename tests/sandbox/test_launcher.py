@@ -7,7 +7,6 @@ Without a usable sandbox they skip, except under CI=true where they fail.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import socket
 import subprocess
@@ -410,38 +409,6 @@ def test_missing_bubblewrap_is_explained(monkeypatch: pytest.MonkeyPatch, tmp_pa
         launch([sys.executable, "-c", "pass"], readonly_binds={}, limits=LIMITS, mode="bwrap")
 
 
-def test_unsafe_local_works_and_warns(caplog: pytest.LogCaptureFixture, public_dir: Path) -> None:
-    agent = public_dir / "agent.py"
-    agent.write_text("import os, sys\nos.write(4, os.read(3, 4).upper())\nsys.exit(5)\n")
-    with (
-        caplog.at_level(logging.WARNING, logger="farm.sandbox"),
-        launch(
-            [sys.executable, "/agent/agent.py"],
-            readonly_binds={agent: "/agent/agent.py"},
-            limits=LIMITS,
-            mode="unsafe-local",
-        ) as proc,
-    ):
-        proc.to_agent.write(b"ping")
-        proc.to_agent.flush()
-        assert proc.read_exact(4, timeout=10) == b"PING"
-        assert proc.wait(timeout=10) == Termination("exited", 5, "exited with code 5")
-    assert any(
-        "WITHOUT isolation" in r.getMessage() for r in caplog.records if r.name == "farm.sandbox"
-    )
-
-
-def test_unsafe_local_still_enforces_wall_time() -> None:
-    limits = SandboxLimits(memory_mb=256, cpu_s=10, wall_s=1, pids=16, file_mb=1, output_kb=64)
-    with launch(
-        [sys.executable, "-c", "import time; time.sleep(3600)"],
-        readonly_binds={},
-        limits=limits,
-        mode="unsafe-local",
-    ) as proc:
-        assert proc.wait(timeout=10).reason == "timeout"
-
-
 def test_agent_outlives_the_thread_that_launched_it() -> None:
     """Launching from a short-lived worker thread must not tie the agent's life to that thread."""
     code = "import os, time; time.sleep(0.5); os.write(4, os.read(3, 2))"
@@ -476,9 +443,3 @@ def test_concurrent_agents_do_not_share_pipes() -> None:
     finally:
         for proc in procs:
             proc.close()
-
-
-def test_check_sandbox_in_unsafe_mode_only_warns(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="farm.sandbox"):
-        check_sandbox(Settings(sandbox="unsafe-local"))
-    assert "WITHOUT isolation" in caplog.text
