@@ -99,7 +99,7 @@ class SymbolReport:
 
 @dataclass(slots=True)
 class ImportReport:
-    """Every :class:`SymbolReport` of one import, in file order, and the wall time taken."""
+    """Every :class:`SymbolReport` of one import, by file then symbol, and the time taken."""
 
     reports: list[SymbolReport]
     seconds: float
@@ -211,12 +211,16 @@ def import_path(
     run.progress.advance()
     for start in range(0, len(csvs), _WRITE_BATCH):
         batch = csvs[start : start + _WRITE_BATCH]
-        items = [(f, data) for f in batch if (data := _import_csv(run, f)) is not None]
+        items = []
+        for file in batch:
+            if (data := _import_csv(run, file)) is not None:
+                items.append((file, data))
+            run.progress.advance(1)
         run.write(items)
-        run.progress.advance(len(batch))
     for file in parquets:
         _import_parquet(run, file)
-    return ImportReport(run.reports, time.perf_counter() - started)
+    reports = sorted(run.reports, key=lambda r: (str(r.path), r.symbol or ""))
+    return ImportReport(reports, time.perf_counter() - started)
 
 
 def _inputs(path: Path) -> list[Path]:
