@@ -19,6 +19,7 @@ from farm.agents.router import router as agents_router
 from farm.config import Settings
 from farm.context import Context
 from farm.errors import FarmError
+from farm.fmel.router import router as fmel_router
 from farm.health import router as health_router
 from farm.leaderboard.router import router as leaderboard_router
 from farm.marketdata.router import router as data_router
@@ -28,6 +29,7 @@ log = logging.getLogger("farm.app")
 SERVICES: dict[str, list[APIRouter]] = {
     "agents": [agents_router],
     "data": [data_router],
+    "fmel": [fmel_router],
     "leaderboard": [leaderboard_router],
 }
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from farm.agents.service import AgentService
 from farm.config import Settings
 from farm.events import EventBus, InProcessBus
+from farm.fmel.store import FmelStore
 from farm.leaderboard.cache import open_leaderboard_cache
 from farm.leaderboard.service import LeaderboardService
 from farm.marketdata.bootstrap import ensure_data
@@ -29,6 +30,7 @@ class Context:
     bars: BarStore
     agents: AgentService
     leaderboard: LeaderboardService
+    fmel: FmelStore
 
     @classmethod
     def build(cls, settings: Settings) -> Context:
@@ -46,6 +48,7 @@ class Context:
             bars=bars,
             agents=AgentService(db, artifacts, bus, settings.max_agent_bytes),
             leaderboard=LeaderboardService(db, open_leaderboard_cache(settings.redis_url), bus),
+            fmel=FmelStore(settings.fmel_dir),
         )
 
     def start(self) -> None:
@@ -56,4 +59,5 @@ class Context:
     def close(self) -> None:
         """Stop background work and release connections."""
         self.leaderboard.close()
+        self.fmel.close()
         self.db.dispose()
