@@ -389,11 +389,28 @@ def test_cgroup_is_removed_after_exit() -> None:
     assert leftovers == []
 
 
-def test_unreadable_bind_is_refused_with_a_clear_reason(tmp_path: Path) -> None:
+def test_readable_file_under_a_private_folder_is_staged(tmp_path: Path) -> None:
     private = tmp_path / "private"
     private.mkdir(mode=0o700)
     agent = private / "agent.py"
+    agent.write_text("import os\nos.write(4, open(__file__).read().encode())\n")
+    agent.chmod(0o644)
+    with launch(
+        [sys.executable, "/agent/agent.py"],
+        readonly_binds={agent: "/agent/agent.py"},
+        limits=LIMITS,
+        mode="bwrap",
+    ) as proc:
+        end = proc.wait(timeout=30)
+        assert end.reason == "exited", (end, proc.output_tail())
+        assert end.returncode == 0
+        assert proc.from_agent.read() == agent.read_bytes()
+
+
+def test_unreadable_bind_is_refused_with_a_clear_reason(tmp_path: Path) -> None:
+    agent = tmp_path / "agent.py"
     agent.write_text("pass\n")
+    agent.chmod(0o600)
     with pytest.raises(SandboxUnavailable, match="is not readable"):
         launch(
             [sys.executable, "/agent/agent.py"],

@@ -80,6 +80,15 @@ _USERNS_SYSCTLS = (
         "sysctl -w kernel.apparmor_restrict_unprivileged_userns=0 (or an AppArmor profile)",
     ),
 )
+# Staging (as root): a private mount namespace with a tmpfs at _STAGE holding a bind of each
+# source, so bwrap (already running as the sandbox uid) can reach sources under private folders.
+_STAGE = Path("/run/farm-sandbox")
+_STAGE_SCRIPT = (
+    'stage=$1; shift; mount -t tmpfs -o mode=755,size=64k farm-stage "$stage" || exit 126; i=0; '
+    'while [ "$1" != "--" ]; do kind=$1 src=$2; shift 2; '
+    'if [ "$kind" = d ]; then mkdir "$stage/$i"; else : > "$stage/$i"; fi; '
+    'mount --bind "$src" "$stage/$i" || exit 126; i=$((i + 1)); done; shift; exec "$@"'
+)
 _DEV_ONLY = "or set FARM_SANDBOX=unsafe-local for local development only"
 
 
@@ -484,17 +493,22 @@ def _bwrap_command(
         )
     _check_userns()
     drop = _privilege_drop(uid)
-    runtime: list[Path] = [Path("/usr")]
-    for extra in (Path(sys.base_prefix), Path(sys.prefix), farm_dir):
-        resolved = extra.resolve()
-        if not any(resolved.is_relative_to(bound) for bound in runtime):
-            runtime.append(resolved)
+    runtime = _runtime_paths(farm_dir)
     executable = [Path(argv[0])] if os.path.isabs(argv[0]) else []
-    _check_readable([*runtime, *binds, *executable], uid)
-    args = [*drop, bwrap, "--unshare-all", "--unshare-user", "--disable-userns"]
+    mounts = [(path, str(path)) for path in runtime]
+    for host, inside in binds.items():
+        if not inside.startswith("/"):
+            raise ValueError(f"sandbox path must be absolute: {inside!r}")
+        mounts.append((host.resolve(), inside))
+    # As root, stage every source in a private mount namespace first, so that only the
+    # sources themselves (not their parent folders) must be readable by the sandbox uid.
+    staging = _staging_prefix(mounts) if drop else []
+    sources = [str(_STAGE / str(i)) if staging else str(m[0]) for i, m in enumerate(mounts)]
+    _check_readable([*(m[0] for m in mounts), *executable], uid, parents=not staging)
+    args = [*staging, *drop, bwrap, "--unshare-all", "--unshare-user", "--disable-userns"]
     args += ["--die-with-parent", "--new-session", "--clearenv"]
-    for path in runtime:
-        args += ["--ro-bind", str(path), str(path)]
+    for source, (_, inside) in zip(sources[: len(runtime)], mounts, strict=False):
+        args += ["--ro-bind", source, inside]
     for name in _TOP_LEVEL:
         top = Path("/", name)
         if top.is_symlink():
@@ -505,19 +519,58 @@ def _bwrap_command(
         args += ["--ro-bind-try", file, file]
     args += ["--proc", "/proc", "--dev", "/dev"]
     args += ["--size", str(limits.file_mb * _MB), "--tmpfs", _TMP, "--chdir", _TMP]
-    for host, inside in binds.items():
-        if not inside.startswith("/"):
-            raise ValueError(f"sandbox path must be absolute: {inside!r}")
-        args += ["--ro-bind", str(host.resolve()), inside]
+    for source, (_, inside) in zip(sources[len(runtime) :], mounts[len(runtime) :], strict=True):
+        args += ["--ro-bind", source, inside]
     args += ["--remount-ro", "/"]  # only the /tmp tmpfs stays writable
     for key, value in {**_ENV, "PYTHONPATH": str(farm_dir.parent)}.items():
         args += ["--setenv", key, value]
     return [*args, "--"]
 
 
-def _check_readable(paths: Sequence[Path], uid: int) -> None:
+def _runtime_paths(farm_dir: Path) -> list[Path]:
+    """The folders the sandboxed Python needs: /usr, the interpreter, the venv, farm itself."""
+    runtime: list[Path] = [Path("/usr")]
+    for extra in (Path(sys.base_prefix), Path(sys.prefix), farm_dir):
+        resolved = extra.resolve()
+        if not any(resolved.is_relative_to(bound) for bound in runtime):
+            runtime.append(resolved)
+    return runtime
+
+
+def _staging_prefix(mounts: Sequence[tuple[Path, str]]) -> list[str]:
+    """``unshare`` + a script binding each source at ``_STAGE/<i>`` on a private tmpfs."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        raise SandboxUnavailable("unshare is not installed: apt-get install util-linux")
+    bash = shutil.which("bash")
+    if bash is None:
+        raise SandboxUnavailable("bash is not installed: apt-get install bash")
+    _STAGE.mkdir(mode=0o755, parents=True, exist_ok=True)
+    kinds = ["d" if source.is_dir() else "f" for source, _ in mounts]
+    pairs = [
+        item
+        for (source, _), kind in zip(mounts, kinds, strict=True)
+        for item in (kind, str(source))
+    ]
+    return [
+        unshare,
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        bash,
+        "-c",
+        _STAGE_SCRIPT,
+        "farm-stage",
+        str(_STAGE),
+        *pairs,
+        "--",
+    ]
+
+
+def _check_readable(paths: Sequence[Path], uid: int, *, parents: bool) -> None:
     for path in paths:
-        problem = _unreadable(path, uid)
+        problem = _unreadable(path, uid, parents=parents)
         if problem:
             raise SandboxUnavailable(
                 f"{problem}, so the sandbox (uid {uid}) cannot use it: install the platform and "
@@ -553,12 +606,13 @@ def _privilege_drop(uid: int) -> list[str]:
     return [setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs"]
 
 
-def _unreadable(path: Path, uid: int) -> str | None:
-    """Why ``uid`` (group ``uid``, no others) cannot reach and read ``path``; None if it can."""
+def _unreadable(path: Path, uid: int, *, parents: bool = True) -> str | None:
+    """Why ``uid`` (group ``uid``, no others) cannot read ``path`` (and, with ``parents``, reach
+    it); None if it can."""
     target = path.resolve()
     if not target.exists():
         return f"{path} does not exist"
-    for part in (*reversed(target.parents), target):
+    for part in (*reversed(target.parents), target) if parents else (target,):
         info = part.stat()
         if part != target:
             need = 0o1
