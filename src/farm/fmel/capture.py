@@ -1,0 +1,111 @@
+"""From the sandbox host's per-step records to FMEL records (the backtest/paper loop calls this)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
+
+from farm.core.orders import ClosedTrade, OrderRequest, OrderStatus, OrderType
+from farm.fmel.recorder import FmelRecorder
+from farm.fmel.records import Bar, DataAccess, Holding, Indicator, Order
+from farm.sandbox.protocol import MAX_REASONING
+
+if TYPE_CHECKING:
+    from farm.sandbox.host import DecisionRecord as HostRecord
+
+ENDED_WITHOUT_FILL = frozenset(
+    {OrderStatus.CANCELLED, OrderStatus.EXPIRED, OrderStatus.MARGIN, OrderStatus.REJECTED}
+)
+
+
+class StepCapture:
+    """Feeds a :class:`FmelRecorder` from ``run_backtest``'s ``on_step`` and the closed trades.
+
+    Every fill and every order that ends unfilled is recorded against the decision that placed
+    the order; a decision is recorded for each step where ``next()`` ran or orders were placed
+    or cancelled (warm-up steps without any action are not decisions).
+    """
+
+    def __init__(self, recorder: FmelRecorder) -> None:
+        self.recorder = recorder
+        self._open: dict[str, tuple[int, str, str]] = {}
+
+    def on_step(self, record: HostRecord) -> None:
+        """Record one step's executions and, when it is a decision point, its decision."""
+        recorder = self.recorder
+        for fill in record.fills:
+            recorder.record_execution(fill)
+        for event in record.events:
+            if event.status in ENDED_WITHOUT_FILL or event.status is OrderStatus.COMPLETED:
+                placed = self._open.pop(event.client_order_id, None)
+                if placed is not None and event.status is not OrderStatus.COMPLETED:
+                    seq, symbol, side = placed
+                    recorder.record_order_end(event, seq=seq, symbol=symbol, side=side)
+        for order in record.orders:
+            self._open[order.client_order_id] = (record.seq, order.symbol, _side(order.size))
+        if not (record.next_called or record.orders or record.cancels):
+            return
+        reasoning = record.reasoning
+        recorder.record_decision(
+            seq=record.seq,
+            bar_ts=record.ts,
+            bars=[
+                Bar(symbol=s, open=b.open, high=b.high, low=b.low, close=b.close, volume=b.volume)
+                for s, b in record.bars.items()
+            ],
+            cash=record.cash,
+            value=record.value,
+            orders=[_order(o) for o in record.orders],
+            cancels=list(record.cancels),
+            positions=[
+                Holding(symbol=s, size=p.size, price=p.price) for s, p in record.positions.items()
+            ],
+            reasoning=reasoning,
+            reasoning_truncated=reasoning is not None and len(reasoning) >= MAX_REASONING,
+            confidence=record.confidence,
+            indicators=_indicators(record.indicators),
+            data_accesses=[
+                DataAccess(symbol=s, field=f, index=i) for s, f, i in record.data_accesses
+            ],
+            accesses_dropped=record.accesses_dropped,
+            hook_errors=list(record.hook_errors),
+        )
+
+    def on_trades(self, trades: Iterable[ClosedTrade]) -> None:
+        """Record the ledger's closed trades (each links to its opening and closing decision)."""
+        for trade in trades:
+            self.recorder.record_trade(trade)
+
+
+def _side(size: float) -> str:
+    return "buy" if size > 0 else "sell"
+
+
+def _order(order: OrderRequest) -> Order:
+    kind = order.type
+    return Order(
+        order_id=order.client_order_id,
+        symbol=order.symbol,
+        side=_side(order.size),
+        size=abs(order.size),
+        type=kind.value,
+        status=OrderStatus.SUBMITTED.value,
+        limit_price=(
+            order.price
+            if kind is OrderType.LIMIT
+            else order.limit_price
+            if kind is OrderType.STOP_LIMIT
+            else None
+        ),
+        stop_price=order.price if kind in (OrderType.STOP, OrderType.STOP_LIMIT) else None,
+    )
+
+
+def _indicators(values: Mapping[str, float | list[float | None] | None]) -> list[Indicator]:
+    out: list[Indicator] = []
+    for name, value in values.items():
+        if isinstance(value, list):
+            out.extend(Indicator(name=name, line=i, value=v) for i, v in enumerate(value))
+        else:
+            out.append(Indicator(name=name, line=0, value=value))
+    return out
