@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from farm import __version__
 from farm.agents.router import router as agents_router
+from farm.backtest.router import router as backtest_router
 from farm.config import Settings
 from farm.context import Context
 from farm.errors import FarmError
@@ -28,6 +29,7 @@ log = logging.getLogger("farm.app")
 
 SERVICES: dict[str, list[APIRouter]] = {
     "agents": [agents_router],
+    "backtest": [backtest_router],
     "data": [data_router],
     "fmel": [fmel_router],
     "leaderboard": [leaderboard_router],

@@ -6,11 +6,14 @@ import logging
 from dataclasses import dataclass
 
 from farm.agents.service import AgentService
+from farm.backtest.job import BacktestJob
+from farm.backtest.scheduler import Scheduler
+from farm.backtest.service import BacktestService
 from farm.config import Settings
-from farm.events import EventBus, InProcessBus
+from farm.events import AGENT_SUBMITTED, EventBus, InProcessBus
 from farm.fmel.store import FmelStore
 from farm.leaderboard.cache import open_leaderboard_cache
-from farm.leaderboard.service import LeaderboardService
+from farm.leaderboard.service import LeaderboardService, record_backtest_result
 from farm.marketdata.bootstrap import ensure_data
 from farm.marketdata.store import BarStore
 from farm.storage.artifacts import ArtifactStore, open_artifact_store
@@ -31,6 +34,8 @@ class Context:
     agents: AgentService
     leaderboard: LeaderboardService
     fmel: FmelStore
+    backtests: BacktestService
+    scheduler: Scheduler
 
     @classmethod
     def build(cls, settings: Settings) -> Context:
@@ -40,6 +45,10 @@ class Context:
         artifacts = open_artifact_store(settings.artifacts_url, settings.artifacts_dir)
         bus = InProcessBus()
         bars = BarStore(settings.bars_dir)
+        job = BacktestJob(db, artifacts, bars, bus, settings, [record_backtest_result])
+        scheduler = Scheduler(db, job, settings.backtest_workers)
+        backtests = BacktestService(db, artifacts, bars, settings, scheduler.notify)
+        bus.subscribe(AGENT_SUBMITTED, backtests.queue_standard_evaluation)
         return cls(
             settings=settings,
             db=db,
@@ -49,15 +58,19 @@ class Context:
             agents=AgentService(db, artifacts, bus, settings.max_agent_bytes),
             leaderboard=LeaderboardService(db, open_leaderboard_cache(settings.redis_url), bus),
             fmel=FmelStore(settings.fmel_dir),
+            backtests=backtests,
+            scheduler=scheduler,
         )
 
     def start(self) -> None:
         """Prepare storage and data, then start background work (the embedded shape)."""
         self.db.migrate()
         ensure_data(self.settings, self.bars, log)
+        self.scheduler.start()
 
     def close(self) -> None:
         """Stop background work and release connections."""
+        self.scheduler.stop()
         self.leaderboard.close()
         self.fmel.close()
         self.db.dispose()

@@ -1,0 +1,108 @@
+"""``farm backtest`` and ``farm results``: start a backtest, follow it, read its metrics."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from farm.cli_support import DEFAULT_URL, JsonOpt, TokenOpt, UrlOpt, api, console, print_json, table
+
+POLL_SECONDS = 0.5
+DONE = {"completed", "failed"}
+
+
+def backtest(
+    agent_id: str,
+    symbols: Annotated[str | None, typer.Option(help="Comma separated, e.g. SPY,AAPL")] = None,
+    start: Annotated[str | None, typer.Option(help="First date, YYYY-MM-DD")] = None,
+    end: Annotated[str | None, typer.Option(help="Last date, YYYY-MM-DD")] = None,
+    cash: Annotated[float | None, typer.Option(help="Initial cash")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Follow progress until it ends")] = False,
+    url: UrlOpt = DEFAULT_URL,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Backtest one of your agents (defaults: SPY,QQQ,AAPL over 2023)."""
+    body: dict[str, Any] = {}
+    if symbols:
+        body["symbols"] = [s.strip() for s in symbols.split(",") if s.strip()]
+    if start:
+        body["startDate"] = start
+    if end:
+        body["endDate"] = end
+    if cash is not None:
+        body["initialCash"] = cash
+    with api(url, token) as client:
+        started = client.request("POST", f"/api/backtest/{agent_id}/start", json=body)
+        session_id = started["sessionId"]
+        if not wait:
+            print_json(started) if as_json else console.print(f"Queued backtest {session_id}")
+            return
+        result = _follow(client, session_id, quiet=as_json)
+    if as_json:
+        print_json(result)
+    else:
+        _print_results(result)
+    if result["status"] == "failed":
+        raise typer.Exit(1)
+
+
+def _follow(client: Any, session_id: str, *, quiet: bool) -> Any:
+    path = f"/api/backtest/{session_id}/results"
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, TimeElapsedColumn(), console=console, disable=quiet) as bar:
+        task = bar.add_task(f"backtest {session_id[:8]} queued", total=None)
+        while True:
+            result = client.request("GET", path)
+            progress = result["progress"]
+            bar.update(
+                task,
+                description=f"backtest {session_id[:8]} {result['status']}",
+                completed=progress["barsDone"],
+                total=progress["barsTotal"] or None,
+            )
+            if result["status"] in DONE:
+                return result
+            time.sleep(POLL_SECONDS)
+
+
+def results(
+    session_id: str, url: UrlOpt = DEFAULT_URL, token: TokenOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Show a backtest's status and metrics."""
+    with api(url, token) as client:
+        result = client.request("GET", f"/api/backtest/{session_id}/results")
+    if as_json:
+        print_json(result)
+    else:
+        _print_results(result)
+
+
+def _print_results(result: Any) -> None:
+    status = result["status"]
+    progress = result["progress"]
+    console.print(
+        f"Backtest {result['sessionId']}: [bold]{status}[/] "
+        f"({progress['barsDone']}/{progress['barsTotal']} bars, data: {result['dataSource']})"
+    )
+    if result.get("failure"):
+        failure = result["failure"]
+        console.print(f"[red]{failure['reason']}[/]: {failure['message']}", markup=True)
+        if failure.get("traceback"):
+            console.print(failure["traceback"], markup=False, highlight=False)
+    metrics = result.get("metrics") or {}
+    benchmark = result.get("benchmark") or {}
+    if metrics:
+        rows = [(k, _fmt(v), _fmt(benchmark.get(k))) for k, v in metrics.items()]
+        table("Metrics", ["metric", "agent", "benchmark"], rows)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.4f}"
+    return str(value)

@@ -1,0 +1,272 @@
+"""Run one queued backtest session: bars in, sandboxed agent, host ledger, metrics, results out."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+from pydantic.alias_generators import to_camel
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from farm.backtest.runner import BacktestConfig, BacktestOutcome, run_backtest
+from farm.backtest.schemas import BacktestRequest, FailureReason, SessionStatus
+from farm.config import Settings
+from farm.core.metrics import Metrics, compute_metrics, daily_returns
+from farm.core.orders import ClosedTrade
+from farm.errors import FarmError
+from farm.events import BACKTEST_COMPLETED, EventBus
+from farm.fmel.capture import StepCapture
+from farm.fmel.recorder import FmelRecorder
+from farm.fmel.records import Mode
+from farm.marketdata.store import BarStore
+from farm.sandbox.host import DecisionRecord
+from farm.sandbox.launcher import SandboxLimits
+from farm.storage.artifacts import ArtifactStore
+from farm.storage.db import Database
+from farm.storage.models import Agent, BacktestSession, utcnow
+
+log = logging.getLogger("farm.backtest.job")
+
+PROGRESS_SECONDS = 0.5
+
+ResultHook = Callable[[Session, BacktestSession, Sequence[float]], None]
+"""Called inside the transaction that completes a session (e.g. to update the leaderboard)."""
+
+
+class BacktestJob:
+    """Executes sessions claimed by the scheduler; every outcome is recorded, none is raised."""
+
+    def __init__(
+        self,
+        db: Database,
+        artifacts: ArtifactStore,
+        bars: BarStore,
+        bus: EventBus,
+        settings: Settings,
+        result_hooks: Sequence[ResultHook] = (),
+    ) -> None:
+        self._db = db
+        self._artifacts = artifacts
+        self._bars = bars
+        self._bus = bus
+        self._settings = settings
+        self._hooks = list(result_hooks)
+
+    def add_result_hook(self, hook: ResultHook) -> None:
+        """Run ``hook`` in every completing transaction."""
+        self._hooks.append(hook)
+
+    def __call__(self, session_id: str) -> None:
+        try:
+            self._run(session_id)
+        except Exception as exc:
+            log.exception("backtest %s failed unexpectedly", session_id)
+            self._fail(session_id, FailureReason.KILLED, f"internal error: {exc}")
+
+    def _run(self, session_id: str) -> None:
+        with self._db.transaction() as session:
+            row = session.get(BacktestSession, session_id)
+            if row is None:
+                return
+            request = BacktestRequest.model_validate(row.params)
+            agent = session.get(Agent, row.agent_id)
+            artifact_key = agent.artifact_key if agent else None
+            owner = (row.agent_id, row.user_id)
+        if artifact_key is None:
+            self._fail(session_id, FailureReason.INVALID_AGENT, "the agent no longer exists")
+            return
+        try:
+            self._bars.coverage(request.symbols, request.start_date, request.end_date).check()
+            steps = list(self._bars.steps(request.symbols, request.start_date, request.end_date))
+            benchmark = self._bars.frame(request.benchmark, request.start_date, request.end_date)
+            source = self._bars.source_of([*request.symbols, request.benchmark])
+        except FarmError as exc:
+            self._fail(session_id, FailureReason.DATA_ERROR, exc.message)
+            return
+        self._update(session_id, bars_total=len(steps), data_source=source)
+
+        recorder = None
+        if request.fmel:
+            agent_id, user_id = owner
+            recorder = FmelRecorder(
+                self._settings.fmel_dir, agent_id, session_id, user_id, Mode.BACKTEST
+            )
+        observer = _StepObserver(self._progress_reporter(session_id), recorder)
+        try:
+            outcome = run_backtest(
+                steps,
+                self._artifacts.local_path(artifact_key),
+                self._config(request),
+                on_step=observer,
+            )
+            observer.record_trades(outcome.trades)
+        finally:
+            observer.close()  # flushes every record the host received, whatever happened
+        if outcome.failure is not None:
+            failure = outcome.failure
+            reason = FailureReason.KILLED if failure.reason == "output" else failure.reason
+            message = failure.message
+            if failure.reason == "output":
+                message = f"output limit exceeded: {message}"
+            self._fail(
+                session_id,
+                FailureReason(reason),
+                message,
+                failure.traceback or None,
+                bars_done=outcome.steps,
+            )
+            return
+        closes = list(
+            zip(pd.DatetimeIndex(benchmark.index).to_pydatetime(), benchmark["close"], strict=True)
+        )
+        metrics = compute_metrics(
+            outcome.equity,
+            outcome.trades,
+            benchmark=closes,
+            exposure=observer.exposure,
+            risk_free_rate=self._settings.risk_free_rate,
+        )
+        self._complete(session_id, outcome, metrics)
+
+    def _config(self, request: BacktestRequest) -> BacktestConfig:
+        return BacktestConfig(
+            initial_cash=request.initial_cash,
+            commission=request.commission,
+            slippage_bps=request.slippage_bps,
+            symbols=tuple(request.symbols),
+            record_decisions=request.fmel,
+            sandbox=self._settings.sandbox,
+            limits=SandboxLimits.from_settings(self._settings),
+            uid=self._settings.sandbox_uid,
+        )
+
+    def _progress_reporter(self, session_id: str) -> Callable[[int], None]:
+        last = time.monotonic()
+
+        def report(done: int) -> None:
+            nonlocal last
+            now = time.monotonic()
+            if now - last >= PROGRESS_SECONDS:
+                last = now
+                self._update(session_id, bars_done=done)
+
+        return report
+
+    def _complete(self, session_id: str, outcome: BacktestOutcome, metrics: Metrics) -> None:
+        key = f"backtests/{session_id}/results.json"
+        self._artifacts.put(key, json.dumps(_series(outcome)).encode())
+        with self._db.transaction() as session:
+            row = session.get(BacktestSession, session_id)
+            if row is None:
+                return
+            row.status = SessionStatus.COMPLETED
+            row.bars_done = row.bars_total
+            row.metrics = _camel_keys(metrics.as_json())
+            row.results_key = key
+            row.finished_at = utcnow()
+            returns = daily_returns(outcome.equity)
+            for hook in self._hooks:
+                hook(session, row, returns)
+            event = {"sessionId": row.id, "agentId": row.agent_id, "userId": row.user_id}
+            event["kind"] = row.kind
+        self._bus.publish(BACKTEST_COMPLETED, event)
+
+    def _fail(
+        self,
+        session_id: str,
+        reason: FailureReason,
+        message: str,
+        traceback: str | None = None,
+        *,
+        bars_done: int | None = None,
+    ) -> None:
+        values: dict[str, Any] = {
+            "status": SessionStatus.FAILED,
+            "failure_reason": reason,
+            "failure_message": message,
+            "failure_traceback": traceback,
+            "finished_at": utcnow(),
+        }
+        if bars_done is not None:
+            values["bars_done"] = bars_done
+        self._update(session_id, **values)
+
+    def _update(self, session_id: str, **values: Any) -> None:
+        with self._db.transaction() as session:
+            session.execute(
+                update(BacktestSession).where(BacktestSession.id == session_id).values(**values)
+            )
+
+
+class _StepObserver:
+    """Sees every step of a run: progress, exposure and (when recording) the FMEL records."""
+
+    def __init__(self, progress: Callable[[int], None], recorder: FmelRecorder | None) -> None:
+        self._progress = progress
+        self._capture = StepCapture(recorder) if recorder is not None else None
+        self.exposure: list[bool] = []
+
+    def __call__(self, record: DecisionRecord) -> None:
+        self.exposure.append(bool(record.positions))
+        if self._capture is not None:
+            self._capture.on_step(record)
+        self._progress(record.seq + 1)
+
+    def record_trades(self, trades: Sequence[ClosedTrade]) -> None:
+        if self._capture is not None:
+            self._capture.on_trades(trades)
+
+    def close(self) -> None:
+        if self._capture is not None:
+            self._capture.recorder.close()
+
+
+def _series(outcome: BacktestOutcome) -> dict[str, list[dict[str, Any]]]:
+    peak = float("-inf")
+    equity = []
+    for ts, value in outcome.equity:
+        peak = max(peak, value)
+        equity.append({"timestamp": _iso(ts), "equity": value, "drawdown": 1 - value / peak})
+    fills = [
+        {
+            "clientOrderId": f.client_order_id,
+            "symbol": f.symbol,
+            "timestamp": _iso(f.ts),
+            "size": f.size,
+            "price": f.price,
+            "commission": f.commission,
+            "decisionSeq": f.decision_seq,
+        }
+        for f in outcome.fills
+    ]
+    trades = [
+        {
+            "symbol": t.symbol,
+            "size": t.size,
+            "entryTime": _iso(t.entry_ts),
+            "exitTime": _iso(t.exit_ts),
+            "entryPrice": t.entry_price,
+            "exitPrice": t.exit_price,
+            "pnl": t.pnl,
+            "pnlNet": t.pnl_net,
+            "commission": t.commission,
+            "barsHeld": t.bars_held,
+        }
+        for t in outcome.trades
+    ]
+    return {"equity": equity, "fills": fills, "trades": trades}
+
+
+def _camel_keys(values: dict[str, Any]) -> dict[str, Any]:
+    """The API's camelCase names, nested dicts included."""
+    return {to_camel(k): _camel_keys(v) if isinstance(v, dict) else v for k, v in values.items()}
+
+
+def _iso(ts: datetime) -> str:
+    return ts.isoformat()

@@ -1,0 +1,61 @@
+"""HTTP routes of the backtest service."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, status
+
+from farm.backtest.schemas import (
+    BacktestRequest,
+    BacktestResults,
+    EquitySeries,
+    SessionList,
+    SessionStatus,
+    StartResponse,
+    TradeList,
+)
+from farm.deps import ContextDep, CurrentUser
+from farm.schemas import errors
+
+router = APIRouter(tags=["backtest"])
+
+
+@router.post(
+    "/api/backtest/{agent_id}/start",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=errors(400, 401, 403, 404),
+)
+def start_backtest(
+    context: ContextDep,
+    user: CurrentUser,
+    agent_id: str,
+    request: Annotated[BacktestRequest | None, Body()] = None,
+) -> StartResponse:
+    """Queue a backtest of one of your agents (every field has a default)."""
+    session_id = context.backtests.start(user, agent_id, request or BacktestRequest())
+    return StartResponse(session_id=session_id, status=SessionStatus.QUEUED)
+
+
+@router.get("/api/backtest/{session_id}/results", responses=errors(401, 403, 404))
+def backtest_results(context: ContextDep, user: CurrentUser, session_id: str) -> BacktestResults:
+    """Status and progress; on completion every metric, the benchmark's, or the failure."""
+    return context.backtests.results(user, session_id)
+
+
+@router.get("/api/backtest/{session_id}/equity", responses=errors(401, 403, 404, 409))
+def backtest_equity(context: ContextDep, user: CurrentUser, session_id: str) -> EquitySeries:
+    """The daily equity and drawdown series of a completed backtest."""
+    return context.backtests.equity(user, session_id)
+
+
+@router.get("/api/backtest/{session_id}/trades", responses=errors(401, 403, 404, 409))
+def backtest_trades(context: ContextDep, user: CurrentUser, session_id: str) -> TradeList:
+    """Every fill and closed trade of a completed backtest."""
+    return context.backtests.trades(user, session_id)
+
+
+@router.get("/api/agents/{agent_id}/backtests", responses=errors(401, 403, 404))
+def agent_backtests(context: ContextDep, user: CurrentUser, agent_id: str) -> SessionList:
+    """All backtests of one of your agents, newest first."""
+    return context.backtests.list_for_agent(user, agent_id)

@@ -1,0 +1,146 @@
+"""Backtest API bodies (camelCase; the original contract's metric names are kept)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import StrEnum
+
+from pydantic import ConfigDict, Field
+
+from farm.schemas import ApiModel
+
+DEFAULT_SYMBOLS = ("SPY", "QQQ", "AAPL")
+MAX_SYMBOLS = 500
+
+
+class SessionStatus(StrEnum):
+    """Where a backtest is in the queue."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class FailureReason(StrEnum):
+    """Why a backtest failed."""
+
+    AGENT_ERROR = "agent_error"
+    TIMEOUT = "timeout"
+    MEMORY = "memory"
+    KILLED = "killed"
+    INVALID_AGENT = "invalid_agent"
+    DATA_ERROR = "data_error"
+    INTERRUPTED = "interrupted"
+
+
+class BacktestRequest(ApiModel):
+    """What to backtest: dates are inclusive calendar dates of the bars."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start_date: date = date(2023, 1, 1)
+    end_date: date = date(2023, 12, 31)
+    initial_cash: float = Field(default=100_000.0, description="Must be positive")
+    symbols: list[str] = Field(default_factory=lambda: list(DEFAULT_SYMBOLS), max_length=10_000)
+    commission: float = Field(default=0.001, ge=0, le=0.1, description="0.001 = 0.1%")
+    slippage_bps: float = Field(default=0.0, ge=0, le=1000)
+    benchmark: str = "SPY"
+    fmel: bool = Field(default=True, description="Record every decision (FMEL)")
+
+
+class StartResponse(ApiModel):
+    """A backtest was queued."""
+
+    session_id: str
+    status: SessionStatus
+
+
+class Progress(ApiModel):
+    """How far the run is, in timesteps."""
+
+    bars_done: int
+    bars_total: int
+
+
+class Failure(ApiModel):
+    """Why a backtest failed, for a human."""
+
+    reason: FailureReason
+    message: str
+    traceback: str | None = None
+
+
+class BacktestResults(ApiModel):
+    """A session's state, and on completion every metric (DESIGN §6)."""
+
+    session_id: str
+    agent_id: str
+    kind: str
+    status: SessionStatus
+    progress: Progress
+    parameters: BacktestRequest
+    data_source: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    metrics: dict[str, float | int | None] | None = None
+    benchmark: dict[str, float | int | None] | None = None
+    failure: Failure | None = None
+
+
+class SessionList(ApiModel):
+    """An agent's backtests, newest first."""
+
+    sessions: list[BacktestResults]
+    total: int
+
+
+class EquityPoint(ApiModel):
+    """Portfolio value and drawdown at one bar."""
+
+    timestamp: datetime
+    equity: float
+    drawdown: float
+
+
+class EquitySeries(ApiModel):
+    """Daily equity and drawdown of a completed backtest."""
+
+    session_id: str
+    points: list[EquityPoint]
+
+
+class FillOut(ApiModel):
+    """One execution from the host ledger."""
+
+    client_order_id: str
+    symbol: str
+    timestamp: datetime
+    size: float
+    price: float
+    commission: float
+    decision_seq: int
+
+
+class TradeOut(ApiModel):
+    """One closed round trip."""
+
+    symbol: str
+    size: float
+    entry_time: datetime
+    exit_time: datetime
+    entry_price: float
+    exit_price: float
+    pnl: float
+    pnl_net: float
+    commission: float
+    bars_held: int
+
+
+class TradeList(ApiModel):
+    """Every fill and closed trade of a completed backtest."""
+
+    session_id: str
+    fills: list[FillOut]
+    trades: list[TradeOut]

@@ -1,0 +1,198 @@
+"""Backtests: validate and queue requests, queue each agent's standard evaluation, read results."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from datetime import date
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from farm.agents.service import owned_agent
+from farm.backtest.schemas import (
+    MAX_SYMBOLS,
+    BacktestRequest,
+    BacktestResults,
+    EquitySeries,
+    Failure,
+    FailureReason,
+    Progress,
+    SessionList,
+    SessionStatus,
+    TradeList,
+)
+from farm.config import Settings
+from farm.errors import Conflict, Forbidden, InvalidInput, NotFound
+from farm.events import Event
+from farm.marketdata.store import BarStore, normalize_symbol
+from farm.storage.artifacts import ArtifactStore
+from farm.storage.db import Database
+from farm.storage.models import Agent, BacktestSession, User
+
+CUSTOM, STANDARD = "custom", "standard"
+PRIORITY = {CUSTOM: 0, STANDARD: 10}
+
+
+class BacktestService:
+    """Owns backtest sessions: requests in, queue, results out."""
+
+    def __init__(
+        self,
+        db: Database,
+        artifacts: ArtifactStore,
+        bars: BarStore,
+        settings: Settings,
+        notify: Callable[[], None],
+    ) -> None:
+        self._db = db
+        self._artifacts = artifacts
+        self._bars = bars
+        self._settings = settings
+        self._notify = notify
+
+    def start(self, user: User, agent_id: str, request: BacktestRequest) -> str:
+        """Validate ``request`` against the bar store and queue it; returns the session id."""
+        request = self.validated(request)
+        with self._db.transaction() as session:
+            agent = owned_agent(session, user, agent_id)
+            session_id = _enqueue(session, agent, CUSTOM, request)
+        self._notify()
+        return session_id
+
+    def validated(self, request: BacktestRequest) -> BacktestRequest:
+        """``request`` with normalised symbols, or ``InvalidInput`` saying what to fix."""
+        if request.start_date >= request.end_date:
+            raise InvalidInput("startDate must be before endDate")
+        if request.initial_cash <= 0:
+            raise InvalidInput("initialCash must be positive")
+        symbols = list(dict.fromkeys(normalize_symbol(s) for s in request.symbols))
+        if not symbols:
+            raise InvalidInput("give at least one symbol")
+        if len(symbols) > MAX_SYMBOLS:
+            raise InvalidInput(f"at most {MAX_SYMBOLS} symbols per backtest, got {len(symbols)}")
+        benchmark = normalize_symbol(request.benchmark)
+        self._bars.coverage(symbols, request.start_date, request.end_date).check()
+        bench = self._bars.coverage([benchmark], request.start_date, request.end_date)
+        if not bench.ok:
+            raise InvalidInput(f"benchmark {benchmark} has no bars between the requested dates")
+        return request.model_copy(update={"symbols": symbols, "benchmark": benchmark})
+
+    def queue_standard_evaluation(self, event: Event) -> None:
+        """Queue the standard evaluation of a newly submitted agent (``agent.submitted``)."""
+        request = self.standard_request()
+        with self._db.transaction() as session:
+            agent = session.get(Agent, str(event["agentId"]))
+            if agent is None:
+                return
+            _enqueue(session, agent, STANDARD, request)
+        self._notify()
+
+    def standard_request(self) -> BacktestRequest:
+        """The same universe and period for every agent: the operator's, or the full history
+        that every standard symbol covers."""
+        symbols = [normalize_symbol(s) for s in self._settings.standard_symbols]
+        infos = [self._bars.info(s) for s in symbols]
+        known = [i for i in infos if i is not None]
+        start = self._settings.standard_start
+        end = self._settings.standard_end
+        default_start = max((i.first.date() for i in known), default=date(2020, 1, 1))
+        default_end = min((i.last.date() for i in known), default=date(2020, 12, 31))
+        return BacktestRequest(
+            start_date=date.fromisoformat(start) if start else default_start,
+            end_date=date.fromisoformat(end) if end else default_end,
+            symbols=symbols,
+            benchmark=symbols[0],
+            fmel=True,
+        )
+
+    def results(self, user: User, session_id: str) -> BacktestResults:
+        """A session's status, progress and (when completed) metrics."""
+        with self._db.transaction() as session:
+            return to_results(_owned_session(session, user, session_id))
+
+    def list_for_agent(self, user: User, agent_id: str) -> SessionList:
+        """An agent's sessions, newest first."""
+        with self._db.transaction() as session:
+            owned_agent(session, user, agent_id)
+            where = BacktestSession.agent_id == agent_id
+            rows = session.scalars(
+                select(BacktestSession)
+                .where(where)
+                .order_by(BacktestSession.created_at.desc(), BacktestSession.id)
+            ).all()
+            total = session.scalar(select(func.count()).select_from(BacktestSession).where(where))
+            return SessionList(sessions=[to_results(r) for r in rows], total=total or 0)
+
+    def equity(self, user: User, session_id: str) -> EquitySeries:
+        """Daily equity and drawdown of a completed session."""
+        stored = self._stored_results(user, session_id)
+        return EquitySeries(session_id=session_id, points=stored["equity"])
+
+    def trades(self, user: User, session_id: str) -> TradeList:
+        """Every fill and closed trade of a completed session."""
+        stored = self._stored_results(user, session_id)
+        return TradeList(session_id=session_id, fills=stored["fills"], trades=stored["trades"])
+
+    def _stored_results(self, user: User, session_id: str) -> dict[str, list[dict[str, object]]]:
+        with self._db.transaction() as session:
+            row = _owned_session(session, user, session_id)
+            if row.status != SessionStatus.COMPLETED or row.results_key is None:
+                raise Conflict(
+                    f"backtest {session_id} is {row.status}; results come once completed"
+                )
+            key = row.results_key
+        stored: dict[str, list[dict[str, object]]] = json.loads(self._artifacts.get(key))
+        return stored
+
+
+def _enqueue(session: Session, agent: Agent, kind: str, request: BacktestRequest) -> str:
+    row = BacktestSession(
+        id=str(uuid.uuid4()),
+        agent_id=agent.id,
+        user_id=agent.user_id,
+        kind=kind,
+        status=SessionStatus.QUEUED,
+        priority=PRIORITY[kind],
+        params=request.model_dump(mode="json"),
+    )
+    session.add(row)
+    return row.id
+
+
+def _owned_session(session: Session, user: User, session_id: str) -> BacktestSession:
+    row = session.get(BacktestSession, session_id)
+    if row is None:
+        raise NotFound(f"no backtest with id {session_id}")
+    if row.user_id != user.id:
+        raise Forbidden("this backtest belongs to another user")
+    return row
+
+
+def to_results(row: BacktestSession) -> BacktestResults:
+    """The API view of a session row."""
+    failure = None
+    if row.failure_reason is not None:
+        failure = Failure(
+            reason=FailureReason(row.failure_reason),
+            message=row.failure_message or "",
+            traceback=row.failure_traceback,
+        )
+    metrics = dict(row.metrics) if row.metrics else None
+    benchmark = metrics.pop("benchmark", None) if metrics else None
+    return BacktestResults(
+        session_id=row.id,
+        agent_id=row.agent_id,
+        kind=row.kind,
+        status=SessionStatus(row.status),
+        progress=Progress(bars_done=row.bars_done, bars_total=row.bars_total),
+        parameters=BacktestRequest.model_validate(row.params),
+        data_source=row.data_source,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        metrics=metrics,
+        benchmark=benchmark,
+        failure=failure,
+    )
