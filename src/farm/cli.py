@@ -24,6 +24,7 @@ from farm.cli_support import (
 )
 from farm.config import Settings
 from farm.errors import FarmError
+from farm.fmel.cli import decisions, explain
 from farm.marketdata.cli import app as data_app
 
 app = typer.Typer(help="The Farm: backtest, paper trade, explain and rank trading agents.")
@@ -34,6 +35,8 @@ app.add_typer(agents_app, name="agents")
 app.add_typer(data_app, name="data")
 app.command()(backtest)
 app.command()(results)
+app.command()(decisions)
+app.command()(explain)
 
 
 @app.command()

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
-from fmel_helpers import new_id
+from fmel_helpers import new_id, write_old, write_small
 
 from farm.context import Context
 from farm.storage.models import Agent
@@ -54,3 +54,27 @@ def make_agent(context: Context) -> MakeAgent:
         return agent_id
 
     return make
+
+
+@dataclass(frozen=True)
+class World:
+    alice: Account
+    bob: Account
+    agent: str  # alice's: sessions `small` (8 decisions) and `old` (3)
+    other: str  # alice's second agent: one `small` session
+    bobs: str  # bob's agent: one `small` session
+    small: str
+    old: str
+
+
+@pytest.fixture
+def world(context: Context, make_account: MakeAccount, make_agent: MakeAgent) -> World:
+    alice, bob = make_account("alice"), make_account("bob")
+    agent, other, bobs = make_agent(alice), make_agent(alice), make_agent(bob)
+    small, old = new_id(), new_id()
+    root = context.fmel.root
+    write_small(root, agent, small, alice.user_id)
+    write_old(root, agent, old, alice.user_id)
+    write_small(root, other, new_id(), alice.user_id)
+    write_small(root, bobs, new_id(), bob.user_id)
+    return World(alice, bob, agent, other, bobs, small, old)

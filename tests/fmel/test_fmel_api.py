@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -15,35 +14,11 @@ import pyarrow.csv
 import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
-from fmel_helpers import SMALL, SMALL_TRADES, bar_ts, new_id, stored, write_old, write_small
+from fmel_helpers import SMALL, SMALL_TRADES, bar_ts, new_id, stored
 
-from conftest import Account, MakeAccount, MakeAgent
+from conftest import Account, MakeAgent, World
 from farm.context import Context
 from farm.fmel.records import KINDS
-
-
-@dataclass(frozen=True)
-class World:
-    alice: Account
-    bob: Account
-    agent: str  # alice's: sessions `small` (8 decisions) and `old` (3)
-    other: str  # alice's second agent: one `small` session
-    bobs: str  # bob's agent: one `small` session
-    small: str
-    old: str
-
-
-@pytest.fixture
-def world(context: Context, make_account: MakeAccount, make_agent: MakeAgent) -> World:
-    alice, bob = make_account("alice"), make_account("bob")
-    agent, other, bobs = make_agent(alice), make_agent(alice), make_agent(bob)
-    small, old = new_id(), new_id()
-    root = context.fmel.root
-    write_small(root, agent, small, alice.user_id)
-    write_old(root, agent, old, alice.user_id)
-    write_small(root, other, new_id(), alice.user_id)
-    write_small(root, bobs, new_id(), bob.user_id)
-    return World(alice, bob, agent, other, bobs, small, old)
 
 
 def get(client: TestClient, path: str, who: Account, **params: Any) -> Any:
