@@ -1,0 +1,264 @@
+"""The backtest service through real HTTP: validation, queue, sandboxed runs, results, failures."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from farm.app import create_app
+from farm.config import Settings
+from farm.marketdata.importer import import_path
+from farm.marketdata.store import BarStore
+from farm.users.service import create_user
+
+REPO = Path(__file__).resolve().parents[2]
+SYMBOLS = ["SPY", "QQQ", "AAPL", "MSFT", "GOOGL", "AMZN", "TSLA", "NVDA", "META", "JPM"]
+Headers = dict[str, str]
+
+pytestmark = pytest.mark.sandbox
+
+
+@pytest.fixture(scope="session")
+def real_bars(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bar store holding the ten standard symbols, imported once per session."""
+    csvs = tmp_path_factory.mktemp("csv")
+    for symbol in SYMBOLS:
+        shutil.copy(shared_data / "daily" / f"{symbol}.csv", csvs)
+    root = tmp_path_factory.mktemp("bars")
+    assert import_path(BarStore(root), csvs).ok
+    return root
+
+
+def app_settings(tmp_path: Path, real_bars: Path, **overrides: Any) -> Settings:
+    home = tmp_path / "farm"
+    shutil.copytree(real_bars, home / "bars")
+    values: dict[str, Any] = {
+        "home": home,
+        "backtest_workers": 2,
+        "sandbox_wall_s": 60,
+        "standard_symbols": ["SPY", "AAPL"],
+        "standard_start": "2023-01-01",
+        "standard_end": "2023-06-30",
+    }
+    return Settings(**{**values, **overrides})
+
+
+@pytest.fixture
+def client(tmp_path: Path, real_bars: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(app_settings(tmp_path, real_bars))) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def user(client: TestClient) -> Callable[[str], Headers]:
+    def make(name: str) -> Headers:
+        with client.app.state.context.db.transaction() as session:  # type: ignore[attr-defined]
+            _, token = create_user(session, name)
+        return {"Authorization": f"Bearer {token}"}
+
+    return make
+
+
+def submit(client: TestClient, headers: Headers, code: bytes, name: str = "agent") -> str:
+    response = client.post(
+        "/api/agents/submit",
+        headers=headers,
+        data={"agentName": name},
+        files={"file": ("agent.py", code)},
+    )
+    assert response.status_code == 201, response.text
+    agent_id: str = response.json()["agentId"]
+    return agent_id
+
+
+def wait_for(client: TestClient, headers: Headers, session_id: str, timeout: float = 120) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = client.get(f"/api/backtest/{session_id}/results", headers=headers).json()
+        if result["status"] in {"completed", "failed"}:
+            return result
+        time.sleep(0.1)
+    pytest.fail(f"backtest {session_id} did not finish in {timeout} s")
+
+
+def start(client: TestClient, headers: Headers, agent_id: str, **body: Any) -> Any:
+    return client.post(f"/api/backtest/{agent_id}/start", headers=headers, json=body)
+
+
+SMA = (REPO / "examples/agents/sma_cross.py").read_bytes()
+
+
+def test_a_backtest_runs_to_completion_with_every_metric(
+    client: TestClient, user: Callable[[str], Headers]
+) -> None:
+    alice = user("alice")
+    agent_id = submit(client, alice, SMA)
+    response = start(
+        client,
+        alice,
+        agent_id,
+        symbols=["spy", "AAPL", "MSFT"],
+        startDate="2021-01-04",
+        endDate="2023-12-29",
+        initialCash=50_000,
+    )
+    assert response.status_code == 202
+    assert response.json()["status"] == "queued"
+    result = wait_for(client, alice, response.json()["sessionId"])
+
+    assert result["status"] == "completed", result
+    assert result["dataSource"] == "real"
+    assert result["parameters"]["symbols"] == ["SPY", "AAPL", "MSFT"]
+    assert result["progress"]["barsDone"] == result["progress"]["barsTotal"] == 753
+    metrics = result["metrics"]
+    for name in (
+        "initialValue",
+        "finalValue",
+        "totalReturn",
+        "sharpeRatio",
+        "maxDrawdown",
+        "totalTrades",
+        "winningTrades",
+        "losingTrades",
+        "sortinoRatio",
+        "calmarRatio",
+        "annualReturn",
+        "annualVolatility",
+        "winRate",
+        "profitFactor",
+        "sqn",
+        "exposure",
+        "alpha",
+        "beta",
+    ):
+        assert name in metrics, name
+    assert metrics["initialValue"] == 50_000
+    assert metrics["totalTrades"] == metrics["winningTrades"] + metrics["losingTrades"]
+    assert set(result["benchmark"]) >= {"totalReturn", "sharpeRatio", "maxDrawdown"}
+
+    session_id = result["sessionId"]
+    equity = client.get(f"/api/backtest/{session_id}/equity", headers=alice).json()["points"]
+    assert len(equity) == 753
+    assert equity[-1]["equity"] == pytest.approx(metrics["finalValue"])
+    assert max(p["drawdown"] for p in equity) == pytest.approx(metrics["maxDrawdown"])
+    trades = client.get(f"/api/backtest/{session_id}/trades", headers=alice).json()
+    assert len(trades["trades"]) == metrics["totalTrades"]
+    assert trades["fills"], "an SMA crossover over three years trades"
+    pnl = sum(t["pnlNet"] for t in trades["trades"])
+    commissions = sum(f["commission"] for f in trades["fills"])
+    assert pnl <= metrics["finalValue"] - 50_000 + commissions + 1e6  # sanity, not equality
+
+
+def test_every_submission_gets_a_standard_evaluation(
+    client: TestClient, user: Callable[[str], Headers]
+) -> None:
+    alice = user("alice")
+    agent_id = submit(client, alice, SMA)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        sessions = client.get(f"/api/agents/{agent_id}/backtests", headers=alice).json()
+        if sessions["total"] and sessions["sessions"][0]["status"] == "completed":
+            break
+        time.sleep(0.2)
+    standard = sessions["sessions"][0]
+    assert standard["kind"] == "standard"
+    assert standard["status"] == "completed", standard
+    assert standard["parameters"]["symbols"] == ["SPY", "AAPL"]
+    assert standard["parameters"]["startDate"] == "2023-01-01"
+    assert standard["parameters"]["fmel"] is True
+    board = client.get("/api/leaderboard?type=backtest&timeframe=all_time").json()
+    assert [row["agentId"] for row in board["leaderboard"]] == [agent_id]
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ({"startDate": "2023-05-01", "endDate": "2023-05-01"}, "startDate must be before endDate"),
+        ({"symbols": ["SPY", "NOPE", "ZZZ"]}, "unknown symbols: NOPE, ZZZ"),
+        ({"startDate": "2010-01-01", "endDate": "2010-12-31"}, "no bars in the requested dates"),
+        ({"initialCash": 0}, "initialCash must be positive"),
+        ({"initialCash": -5}, "initialCash must be positive"),
+        ({"symbols": [f"S{i}" for i in range(501)]}, "at most 500 symbols"),
+        ({"symbols": []}, "at least one symbol"),
+        ({"commission": 0.5}, "commission"),
+        ({"benchmark": "NOPE"}, "unknown benchmark symbol: NOPE"),
+        ({"startDate": "yesterday"}, "startDate"),
+        ({"surprise": 1}, "surprise"),
+    ],
+)
+def test_invalid_requests_are_400_with_what_to_fix(
+    client: TestClient, user: Callable[[str], Headers], body: dict[str, Any], fragment: str
+) -> None:
+    alice = user("alice")
+    agent_id = submit(client, alice, SMA)
+    response = start(client, alice, agent_id, **body)
+    assert response.status_code == 400, response.text
+    assert fragment in response.json()["message"]
+
+
+def test_backtests_are_their_owners_only(
+    client: TestClient, user: Callable[[str], Headers]
+) -> None:
+    alice, bob = user("alice"), user("bob")
+    agent_id = submit(client, alice, SMA)
+    assert start(client, bob, agent_id).status_code == 403
+    assert start(client, alice, "no-such-agent").status_code == 404
+    session_id = start(client, alice, agent_id, symbols=["SPY"]).json()["sessionId"]
+    for path in ("results", "equity", "trades"):
+        assert client.get(f"/api/backtest/{session_id}/{path}", headers=bob).status_code == 403
+    assert client.get("/api/backtest/nope/results", headers=alice).status_code == 404
+    assert client.get(f"/api/agents/{agent_id}/backtests", headers=bob).status_code == 403
+    assert client.get(f"/api/backtest/{session_id}/results").status_code == 401
+
+
+def test_series_of_an_unfinished_backtest_are_409(
+    client: TestClient, user: Callable[[str], Headers]
+) -> None:
+    alice = user("alice")
+    agent_id = submit(
+        client,
+        alice,
+        b"import backtrader as bt\nimport time\n"
+        b"class Slow(bt.Strategy):\n    def next(self):\n        time.sleep(0.05)\n",
+    )
+    session_id = start(client, alice, agent_id, symbols=["SPY"]).json()["sessionId"]
+    response = client.get(f"/api/backtest/{session_id}/equity", headers=alice)
+    assert response.status_code == 409
+    assert "results come once completed" in response.json()["message"]
+
+
+RAISES = b"""import backtrader as bt
+
+
+def helper(x):
+    return 1 / x
+
+
+class Broken(bt.Strategy):
+    def next(self):
+        if len(self) == 5:
+            helper(0)
+"""
+
+
+def test_an_agent_exception_is_a_failed_result_with_the_agents_traceback(
+    client: TestClient, user: Callable[[str], Headers]
+) -> None:
+    alice = user("alice")
+    agent_id = submit(client, alice, RAISES)
+    session_id = start(client, alice, agent_id, symbols=["SPY"]).json()["sessionId"]
+    result = wait_for(client, alice, session_id)
+    assert result["status"] == "failed"
+    failure = result["failure"]
+    assert failure["reason"] == "agent_error"
+    assert "ZeroDivisionError" in failure["message"]
+    assert "helper" in failure["traceback"]
+    assert "backtrader" not in failure["traceback"]
+    assert "farm" not in failure["traceback"]
+    assert result["progress"]["barsDone"] >= 4
