@@ -148,33 +148,49 @@ def _expiry(entry: Ranked, board: Board) -> float | None:
 
 # --- Redis -------------------------------------------------------------------------------------
 
+# Scripts address a board's keys in one layout: six named keys (see ``_Keys.read``), then every
+# metric's sorted set, then every metric's value hash (``m`` of each).
 _PRUNE = """
 local function prune(now)
+  local m = (#KEYS - 6) / 2
   while true do
     local gone = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', '(' .. now, 'LIMIT', 0, 500)
     if #gone == 0 then return end
-    for i = 6, #KEYS do redis.call('ZREM', KEYS[i], unpack(gone)) end
+    for i = 7, 6 + m do redis.call('ZREM', KEYS[i], unpack(gone)) end
+    for i = 7 + m, #KEYS do redis.call('HDEL', KEYS[i], unpack(gone)) end
     redis.call('HDEL', KEYS[3], unpack(gone))
     redis.call('ZREM', KEYS[4], unpack(gone))
     local ids = {}
-    for i, m in ipairs(gone) do ids[i] = string.sub(m, MEMBER_START) end
+    for i, member in ipairs(gone) do ids[i] = string.sub(member, MEMBER_START) end
     redis.call('HDEL', KEYS[5], unpack(ids))
   end
 end
 """.replace("MEMBER_START", str(MEMBER_PREFIX + 1))
 
-# KEYS: meta, metric zset, rows, expiries, ids, every metric zset. ARGV: now, last index.
+# KEYS: meta, metric zset, rows, expiries, ids, metric values, ... ARGV: now, last index, metric,
+# the version the caller holds. Returns the version alone when the caller's is current, else
+# the version, the page's rows as one JSON fragment (rank in front) and the next expiry.
 _PAGE = (
     _PRUNE
     + """
 local updated = redis.call('GET', KEYS[1])
 if not updated then return false end
+if updated == ARGV[4] then return {updated} end
 prune(ARGV[1])
-local flat = redis.call('ZREVRANGE', KEYS[2], 0, tonumber(ARGV[2]), 'WITHSCORES')
-if #flat == 0 then return {updated, {}, {}} end
-local members = {}
-for i = 1, #flat / 2 do members[i] = flat[2 * i - 1] end
-return {updated, flat, redis.call('HMGET', KEYS[3], unpack(members))}
+local members = redis.call('ZREVRANGE', KEYS[2], 0, tonumber(ARGV[2]))
+local after = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')[2] or ''
+if #members == 0 then return {updated, '', after} end
+local rows = redis.call('HMGET', KEYS[3], unpack(members))
+local values = redis.call('HMGET', KEYS[6], unpack(members))
+local out = {}
+for i = 1, #members do
+  if rows[i] and values[i] then
+    local n = #out + 1
+    out[n] = '{"rank":' .. n .. ',"metric":' .. values[i] .. ',"metricType":"' .. ARGV[3]
+      .. '",' .. rows[i] .. '}'
+  end
+end
+return {updated, table.concat(out, ','), after}
 """
 )
 
@@ -189,15 +205,18 @@ local member = redis.call('HGET', KEYS[5], ARGV[2])
 if not member then return {updated} end
 local rank = redis.call('ZREVRANK', KEYS[2], member)
 if not rank then return {updated} end
-return {updated, rank, redis.call('ZSCORE', KEYS[2], member), redis.call('ZCARD', KEYS[2])}
+return {updated, rank, redis.call('HGET', KEYS[6], member), redis.call('ZCARD', KEYS[2])}
 """
 )
 
-# KEYS: meta, rows, expiries, ids, epoch, every metric zset. ARGV: agent id, now (ISO).
+# KEYS: meta, rows, expiries, ids, epoch, every metric zset, every value hash. ARGV: agent id,
+# now (ISO).
 _REMOVE = """
+local m = (#KEYS - 5) / 2
 local member = redis.call('HGET', KEYS[4], ARGV[1])
 if not member then return 0 end
-for i = 6, #KEYS do redis.call('ZREM', KEYS[i], member) end
+for i = 6, 5 + m do redis.call('ZREM', KEYS[i], member) end
+for i = 6 + m, #KEYS do redis.call('HDEL', KEYS[i], member) end
 redis.call('HDEL', KEYS[2], member)
 redis.call('ZREM', KEYS[3], member)
 redis.call('HDEL', KEYS[4], ARGV[1])
@@ -223,6 +242,7 @@ class _Keys:
     epoch: str
     lock: str
     metrics: dict[Metric, str]
+    values: dict[Metric, str]
 
     @classmethod
     def of(cls, prefix: str, board: Board) -> _Keys:
@@ -235,20 +255,36 @@ class _Keys:
             epoch=f"{base}:epoch",
             lock=f"{base}:lock",
             metrics={m: f"{base}:z:{m.value}" for m in Metric},
+            values={m: f"{base}:v:{m.value}" for m in Metric},
         )
 
     def read(self, metric: Metric) -> list[str]:
         """KEYS of the page and rank scripts."""
         head = [self.meta, self.metrics[metric], self.rows, self.expiries, self.ids]
-        return [*head, *self.metrics.values()]
+        return [*head, self.values[metric], *self.metrics.values(), *self.values.values()]
 
     def remove(self) -> list[str]:
         """KEYS of the remove script."""
-        return [self.meta, self.rows, self.expiries, self.ids, self.epoch, *self.metrics.values()]
+        head = [self.meta, self.rows, self.expiries, self.ids, self.epoch]
+        return [*head, *self.metrics.values(), *self.values.values()]
 
     def data(self) -> list[str]:
         """Every key a rebuild replaces."""
-        return [self.meta, self.rows, self.expiries, self.ids, *self.metrics.values()]
+        head = [self.meta, self.rows, self.expiries, self.ids]
+        return [*head, *self.metrics.values(), *self.values.values()]
+
+
+MEMO_SIZE = 256
+
+
+@dataclass(frozen=True, slots=True)
+class _Memo:
+    """A page as last read, valid while the board's version is unchanged and nothing in it has
+    aged out of its window (``fresh_until``, epoch seconds)."""
+
+    version: bytes
+    page: Page
+    fresh_until: float
 
 
 class RedisLeaderboardCache:
@@ -258,6 +294,10 @@ class RedisLeaderboardCache:
     ``rows`` (member -> row JSON), ``ids`` (agent id -> member), ``exp`` (member -> when it
     leaves a windowed board; pruned on read), ``meta`` (last change; absent = cold), ``epoch``
     (bumped by every write, so a rebuild racing a write retries) and ``lock``.
+
+    A page is one script call. The process keeps the last bytes of each page it served and
+    sends their version (``meta``); Redis answers with the version alone when it is current,
+    so a hot page costs one tiny round trip and no encoding.
 
     When Redis fails the cache answers ``CacheUnavailable`` without retrying for ``retry_s``,
     logs one warning per outage, and on recovery marks every board cold: writes missed during
@@ -290,6 +330,7 @@ class RedisLeaderboardCache:
         self._rank_script = self._redis.register_script(_RANK)
         self._remove_script = self._redis.register_script(_REMOVE)
         self._unlock_script = self._redis.register_script(_UNLOCK)
+        self._memo: dict[tuple[Board, Metric, int], _Memo] = {}
         self._state = threading.Lock()
         self._down = False
         self._retry_at = 0.0
@@ -316,17 +357,23 @@ class RedisLeaderboardCache:
     # Reads: one round trip (a Lua script prunes aged entries and reads).
 
     def _page(self, board: Board, metric: Metric, limit: int) -> Page | _Cold:
-        keys = self._keys[board]
-        found = self._page_script(keys=keys.read(metric), args=[time.time(), limit - 1])
+        """One round trip; the rows come back only if the board changed since the memo."""
+        key = (board, metric, limit)
+        now = time.time()
+        memo = self._memo.get(key)
+        held = memo.version if memo is not None and now < memo.fresh_until else b""
+        args = [now, limit - 1, metric.value, held]
+        found = self._page_script(keys=self._keys[board].read(metric), args=args)
         if found is None:
             return COLD
-        updated, flat, details = found
-        parts: list[bytes] = []
-        for i, row in enumerate(details):
-            if row is not None:
-                value = score_of(metric, float(flat[2 * i + 1]))
-                parts.append(render_row(len(parts) + 1, metric, value, row))
-        return Page(b",".join(parts), updated.decode())
+        if len(found) == 1 and memo is not None:
+            return memo.page
+        version, rows, after = found
+        memo = _Memo(version, Page(rows, version.decode()), float(after or "inf"))
+        if len(self._memo) >= MEMO_SIZE:
+            self._memo.clear()
+        self._memo[key] = memo
+        return memo.page
 
     def _rank(self, board: Board, metric: Metric, agent_id: str) -> RankHit | _Cold | None:
         keys = self._keys[board]
@@ -335,8 +382,8 @@ class RedisLeaderboardCache:
             return COLD
         if len(found) == 1:
             return None
-        _, rank, score, total = found
-        return RankHit(int(rank) + 1, score_of(metric, float(score)), int(total))
+        _, rank, value, total = found
+        return RankHit(int(rank) + 1, float(value), int(total))
 
     # Writes: one transaction per result; every touched board's epoch is bumped.
 
@@ -442,8 +489,10 @@ def _write(pipe: Any, keys: _Keys, entry: Ranked, board: Board) -> None:
         value = entry.scores.get(metric)
         if value is None:
             pipe.zrem(key, member)
+            pipe.hdel(keys.values[metric], member)
         else:
             pipe.zadd(key, {member: score_of(metric, value)})
+            pipe.hset(keys.values[metric], member, repr(value))
     pipe.hset(keys.rows, member, entry.details)
     pipe.hset(keys.ids, entry.agent_id, member)
     expiry = _expiry(entry, board)

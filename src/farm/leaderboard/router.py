@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
-from farm.deps import ContextDep
+from farm.deps import ContextDep, get_context
 from farm.leaderboard.cache import Board
 from farm.leaderboard.schemas import (
     MAX_LIMIT,
@@ -32,7 +32,7 @@ TimeframeQuery = Annotated[Timeframe, Query(description="Window of results, endi
     summary="Ranked agents",
 )
 def get_leaderboard(
-    context: ContextDep,
+    request: Request,
     board_type: TypeQuery = BoardType.PAPER_TRADING,
     metric: MetricQuery = Metric.RETURNS,
     timeframe: TimeframeQuery = Timeframe.WEEKLY,
@@ -44,7 +44,10 @@ def get_leaderboard(
     everyone) completed within the timeframe; ``paper_trading`` ranks live sessions by the metric
     over the timeframe. ``source`` says whether the cache or the database answered.
     """
-    body = context.leaderboard.page(Board(board_type, timeframe), metric, limit)
+    # The hot path: pre-encoded bytes, and the context read here rather than through a
+    # dependency (a sync dependency costs a second worker-thread hop per request).
+    leaderboard = get_context(request).leaderboard
+    body = leaderboard.page(Board(board_type, timeframe), metric, limit)
     return Response(body, media_type="application/json")
 
 
