@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,6 +14,8 @@ from fastapi.testclient import TestClient
 from farm.app import create_app
 from farm.config import Settings
 from farm.context import Context
+from farm.marketdata.importer import import_path
+from farm.marketdata.store import BarStore
 from farm.users.service import create_user
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,6 +40,20 @@ def shared_data() -> Path:
     if not (path / "daily").is_dir():
         pytest.fail(f"test data not found at {path}; set FARM_TEST_DATA")
     return path
+
+
+STANDARD_SYMBOLS = ["SPY", "QQQ", "AAPL", "MSFT", "GOOGL", "AMZN", "TSLA", "NVDA", "META", "JPM"]
+
+
+@pytest.fixture(scope="session")
+def real_bars(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bar store holding the ten standard symbols, imported once per session."""
+    csvs = tmp_path_factory.mktemp("csv")
+    for symbol in STANDARD_SYMBOLS:
+        shutil.copy(shared_data / "daily" / f"{symbol}.csv", csvs)
+    root = tmp_path_factory.mktemp("bars")
+    assert import_path(BarStore(root), csvs).ok
+    return root
 
 
 @pytest.fixture

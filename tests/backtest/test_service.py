@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -10,43 +9,14 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from service_support import Headers, app_settings, start, submit, wait_for
 
 from farm.app import create_app
-from farm.config import Settings
-from farm.marketdata.importer import import_path
-from farm.marketdata.store import BarStore
 from farm.users.service import create_user
 
 REPO = Path(__file__).resolve().parents[2]
-SYMBOLS = ["SPY", "QQQ", "AAPL", "MSFT", "GOOGL", "AMZN", "TSLA", "NVDA", "META", "JPM"]
-Headers = dict[str, str]
 
 pytestmark = pytest.mark.sandbox
-
-
-@pytest.fixture(scope="session")
-def real_bars(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A bar store holding the ten standard symbols, imported once per session."""
-    csvs = tmp_path_factory.mktemp("csv")
-    for symbol in SYMBOLS:
-        shutil.copy(shared_data / "daily" / f"{symbol}.csv", csvs)
-    root = tmp_path_factory.mktemp("bars")
-    assert import_path(BarStore(root), csvs).ok
-    return root
-
-
-def app_settings(tmp_path: Path, real_bars: Path, **overrides: Any) -> Settings:
-    home = tmp_path / "farm"
-    shutil.copytree(real_bars, home / "bars")
-    values: dict[str, Any] = {
-        "home": home,
-        "backtest_workers": 2,
-        "sandbox_wall_s": 60,
-        "standard_symbols": ["SPY", "AAPL"],
-        "standard_start": "2023-01-01",
-        "standard_end": "2023-06-30",
-    }
-    return Settings(**{**values, **overrides})
 
 
 @pytest.fixture
@@ -63,32 +33,6 @@ def user(client: TestClient) -> Callable[[str], Headers]:
         return {"Authorization": f"Bearer {token}"}
 
     return make
-
-
-def submit(client: TestClient, headers: Headers, code: bytes, name: str = "agent") -> str:
-    response = client.post(
-        "/api/agents/submit",
-        headers=headers,
-        data={"agentName": name},
-        files={"file": ("agent.py", code)},
-    )
-    assert response.status_code == 201, response.text
-    agent_id: str = response.json()["agentId"]
-    return agent_id
-
-
-def wait_for(client: TestClient, headers: Headers, session_id: str, timeout: float = 120) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = client.get(f"/api/backtest/{session_id}/results", headers=headers).json()
-        if result["status"] in {"completed", "failed"}:
-            return result
-        time.sleep(0.1)
-    pytest.fail(f"backtest {session_id} did not finish in {timeout} s")
-
-
-def start(client: TestClient, headers: Headers, agent_id: str, **body: Any) -> Any:
-    return client.post(f"/api/backtest/{agent_id}/start", headers=headers, json=body)
 
 
 SMA = (REPO / "examples/agents/sma_cross.py").read_bytes()

@@ -75,7 +75,9 @@ class BacktestService:
         benchmark = normalize_symbol(request.benchmark)
         self._bars.coverage(symbols, request.start_date, request.end_date).check()
         bench = self._bars.coverage([benchmark], request.start_date, request.end_date)
-        if not bench.ok:
+        if bench.unknown:
+            raise InvalidInput(f"unknown benchmark symbol: {benchmark}")
+        if bench.empty:
             raise InvalidInput(f"benchmark {benchmark} has no bars between the requested dates")
         return request.model_copy(update={"symbols": symbols, "benchmark": benchmark})
 
