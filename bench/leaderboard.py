@@ -8,7 +8,8 @@ request's scheduled time, so a stalled server cannot hide behind a slow client):
 - ``GET /api/leaderboard?type=backtest&metric=sharpe&timeframe=all_time&limit=100``
 - raw ``ZREVRANGE <that board's sorted set> 0 99``
 
-and finally measures the HTTP server's saturated throughput with ``wrk`` when it is installed.
+and finally the HTTP server's saturated throughput with ``wrk`` and Redis's own latency with
+``redis-benchmark`` (a C client), when they are installed.
 Everything it starts is stopped at the end; the run is bounded (about 3 x duration + setup).
 
     .venv/bin/python bench/leaderboard.py [--agents 10000] [--rate 500] [--duration 10]
@@ -260,6 +261,27 @@ def run_wrk(port: int, duration: float) -> str:
     )
 
 
+def run_redis_benchmark(port: int, requests: int) -> str:
+    if shutil.which("redis-benchmark") is None:
+        return "redis-benchmark is not installed: C-client Redis baseline not measured"
+    out = subprocess.run(
+        [
+            *("redis-benchmark", "-p", str(port), "-n", str(requests), "-c", "1", "--csv"),
+            *("ZREVRANGE", ZSET, "0", "99"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    values = out.strip().splitlines()[-1].replace('"', "").split(",")
+    rps, p50, p99 = float(values[1]), float(values[4]), float(values[6])
+    return (
+        f"redis-benchmark (C client, 1 connection, closed loop): ZREVRANGE 0 99 "
+        f"p50 {p50:.3f} ms, p99 {p99:.3f} ms, {rps:,.0f} req/s"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agents", type=int, default=10_000)
@@ -309,6 +331,7 @@ def main() -> None:
                 wait_until(lambda: _serves(http_port), "uvicorn", timeout=60)
                 http, raw = asyncio.run(measure(http_port, redis_url, args.rate, args.duration))
                 saturated = run_wrk(http_port, args.duration)
+            baseline = run_redis_benchmark(redis_port, 20_000)
 
     print(f"seeded {args.agents:,} ranked agents in {seeded:.1f} s (SQLite, via repository)")
     print(f"cold cache rebuild of the board from SQL: {rebuilt * 1000:.0f} ms")
@@ -320,6 +343,7 @@ def main() -> None:
         f"p99 x{http.pct(0.99) / raw.pct(0.99):.1f}"
     )
     print("  " + saturated)
+    print("  " + baseline)
     target = http.pct(0.99) < 5.0 and http.errors == 0
     print(f"target p99 < 5 ms at {args.rate:.0f} req/s: {'met' if target else 'NOT met'}")
 

@@ -390,12 +390,11 @@ class RedisLeaderboardCache:
     def _put(self, entries: Sequence[Ranked]) -> None:
         now = now_iso()
         with self._redis.pipeline(transaction=True) as pipe:
-            for entry in entries:
-                for board in entry.boards:
-                    keys = self._keys[board]
-                    _write(pipe, keys, entry, board)
-                    pipe.incr(keys.epoch)
-                    pipe.set(keys.meta, now, xx=True)
+            for board in {board for entry in entries for board in entry.boards}:
+                keys = self._keys[board]
+                _write(pipe, keys, [e for e in entries if board in e.boards], board)
+                pipe.incr(keys.epoch)
+                pipe.set(keys.meta, now, xx=True)
             pipe.execute()
 
     def _remove(self, agent_id: str) -> None:
@@ -439,8 +438,7 @@ class RedisLeaderboardCache:
             entries = load(board)
             pipe.multi()
             pipe.delete(*keys.data())
-            for entry in entries:
-                _write(pipe, keys, entry, board)
+            _write(pipe, keys, entries, board)
             pipe.set(keys.meta, now_iso())
             try:
                 pipe.execute()
@@ -483,21 +481,24 @@ class RedisLeaderboardCache:
             )
 
 
-def _write(pipe: Any, keys: _Keys, entry: Ranked, board: Board) -> None:
-    member = entry.member
-    for metric, key in keys.metrics.items():
-        value = entry.scores.get(metric)
-        if value is None:
-            pipe.zrem(key, member)
-            pipe.hdel(keys.values[metric], member)
-        else:
-            pipe.zadd(key, {member: score_of(metric, value)})
-            pipe.hset(keys.values[metric], member, repr(value))
-    pipe.hset(keys.rows, member, entry.details)
-    pipe.hset(keys.ids, entry.agent_id, member)
-    expiry = _expiry(entry, board)
-    if expiry is not None:
-        pipe.zadd(keys.expiries, {member: expiry})
+def _write(pipe: Any, keys: _Keys, entries: Sequence[Ranked], board: Board) -> None:
+    """Queue the writes of ``entries`` to one board, a few commands per 1000 entries."""
+    for start in range(0, len(entries), 1000):
+        chunk = [(e.member, e) for e in entries[start : start + 1000]]
+        for metric, key in keys.metrics.items():
+            values = {m: e.scores[metric] for m, e in chunk if metric in e.scores}
+            absent = [m for m, e in chunk if metric not in e.scores]
+            if values:
+                pipe.zadd(key, {m: score_of(metric, v) for m, v in values.items()})
+                pipe.hset(keys.values[metric], mapping={m: repr(v) for m, v in values.items()})
+            if absent:
+                pipe.zrem(key, *absent)
+                pipe.hdel(keys.values[metric], *absent)
+        pipe.hset(keys.rows, mapping={m: e.details for m, e in chunk})
+        pipe.hset(keys.ids, mapping={e.agent_id: m for m, e in chunk})
+        expiries = {m: x for m, e in chunk if (x := _expiry(e, board)) is not None}
+        if expiries:
+            pipe.zadd(keys.expiries, expiries)
 
 
 # --- in-process ----------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from farm.storage.models import Agent, BacktestSession, utcnow
 STANDARD = "standard"
 REAL = "real"
 ALL_TIME = Timeframe.ALL_TIME.value
+METRICS = tuple(Metric)
 
 
 def record_backtest_result(
@@ -190,7 +191,7 @@ def _boards(row: BoardRow) -> tuple[Board, ...]:
 
 def _ranked(row: BoardRow) -> Ranked:
     entry = row.entry
-    scores = {m: v for m in Metric if (v := getattr(entry, m.value)) is not None}
+    scores = {m: v for m in METRICS if (v := getattr(entry, m.value)) is not None}
     details = {
         "agentId": entry.agent_id,
         "agentName": row.agent_name,
