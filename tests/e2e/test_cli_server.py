@@ -3,57 +3,25 @@
 from __future__ import annotations
 
 import json
-import os
-import re
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
+from server_support import FARM, free_port, start_server
 
 REPO = Path(__file__).resolve().parents[2]
-FARM = [sys.executable, "-m", "farm"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[dict[str, str]]:
     """`farm up` in its own FARM_HOME; yields the env a CLI user would have."""
-    port = free_port()
-    env = {**os.environ, "FARM_HOME": str(tmp_path / "home"), "FARM_PORT": str(port)}
-    log = (tmp_path / "server.log").open("w+")
-    process = subprocess.Popen([*FARM, "up"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    running = start_server(tmp_path / "home", FARM_BACKTEST_WORKERS="0")
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                pytest.fail(f"farm up did not start:\n{log.read()}")
-            time.sleep(0.2)
-        log.seek(0)
-        token = re.search(r"FARM_TOKEN=(\S+)", log.read())
-        assert token, "farm up did not print the demo user's token"
-        yield {**env, "FARM_URL": url, "FARM_TOKEN": token.group(1)}
+        assert "FARM_TOKEN" in running.env, "farm up did not print the demo user's token"
+        yield running.env
     finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
+        running.stop()
 
 
 def farm(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

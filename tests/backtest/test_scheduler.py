@@ -1,0 +1,188 @@
+"""The backtest queue: claim order, no double claims, restart recovery, concurrency."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from service_support import Headers, app_settings, start, submit, wait_for
+
+from farm.app import create_app
+from farm.backtest.scheduler import Scheduler
+from farm.config import Settings
+from farm.storage.db import Database
+from farm.storage.models import Agent, BacktestSession, User, utcnow
+from farm.users.service import create_user
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def db(db_settings: Settings) -> Iterator[Database]:
+    database = Database(db_settings.resolved_database_url)
+    database.migrate()
+    with database.transaction() as session:
+        session.add(User(id="u", name="u"))
+        session.flush()
+        session.add(
+            Agent(
+                id="a",
+                user_id="u",
+                name="a",
+                strategy_class="A",
+                code_sha256="0" * 64,
+                code_bytes=1,
+                artifact_key="k",
+            )
+        )
+    yield database
+    database.dispose()
+
+
+def add_session(
+    db: Database, status: str, *, priority: int = 0, attempts: int = 0, age_s: float = 0
+) -> str:
+    session_id = str(uuid.uuid4())
+    with db.transaction() as session:
+        session.add(
+            BacktestSession(
+                id=session_id,
+                agent_id="a",
+                user_id="u",
+                kind="custom",
+                status=status,
+                priority=priority,
+                params={},
+                attempts=attempts,
+                created_at=utcnow() - timedelta(seconds=age_s),
+            )
+        )
+    return session_id
+
+
+def status_of(db: Database, session_id: str) -> BacktestSession:
+    with db.transaction() as session:
+        row = session.get(BacktestSession, session_id)
+        assert row is not None
+        return row
+
+
+def test_claims_follow_priority_then_age(db: Database) -> None:
+    newest = add_session(db, "queued", age_s=1)
+    oldest = add_session(db, "queued", age_s=3)
+    urgent = add_session(db, "queued", priority=-1, age_s=0)
+    standard = add_session(db, "queued", priority=10, age_s=9)
+    add_session(db, "running")
+    scheduler = Scheduler(db, lambda _: None, workers=1)
+    order = [scheduler.claim() for _ in range(5)]
+    assert order == [urgent, oldest, newest, standard, None]
+    claimed = status_of(db, oldest)
+    assert claimed.status == "running"
+    assert claimed.attempts == 1
+    assert claimed.started_at is not None
+
+
+def test_concurrent_schedulers_never_claim_a_session_twice(db: Database) -> None:
+    ids = {add_session(db, "queued", age_s=i) for i in range(40)}
+    schedulers = [Scheduler(db, lambda _: None, workers=2) for _ in range(4)]
+    claimed: list[str] = []
+    lock = threading.Lock()
+
+    def drain(scheduler: Scheduler) -> None:
+        while (session_id := scheduler.claim()) is not None:
+            with lock:
+                claimed.append(session_id)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(drain, schedulers * 2))
+    assert sorted(claimed) == sorted(ids)
+
+
+def test_restart_requeues_interrupted_sessions_once_then_fails_them(db: Database) -> None:
+    first_time = add_session(db, "running", attempts=1)
+    second_time = add_session(db, "running", attempts=2)
+    queued = add_session(db, "queued")
+    done = add_session(db, "completed", attempts=1)
+    Scheduler(db, lambda _: None, workers=1).recover()
+    assert status_of(db, first_time).status == "queued"
+    failed = status_of(db, second_time)
+    assert failed.status == "failed"
+    assert failed.failure_reason == "interrupted"
+    assert status_of(db, queued).status == "queued"
+    assert status_of(db, done).status == "completed"
+
+
+def test_an_api_only_process_runs_and_recovers_nothing(db: Database) -> None:
+    running = add_session(db, "running", attempts=1)
+    ran: list[str] = []
+    scheduler = Scheduler(db, ran.append, workers=0)
+    scheduler.start()
+    add_session(db, "queued")
+    scheduler.notify()
+    time.sleep(0.3)
+    scheduler.stop()
+    assert ran == []
+    assert status_of(db, running).status == "running"
+
+
+def test_a_crashing_job_does_not_stop_the_workers(db: Database) -> None:
+    sessions = [add_session(db, "queued", age_s=3 - i) for i in range(3)]
+    seen: list[str] = []
+
+    def job(session_id: str) -> None:
+        seen.append(session_id)
+        if len(seen) == 1:
+            raise RuntimeError("boom")
+
+    scheduler = Scheduler(db, job, workers=1)
+    scheduler.start()
+    deadline = time.monotonic() + 10
+    while len(seen) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    scheduler.stop()
+    assert seen == sessions
+
+
+@pytest.mark.sandbox
+def test_twenty_concurrent_submissions_all_complete(tmp_path: Path, real_bars: Path) -> None:
+    settings = app_settings(
+        tmp_path,
+        real_bars,
+        standard_symbols=["SPY"],
+        standard_start="2024-01-01",
+        standard_end="2024-03-31",
+    )
+    code = (REPO / "examples/agents/sma_cross.py").read_bytes()
+    with TestClient(create_app(settings)) as client:
+        with client.app.state.context.db.transaction() as session:  # type: ignore[attr-defined]
+            _, token = create_user(session, "alice")
+        alice: Headers = {"Authorization": f"Bearer {token}"}
+
+        def submit_and_start(n: int) -> list[str]:
+            agent_id = submit(client, alice, code + f"\n# {n}\n".encode(), name=f"sma {n}")
+            started = start(
+                client,
+                alice,
+                agent_id,
+                symbols=["AAPL"],
+                startDate="2024-01-01",
+                endDate="2024-06-30",
+            )
+            assert started.status_code == 202
+            listed = client.get(f"/api/agents/{agent_id}/backtests", headers=alice).json()
+            return [s["sessionId"] for s in listed["sessions"]]
+
+        with ThreadPoolExecutor(20) as pool:
+            sessions = [s for batch in pool.map(submit_and_start, range(20)) for s in batch]
+        assert len(sessions) == 40  # a standard evaluation and a custom backtest each
+        results = [wait_for(client, alice, s, timeout=300) for s in sessions]
+    assert [r["status"] for r in results] == ["completed"] * 40
+    kinds = sorted(r["kind"] for r in results)
+    assert kinds == ["custom"] * 20 + ["standard"] * 20
