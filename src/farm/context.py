@@ -16,6 +16,7 @@ from farm.leaderboard.cache import open_leaderboard_cache
 from farm.leaderboard.service import LeaderboardService, record_backtest_result
 from farm.marketdata.bootstrap import ensure_data
 from farm.marketdata.store import BarStore
+from farm.sandbox.launcher import SandboxUnavailable, check_sandbox
 from farm.storage.artifacts import ArtifactStore, open_artifact_store
 from farm.storage.db import Database
 
@@ -63,9 +64,18 @@ class Context:
         )
 
     def start(self) -> None:
-        """Prepare storage and data, then start background work (the embedded shape)."""
+        """Prepare storage and data, then run backtests here if this process has workers and
+        the sandbox works (if it does not, agents are refused with the reason)."""
         self.db.migrate()
         ensure_data(self.settings, self.bars, log)
+        if self.settings.backtest_workers == 0:
+            return
+        try:
+            check_sandbox(self.settings)
+        except SandboxUnavailable as exc:
+            self.backtests.refuse(f"the agent sandbox cannot be set up, so no agent runs: {exc}")
+            log.error("%s", self.backtests.refusal)
+            return
         self.scheduler.start()
 
     def close(self) -> None:

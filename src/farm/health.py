@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from farm import __version__
+from farm.context import Context
 from farm.deps import ContextDep
 
 router = APIRouter(tags=["health"])
@@ -26,6 +27,16 @@ def health(context: ContextDep) -> Health:
         f"database:{context.db.backend}": "ok" if context.db.ping() else "down",
         "artifacts": "ok" if context.artifacts.healthy() else "down",
         "events": "ok",
+        "sandbox": _sandbox_health(context),
     }
-    overall = "ok" if all(v == "ok" for v in backends.values()) else "degraded"
+    overall = "ok" if all(v in HEALTHY for v in backends.values()) else "degraded"
     return Health(status=overall, version=__version__, backends=backends)
+
+
+HEALTHY = {"ok", "not used here"}
+
+
+def _sandbox_health(context: Context) -> str:
+    if context.settings.backtest_workers == 0:
+        return "not used here"
+    return "ok" if context.backtests.refusal is None else f"down: {context.backtests.refusal}"

@@ -206,3 +206,23 @@ def test_an_agent_exception_is_a_failed_result_with_the_agents_traceback(
     assert "backtrader" not in failure["traceback"]
     assert "farm" not in failure["traceback"]
     assert result["progress"]["barsDone"] >= 4
+
+
+def test_without_a_working_sandbox_agents_are_refused_with_the_reason(
+    tmp_path: Path, real_bars: Path
+) -> None:
+    settings = app_settings(tmp_path, real_bars, sandbox_uid=0)  # agents must never run as root
+    with TestClient(create_app(settings)) as client:
+        health = client.get("/health").json()
+        assert health["status"] == "degraded"
+        assert "must not run as root" in health["backends"]["sandbox"]
+        with client.app.state.context.db.transaction() as session:  # type: ignore[attr-defined]
+            _, token = create_user(session, "alice")
+        alice = {"Authorization": f"Bearer {token}"}
+        agent_id = submit(client, alice, SMA)
+        refused = start(client, alice, agent_id)
+        assert refused.status_code == 503
+        assert "sandbox cannot be set up" in refused.json()["message"]
+        assert "FARM_SANDBOX_UID" in refused.json()["message"]
+        sessions = client.get(f"/api/agents/{agent_id}/backtests", headers=alice).json()
+        assert [s["status"] for s in sessions["sessions"]] == ["queued"]  # nothing ran

@@ -24,7 +24,7 @@ router = APIRouter(tags=["backtest"])
 @router.post(
     "/api/backtest/{agent_id}/start",
     status_code=status.HTTP_202_ACCEPTED,
-    responses=errors(400, 401, 403, 404),
+    responses=errors(400, 401, 403, 404, 503),
 )
 def start_backtest(
     context: ContextDep,

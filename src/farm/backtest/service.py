@@ -24,7 +24,7 @@ from farm.backtest.schemas import (
     TradeList,
 )
 from farm.config import Settings
-from farm.errors import Conflict, Forbidden, InvalidInput, NotFound
+from farm.errors import Conflict, Forbidden, InvalidInput, NotFound, ServiceUnavailable
 from farm.events import Event
 from farm.marketdata.store import BarStore, normalize_symbol
 from farm.storage.artifacts import ArtifactStore
@@ -51,9 +51,16 @@ class BacktestService:
         self._bars = bars
         self._settings = settings
         self._notify = notify
+        self.refusal: str | None = None
+
+    def refuse(self, reason: str) -> None:
+        """Refuse new backtests from now on, saying why (e.g. the sandbox is unavailable)."""
+        self.refusal = reason
 
     def start(self, user: User, agent_id: str, request: BacktestRequest) -> str:
         """Validate ``request`` against the bar store and queue it; returns the session id."""
+        if self.refusal is not None:
+            raise ServiceUnavailable(self.refusal)
         request = self.validated(request)
         with self._db.transaction() as session:
             agent = owned_agent(session, user, agent_id)
