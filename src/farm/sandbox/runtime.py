@@ -154,39 +154,70 @@ class _Clock:
 
 
 class StepFeed(bt.feed.DataBase):  # type: ignore[misc]
-    """A data feed whose only source is the host's Step messages: one bar per step at most."""
+    """A data feed whose only source is the host's Step messages: one bar per step at most.
+
+    :meth:`next` replaces Backtrader's generic load path (bar stacks, filters, date bounds): it
+    appends this symbol's bar of the current step, if the step has one, and nothing else.
+    """
 
     _farm_symbol = ""
     _farm_clock: _Clock | None = None
     _farm_seen = -1
+    _farm_bar: WireBar | None = None
+    _farm_lines: tuple[Any, ...] = ()
+
+    def start(self) -> None:
+        """Remember the line buffers the bars are appended to."""
+        super().start()
+        lines = self.lines
+        self._farm_lines = (
+            lines.datetime,
+            lines.open,
+            lines.high,
+            lines.low,
+            lines.close,
+            lines.volume,
+            lines.openinterest,
+        )
 
     def next(self, datamaster: Any = None, ticks: bool = True) -> bool:
-        """Cerebro retries feeds without a bar against a master within the same round; every bar
-        of the current step was already delivered, so the retry must not advance the clock."""
-        if datamaster is not None:
-            return False
-        return bool(super().next(ticks=ticks))
+        """Deliver this symbol's bar of the next step, if it has one.
 
-    def _load(self) -> bool:
+        Cerebro retries a feed without a bar against a master feed within the same round; every
+        bar of the step was already delivered, so the retry must not advance the clock.
+        """
         clock = self._farm_clock
-        assert clock is not None
+        if datamaster is not None or clock is None:
+            return False
         if self._farm_seen == clock.seq and not clock.advance():
             return False
         self._farm_seen = clock.seq
         bar = clock.bars.get(self._farm_symbol)
         if bar is None:
             return False
-        lines = self.lines
-        for line, value in (
-            (lines.datetime, clock.dtnum),
-            (lines.open, bar.open),
-            (lines.high, bar.high),
-            (lines.low, bar.low),
-            (lines.close, bar.close),
-            (lines.volume, bar.volume),
-        ):
-            line.array[line.idx] = value
+        self._farm_bar = bar
+        dt, open_, high, low, close, volume, openinterest = self._farm_lines
+        dt.forward(clock.dtnum)
+        open_.forward(bar.open)
+        high.forward(bar.high)
+        low.forward(bar.low)
+        close.forward(bar.close)
+        volume.forward(bar.volume)
+        openinterest.forward()
+        if ticks:
+            self._tick_fill()
         return True
+
+    def _tick_fill(self, force: bool = False) -> None:
+        """Backtrader's ``tick_*`` attributes, straight from the bar."""
+        bar = self._farm_bar
+        if bar is not None and (force or getattr(self, "tick_close", None) is None):
+            self.tick_open = bar.open
+            self.tick_high = bar.high
+            self.tick_low = bar.low
+            self.tick_close = self.tick_last = bar.close
+            self.tick_volume = bar.volume
+            self.tick_openinterest = math.nan
 
 
 class _FixedFill:
