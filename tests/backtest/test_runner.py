@@ -23,6 +23,7 @@ from farm.backtest.runner import BacktestConfig, BacktestOutcome, run_backtest
 from farm.config import SandboxMode
 from farm.core.orders import OrderStatus
 from farm.sandbox.host import DecisionRecord
+from farm.sandbox.launcher import SandboxLimits
 
 pytestmark = pytest.mark.sandbox
 
@@ -297,6 +298,11 @@ def test_invalid_agents(market: Market, tmp_path: Path, source: str, expected: s
         ),
         ("self.buy(size=1, exectype=bt.Order.Close)", "agent_error", "Close orders"),
         ("self.broker.set_coc(True)", "agent_error", "cheat-on-close"),
+        (
+            "self.buy(size=1, oco=self.sell(size=1, exectype=bt.Order.Limit, price=1e4))",
+            "agent_error",
+            "OCO orders",
+        ),
         ("self.buy(size=float('nan'))", "agent_error", "finite non-zero"),
         ("import os; os._exit(3)", "agent_error", "exit code 3"),
         ("import os; os.write(4, b'\\x00\\x00\\x00\\x03abc')", "agent_error", "protocol violation"),
@@ -317,6 +323,42 @@ def test_agent_misbehaviour_fails_the_session(
     assert outcome.failure.reason == reason
     assert expected in outcome.failure.message
     assert outcome.steps == 2
+
+
+@pytest.mark.parametrize(
+    ("mode", "limits", "body", "reason"),
+    [
+        ("bwrap", SandboxLimits(memory_mb=200), "blob = b'x' * (600 << 20)", "memory"),
+        ("unsafe-local", SandboxLimits(output_kb=64), "print('x' * (1 << 20))", "output"),
+        ("unsafe-local", SandboxLimits(wall_s=2), "import time; time.sleep(60)", "timeout"),
+    ],
+)
+def test_sandbox_limits_end_the_session(
+    market: Market, tmp_path: Path, mode: SandboxMode, limits: SandboxLimits, body: str, reason: str
+) -> None:
+    agent = tmp_path / "agent.py"
+    agent.write_text(
+        "import backtrader as bt\n\nclass Hog(bt.Strategy):\n    def next(self):\n"
+        f"        if len(self) == 3:\n            {body}\n"
+    )
+    outcome = platform(market, agent, ("AAPL",), mode=mode, steps=10, limits=limits)
+    assert outcome.failure is not None
+    assert outcome.failure.reason == reason
+    assert outcome.steps == 2
+
+
+def test_failure_in_strategy_init_is_reported(market: Market, tmp_path: Path) -> None:
+    agent = tmp_path / "agent.py"
+    agent.write_text(
+        "import backtrader as bt\n\nclass Early(bt.Strategy):\n    def __init__(self):\n"
+        "        raise KeyError('missing setting')\n"
+    )
+    outcome = platform(market, agent, ("AAPL",), mode="unsafe-local", steps=10)
+    assert outcome.failure is not None
+    assert outcome.failure.reason == "agent_error"
+    assert outcome.failure.message == "KeyError: 'missing setting'"
+    assert "in __init__" in outcome.failure.traceback
+    assert outcome.steps == 0
 
 
 # -- FMEL fields ----------------------------------------------------------------------------------

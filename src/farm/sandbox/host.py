@@ -185,8 +185,13 @@ class AgentSession:
         value: float,
         positions: Mapping[str, Position],
     ) -> DecisionRecord:
-        """Send one timestep and return the agent's validated decision for it."""
+        """Send one timestep and return the agent's validated decision for it.
+
+        ``step`` must hold bars of the session's symbols only, and at least one.
+        """
         bars = step.bars
+        if not bars or not self._symbols.issuperset(bars):
+            raise ValueError(f"step {seq} must hold bars of the session's symbols (and some)")
         held = {s: p for s, p in positions.items() if p.size}
         self._send(
             StepMsg(
@@ -313,18 +318,22 @@ class AgentSession:
             raise self._died() from None
         except ProtocolError as exc:
             raise self._violation(str(exc)) from None
-        if isinstance(msg, Failed):
-            raise self._kill(
-                "agent_error",
-                f"{msg.type}: {msg.message}" if msg.message else msg.type,
-                msg.traceback,
-            )
-        if isinstance(msg, Error):
-            reason: FailureReason = (
-                "invalid_agent" if msg.kind == "invalid_agent" else "agent_error"
-            )
-            raise self._kill(reason, msg.message, msg.traceback)
+        reported = self._reported(msg)
+        if reported is not None:
+            raise reported
         return cast(AgentMessage, msg)
+
+    def _reported(self, msg: object) -> AgentFailure | None:
+        """The failure an agent reported itself (Failed, or Error at start), if ``msg`` is one."""
+        if isinstance(msg, Failed):
+            text = f"{msg.type}: {msg.message}" if msg.message else msg.type
+            return self._kill("agent_error", text, msg.traceback)
+        if isinstance(msg, Error):
+            invalid = msg.kind == "invalid_agent"
+            return self._kill(
+                "invalid_agent" if invalid else "agent_error", msg.message, msg.traceback
+            )
+        return None
 
     def _violation(self, detail: str) -> AgentFailure:
         return self._kill("agent_error", f"protocol violation: {detail}")
@@ -336,8 +345,16 @@ class AgentSession:
         return AgentFailure(reason, message, traceback, self._proc.output_tail())
 
     def _died(self) -> AgentFailure:
-        """The pipe closed: find out how the child ended."""
+        """A pipe closed: use the failure the agent reported before exiting, or find out how the
+        child ended."""
         assert self._proc is not None
+        assert self._channel is not None
+        try:
+            reported = self._reported(self._channel.recv(1.0))
+        except ProtocolError:
+            reported = None
+        if reported is not None:
+            return reported
         try:
             term: Termination = self._proc.wait(5.0)
         except Exception:
