@@ -333,6 +333,8 @@ def main() -> None:
                 saturated = run_wrk(http_port, args.duration)
             baseline = run_redis_benchmark(redis_port, 20_000)
 
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"machine: {os.cpu_count()} CPUs, load average {load} (other work skews the tails)")
     print(f"seeded {args.agents:,} ranked agents in {seeded:.1f} s (SQLite, via repository)")
     print(f"cold cache rebuild of the board from SQL: {rebuilt * 1000:.0f} ms")
     print(f"fixed rate {args.rate:.0f} req/s for {args.duration:.0f} s, open loop, loopback:")
