@@ -32,6 +32,17 @@ def decisions(client: TestClient, who: Account, **params: Any) -> tuple[list[str
     return [d["decisionId"] for d in body["decisions"]], body["total"]
 
 
+def rounded(value: Any) -> Any:
+    """JSON with floats rounded to 9 places."""
+    if isinstance(value, float):
+        return round(value, 9)
+    if isinstance(value, dict):
+        return {k: rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v) for v in value]
+    return value
+
+
 def ids(session: str, *seqs: int) -> list[str]:
     return [f"{session}:{s}" for s in seqs]
 
@@ -366,7 +377,7 @@ def test_compare_puts_analytics_side_by_side_in_the_order_asked(
     assert [a["agentId"] for a in body["agents"]] == [world.other, world.agent]
     assert [a["totalDecisions"] for a in body["agents"]] == [8, 11]
     alone = get(client, "/api/fmel/analytics", world.alice, agentId=world.agent)
-    assert body["agents"][1] == alone
+    assert rounded(body["agents"][1]) == rounded(alone)  # parallel sums may differ in the last bit
     too_many = ",".join(new_id() for _ in range(11))
     response = client.get(
         "/api/fmel/compare", headers=world.alice.headers, params={"agentIds": too_many}

@@ -11,7 +11,7 @@ import io
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -20,11 +20,11 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from farm.fmel.layout import part_files
+from farm.fmel.layout import part_files, part_span
 from farm.fmel.records import DECISION_SCHEMA, KINDS
 from farm.fmel.store import FmelStore
 
-SOURCE: Final = "read_parquet(?, hive_partitioning = true, union_by_name = true)"
+SOURCE: Final = "read_parquet(?, hive_partitioning = true)"
 DECISION_COLUMNS: Final = ", ".join(DECISION_SCHEMA.names)
 NEWEST_FIRST: Final = "bar_ts DESC, session_id DESC, seq DESC"
 BUCKET: Final = "least(floor(confidence * 10), 9)::INTEGER"
@@ -32,7 +32,9 @@ DECILES: Final = [round(0.1 * i, 1) for i in range(1, 10)]
 MOST_READ_LIMIT: Final = 10
 EXPORT_BATCH_ROWS: Final = 2000
 ISO_FORMAT: Final = "%Y-%m-%dT%H:%M:%S.%fZ"
+EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 TERM: Final = re.compile(r"[a-z0-9]+")
+ACTIONS: Final = ("buy", "sell", "hold", "mixed")
 MAX_TERMS: Final = 10
 
 Row = dict[str, Any]
@@ -88,7 +90,11 @@ def _scalar_row(cursor: duckdb.DuckDBPyConnection) -> Row:
 def list_decisions(
     store: FmelStore, query: DecisionQuery, *, limit: int, offset: int
 ) -> tuple[list[Row], int]:
-    """A page of decisions, newest bar first, and how many match in all."""
+    """A page of decisions, newest bar first, and how many match in all.
+
+    Two phases: the page's keys from the fewest parts that can hold them (parts are taken
+    newest first by the bar-time span in their names), then the full rows of those keys only.
+    """
     files = query.files(store.root)
     if not files:
         return [], 0
@@ -96,12 +102,46 @@ def list_decisions(
     with store.cursor() as cur:
         cur.execute(f"SELECT count(*) AS n FROM {SOURCE} WHERE {where}", [files, *params])  # noqa: S608
         total = int(_scalar_row(cur)["n"])
+        keys = _newest_keys(cur, files, where, params, limit + offset)[offset:]
+        if not keys:
+            return [], total
+        wanted = [k["decision_id"] for k in keys]
+        sessions = {f"/session={k['session_id']}/" for k in keys}
+        holding = [f for f in files if any(s in f for s in sessions)]
         cur.execute(
-            f"SELECT {DECISION_COLUMNS} FROM {SOURCE} WHERE {where} "  # noqa: S608
-            f"ORDER BY {NEWEST_FIRST} LIMIT ? OFFSET ?",
-            [files, *params, limit, offset],
+            f"SELECT {DECISION_COLUMNS} FROM {SOURCE} WHERE list_contains(?, decision_id)",  # noqa: S608
+            [holding, wanted],
         )
-        return _rows(cur), total
+        by_id = {r["decision_id"]: r for r in _rows(cur)}
+    return [by_id[d] for d in wanted], total
+
+
+def _newest_keys(
+    cur: duckdb.DuckDBPyConnection, files: list[str], where: str, params: list[object], count: int
+) -> list[Row]:
+    """The keys of the ``count`` newest matching decisions, reading as few parts as possible."""
+    unbounded = 2**63
+    spans = {f: part_span(f) or (-unbounded, unbounded) for f in files}
+    ordered = sorted(files, key=lambda f: spans[f][1], reverse=True)
+    taken = 1
+    while True:
+        chosen = ordered[:taken]
+        cur.execute(
+            f"SELECT decision_id, session_id, bar_ts FROM {SOURCE} WHERE {where} "  # noqa: S608
+            f"ORDER BY {NEWEST_FIRST} LIMIT ?",
+            [chosen, *params, count],
+        )
+        keys = _rows(cur)
+        if taken == len(ordered):
+            return keys
+        if len(keys) < count:
+            taken = min(len(ordered), taken * 4)
+            continue
+        oldest = (keys[-1]["bar_ts"] - EPOCH) // timedelta(microseconds=1)
+        needed = sum(1 for f in ordered if spans[f][1] >= oldest)
+        if needed <= taken:
+            return keys
+        taken = needed
 
 
 def get_decision(
@@ -161,23 +201,23 @@ def analytics(store: FmelStore, query: DecisionQuery) -> Row:
     with store.cursor() as cur:
         if files:
             cur.execute(
-                "SELECT count(*) AS total, "  # noqa: S608
-                "count(*) FILTER (WHERE action = 'buy') AS buy, "
-                "count(*) FILTER (WHERE action = 'sell') AS sell, "
-                "count(*) FILTER (WHERE action = 'hold') AS hold, "
-                "count(*) FILTER (WHERE action = 'mixed') AS mixed, "
-                "avg(confidence) AS average_confidence, "
-                "quantile_cont(confidence, ?) AS deciles "
+                "SELECT count(*) AS total, "
+                + "".join(f"count(*) FILTER (WHERE action = '{a}') AS {a}, " for a in ACTIONS)
+                + "avg(confidence) AS average_confidence, "
+                "quantile_cont(confidence, ?) AS deciles, "
+                f"histogram({BUCKET}) FILTER (WHERE confidence IS NOT NULL) AS histogram "
                 f"FROM {SOURCE} WHERE {where}",
                 [DECILES, files, *params],
             )
-            result.update(_scalar_row(cur))
+            row = _scalar_row(cur)
+            result.update(row, histogram=row["histogram"] or {})
             cur.execute(
-                f"SELECT {BUCKET} AS bucket, count(*) AS n FROM {SOURCE} "  # noqa: S608
-                f"WHERE {where} AND confidence IS NOT NULL GROUP BY bucket",
+                "SELECT bar_ts::DATE AS day, count(*) AS total, "  # noqa: S608
+                + ", ".join(f"count(*) FILTER (WHERE action = '{a}') AS {a}" for a in ACTIONS)
+                + f" FROM {SOURCE} WHERE {where} GROUP BY day ORDER BY day",
                 [files, *params],
             )
-            result["histogram"] = {r["bucket"]: r["n"] for r in _rows(cur)}
+            result["daily"] = _rows(cur)
             cur.execute(
                 "SELECT a.symbol AS symbol, a.field AS field, count(*) AS reads "  # noqa: S608
                 f"FROM (SELECT unnest(data_accesses) AS a FROM {SOURCE} WHERE {where}) "
@@ -185,16 +225,6 @@ def analytics(store: FmelStore, query: DecisionQuery) -> Row:
                 [files, *params, MOST_READ_LIMIT],
             )
             result["most_read"] = _rows(cur)
-            cur.execute(
-                "SELECT bar_ts::DATE AS day, count(*) AS total, "  # noqa: S608
-                "count(*) FILTER (WHERE action = 'buy') AS buy, "
-                "count(*) FILTER (WHERE action = 'sell') AS sell, "
-                "count(*) FILTER (WHERE action = 'hold') AS hold, "
-                "count(*) FILTER (WHERE action = 'mixed') AS mixed "
-                f"FROM {SOURCE} WHERE {where} GROUP BY day ORDER BY day",
-                [files, *params],
-            )
-            result["daily"] = _rows(cur)
         if trade_files:
             since = "wall_ts >= ?" if query.since else "TRUE"
             since_params = [query.since] if query.since else []

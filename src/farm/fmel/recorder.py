@@ -15,14 +15,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 
 import pyarrow.parquet as pq
 
 from farm.core.orders import ClosedTrade, Fill, OrderEvent
-from farm.fmel.layout import check_id, session_dir
+from farm.fmel.layout import check_id, part_name, session_dir
 from farm.fmel.records import (
     KINDS,
     MAX_DATA_ACCESSES,
@@ -44,6 +44,8 @@ from farm.fmel.records import (
     decision_id,
     to_table,
 )
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class FmelRecorder:
@@ -325,7 +327,11 @@ class FmelRecorder:
     def _write(self, kind: str, records: list[Record]) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._parts += 1
-        name = f"{kind}-{self._parts:06d}-{self._token}.parquet"
+        span = None
+        if kind == "decisions":
+            times = [_micros(r.bar_ts) for r in records]  # type: ignore[union-attr]
+            span = (min(times), max(times))
+        name = part_name(kind, self._parts, self._token, span)
         temp = self.directory / f".{name}.tmp"
         pq.write_table(to_table(records, KINDS[kind]), temp, compression="zstd")
         os.replace(temp, self.directory / name)
@@ -363,6 +369,10 @@ def _finite_indicator(indicator: Indicator) -> Indicator:
     if value is None or math.isfinite(value):
         return indicator
     return Indicator(name=indicator.name, line=indicator.line, value=None)
+
+
+def _micros(ts: datetime) -> int:
+    return (ts - EPOCH) // timedelta(microseconds=1)
 
 
 def _utc(ts: datetime) -> datetime:
