@@ -42,7 +42,6 @@ from farm.sandbox.protocol import (
     Error,
     Failed,
     HostMessage,
-    ParamValue,
     ProtocolError,
     Ready,
     Start,
@@ -611,8 +610,7 @@ def run(channel: Channel, start: Start, strategy: type[Any]) -> None:
     broker = MirrorBroker()
     broker.configure(clock, start, feeds)
     cerebro.setbroker(broker)
-    params: dict[str, ParamValue] = dict(start.params)
-    cerebro.addstrategy(strategy, **params)
+    cerebro.addstrategy(strategy, **start.params)
     clock.broker = broker
     clock.cerebro = cerebro
     cerebro.run()
