@@ -182,6 +182,23 @@ def test_large_frames_pass_through_a_full_pipe(pair: Pair) -> None:
             "length",
         ),
         (msgspec.msgpack.encode(decision(accesses=[["A", "secret", 0]])), "enum value 'secret'"),
+        (
+            msgspec.msgpack.encode(
+                decision(
+                    orders=[
+                        {
+                            "id": "1",
+                            "symbol": "A",
+                            "size": 1.0,
+                            "type": "limit",
+                            "price": 1.0,
+                            "valid_until": "2024-01-02T00:00:00",
+                        }
+                    ]
+                )
+            ),
+            "timezone",
+        ),
         (msgspec.msgpack.encode(decision(indicators={"x": "1.0"})), "indicators"),
         (msgspec.msgpack.encode(decision(indicators={"x": [0.0] * 17})), "indicators"),
         (msgspec.msgpack.encode({"t": "failed", "type": "E", "message": "m" * 5000}), "length"),
@@ -202,6 +219,7 @@ def test_large_frames_pass_through_a_full_pipe(pair: Pair) -> None:
         "long-order-id",
         "too-many-accesses",
         "unknown-field-name",
+        "naive-valid-until",
         "indicator-string",
         "indicator-too-many-lines",
         "long-failure-message",

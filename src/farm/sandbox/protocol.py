@@ -150,7 +150,7 @@ class WireOrder(_Strict):
     type: OrderTypeName
     price: float | None = None
     limit_price: float | None = None
-    valid_until: datetime | None = None
+    valid_until: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
 
 
 class Access(_Strict, array_like=True):
