@@ -326,6 +326,41 @@ def test_agent_misbehaviour_fails_the_session(
 
 
 @pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ("orders=[WireOrder('x', 'EVIL', 1.0, 'market')]", "unknown symbol 'EVIL'"),
+        ("orders=[WireOrder('x', 'AAPL', float('nan'), 'market')]", "finite and non-zero"),
+        ("orders=[WireOrder('x', 'AAPL', 0.0, 'market')]", "finite and non-zero"),
+        ("orders=[WireOrder('x', 'AAPL', 1.0, 'market')] * 2", "duplicate order id 'x'"),
+        ("orders=[WireOrder('x', 'AAPL', 1.0, 'limit')]", "positive prices"),
+        ("orders=[WireOrder('x', 'AAPL', 1.0, 'stop_limit', 2.0, -1.0)]", "positive prices"),
+        ("cancels=['never-sent']", "cancel of unknown order"),
+        ("seq=seq + 1", "expected the decision for step 2"),
+    ],
+)
+def test_forged_decisions_are_validated(
+    market: Market, tmp_path: Path, fields: str, expected: str
+) -> None:
+    agent = tmp_path / "agent.py"
+    agent.write_text(
+        "import os\nimport backtrader as bt\nimport msgspec\n"
+        "from farm.sandbox.protocol import Decision, WireOrder\n\n"
+        "class Forger(bt.Strategy):\n    def next(self):\n        if len(self) == 3:\n"
+        "            seq = self.broker._farm_clock.seq\n"
+        f"            fields = {{'seq': seq, **dict({fields})}}\n"
+        "            body = msgspec.msgpack.encode(Decision(**fields))\n"
+        "            os.write(4, len(body).to_bytes(4, 'big') + body)\n"
+    )
+    outcome = platform(market, agent, ("AAPL",), mode="unsafe-local", steps=10)
+    assert outcome.failure is not None
+    assert outcome.failure.reason == "agent_error"
+    assert outcome.failure.message.startswith("protocol violation: ")
+    assert expected in outcome.failure.message
+    assert outcome.steps == 2
+    assert outcome.fills == []
+
+
+@pytest.mark.parametrize(
     ("mode", "limits", "body", "reason"),
     [
         ("bwrap", SandboxLimits(memory_mb=200), "blob = b'x' * (600 << 20)", "memory"),
