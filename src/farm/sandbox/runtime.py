@@ -429,8 +429,15 @@ class _TrackedLine(LineBuffer):  # type: ignore[misc]
 
 
 class _Recorder:
-    """FMEL capture for one strategy: reads of feed lines during ``next()``, indicator values,
-    and the optional reasoning/confidence hooks. Installed only when decisions are recorded."""
+    """FMEL capture for one strategy, installed only when decisions are recorded.
+
+    Records indexed reads (``line[ago]``) of feed lines while ``next()`` runs, including those
+    Backtrader makes on its behalf (creating an order reads the current bar); indicators'
+    own reads happen before ``next()`` and are not recorded. After ``next()`` it reads the
+    current value of every indicator held in a public attribute and calls the optional
+    ``get_decision_reasoning``/``get_decision_confidence`` hooks; a failing hook is recorded as
+    a hook error and does not stop the run.
+    """
 
     def __init__(self, strategy: Any, feeds: dict[str, StepFeed]) -> None:
         self.on = False
