@@ -399,7 +399,7 @@ def query_latency(root: Path, agent: str, runs: int) -> None:
             (
                 "decisions limit 100, action+symbol",
                 lambda: queries.list_decisions(store, filtered, limit=100, offset=0),
-                runs,
+                max(5, runs // 4),
             ),
             (
                 "decisions limit 100, one session",

@@ -106,8 +106,8 @@ def list_decisions(
         if not keys:
             return [], total
         wanted = [k["decision_id"] for k in keys]
-        sessions = {f"/session={k['session_id']}/" for k in keys}
-        holding = [f for f in files if any(s in f for s in sessions)]
+        sessions = {f"session={k['session_id']}" for k in keys}
+        holding = [f for f in files if f.rsplit("/", 2)[-2] in sessions]
         cur.execute(
             f"SELECT {DECISION_COLUMNS} FROM {SOURCE} WHERE list_contains(?, decision_id)",  # noqa: S608
             [holding, wanted],
