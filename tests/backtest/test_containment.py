@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -182,10 +183,15 @@ def test_a_child_process_left_behind_is_killed_with_the_group(
     )
     result = run_attack(server, code)
     assert result["status"] == "completed", result
-    survivors = subprocess.run(
-        ["pgrep", "-f", f"sleep {LEFTOVER}"], capture_output=True, text=True, check=False
-    )
-    assert survivors.stdout.strip() == "", f"left behind: {survivors.stdout}"
+    deadline = time.monotonic() + 5  # the kill is asynchronous: allow the group to be reaped
+    while (survivors := _processes(f"sleep {LEFTOVER}")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert survivors == "", f"left behind: {survivors}"
+
+
+def _processes(pattern: str) -> str:
+    found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True, check=False)
+    return found.stdout.strip()
 
 
 def test_the_server_process_never_runs_agent_code(server: tuple[TestClient, Headers]) -> None:

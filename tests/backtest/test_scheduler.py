@@ -80,7 +80,7 @@ def test_claims_follow_priority_then_age(db: Database) -> None:
     urgent = add_session(db, "queued", priority=-1, age_s=0)
     standard = add_session(db, "queued", priority=10, age_s=9)
     add_session(db, "running")
-    scheduler = Scheduler(db, lambda _: None, workers=1)
+    scheduler = Scheduler(db, lambda *_: None, workers=1)
     order = [scheduler.claim() for _ in range(5)]
     assert order == [urgent, oldest, newest, standard, None]
     claimed = status_of(db, oldest)
@@ -91,7 +91,7 @@ def test_claims_follow_priority_then_age(db: Database) -> None:
 
 def test_concurrent_schedulers_never_claim_a_session_twice(db: Database) -> None:
     ids = {add_session(db, "queued", age_s=i) for i in range(40)}
-    schedulers = [Scheduler(db, lambda _: None, workers=2) for _ in range(4)]
+    schedulers = [Scheduler(db, lambda *_: None, workers=2) for _ in range(4)]
     claimed: list[str] = []
     lock = threading.Lock()
 
@@ -110,7 +110,7 @@ def test_restart_requeues_interrupted_sessions_once_then_fails_them(db: Database
     second_time = add_session(db, "running", attempts=2)
     queued = add_session(db, "queued")
     done = add_session(db, "completed", attempts=1)
-    Scheduler(db, lambda _: None, workers=1).recover()
+    Scheduler(db, lambda *_: None, workers=1).recover()
     assert status_of(db, first_time).status == "queued"
     failed = status_of(db, second_time)
     assert failed.status == "failed"
@@ -122,7 +122,7 @@ def test_restart_requeues_interrupted_sessions_once_then_fails_them(db: Database
 def test_an_api_only_process_runs_and_recovers_nothing(db: Database) -> None:
     running = add_session(db, "running", attempts=1)
     ran: list[str] = []
-    scheduler = Scheduler(db, ran.append, workers=0)
+    scheduler = Scheduler(db, lambda session_id, _: ran.append(session_id), workers=0)
     scheduler.start()
     add_session(db, "queued")
     scheduler.notify()
@@ -136,7 +136,7 @@ def test_a_crashing_job_does_not_stop_the_workers(db: Database) -> None:
     sessions = [add_session(db, "queued", age_s=3 - i) for i in range(3)]
     seen: list[str] = []
 
-    def job(session_id: str) -> None:
+    def job(session_id: str, _: threading.Event) -> None:
         seen.append(session_id)
         if len(seen) == 1:
             raise RuntimeError("boom")
@@ -186,3 +186,58 @@ def test_twenty_concurrent_submissions_all_complete(tmp_path: Path, real_bars: P
     assert [r["status"] for r in results] == ["completed"] * 40
     kinds = sorted(r["kind"] for r in results)
     assert kinds == ["custom"] * 20 + ["standard"] * 20
+
+
+SLOW = b"""import time
+import backtrader as bt
+
+
+class Slow(bt.Strategy):
+    def next(self):
+        time.sleep(0.02)
+"""
+
+
+@pytest.mark.sandbox
+def test_a_graceful_stop_requeues_the_running_backtest_and_a_rerun_records_once(
+    tmp_path: Path, real_bars: Path
+) -> None:
+    settings = app_settings(
+        tmp_path,
+        real_bars,
+        backtest_workers=1,
+        standard_symbols=["SPY"],
+        standard_start="2024-01-02",
+        standard_end="2024-01-05",
+    )
+    with TestClient(create_app(settings)) as client:
+        context = client.app.state.context  # type: ignore[attr-defined]
+        with context.db.transaction() as session:
+            _, token = create_user(session, "alice")
+        alice = {"Authorization": f"Bearer {token}"}
+        agent_id = submit(client, alice, SLOW)
+        time.sleep(1)  # the standard evaluation: four bars
+        session_id = start(client, alice, agent_id, symbols=["SPY"]).json()["sessionId"]
+        deadline = time.monotonic() + 30
+        while (
+            client.get(f"/api/backtest/{session_id}/results", headers=alice).json()["progress"][
+                "barsDone"
+            ]
+            < 5
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        stopping = time.monotonic()
+    assert time.monotonic() - stopping < 3, "stopping must not wait for the backtest to finish"
+    with context.db.transaction() as session:
+        row = session.get(BacktestSession, session_id)
+        assert row is not None
+        assert (row.status, row.attempts, row.bars_done) == ("queued", 0, 0)
+
+    with TestClient(create_app(settings)) as client:
+        result = wait_for(client, alice, session_id)
+        assert result["status"] == "completed", result
+        decisions = client.get(
+            f"/api/fmel/decisions?sessionId={session_id}&limit=1", headers=alice
+        ).json()
+        assert decisions["total"] == result["progress"]["barsTotal"] == 250

@@ -171,7 +171,9 @@ def test_series_of_an_unfinished_backtest_are_409(
         b"import backtrader as bt\nimport time\n"
         b"class Slow(bt.Strategy):\n    def next(self):\n        time.sleep(0.05)\n",
     )
-    session_id = start(client, alice, agent_id, symbols=["SPY"]).json()["sessionId"]
+    session_id = start(
+        client, alice, agent_id, symbols=["SPY"], startDate="2023-01-01", endDate="2023-02-28"
+    ).json()["sessionId"]  # about 40 bars of 0.05 s: still running when asked
     response = client.get(f"/api/backtest/{session_id}/equity", headers=alice)
     assert response.status_code == 409
     assert "results come once completed" in response.json()["message"]

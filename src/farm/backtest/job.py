@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -22,6 +24,7 @@ from farm.core.orders import ClosedTrade
 from farm.errors import FarmError
 from farm.events import BACKTEST_COMPLETED, EventBus
 from farm.fmel.capture import StepCapture
+from farm.fmel.layout import session_dir
 from farm.fmel.recorder import FmelRecorder
 from farm.fmel.records import Mode
 from farm.marketdata.store import BarStore
@@ -62,14 +65,23 @@ class BacktestJob:
         """Run ``hook`` in every completing transaction."""
         self._hooks.append(hook)
 
-    def __call__(self, session_id: str) -> None:
+    def __call__(self, session_id: str, stopping: threading.Event) -> None:
         try:
-            self._run(session_id)
+            self._run(session_id, stopping)
+        except Interrupted:
+            log.info("backtest %s interrupted by shutdown; back in the queue", session_id)
+            self._update(
+                session_id,
+                status=SessionStatus.QUEUED,
+                attempts=BacktestSession.attempts - 1,
+                bars_done=0,
+                started_at=None,
+            )
         except Exception as exc:
             log.exception("backtest %s failed unexpectedly", session_id)
             self._fail(session_id, FailureReason.KILLED, f"internal error: {exc}")
 
-    def _run(self, session_id: str) -> None:
+    def _run(self, session_id: str, stopping: threading.Event) -> None:
         with self._db.transaction() as session:
             row = session.get(BacktestSession, session_id)
             if row is None:
@@ -94,10 +106,12 @@ class BacktestJob:
         recorder = None
         if request.fmel:
             agent_id, user_id = owner
+            # A re-run (after a restart) starts the record over.
+            shutil.rmtree(session_dir(self._settings.fmel_dir, agent_id, session_id), True)
             recorder = FmelRecorder(
                 self._settings.fmel_dir, agent_id, session_id, user_id, Mode.BACKTEST
             )
-        observer = _StepObserver(self._progress_reporter(session_id), recorder)
+        observer = _StepObserver(self._progress_reporter(session_id), recorder, stopping)
         try:
             outcome = run_backtest(
                 steps,
@@ -204,15 +218,28 @@ class BacktestJob:
             )
 
 
-class _StepObserver:
-    """Sees every step of a run: progress, exposure and (when recording) the FMEL records."""
+class Interrupted(Exception):
+    """The process is stopping; the session goes back to the queue."""
 
-    def __init__(self, progress: Callable[[int], None], recorder: FmelRecorder | None) -> None:
+
+class _StepObserver:
+    """Sees every step of a run: progress, exposure, (when recording) the FMEL records, and
+    whether to stop (raising :class:`Interrupted` ends the run and kills the agent)."""
+
+    def __init__(
+        self,
+        progress: Callable[[int], None],
+        recorder: FmelRecorder | None,
+        stopping: threading.Event,
+    ) -> None:
         self._progress = progress
         self._capture = StepCapture(recorder) if recorder is not None else None
+        self._stopping = stopping
         self.exposure: list[bool] = []
 
     def __call__(self, record: DecisionRecord) -> None:
+        if self._stopping.is_set():
+            raise Interrupted
         self.exposure.append(bool(record.positions))
         if self._capture is not None:
             self._capture.on_step(record)

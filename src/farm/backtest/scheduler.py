@@ -21,7 +21,8 @@ log = logging.getLogger("farm.backtest.scheduler")
 MAX_ATTEMPTS = 2
 POLL_SECONDS = 1.0
 
-Job = Callable[[str], None]
+Job = Callable[[str, threading.Event], None]
+"""Runs one claimed session; it should return early once the event (stopping) is set."""
 
 
 class Scheduler:
@@ -51,7 +52,8 @@ class Scheduler:
             self._threads.append(thread)
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop taking work; running sessions stay ``running`` and are recovered on restart."""
+        """Stop taking work and interrupt running sessions (their jobs put them back in the
+        queue); a session whose job cannot stop in time is recovered on restart."""
         self._stopping.set()
         self.notify()
         for thread in self._threads:
@@ -114,6 +116,6 @@ class Scheduler:
                     self._wake.wait(POLL_SECONDS)
                 continue
             try:
-                self._job(session_id)
+                self._job(session_id, self._stopping)
             except Exception:
                 log.exception("backtest job %s crashed", session_id)
