@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+import farm
 from farm.config import Settings
 from farm.sandbox.cgroups import PARENT, detect_layout
 from farm.sandbox.launcher import (
@@ -460,3 +461,27 @@ def test_concurrent_agents_do_not_share_pipes() -> None:
     finally:
         for proc in procs:
             proc.close()
+
+
+def test_a_runtime_under_tmp_is_not_hidden_by_the_private_tmp() -> None:
+    """A checkout under /tmp (as CI's may be): its venv must stay visible in the sandbox."""
+    with tempfile.TemporaryDirectory(prefix="farm-checkout-") as checkout:
+        venv = Path(checkout) / "venv"
+        subprocess.run(
+            [sys.base_prefix + "/bin/python3", "-m", "venv", "--without-pip", str(venv)],
+            check=True,
+        )
+        site = next(venv.glob("lib/python3*/site-packages"))
+        (site / "farm.pth").write_text(
+            "\n".join([str(Path(farm.__file__).parents[1]), *sys.path[1:]]) + "\n"
+        )
+        probe = (
+            "import sys; from farm.config import Settings; "
+            "from farm.sandbox.launcher import check_sandbox; "
+            "check_sandbox(Settings(sandbox='bwrap')); print('sandbox ok', sys.prefix)"
+        )
+        ran = subprocess.run(
+            [str(venv / "bin" / "python"), "-c", probe], capture_output=True, text=True
+        )
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert f"sandbox ok {venv}" in ran.stdout

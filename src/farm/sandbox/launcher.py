@@ -507,6 +507,8 @@ def _bwrap_command(
     _check_readable([*(m[0] for m in mounts), *executable], uid, parents=not staging)
     args = [*staging, *drop, bwrap, "--unshare-all", "--unshare-user", "--disable-userns"]
     args += ["--die-with-parent", "--new-session", "--clearenv"]
+    # The private /tmp comes first: binds of paths under /tmp (a checkout there) go on top.
+    args += ["--size", str(limits.file_mb * _MB), "--tmpfs", _TMP]
     for source, (_, inside) in zip(sources[: len(runtime)], mounts, strict=False):
         args += ["--ro-bind", source, inside]
     for name in _TOP_LEVEL:
@@ -518,7 +520,7 @@ def _bwrap_command(
     for file in _ETC_FILES:
         args += ["--ro-bind-try", file, file]
     args += ["--proc", "/proc", "--dev", "/dev"]
-    args += ["--size", str(limits.file_mb * _MB), "--tmpfs", _TMP, "--chdir", _TMP]
+    args += ["--chdir", _TMP]
     for source, (_, inside) in zip(sources[len(runtime) :], mounts[len(runtime) :], strict=True):
         args += ["--ro-bind", source, inside]
     args += ["--remount-ro", "/"]  # only the /tmp tmpfs stays writable
