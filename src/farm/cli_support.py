@@ -39,10 +39,10 @@ def print_json(data: Any) -> None:
 
 
 def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """A readable table."""
+    """A readable table; the first column is kept whole (ids must stay copyable)."""
     out = Table(title=title)
-    for column in columns:
-        out.add_column(column)
+    for n, column in enumerate(columns):  # the first column (an id) is never cut
+        out.add_column(column, no_wrap=n == 0, overflow="fold")
     for row in rows:
         out.add_row(*("" if v is None else str(v) for v in row))
     console.print(out)

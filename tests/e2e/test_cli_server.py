@@ -73,3 +73,47 @@ def test_users_create_prints_a_working_token(server: dict[str, str]) -> None:
     again = farm(server, "users", "create", "carol")
     assert again.returncode == 1
     assert "already exists" in again.stderr
+
+
+@pytest.mark.sandbox
+def test_cli_backtest_with_progress_then_results(tmp_path: Path) -> None:
+    """On a fresh home with no data: the synthetic universe, labelled as such."""
+    running = start_server(tmp_path / "home")
+    try:
+        env = running.env
+        example = str(REPO / "examples/agents/rsi_mean_reversion.py")
+        submitted = farm(env, "agents", "submit", example, "--name", "RSI", "--json")
+        agent_id = json.loads(submitted.stdout)["agentId"]
+        listed = farm(env, "agents", "list")
+        assert agent_id in listed.stdout  # ids are printed whole, never cut
+
+        waited = farm(
+            env,
+            "backtest",
+            agent_id,
+            "--symbols",
+            "SPY,AAPL",
+            "--start",
+            "2022-01-03",
+            "--end",
+            "2022-12-30",
+            "--cash",
+            "25000",
+            "--wait",
+        )
+        assert waited.returncode == 0, waited.stderr
+        assert "completed" in waited.stdout
+        assert "data: synthetic" in waited.stdout
+        assert "sharpeRatio" in waited.stdout
+
+        started = farm(env, "backtest", agent_id, "--symbols", "SPY", "--json")
+        session_id = json.loads(started.stdout)["sessionId"]
+        result = json.loads(farm(env, "results", session_id, "--json").stdout)
+        assert result["sessionId"] == session_id
+        assert result["parameters"]["symbols"] == ["SPY"]
+
+        bad = farm(env, "backtest", agent_id, "--symbols", "NOPE")
+        assert bad.returncode == 1
+        assert "unknown symbols: NOPE" in bad.stderr
+    finally:
+        running.stop()

@@ -84,9 +84,9 @@ def results(
 def _print_results(result: Any) -> None:
     status = result["status"]
     progress = result["progress"]
+    console.print(f"Backtest {result['sessionId']}: [bold]{status}[/]")
     console.print(
-        f"Backtest {result['sessionId']}: [bold]{status}[/] "
-        f"({progress['barsDone']}/{progress['barsTotal']} bars, data: {result['dataSource']})"
+        f"{progress['barsDone']}/{progress['barsTotal']} bars, data: {result['dataSource']}"
     )
     if result.get("failure"):
         failure = result["failure"]
