@@ -16,21 +16,28 @@ from farm.config import Settings
 from farm.context import Context
 from farm.marketdata.importer import import_path
 from farm.marketdata.store import BarStore
+from farm.sandbox.launcher import SandboxUnavailable, check_sandbox
 from farm.users.service import create_user
+from support import POSTGRES_URL, require_backend
 
 REPO = Path(__file__).resolve().parents[1]
-POSTGRES_URL = os.environ.get("FARM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("FARM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
-def require_backend(name: str, problem: str | None) -> None:
-    """Skip a test whose backend is unreachable, except under CI=true where that is a failure."""
-    if problem is None:
-        return
-    message = f"{name} is not reachable ({problem})"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{message}; CI must provide it")
-    pytest.skip(f"{message}; these tests run when it is (they are required under CI=true)")
+@pytest.fixture(scope="session")
+def sandbox_problem() -> str | None:
+    """Why the bubblewrap sandbox cannot run here (None when it can)."""
+    try:
+        check_sandbox(Settings(sandbox="bwrap"))
+    except SandboxUnavailable as exc:
+        return str(exc)
+    return None
+
+
+@pytest.fixture(autouse=True)
+def _sandbox_for_marked_tests(request: pytest.FixtureRequest) -> None:
+    """Tests marked ``sandbox`` skip without a working sandbox (and fail under CI=true)."""
+    if request.node.get_closest_marker("sandbox"):
+        require_backend("the bubblewrap sandbox", request.getfixturevalue("sandbox_problem"))
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from server_support import FARM, free_port, start_server
+from server_support import FARM, start_server
+
+from support import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from types import ModuleType
+from collections.abc import Iterator
 
 import pytest
 import redis
@@ -15,31 +13,13 @@ from leaderboard_support import Farm, RedisServer, redis_problem
 from farm.app import create_app
 from farm.config import Settings
 from farm.context import Context
-
-
-@pytest.fixture(scope="session")
-def foundation(pytestconfig: pytest.Config) -> ModuleType:
-    """The root conftest (``require_backend``, ``REDIS_URL``); it cannot be imported by name."""
-    path = str(Path(__file__).resolve().parents[1] / "conftest.py")
-    for plugin in pytestconfig.pluginmanager.get_plugins():
-        if isinstance(plugin, ModuleType) and getattr(plugin, "__file__", None) == path:
-            return plugin
-    raise LookupError(path)
+from support import REDIS_URL, require_backend
 
 
 @pytest.fixture
-def require_backend(foundation: ModuleType) -> Callable[[str, str | None], None]:
-    """Skip outside CI, fail under CI=true, when a backend is unreachable."""
-    check: Callable[[str, str | None], None] = foundation.require_backend
-    return check
-
-
-@pytest.fixture
-def redis_url(
-    foundation: ModuleType, require_backend: Callable[[str, str | None], None]
-) -> Iterator[str]:
+def redis_url() -> Iterator[str]:
     """The real Redis (db 15), flushed before and after."""
-    url: str = foundation.REDIS_URL
+    url = REDIS_URL
     require_backend(f"Redis at {url}", redis_problem(url))
     with redis.Redis.from_url(url) as client:
         client.flushdb()
@@ -67,7 +47,7 @@ def farm(context: Context) -> Farm:
 
 
 @pytest.fixture
-def private_redis(require_backend: Callable[[str, str | None], None]) -> Iterator[RedisServer]:
+def private_redis() -> Iterator[RedisServer]:
     """A second redis-server this test may kill."""
     require_backend("redis-server", None if shutil.which("redis-server") else "not installed")
     server = RedisServer()

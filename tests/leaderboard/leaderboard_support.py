@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import socket
 import subprocess
 import time
 import uuid
@@ -19,6 +18,7 @@ from farm.context import Context
 from farm.events import BACKTEST_COMPLETED
 from farm.leaderboard.service import record_backtest_result
 from farm.storage.models import Agent, BacktestSession, User
+from support import free_port
 
 
 def redis_problem(url: str) -> str | None:
@@ -118,13 +118,6 @@ class Farm:
             event = {"sessionId": row.id, "agentId": agent_id, "userId": user_id, "kind": kind}
             self.context.bus.publish(BACKTEST_COMPLETED, event)
         return row.id
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
