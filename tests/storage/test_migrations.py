@@ -1,0 +1,61 @@
+"""Migrations build exactly the schema the models describe, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from sqlalchemy.exc import StatementError
+
+from farm.config import Settings
+from farm.storage.db import MIGRATIONS, Database
+from farm.storage.models import Base, User
+
+
+@pytest.fixture
+def db(db_settings: Settings) -> Iterator[Database]:
+    database = Database(db_settings.resolved_database_url)
+    database.migrate()
+    yield database
+    database.dispose()
+
+
+def test_the_migrated_schema_matches_the_models(db: Database) -> None:
+    with db.engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert differences == []
+
+
+def test_migrations_go_down_and_up_again(db: Database) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with db.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "base")
+    db.migrate()
+    with db.transaction() as session:
+        session.add(User(id="u", name="someone"))
+
+
+def test_times_come_back_timezone_aware_utc(db: Database) -> None:
+    paris = timezone(timedelta(hours=1))
+    created = datetime(2024, 3, 1, 12, 30, tzinfo=paris)
+    with db.transaction() as session:
+        session.add(User(id="u", name="someone", created_at=created))
+    with db.transaction() as session:
+        user = session.get(User, "u")
+        assert user is not None
+        assert user.created_at == created
+        assert user.created_at.tzinfo == UTC
+
+    def store_naive() -> None:
+        with db.transaction() as session:
+            session.add(User(id="v", name="naive", created_at=datetime(2024, 3, 1)))
+
+    with pytest.raises(StatementError, match="naive datetime"):
+        store_naive()
