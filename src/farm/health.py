@@ -29,6 +29,8 @@ def health(context: ContextDep) -> Health:
         "events": "ok",
         "sandbox": _sandbox_health(context),
     }
+    cache, state = context.leaderboard.cache.health()
+    backends[cache] = state
     overall = "ok" if all(v in HEALTHY for v in backends.values()) else "degraded"
     return Health(status=overall, version=__version__, backends=backends)
 

@@ -253,3 +253,9 @@ def test_rank_is_404_for_unknown_or_unranked_agents(client: TestClient, farm: Fa
         assert response.status_code == 404, (agent, query)
         assert response.json()["error"] == "not_found"
         assert agent in response.json()["message"]
+
+
+def test_health_reports_the_cache_in_use(client: TestClient, cache_url: str | None) -> None:
+    backends = client.get("/health").json()["backends"]
+    expected = "cache:memory" if cache_url is None else "cache:redis"
+    assert backends[expected] == "ok"

@@ -111,6 +111,9 @@ class LeaderboardCache(Protocol):
     def close(self) -> None:
         """Release connections."""
 
+    def health(self) -> tuple[str, str]:
+        """``(backend name, "ok" or "down: why")`` for ``GET /health``."""
+
 
 def now_iso() -> str:
     """The current UTC time as ISO 8601."""
@@ -354,6 +357,13 @@ class RedisLeaderboardCache:
     def close(self) -> None:
         self._redis.close()
 
+    def health(self) -> tuple[str, str]:
+        try:
+            self._redis.ping()
+        except redis.RedisError as exc:
+            return "cache:redis", f"down: {exc}"
+        return "cache:redis", "ok"
+
     # Reads: one round trip (a Lua script prunes aged entries and reads).
 
     def _page(self, board: Board, metric: Metric, limit: int) -> Page | _Cold:
@@ -573,6 +583,9 @@ class InProcessLeaderboardCache:
     def close(self) -> None:
         with self._state:
             self._boards.clear()
+
+    def health(self) -> tuple[str, str]:
+        return "cache:memory", "ok"
 
     def _ordered(self, board: Board, metric: Metric, load: Loader) -> tuple[list[Ranked], str]:
         """The board's entries best first by ``metric`` (never mutated afterwards)."""
