@@ -32,8 +32,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from farm.fmel import queries
-from farm.fmel.layout import part_name, session_dir
-from farm.fmel.recorder import EPOCH, FmelRecorder
+from farm.fmel.layout import micros, part_name, session_dir, write_part
+from farm.fmel.recorder import FmelRecorder
 from farm.fmel.records import (
     DECISION_SCHEMA,
     SCHEMA_VERSION,
@@ -324,12 +324,11 @@ def synthetic_store(root: Path, records: int) -> tuple[list[str], int]:
             [columns[f.name] for f in DECISION_SCHEMA], schema=DECISION_SCHEMA
         )
         folder = session_dir(root, agent, session)
-        folder.mkdir(parents=True, exist_ok=True)
-        first = (start - EPOCH) // timedelta(microseconds=1)
+        first = micros(start)
         span = (first, first + (n - 1) * 86_400_000_000)
-        pq.write_table(table, folder / part_name("decisions", 1, "bench", span), compression="zstd")
-        pq.write_table(
-            _trades(rng, agent, session, bar_ts, now), folder / "trades-000002-bench.parquet"
+        write_part(folder, part_name("decisions", 1, "bench", span), table)
+        write_part(
+            folder, part_name("trades", 2, "bench"), _trades(rng, agent, session, bar_ts, now)
         )
     return agents, sessions
 

@@ -9,11 +9,25 @@ from __future__ import annotations
 
 import os
 import re
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 ID_PATTERN: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 """Agent and session ids are path segments: letters, digits, ``_`` and ``-`` only."""
+EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+ROW_GROUP_ROWS: Final = 1000
+"""Rows per Parquet row group: a newest-first page decodes only the row groups it needs."""
+
+
+def micros(ts: datetime) -> int:
+    """``ts`` in microseconds since the epoch (the unit of part spans)."""
+    return (ts - EPOCH) // timedelta(microseconds=1)
 
 
 def is_valid_id(value: str) -> bool:
@@ -44,6 +58,26 @@ def part_name(kind: str, part: int, token: str, span: tuple[int, int] | None = N
     return f"{kind}-{part:06d}-{token}{suffix}.parquet"
 
 
+def commit(folder: Path, name: str, write: Callable[[Path], object]) -> Path:
+    """Write ``folder/name`` atomically: ``write`` fills ``.<name>.tmp``, renamed into place.
+
+    Readers only ever see whole files (or none).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    temp = folder / f".{name}.tmp"
+    write(temp)
+    return temp.replace(folder / name)
+
+
+def write_part(folder: Path, name: str, table: pa.Table) -> Path:
+    """Commit a Parquet part: zstd, row groups of ``ROW_GROUP_ROWS`` (pruned by bar-time stats)."""
+    return commit(
+        folder,
+        name,
+        lambda path: pq.write_table(table, path, compression="zstd", row_group_size=ROW_GROUP_ROWS),
+    )
+
+
 def part_span(path: str) -> tuple[int, int] | None:
     """The bar-time span a part's name declares, if any."""
     stem = path.rsplit("/", 1)[-1].removesuffix(".parquet")
@@ -56,33 +90,70 @@ def part_span(path: str) -> tuple[int, int] | None:
 
 
 def part_files(
-    root: Path, agent_ids: list[str], kind: str, session_id: str | None = None
+    root: Path,
+    agent_ids: list[str],
+    kind: str,
+    session_id: str | None = None,
+    listings: Listings | None = None,
 ) -> list[str]:
     """Every committed part file of ``kind`` for these agents (optionally one session), sorted."""
-    prefix = f"{kind}-"
-    files: list[str] = []
+    return sorted(
+        f
+        for folder, names in session_folders(root, agent_ids, session_id, listings)
+        for f in parts_in(folder, names, kind)
+    )
+
+
+def session_folders(
+    root: Path, agent_ids: list[str], session_id: str | None, listings: Listings | None = None
+) -> list[tuple[str, tuple[str, ...]]]:
+    """The session folders of these agents (or the one session) and the names in each."""
+    listings = listings or Listings(cache=False)
+    folders: list[str] = []
     for agent_id in agent_ids:
         if session_id is not None:
-            folders = [str(session_dir(root, agent_id, session_id))]
+            folders.append(str(session_dir(root, agent_id, session_id)))
         else:
-            folders = [
-                e.path for e in _entries(agent_dir(root, agent_id)) if e.name.startswith("session=")
-            ]
-        for folder in folders:
-            files.extend(
-                e.path
-                for e in _entries(Path(folder))
-                if e.name.startswith(prefix) and e.name.endswith(".parquet")
+            folder = str(agent_dir(root, agent_id))
+            folders.extend(
+                f"{folder}/{name}" for name in listings.names(folder) if name.startswith("session=")
             )
-    return sorted(files)
+    return [(folder, listings.names(folder)) for folder in folders]
 
 
-def _entries(folder: Path) -> list[os.DirEntry[str]]:
-    try:
-        with os.scandir(folder) as entries:
-            return list(entries)
-    except (FileNotFoundError, NotADirectoryError):
-        return []
+def parts_in(folder: str, names: Iterable[str], kind: str) -> list[str]:
+    """The committed part files of ``kind`` among a session folder's ``names``."""
+    prefix = f"{kind}-"
+    return [f"{folder}/{n}" for n in names if n.startswith(prefix) and n.endswith(".parquet")]
+
+
+class Listings:
+    """Folder listings, reused while a folder's modification time is unchanged.
+
+    A listing is only reused when it was taken at least ``RACY_SECONDS`` after the folder's last
+    change: a change within the same clock tick as the cached time would not move the mtime.
+    """
+
+    RACY_SECONDS: Final = 2.0
+
+    def __init__(self, *, cache: bool = True) -> None:
+        self._cache: dict[str, tuple[int, tuple[str, ...]]] | None = {} if cache else None
+
+    def names(self, folder: str) -> tuple[str, ...]:
+        """The names in ``folder`` (empty when it does not exist)."""
+        try:
+            mtime = os.stat(folder).st_mtime_ns
+        except (FileNotFoundError, NotADirectoryError):
+            return ()
+        if self._cache is not None and (hit := self._cache.get(folder)) and hit[0] == mtime:
+            return hit[1]
+        try:
+            names = tuple(os.listdir(folder))
+        except (FileNotFoundError, NotADirectoryError):
+            return ()
+        if self._cache is not None and time.time_ns() - mtime > self.RACY_SECONDS * 1e9:
+            self._cache[folder] = (mtime, names)
+        return names
 
 
 def agent_of_session(root: Path, session_id: str) -> str | None:

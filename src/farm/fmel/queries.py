@@ -11,8 +11,7 @@ import io
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import datetime
 from typing import Any, Final
 
 import duckdb
@@ -20,8 +19,8 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from farm.fmel.layout import part_files, part_span
-from farm.fmel.records import DECISION_SCHEMA, KINDS
+from farm.fmel.layout import micros, part_files, part_span
+from farm.fmel.records import DECISION_SCHEMA, KINDS, decision_id
 from farm.fmel.store import FmelStore
 
 SOURCE: Final = "read_parquet(?, hive_partitioning = true)"
@@ -32,7 +31,6 @@ DECILES: Final = [round(0.1 * i, 1) for i in range(1, 10)]
 MOST_READ_LIMIT: Final = 10
 EXPORT_BATCH_ROWS: Final = 2000
 ISO_FORMAT: Final = "%Y-%m-%dT%H:%M:%S.%fZ"
-EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 TERM: Final = re.compile(r"[a-z0-9]+")
 ACTIONS: Final = ("buy", "sell", "hold", "mixed")
 MAX_TERMS: Final = 10
@@ -56,9 +54,9 @@ class DecisionQuery:
     symbol: str | None = None
     since: datetime | None = None
 
-    def files(self, root: Path, kind: str = "decisions") -> list[str]:
+    def files(self, store: FmelStore, kind: str = "decisions") -> list[str]:
         """The part files of ``kind`` this query reads."""
-        return part_files(root, list(self.agent_ids), kind, self.session_id)
+        return part_files(store.root, list(self.agent_ids), kind, self.session_id, store.listings)
 
     def where(self) -> tuple[str, list[object]]:
         """The WHERE clause over decision columns and its parameters."""
@@ -95,25 +93,53 @@ def list_decisions(
     Two phases: the page's keys from the fewest parts that can hold them (parts are taken
     newest first by the bar-time span in their names), then the full rows of those keys only.
     """
-    files = query.files(store.root)
+    files = query.files(store)
     if not files:
         return [], 0
     where, params = query.where()
     with store.cursor() as cur:
-        cur.execute(f"SELECT count(*) AS n FROM {SOURCE} WHERE {where}", [files, *params])  # noqa: S608
-        total = int(_scalar_row(cur)["n"])
+        total = _count(store, cur, query, files)
         keys = _newest_keys(cur, files, where, params, limit + offset)[offset:]
         if not keys:
             return [], total
-        wanted = [k["decision_id"] for k in keys]
+        wanted = [decision_id(k["session_id"], k["seq"]) for k in keys]
         sessions = {f"session={k['session_id']}" for k in keys}
         holding = [f for f in files if f.rsplit("/", 2)[-2] in sessions]
         cur.execute(
-            f"SELECT {DECISION_COLUMNS} FROM {SOURCE} WHERE list_contains(?, decision_id)",  # noqa: S608
-            [holding, wanted],
+            f"SELECT {DECISION_COLUMNS} FROM {SOURCE} "  # noqa: S608
+            "WHERE bar_ts >= ? AND list_contains(?, decision_id)",
+            [holding, keys[-1]["bar_ts"], wanted],
         )
         by_id = {r["decision_id"]: r for r in _rows(cur)}
     return [by_id[d] for d in wanted], total
+
+
+def _count(
+    store: FmelStore, cur: duckdb.DuckDBPyConnection, query: DecisionQuery, files: list[str]
+) -> int:
+    """How many decisions of ``files`` match ``query``.
+
+    Without an action, symbol or wall-time filter, a part whose bar-time span lies wholly inside
+    the window counts its footer's rows and one wholly outside counts none; the rest are scanned.
+    """
+    unbounded = 2**63
+    start = micros(query.start) if query.start else -unbounded
+    end = micros(query.end) if query.end else unbounded
+    total = 0
+    scanned = []
+    for f in files:
+        span = part_span(f)
+        if span is None or query.action or query.symbol or query.since:
+            scanned.append(f)
+        elif start <= span[0] and span[1] < end:
+            total += store.rows(f)
+        elif span[1] >= start and span[0] < end:
+            scanned.append(f)
+    if scanned:
+        where, params = query.where()
+        cur.execute(f"SELECT count(*) AS n FROM {SOURCE} WHERE {where}", [scanned, *params])  # noqa: S608
+        total += int(_scalar_row(cur)["n"])
+    return total
 
 
 def _newest_keys(
@@ -127,7 +153,7 @@ def _newest_keys(
     while True:
         chosen = ordered[:taken]
         cur.execute(
-            f"SELECT decision_id, session_id, bar_ts FROM {SOURCE} WHERE {where} "  # noqa: S608
+            f"SELECT session_id, seq, bar_ts FROM {SOURCE} WHERE {where} "  # noqa: S608
             f"ORDER BY {NEWEST_FIRST} LIMIT ?",
             [chosen, *params, count],
         )
@@ -137,7 +163,7 @@ def _newest_keys(
         if len(keys) < count:
             taken = min(len(ordered), taken * 4)
             continue
-        oldest = (keys[-1]["bar_ts"] - EPOCH) // timedelta(microseconds=1)
+        oldest = micros(keys[-1]["bar_ts"])
         needed = sum(1 for f in ordered if spans[f][1] >= oldest)
         if needed <= taken:
             return keys
@@ -149,7 +175,7 @@ def get_decision(
 ) -> tuple[Row, list[Row], list[Row]] | None:
     """One decision, the executions of its orders and the trades it opened or closed."""
     query = DecisionQuery([agent_id], session_id)
-    files = query.files(store.root)
+    files = query.files(store)
     if not files:
         return None
     with store.cursor() as cur:
@@ -162,14 +188,14 @@ def get_decision(
             return None
         executions: list[Row] = []
         trades: list[Row] = []
-        if execution_files := query.files(store.root, "executions"):
+        if execution_files := query.files(store, "executions"):
             cur.execute(
                 f"SELECT * EXCLUDE (agent, session) FROM {SOURCE} WHERE seq = ? "  # noqa: S608
                 "ORDER BY ts, wall_ts",
                 [execution_files, seq],
             )
             executions = _rows(cur)
-        if trade_files := query.files(store.root, "trades"):
+        if trade_files := query.files(store, "trades"):
             cur.execute(
                 f"SELECT * EXCLUDE (agent, session) FROM {SOURCE} "  # noqa: S608
                 "WHERE opened_by_seq = ? OR closed_by_seq = ? ORDER BY exit_ts, trade_id",
@@ -181,8 +207,8 @@ def get_decision(
 
 def analytics(store: FmelStore, query: DecisionQuery) -> Row:
     """Counts, confidence distribution and calibration, trade outcomes, reads, daily actions."""
-    files = query.files(store.root)
-    trade_files = query.files(store.root, "trades")
+    files = query.files(store)
+    trade_files = query.files(store, "trades")
     where, params = query.where()
     result: Row = {
         "total": 0,
@@ -263,7 +289,7 @@ def search(
     start with the term; so matching more distinct terms counts more than repeating one.
     Ties go newest first. An ``ILIKE`` prefilter keeps the scoring to candidate rows.
     """
-    files = query.files(store.root)
+    files = query.files(store)
     if not files or not terms:
         return [], 0
     where, params = query.where()

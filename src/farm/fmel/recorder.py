@@ -10,19 +10,16 @@ worth).
 from __future__ import annotations
 
 import math
-import os
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
-import pyarrow.parquet as pq
-
 from farm.core.orders import ClosedTrade, Fill, OrderEvent
-from farm.fmel.layout import check_id, part_name, session_dir
+from farm.fmel.layout import check_id, micros, part_name, session_dir, write_part
 from farm.fmel.records import (
     KINDS,
     MAX_DATA_ACCESSES,
@@ -44,8 +41,6 @@ from farm.fmel.records import (
     decision_id,
     to_table,
 )
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class FmelRecorder:
@@ -325,16 +320,13 @@ class FmelRecorder:
             self.flush()
 
     def _write(self, kind: str, records: list[Record]) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
         self._parts += 1
         span = None
         if kind == "decisions":
-            times = [_micros(r.bar_ts) for r in records]  # type: ignore[union-attr]
+            times = [micros(r.bar_ts) for r in records]  # type: ignore[union-attr]
             span = (min(times), max(times))
         name = part_name(kind, self._parts, self._token, span)
-        temp = self.directory / f".{name}.tmp"
-        pq.write_table(to_table(records, KINDS[kind]), temp, compression="zstd")
-        os.replace(temp, self.directory / name)
+        write_part(self.directory, name, to_table(records, KINDS[kind]))
 
     def _tick(self) -> None:
         interval = min(self.flush_seconds / 4, 1.0)
@@ -369,10 +361,6 @@ def _finite_indicator(indicator: Indicator) -> Indicator:
     if value is None or math.isfinite(value):
         return indicator
     return Indicator(name=indicator.name, line=indicator.line, value=None)
-
-
-def _micros(ts: datetime) -> int:
-    return (ts - EPOCH) // timedelta(microseconds=1)
 
 
 def _utc(ts: datetime) -> datetime:
