@@ -5,10 +5,11 @@
 1. The same sandboxed backtest (sma_cross, 100 real symbols) with FMEL off and on, interleaved;
    prints the ratio of median wall times (target <= 1.15).
 2. Recorder write throughput (records/s) with 10 and 100 symbols per decision.
-3. A synthetic store of ``--records`` decisions (default 10 M) in the recorder's Parquet layout:
-   40 agents x 100 sessions x 2,500 decisions (10 symbols each). Latency p50/p99 of the
-   ``decisions`` query (limit 100, newest first) and of ``analytics``, for one agent (250 k
-   records) and for one agent holding the whole store (worst case); targets 50 ms and 500 ms.
+3. A synthetic store of ``--records`` decisions (default 10 M) in the recorder's layout (parts
+   and session summaries): 40 agents x 100 sessions x 2,500 decisions (10 symbols each).
+   Latency p50/p99 of the ``decisions`` query (limit 100, newest first) and of ``analytics``,
+   for one agent (250 k records) and for one agent holding the whole store (worst case);
+   targets 50 ms and 500 ms.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ from farm.fmel.records import (
     Indicator,
     Order,
 )
-from farm.fmel.store import FmelStore
+from farm.fmel.store import FmelStore, connect
+from farm.fmel.summary import summarize, write_summary
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("FARM_TEST_DATA", REPO.parent / "shared" / "data"))
@@ -287,6 +289,7 @@ def synthetic_store(root: Path, records: int) -> tuple[list[str], int]:
     agents = [f"agent-{a:02d}" for a in range(AGENTS)]
     now = datetime.now(UTC)
     seq = pa.array(np.arange(n))
+    db = connect()
     for s in range(sessions):
         agent, session = agents[s % AGENTS], f"session-{s:05d}"
         heavy = variants[s % len(variants)]
@@ -326,10 +329,13 @@ def synthetic_store(root: Path, records: int) -> tuple[list[str], int]:
         folder = session_dir(root, agent, session)
         first = micros(start)
         span = (first, first + (n - 1) * 86_400_000_000)
-        write_part(folder, part_name("decisions", 1, "bench", span), table)
-        write_part(
-            folder, part_name("trades", 2, "bench"), _trades(rng, agent, session, bar_ts, now)
-        )
+        trades = _trades(rng, agent, session, bar_ts, now)
+        written = [
+            write_part(folder, part_name("decisions", 1, "bench", span), table).name,
+            write_part(folder, part_name("trades", 2, "bench"), trades).name,
+        ]
+        write_summary(folder, summarize(db, folder, written))
+    db.close()
     return agents, sessions
 
 

@@ -23,6 +23,7 @@ from farm.fmel.records import (
     Indicator,
     Order,
 )
+from farm.fmel.summary import SUMMARY_NAME
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
 BAR = [Bar(symbol="AAPL", open=1.0, high=2.0, low=0.5, close=1.5, volume=10.0)]
@@ -51,9 +52,10 @@ def test_batches_by_count_each_flush_one_new_part(tmp_path: Path) -> None:
     rec.close()
     assert len(part_files(tmp_path, ["agent-1"], "decisions")) == 3
     assert seqs(tmp_path) == list(range(7))
-    assert [p.name for p in session_dir(tmp_path, "agent-1", "session-1").iterdir()] == [
-        p.name for p in session_dir(tmp_path, "agent-1", "session-1").glob("decisions-*.parquet")
-    ], "no temporary files are left behind"
+    folder = session_dir(tmp_path, "agent-1", "session-1")
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [*(p.name for p in folder.glob("decisions-*.parquet")), SUMMARY_NAME]
+    ), "the parts and the session summary, no temporary files"
 
 
 def test_batches_by_time_without_a_new_record(tmp_path: Path) -> None:

@@ -98,9 +98,9 @@ def part_files(
 ) -> list[str]:
     """Every committed part file of ``kind`` for these agents (optionally one session), sorted."""
     return sorted(
-        f
+        f"{folder}/{name}"
         for folder, names in session_folders(root, agent_ids, session_id, listings)
-        for f in parts_in(folder, names, kind)
+        for name in part_names(names, kind)
     )
 
 
@@ -121,10 +121,10 @@ def session_folders(
     return [(folder, listings.names(folder)) for folder in folders]
 
 
-def parts_in(folder: str, names: Iterable[str], kind: str) -> list[str]:
+def part_names(names: Iterable[str], kind: str) -> list[str]:
     """The committed part files of ``kind`` among a session folder's ``names``."""
     prefix = f"{kind}-"
-    return [f"{folder}/{n}" for n in names if n.startswith(prefix) and n.endswith(".parquet")]
+    return [n for n in names if n.startswith(prefix) and n.endswith(".parquet")]
 
 
 class Listings:

@@ -19,20 +19,17 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from farm.fmel.layout import micros, part_files, part_span
+from farm.fmel.layout import micros, part_files, part_names, part_span, session_folders
 from farm.fmel.records import DECISION_SCHEMA, KINDS, decision_id
 from farm.fmel.store import FmelStore
+from farm.fmel.summary import SOURCE, SUMMARIZED_KINDS, Aggregates, scan
+from farm.fmel.summary import analytics as summary_analytics
 
-SOURCE: Final = "read_parquet(?, hive_partitioning = true)"
 DECISION_COLUMNS: Final = ", ".join(DECISION_SCHEMA.names)
 NEWEST_FIRST: Final = "bar_ts DESC, session_id DESC, seq DESC"
-BUCKET: Final = "least(floor(confidence * 10), 9)::INTEGER"
-DECILES: Final = [round(0.1 * i, 1) for i in range(1, 10)]
-MOST_READ_LIMIT: Final = 10
 EXPORT_BATCH_ROWS: Final = 2000
 ISO_FORMAT: Final = "%Y-%m-%dT%H:%M:%S.%fZ"
 TERM: Final = re.compile(r"[a-z0-9]+")
-ACTIONS: Final = ("buy", "sell", "hold", "mixed")
 MAX_TERMS: Final = 10
 
 Row = dict[str, Any]
@@ -206,73 +203,32 @@ def get_decision(
 
 
 def analytics(store: FmelStore, query: DecisionQuery) -> Row:
-    """Counts, confidence distribution and calibration, trade outcomes, reads, daily actions."""
-    files = query.files(store)
-    trade_files = query.files(store, "trades")
-    where, params = query.where()
-    result: Row = {
-        "total": 0,
-        "buy": 0,
-        "sell": 0,
-        "hold": 0,
-        "mixed": 0,
-        "average_confidence": None,
-        "deciles": None,
-        "histogram": {},
-        "trades": {"total": 0, "won": 0, "average_pnl": None, "total_pnl": None},
-        "calibration": {},
-        "most_read": [],
-        "daily": [],
-    }
-    with store.cursor() as cur:
-        if files:
-            cur.execute(
-                "SELECT count(*) AS total, "
-                + "".join(f"count(*) FILTER (WHERE action = '{a}') AS {a}, " for a in ACTIONS)
-                + "avg(confidence) AS average_confidence, "
-                "quantile_cont(confidence, ?) AS deciles, "
-                f"histogram({BUCKET}) FILTER (WHERE confidence IS NOT NULL) AS histogram "
-                f"FROM {SOURCE} WHERE {where}",
-                [DECILES, files, *params],
+    """Counts, confidence distribution and calibration, trade outcomes, reads, daily actions.
+
+    Sessions with a summary covering their parts (see ``farm.fmel.summary``) add its aggregates
+    when the query has no row filter beyond a wall-time bound that keeps or drops each of their
+    records wholesale; the decisions and trades of every other session are scanned together.
+    """
+    exact = query.start is None and query.end is None and not (query.action or query.symbol)
+    parts: list[Aggregates] = []
+    scanned: dict[str, list[str]] = {kind: [] for kind in SUMMARIZED_KINDS}
+    for folder, names in session_folders(
+        store.root, list(query.agent_ids), query.session_id, store.listings
+    ):
+        summary = store.summary(folder, names) if exact else None
+        aggregates = summary.within(query.since) if summary else None
+        if aggregates is not None:
+            parts.append(aggregates)
+            continue
+        for kind, files in scanned.items():
+            files.extend(f"{folder}/{name}" for name in part_names(names, kind))
+    if any(scanned.values()):
+        where, params = query.where()
+        with store.cursor() as cur:
+            parts.append(
+                scan(cur, scanned["decisions"], scanned["trades"], where, params, query.since)
             )
-            row = _scalar_row(cur)
-            result.update(row, histogram=row["histogram"] or {})
-            cur.execute(
-                "SELECT bar_ts::DATE AS day, count(*) AS total, "  # noqa: S608
-                + ", ".join(f"count(*) FILTER (WHERE action = '{a}') AS {a}" for a in ACTIONS)
-                + f" FROM {SOURCE} WHERE {where} GROUP BY day ORDER BY day",
-                [files, *params],
-            )
-            result["daily"] = _rows(cur)
-            cur.execute(
-                "SELECT a.symbol AS symbol, a.field AS field, count(*) AS reads "  # noqa: S608
-                f"FROM (SELECT unnest(data_accesses) AS a FROM {SOURCE} WHERE {where}) "
-                "GROUP BY ALL ORDER BY reads DESC, symbol, field LIMIT ?",
-                [files, *params, MOST_READ_LIMIT],
-            )
-            result["most_read"] = _rows(cur)
-        if trade_files:
-            since = "wall_ts >= ?" if query.since else "TRUE"
-            since_params = [query.since] if query.since else []
-            cur.execute(
-                "SELECT count(*) AS total, count(*) FILTER (WHERE pnl_net > 0) AS won, "  # noqa: S608
-                "avg(pnl_net) AS average_pnl, sum(pnl_net) AS total_pnl "
-                f"FROM {SOURCE} WHERE {since}",
-                [trade_files, *since_params],
-            )
-            result["trades"] = _scalar_row(cur)
-        if files and trade_files:
-            cur.execute(
-                f"SELECT {BUCKET} AS bucket, count(*) AS trades, "  # noqa: S608
-                "count(*) FILTER (WHERE t.pnl_net > 0) AS won, avg(t.pnl_net) AS average_pnl "
-                f"FROM (SELECT * FROM {SOURCE} WHERE {since}) AS t "
-                f"JOIN (SELECT session_id, seq, confidence FROM {SOURCE} WHERE {where}) AS d "
-                "ON d.session_id = t.session_id AND d.seq = t.opened_by_seq "
-                "WHERE confidence IS NOT NULL GROUP BY bucket",
-                [trade_files, *since_params, files, *params],
-            )
-            result["calibration"] = {r["bucket"]: r for r in _rows(cur)}
-    return result
+    return summary_analytics(parts)
 
 
 def search_terms(text: str) -> list[str]:

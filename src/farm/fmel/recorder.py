@@ -9,11 +9,13 @@ worth).
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -41,6 +43,10 @@ from farm.fmel.records import (
     decision_id,
     to_table,
 )
+from farm.fmel.store import connect
+from farm.fmel.summary import SUMMARIZED_KINDS, summarize, write_summary
+
+log = logging.getLogger("farm.fmel.recorder")
 
 
 class FmelRecorder:
@@ -73,6 +79,7 @@ class FmelRecorder:
         self._count = 0
         self._oldest: float | None = None
         self._parts = 0
+        self._summarized: list[str] = []
         self._executions = 0
         self._trades = 0
         self._lock = threading.Lock()
@@ -297,13 +304,23 @@ class FmelRecorder:
             self._oldest = self._clock()
 
     def close(self) -> None:
-        """Flush what is pending and stop; records after this raise. Idempotent."""
+        """Flush what is pending, write the session summary and stop. Idempotent.
+
+        Records after this raise. A summary that cannot be written is only logged: readers scan
+        a session without one.
+        """
         if self._closed:
             return
         self._closed = True
         self._stop.set()
         self._ticker.join()
         self.flush()
+        if self._summarized:
+            try:
+                with closing(connect()) as db:
+                    write_summary(self.directory, summarize(db, self.directory, self._summarized))
+            except Exception:
+                log.warning("no FMEL summary for session %s", self.session_id, exc_info=True)
         self._raise_background_error()
 
     def _add(self, kind: str, record: Record) -> None:
@@ -327,6 +344,8 @@ class FmelRecorder:
             span = (min(times), max(times))
         name = part_name(kind, self._parts, self._token, span)
         write_part(self.directory, name, to_table(records, KINDS[kind]))
+        if kind in SUMMARIZED_KINDS:
+            self._summarized.append(name)
 
     def _tick(self) -> None:
         interval = min(self.flush_seconds / 4, 1.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,7 +11,8 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 
-from farm.fmel.layout import Listings
+from farm.fmel.layout import Listings, part_names
+from farm.fmel.summary import SUMMARIZED_KINDS, SUMMARY_NAME, Summary, read_summary
 
 
 class FmelStore:
@@ -25,6 +27,7 @@ class FmelStore:
         self.root = root
         self.listings = Listings()
         self._rows: dict[str, int] = {}
+        self._summaries: dict[tuple[int, int, int, int], Summary | None] = {}
         self._db: duckdb.DuckDBPyConnection | None = None
         self._lock = threading.Lock()
 
@@ -33,6 +36,25 @@ class FmelStore:
         if (count := self._rows.get(part)) is None:
             count = self._rows[part] = pq.read_metadata(part).num_rows
         return count
+
+    def summary(self, folder: str, names: tuple[str, ...]) -> Summary | None:
+        """The session's summary if it covers exactly the session's parts (``names``), else None.
+
+        Summaries are cached by file identity (device, inode, mtime, size).
+        """
+        if SUMMARY_NAME not in names:
+            return None
+        path = f"{folder}/{SUMMARY_NAME}"
+        try:
+            stat = os.stat(path)
+        except FileNotFoundError:
+            return None
+        key = (stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        if key not in self._summaries:
+            self._summaries[key] = read_summary(Path(path))
+        summary = self._summaries[key]
+        parts = {n for kind in SUMMARIZED_KINDS for n in part_names(names, kind)}
+        return summary if summary is not None and summary.parts == parts else None
 
     @contextmanager
     def cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
