@@ -378,11 +378,13 @@ def sessions_of(root: Path, agent: str) -> int:
 
 
 def whole_store_agent(root: Path) -> str:
-    """An agent folder linking every session of the store (one agent holding all records)."""
+    """An agent holding every session of the store: its own session folders, files hard-linked."""
     everything = root / "agent=everything"
-    everything.mkdir()
     for session in root.glob("agent=agent-*/session=*"):
-        (everything / session.name).symlink_to(session.resolve(), target_is_directory=True)
+        folder = everything / session.name
+        folder.mkdir(parents=True)
+        for file in session.iterdir():
+            (folder / file.name).hardlink_to(file)
     return "everything"
 
 
@@ -452,7 +454,7 @@ def main() -> None:
                 f"{len(agents)} agents, written in {elapsed:.0f} s "
                 f"({sessions * DECISIONS / elapsed:,.0f} records/s, direct Arrow)"
             )
-        size = sum(p.stat().st_size for p in root.rglob("*.parquet") if not p.is_symlink())
+        size = sum(p.stat().st_size for p in root.glob("agent=agent-*/*/*.parquet"))
         print(f"  {size / 1e9:.2f} GB on disk")
         if not (root / "agent=everything").exists():
             whole_store_agent(root)

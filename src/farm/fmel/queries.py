@@ -27,6 +27,7 @@ from farm.fmel.summary import analytics as summary_analytics
 
 DECISION_COLUMNS: Final = ", ".join(DECISION_SCHEMA.names)
 NEWEST_FIRST: Final = "bar_ts DESC, session_id DESC, seq DESC"
+UNBOUNDED: Final = 2**63
 EXPORT_BATCH_ROWS: Final = 2000
 ISO_FORMAT: Final = "%Y-%m-%dT%H:%M:%S.%fZ"
 TERM: Final = re.compile(r"[a-z0-9]+")
@@ -93,10 +94,10 @@ def list_decisions(
     files = query.files(store)
     if not files:
         return [], 0
-    where, params = query.where()
+    spans = {f: part_span(f) for f in files}
     with store.cursor() as cur:
-        total = _count(store, cur, query, files)
-        keys = _newest_keys(cur, files, where, params, limit + offset)[offset:]
+        total = _count(store, cur, query, spans)
+        keys = _newest_keys(cur, spans, query, limit + offset)[offset:]
         if not keys:
             return [], total
         wanted = [decision_id(k["session_id"], k["seq"]) for k in keys]
@@ -111,21 +112,23 @@ def list_decisions(
     return [by_id[d] for d in wanted], total
 
 
+Spans = dict[str, tuple[int, int] | None]
+"""Part files and the bar-time spans their names declare."""
+
+
 def _count(
-    store: FmelStore, cur: duckdb.DuckDBPyConnection, query: DecisionQuery, files: list[str]
+    store: FmelStore, cur: duckdb.DuckDBPyConnection, query: DecisionQuery, spans: Spans
 ) -> int:
-    """How many decisions of ``files`` match ``query``.
+    """How many decisions of these parts match ``query``.
 
     Without an action, symbol or wall-time filter, a part whose bar-time span lies wholly inside
     the window counts its footer's rows and one wholly outside counts none; the rest are scanned.
     """
-    unbounded = 2**63
-    start = micros(query.start) if query.start else -unbounded
-    end = micros(query.end) if query.end else unbounded
+    start = micros(query.start) if query.start else -UNBOUNDED
+    end = micros(query.end) if query.end else UNBOUNDED
     total = 0
     scanned = []
-    for f in files:
-        span = part_span(f)
+    for f, span in spans.items():
         if span is None or query.action or query.symbol or query.since:
             scanned.append(f)
         elif start <= span[0] and span[1] < end:
@@ -140,19 +143,23 @@ def _count(
 
 
 def _newest_keys(
-    cur: duckdb.DuckDBPyConnection, files: list[str], where: str, params: list[object], count: int
+    cur: duckdb.DuckDBPyConnection, spans: Spans, query: DecisionQuery, count: int
 ) -> list[Row]:
-    """The keys of the ``count`` newest matching decisions, reading as few parts as possible."""
-    unbounded = 2**63
-    spans = {f: part_span(f) or (-unbounded, unbounded) for f in files}
-    ordered = sorted(files, key=lambda f: spans[f][1], reverse=True)
+    """The keys of the ``count`` newest matching decisions, reading as few parts as possible.
+
+    Once ``count`` keys are found, the newest ``count`` overall are no older than the oldest of
+    them: only parts reaching that far are read, and only their rows from then on.
+    """
+    where, params = query.where()
+    newest = {f: span[1] if span else UNBOUNDED for f, span in spans.items()}
+    ordered = sorted(newest, key=newest.__getitem__, reverse=True)
     taken = 1
+    floor: list[datetime] = []
     while True:
-        chosen = ordered[:taken]
         cur.execute(
             f"SELECT session_id, seq, bar_ts FROM {SOURCE} WHERE {where} "  # noqa: S608
-            f"ORDER BY {NEWEST_FIRST} LIMIT ?",
-            [chosen, *params, count],
+            f"{'AND bar_ts >= ?' if floor else ''} ORDER BY {NEWEST_FIRST} LIMIT ?",
+            [ordered[:taken], *params, *floor, count],
         )
         keys = _rows(cur)
         if taken == len(ordered):
@@ -160,8 +167,9 @@ def _newest_keys(
         if len(keys) < count:
             taken = min(len(ordered), taken * 4)
             continue
-        oldest = micros(keys[-1]["bar_ts"])
-        needed = sum(1 for f in ordered if spans[f][1] >= oldest)
+        floor = [keys[-1]["bar_ts"]]
+        oldest = micros(floor[0])
+        needed = sum(1 for f in ordered if newest[f] >= oldest)
         if needed <= taken:
             return keys
         taken = needed
@@ -187,14 +195,14 @@ def get_decision(
         trades: list[Row] = []
         if execution_files := query.files(store, "executions"):
             cur.execute(
-                f"SELECT * EXCLUDE (agent, session) FROM {SOURCE} WHERE seq = ? "  # noqa: S608
+                f"SELECT * FROM {SOURCE} WHERE seq = ? "  # noqa: S608
                 "ORDER BY ts, wall_ts",
                 [execution_files, seq],
             )
             executions = _rows(cur)
         if trade_files := query.files(store, "trades"):
             cur.execute(
-                f"SELECT * EXCLUDE (agent, session) FROM {SOURCE} "  # noqa: S608
+                f"SELECT * FROM {SOURCE} "  # noqa: S608
                 "WHERE opened_by_seq = ? OR closed_by_seq = ? ORDER BY exit_ts, trade_id",
                 [trade_files, seq, seq],
             )

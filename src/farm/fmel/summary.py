@@ -24,7 +24,7 @@ import numpy.typing as npt
 
 from farm.fmel.layout import EPOCH, commit, micros
 
-SOURCE: Final = "read_parquet(?, hive_partitioning = true)"
+SOURCE: Final = "read_parquet(?, hive_partitioning = false)"
 ACTIONS: Final = ("buy", "sell", "hold", "mixed")
 BUCKETS: Final = 10
 BUCKET: Final = f"least(floor(confidence * {BUCKETS}), {BUCKETS - 1})::INTEGER"
@@ -43,7 +43,7 @@ Row = dict[str, Any]
 
 @dataclass
 class Aggregates:
-    """Analytics aggregates of some decisions and trades; ``merge`` adds them up exactly.
+    """Analytics aggregates of some decisions and trades; ``analytics`` adds them up exactly.
 
     ``values`` are the distinct confidences in order with their ``counts``; ``daily`` holds the
     buy/sell/hold/mixed counts of the days ``first_day`` (days since the epoch) onwards;
@@ -156,8 +156,11 @@ def scan(
     return result
 
 
-def merge(parts: Sequence[Aggregates]) -> Aggregates:
-    """The sum of ``parts`` (confidence values stay per part: see ``analytics``)."""
+def _added(parts: Sequence[Aggregates]) -> Aggregates:
+    """Counts, daily counts, reads, trades and calibration of ``parts`` added up.
+
+    The confidence values are left out: ``analytics`` takes them from each part.
+    """
     if len(parts) == 1:
         return parts[0]
     result = Aggregates()
@@ -181,7 +184,7 @@ def merge(parts: Sequence[Aggregates]) -> Aggregates:
 
 def analytics(parts: Sequence[Aggregates]) -> Row:
     """The analytics answer of ``parts`` taken together (see ``queries.analytics``)."""
-    merged = merge(parts) if parts else Aggregates()
+    merged = _added(parts) if parts else Aggregates()
     confident = [p for p in parts if len(p.values)]
     n = sum(int(p.counts.sum()) for p in confident)
     histogram = np.zeros(BUCKETS, np.int64)
