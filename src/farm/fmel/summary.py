@@ -72,6 +72,22 @@ class Aggregates:
         cumulative = np.concatenate([[0], np.cumsum(self.counts)])
         return np.diff(cumulative[self.cells])
 
+    @cached_property
+    def confidence_count(self) -> int:
+        """How many decisions have a confidence."""
+        return int(self.counts.sum())
+
+    @cached_property
+    def confidence_sum(self) -> float:
+        """The sum of the confidences."""
+        return float(np.dot(self.values, self.counts))
+
+    @cached_property
+    def histogram(self) -> Ints:
+        """Confidence counts per bucket of 0.1 (the last one includes 1.0)."""
+        buckets = np.minimum(np.floor(self.values * BUCKETS), BUCKETS - 1).astype(np.int64)
+        return np.bincount(buckets, weights=self.counts, minlength=BUCKETS).astype(np.int64)
+
     def without(self, *, decisions: bool, trades: bool) -> Aggregates:
         """These aggregates with the decisions and/or the trades left out."""
         kept = Aggregates() if decisions else self
@@ -186,19 +202,14 @@ def analytics(parts: Sequence[Aggregates]) -> Row:
     """The analytics answer of ``parts`` taken together (see ``queries.analytics``)."""
     merged = _added(parts) if parts else Aggregates()
     confident = [p for p in parts if len(p.values)]
-    n = sum(int(p.counts.sum()) for p in confident)
-    histogram = np.zeros(BUCKETS, np.int64)
-    for p in confident:
-        buckets = np.minimum(np.floor(p.values * BUCKETS), BUCKETS - 1).astype(np.int64)
-        histogram += np.bincount(buckets, weights=p.counts, minlength=BUCKETS).astype(np.int64)
+    n = sum(p.confidence_count for p in confident)
+    histogram = sum((p.histogram for p in confident), np.zeros(BUCKETS, np.int64))
     total, won, pnl = merged.trades
     top = sorted(merged.reads.items(), key=lambda r: (-r[1], r[0]))[:MOST_READ_LIMIT]
     return {
         "total": int(merged.actions.sum()),
         **{a: int(c) for a, c in zip(ACTIONS, merged.actions, strict=True)},
-        "average_confidence": (
-            sum(float(np.dot(p.values, p.counts)) for p in confident) / n if n else None
-        ),
+        "average_confidence": (sum(p.confidence_sum for p in confident) / n if n else None),
         "deciles": _deciles(confident, n) if n else None,
         "histogram": {b: int(c) for b, c in enumerate(histogram) if c},
         "trades": {
@@ -214,10 +225,10 @@ def analytics(parts: Sequence[Aggregates]) -> Row:
         },
         "most_read": [{"symbol": s, "field": f, "reads": c} for (s, f), c in top],
         "daily": [
-            {"day": _day(merged.first_day + i), "total": int(row.sum())}
-            | {a: int(c) for a, c in zip(ACTIONS, row, strict=True)}
-            for i, row in enumerate(merged.daily)
-            if row.any()
+            {"day": _day(merged.first_day + i), "total": sum(row)}
+            | dict(zip(ACTIONS, row, strict=True))
+            for i, row in enumerate(merged.daily.tolist())
+            if any(row)
         ],
     }
 
@@ -276,7 +287,7 @@ class SummaryFile(msgspec.Struct, frozen=True, kw_only=True):
     confidence: list[float]
     confidence_counts: list[int]
     days: list[int]
-    daily: list[list[int]]
+    daily: dict[str, list[int]]
     reads: list[tuple[str, str, int]]
     trades: tuple[int, int, float]
     calibration: list[tuple[int, int, float]]
@@ -341,7 +352,7 @@ def write_summary(folder: Path, summary: Summary) -> None:
         confidence=a.values.tolist(),
         confidence_counts=a.counts.tolist(),
         days=(active + a.first_day).tolist(),
-        daily=a.daily[active].tolist(),
+        daily={action: a.daily[active, i].tolist() for i, action in enumerate(ACTIONS)},
         reads=[(s, f, n) for (s, f), n in sorted(a.reads.items())],
         trades=a.trades,
         calibration=[(int(t), int(w), float(s)) for t, w, s in a.calibration],
@@ -351,22 +362,19 @@ def write_summary(folder: Path, summary: Summary) -> None:
 
 
 def read_summary(path: Path) -> Summary | None:
-    """The summary stored at ``path``; None if it is missing, unreadable or of another version."""
+    """The summary stored at ``path``; None if it is missing, malformed or of another version."""
     try:
         stored = msgspec.json.decode(path.read_bytes(), type=SummaryFile)
-    except (OSError, msgspec.ValidationError, msgspec.DecodeError):
-        return None
-    if stored.version != SUMMARY_VERSION:
-        return None
-    first_day, daily = _dense(
-        np.array(stored.days, np.int64), np.array(stored.daily, np.int64).reshape(-1, len(ACTIONS))
-    )
-    return Summary(
-        frozenset(stored.parts),
-        stored.decision_wall,
-        stored.trade_wall,
-        Aggregates(
-            actions=np.array(stored.actions, np.int64),
+        if stored.version != SUMMARY_VERSION:
+            return None
+        first_day, daily = _dense(
+            np.array(stored.days, np.int64),
+            np.stack([np.array(stored.daily[a], np.int64) for a in ACTIONS], axis=1),
+        )
+        if len(stored.confidence) != len(stored.confidence_counts):
+            return None
+        aggregates = Aggregates(
+            actions=np.array(stored.actions, np.int64).reshape(len(ACTIONS)),
             values=np.array(stored.confidence, np.float64),
             counts=np.array(stored.confidence_counts, np.int64),
             first_day=first_day,
@@ -374,5 +382,7 @@ def read_summary(path: Path) -> Summary | None:
             reads=Counter({(s, f): n for s, f, n in stored.reads}),
             trades=stored.trades,
             calibration=np.array(stored.calibration, np.float64).reshape(BUCKETS, 3),
-        ),
-    )
+        )
+    except (OSError, msgspec.ValidationError, msgspec.DecodeError, KeyError, ValueError):
+        return None
+    return Summary(frozenset(stored.parts), stored.decision_wall, stored.trade_wall, aggregates)
