@@ -46,7 +46,8 @@ class Aggregates:
     """Analytics aggregates of some decisions and trades; ``analytics`` adds them up exactly.
 
     ``values`` are the distinct confidences in order with their ``counts``; ``daily`` holds the
-    buy/sell/hold/mixed counts of the days ``first_day`` (days since the epoch) onwards;
+    buy/sell/hold/mixed counts of the days ``first_day`` (days since the epoch) onwards (in
+    the narrowest unsigned type that holds them when read from a summary);
     ``calibration`` rows are trades, won, P&L sum per confidence bucket of the opening decision.
     """
 
@@ -90,6 +91,8 @@ class Aggregates:
 
     def without(self, *, decisions: bool, trades: bool) -> Aggregates:
         """These aggregates with the decisions and/or the trades left out."""
+        if not (decisions or trades):
+            return self
         kept = Aggregates() if decisions else self
         return Aggregates(
             actions=kept.actions,
@@ -371,6 +374,7 @@ def read_summary(path: Path) -> Summary | None:
             np.array(stored.days, np.int64),
             np.stack([np.array(stored.daily[a], np.int64) for a in ACTIONS], axis=1),
         )
+        daily = daily.astype(np.min_scalar_type(int(daily.max(initial=0))))  # held in memory
         if len(stored.confidence) != len(stored.confidence_counts):
             return None
         aggregates = Aggregates(
