@@ -6,6 +6,7 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 
 import duckdb
@@ -13,6 +14,17 @@ import pyarrow.parquet as pq
 
 from farm.fmel.layout import Listings, part_names
 from farm.fmel.summary import SUMMARIZED_KINDS, SUMMARY_NAME, Summary, read_summary
+
+MAX_CACHED_SUMMARIES = 10_000
+
+
+def _footer_rows(part: str) -> int:
+    return int(pq.read_metadata(part).num_rows)
+
+
+def _summary_at(path: str, *identity: int) -> Summary | None:
+    """The summary at ``path``; ``identity`` (device, inode, mtime, size) keys the cache."""
+    return read_summary(Path(path))
 
 
 class FmelStore:
@@ -26,16 +38,15 @@ class FmelStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.listings = Listings()
-        self._rows: dict[str, int] = {}
-        self._summaries: dict[tuple[int, int, int, int], Summary | None] = {}
+        # Bounded: a long-running server must not grow without limit.
+        self._rows = lru_cache(maxsize=1_000_000)(_footer_rows)
+        self._summaries = lru_cache(maxsize=MAX_CACHED_SUMMARIES)(_summary_at)
         self._db: duckdb.DuckDBPyConnection | None = None
         self._lock = threading.Lock()
 
     def rows(self, part: str) -> int:
         """How many records a part file holds (from its footer, read once: parts are immutable)."""
-        if (count := self._rows.get(part)) is None:
-            count = self._rows[part] = pq.read_metadata(part).num_rows
-        return count
+        return self._rows(part)
 
     def summary(self, folder: str, names: tuple[str, ...]) -> Summary | None:
         """The session's summary if it covers exactly the session's parts (``names``), else None.
@@ -49,10 +60,7 @@ class FmelStore:
             stat = os.stat(path)
         except FileNotFoundError:
             return None
-        key = (stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
-        if key not in self._summaries:
-            self._summaries[key] = read_summary(Path(path))
-        summary = self._summaries[key]
+        summary = self._summaries(path, stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
         parts = {n for kind in SUMMARIZED_KINDS for n in part_names(names, kind)}
         return summary if summary is not None and summary.parts == parts else None
 
