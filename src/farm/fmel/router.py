@@ -8,9 +8,9 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 
 from farm.deps import ContextDep, CurrentUser
+from farm.fmel.records import Action
 from farm.fmel.schemas import (
     MAX_LIMIT,
-    ActionFilter,
     Analytics,
     Comparison,
     DateRange,
@@ -53,7 +53,7 @@ def decision_filters(
         str | None,
         Query(alias="endDate", description="Bar time until (a bare date includes that day)"),
     ] = None,
-    action: Annotated[ActionFilter | None, Query()] = None,
+    action: Annotated[Action | None, Query()] = None,
     symbol: Annotated[
         str | None, Query(description="Decisions that ordered or read this symbol")
     ] = None,

@@ -5,18 +5,10 @@ from __future__ import annotations
 from datetime import date, datetime
 from enum import StrEnum
 
+from farm.fmel.records import Action
 from farm.schemas import ApiModel
 
 MAX_LIMIT = 1000
-
-
-class ActionFilter(StrEnum):
-    """A decision's action: the sides of the orders it placed (``hold``: none)."""
-
-    BUY = "buy"
-    SELL = "sell"
-    HOLD = "hold"
-    MIXED = "mixed"
 
 
 class DateRange(StrEnum):
@@ -123,7 +115,7 @@ class DecisionOut(ApiModel):
     seq: int
     bar_time: datetime
     wall_time: datetime
-    action: ActionFilter
+    action: Action
     symbols: list[str]
     bars: list[BarOut]
     positions: list[PositionOut]

@@ -14,9 +14,9 @@ from farm.errors import Forbidden, InvalidInput, NotFound
 from farm.fmel import queries
 from farm.fmel.layout import agent_of_session, is_valid_id
 from farm.fmel.queries import EXPORT_FORMATS, DecisionQuery, Row
+from farm.fmel.records import Action
 from farm.fmel.schemas import (
     ActionCounts,
-    ActionFilter,
     AgentReported,
     Analytics,
     Bucket,
@@ -54,7 +54,7 @@ class Filters:
     session_id: str | None = None
     start_date: str | None = None
     end_date: str | None = None
-    action: ActionFilter | None = None
+    action: Action | None = None
     symbol: str | None = None
 
 
