@@ -28,7 +28,7 @@ from farm.fmel.layout import session_dir
 from farm.fmel.recorder import FmelRecorder
 from farm.fmel.records import Mode
 from farm.marketdata.store import BarStore
-from farm.sandbox.host import DecisionRecord
+from farm.sandbox.host import AgentFailure, DecisionRecord
 from farm.sandbox.launcher import SandboxLimits
 from farm.storage.artifacts import ArtifactStore
 from farm.storage.db import Database
@@ -60,10 +60,6 @@ class BacktestJob:
         self._bus = bus
         self._settings = settings
         self._hooks = list(result_hooks)
-
-    def add_result_hook(self, hook: ResultHook) -> None:
-        """Run ``hook`` in every completing transaction."""
-        self._hooks.append(hook)
 
     def __call__(self, session_id: str, stopping: threading.Event) -> None:
         try:
@@ -103,14 +99,7 @@ class BacktestJob:
             return
         self._update(session_id, bars_total=len(steps), data_source=source)
 
-        recorder = None
-        if request.fmel:
-            agent_id, user_id = owner
-            # A re-run (after a restart) starts the record over.
-            shutil.rmtree(session_dir(self._settings.fmel_dir, agent_id, session_id), True)
-            recorder = FmelRecorder(
-                self._settings.fmel_dir, agent_id, session_id, user_id, Mode.BACKTEST
-            )
+        recorder = self._recorder(request, session_id, owner)
         observer = _StepObserver(self._progress_reporter(session_id), recorder, stopping)
         try:
             outcome = run_backtest(
@@ -123,18 +112,7 @@ class BacktestJob:
         finally:
             observer.close()  # flushes every record the host received, whatever happened
         if outcome.failure is not None:
-            failure = outcome.failure
-            reason = FailureReason.KILLED if failure.reason == "output" else failure.reason
-            message = failure.message
-            if failure.reason == "output":
-                message = f"output limit exceeded: {message}"
-            self._fail(
-                session_id,
-                FailureReason(reason),
-                message,
-                failure.traceback or None,
-                bars_done=outcome.steps,
-            )
+            self._fail_agent(session_id, outcome.failure, outcome.steps)
             return
         closes = list(
             zip(pd.DatetimeIndex(benchmark.index).to_pydatetime(), benchmark["close"], strict=True)
@@ -147,6 +125,24 @@ class BacktestJob:
             risk_free_rate=self._settings.risk_free_rate,
         )
         self._complete(session_id, outcome, metrics)
+
+    def _recorder(
+        self, request: BacktestRequest, session_id: str, owner: tuple[str, str]
+    ) -> FmelRecorder | None:
+        """The session's FMEL recorder (None when recording is off); a re-run starts over."""
+        if not request.fmel:
+            return None
+        agent_id, user_id = owner
+        shutil.rmtree(session_dir(self._settings.fmel_dir, agent_id, session_id), True)
+        return FmelRecorder(self._settings.fmel_dir, agent_id, session_id, user_id, Mode.BACKTEST)
+
+    def _fail_agent(self, session_id: str, failure: AgentFailure, steps: int) -> None:
+        """Record why the agent's run ended early (an output flood counts as ``killed``)."""
+        if failure.reason == "output":
+            reason, message = FailureReason.KILLED, f"output limit exceeded: {failure.message}"
+        else:
+            reason, message = FailureReason(failure.reason), failure.message
+        self._fail(session_id, reason, message, failure.traceback or None, bars_done=steps)
 
     def _config(self, request: BacktestRequest) -> BacktestConfig:
         return BacktestConfig(
