@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -19,7 +19,7 @@ from farm.agents.router import router as agents_router
 from farm.backtest.router import router as backtest_router
 from farm.config import Settings
 from farm.context import Context
-from farm.errors import FarmError
+from farm.errors import FarmError, PayloadTooLarge
 from farm.fmel.router import router as fmel_router
 from farm.health import router as health_router
 from farm.leaderboard.router import router as leaderboard_router
@@ -140,10 +140,6 @@ class BodySizeLimit:
         await self.app(scope, limited, replace_when_too_large)
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = error_response(
-            413, "payload_too_large", f"request body is over {self.max_bytes} bytes"
-        )
+        too_large = PayloadTooLarge(f"request body is over {self.max_bytes} bytes")
+        response = error_response(too_large.status_code, too_large.error, too_large.message)
         await response(scope, receive, send)
-
-
-Endpoint = Callable[[Request], Awaitable[JSONResponse]]

@@ -18,7 +18,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FARM_", extra="ignore")
 
     home: Path = Field(
-        default=Path(".farm"), description="Holds the SQLite db, artifacts, bars, logs."
+        default=Path(".farm"), description="Holds the SQLite db, artifacts, bars and FMEL records."
     )
     host: str = "127.0.0.1"
     port: int = 8000
@@ -96,7 +96,3 @@ class Settings(BaseSettings):
     @property
     def fmel_dir(self) -> Path:
         return Path(self.fmel_url.removeprefix("file://")) if self.fmel_url else self.home / "fmel"
-
-    @property
-    def logs_dir(self) -> Path:
-        return self.home / "logs"

@@ -316,7 +316,6 @@ class RedisLeaderboardCache:
         lock_ms: int = 30_000,
         wait_s: float = 10.0,
     ) -> None:
-        self._url = url
         self._redis = redis.Redis.from_url(
             url,
             socket_connect_timeout=0.5,
@@ -324,7 +323,6 @@ class RedisLeaderboardCache:
             retry=Retry(NoBackoff(), 1),
             health_check_interval=0,
         )
-        self._prefix = prefix
         self._retry_s = retry_s
         self._lock_ms = lock_ms
         self._wait_s = wait_s

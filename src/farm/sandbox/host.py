@@ -124,7 +124,6 @@ class AgentSession:
         self._ids: set[str] = set()
         self._proc: AgentProcess | None = None
         self._channel: Channel | None = None
-        self.strategy_name = ""
 
     def __enter__(self) -> AgentSession:
         try:
@@ -172,7 +171,6 @@ class AgentSession:
         reply = self._recv(cfg.start_timeout_s, "starting")
         if not isinstance(reply, Ready) or reply.version != PROTOCOL_VERSION:
             raise self._violation(f"expected Ready, got {type(reply).__name__}")
-        self.strategy_name = reply.strategy
 
     def step(
         self,
