@@ -79,7 +79,7 @@ def add_forward_bars(session: Session, rows: Sequence[dict[str, Any]]) -> int:
     if not rows:
         return 0
     statement = _insert(session)(ForwardBar).values(list(rows)).on_conflict_do_nothing()
-    return int(session.execute(statement).rowcount)  # type: ignore[attr-defined]
+    return len(session.execute(statement.returning(ForwardBar.bar_time)).all())
 
 
 def forward_bars(session: Session, agent_id: str) -> list[StoredBar]:
