@@ -86,7 +86,7 @@ def test_the_backtest_board_is_labelled_in_sample(
 def test_without_forward_results_every_agent_awaits_and_none_is_ranked(
     client: TestClient, agents: tuple[str, str]
 ) -> None:
-    honest, memoriser = agents
+    _honest, memoriser = agents
     body = get(client)  # the default view is the headline board
     assert body["type"] == "headline"
     expected = [("honest", None, "awaiting_forward"), ("memoriser", None, "awaiting_forward")]
@@ -110,7 +110,7 @@ def test_without_forward_results_every_agent_awaits_and_none_is_ranked(
 def test_an_agent_is_ranked_once_it_has_enough_forward_bars(
     client: TestClient, farm: Farm, agents: tuple[str, str]
 ) -> None:
-    honest, memoriser = agents
+    honest, _memoriser = agents
     recorded = farm.forward(honest, gains(N - 1, 0.003, seed=1))
     assert (recorded.accepted, recorded.refused, recorded.duplicate) == (N - 1, 0, 0)
     assert [s for _, _, s in rows(get(client))] == ["awaiting_forward"] * 2
@@ -138,8 +138,10 @@ def test_the_memoriser_ranks_below_the_honest_agent_on_forward_results(
     farm.forward(memoriser, memoriser_returns)
 
     forward = {"honest": sharpe_ratio(honest_returns), "memoriser": sharpe_ratio(memoriser_returns)}
-    assert forward["honest"] is not None and forward["honest"] > 1.0
-    assert forward["memoriser"] is not None and forward["memoriser"] < 1.0
+    assert forward["honest"] is not None
+    assert forward["honest"] > 1.0
+    assert forward["memoriser"] is not None
+    assert forward["memoriser"] < 1.0
     for metric in ("sharpe", "returns", "total_pnl", "sortino", "calmar", "max_drawdown"):
         body = get(client, f"{HEADLINE}?metric={metric}")
         assert rows(body) == [("honest", 1, "ranked"), ("memoriser", 2, "ranked")], metric
@@ -186,7 +188,7 @@ def test_forward_bars_dated_at_or_before_submission_are_refused(
 def test_broken_results_are_never_ranked_on_any_board(
     client: TestClient, farm: Farm, agents: tuple[str, str]
 ) -> None:
-    honest, memoriser = agents
+    honest, _memoriser = agents
     farm.forward(honest, gains(N, 0.001, seed=6))
     nan_short = farm.agent("1e308 short")  # NaN equity, completed, lowest drawdown
     farm.result(
