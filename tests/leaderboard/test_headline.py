@@ -296,3 +296,35 @@ def test_sql_answers_the_headline_like_the_cache_when_redis_is_down(
             2,
             "database",
         )
+
+
+def test_forward_bars_recorded_before_the_evaluation_count_once_it_is_ranked(
+    client: TestClient, farm: Farm
+) -> None:
+    early = farm.agent("early paper trader")
+    farm.forward(early, gains(N, 0.003, seed=9))
+    assert get(client)["leaderboard"] == []  # no ranked standard evaluation: not listed
+    farm.result(early, sharpeRatio=0.7)
+    row = get(client)["leaderboard"][0]
+    assert (row["agentName"], row["rank"], row["forwardBars"], row["metric"]) == (
+        "early paper trader",
+        1,
+        N,
+        0.7,
+    )
+
+
+def test_the_forward_bars_required_are_a_setting(
+    db_settings: Settings, cache_url: str | None
+) -> None:
+    settings = db_settings.model_copy(
+        update={"redis_url": cache_url, "leaderboard_min_forward_bars": 3}
+    )
+    with TestClient(create_app(settings)) as client:
+        farm = Farm(client.app.state.context)  # type: ignore[attr-defined]
+        agent = farm.agent("quick")
+        farm.result(agent, sharpeRatio=0.7)
+        farm.forward(agent, gains(2, 0.003, seed=10))
+        assert rows(get(client)) == [("quick", None, "awaiting_forward")]
+        farm.forward(agent, gains(1, 0.003, seed=11), first=farm.submitted_at(agent) + timedelta(3))
+        assert rows(get(client)) == [("quick", 1, "ranked")]
