@@ -310,7 +310,7 @@ def main() -> None:
             seed(db, args.agents)
             seeded = time.perf_counter() - started
             cache = RedisLeaderboardCache(redis_url)
-            service = LeaderboardService(db, cache, InProcessBus())
+            service = LeaderboardService(db, cache, InProcessBus(), min_forward_bars=20)
             started = time.perf_counter()
             service.page(Board(BoardType.BACKTEST, Timeframe.ALL_TIME), Metric.SHARPE, 100)
             rebuilt = time.perf_counter() - started

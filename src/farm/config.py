@@ -64,6 +64,13 @@ class Settings(BaseSettings):
     standard_end: str | None = None
     risk_free_rate: float = 0.0
 
+    # Leaderboard (issue 8: forward results rank the headline board).
+    leaderboard_min_forward_bars: int = Field(
+        default=20,
+        ge=1,
+        description="Bars dated after submission an agent needs before the headline ranks it.",
+    )
+
     @field_validator("home", mode="after")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 
 from farm.agents.service import AgentService
 from farm.backtest.job import BacktestJob
@@ -12,7 +13,6 @@ from farm.backtest.service import BacktestService
 from farm.config import Settings
 from farm.events import AGENT_SUBMITTED, EventBus, InProcessBus
 from farm.fmel.store import FmelStore
-from farm.leaderboard.cache import open_leaderboard_cache
 from farm.leaderboard.service import LeaderboardService, record_backtest_result
 from farm.marketdata.bootstrap import ensure_data
 from farm.marketdata.store import BarStore
@@ -46,7 +46,8 @@ class Context:
         artifacts = open_artifact_store(settings.artifacts_url, settings.artifacts_dir)
         bus = InProcessBus()
         bars = BarStore(settings.bars_dir)
-        job = BacktestJob(db, artifacts, bars, bus, settings, [record_backtest_result])
+        ranked = partial(record_backtest_result, risk_free_rate=settings.risk_free_rate)
+        job = BacktestJob(db, artifacts, bars, bus, settings, [ranked])
         scheduler = Scheduler(db, job, settings.backtest_workers)
         backtests = BacktestService(db, artifacts, bars, settings, scheduler.notify)
         bus.subscribe(AGENT_SUBMITTED, backtests.queue_standard_evaluation)
@@ -57,7 +58,7 @@ class Context:
             bus=bus,
             bars=bars,
             agents=AgentService(db, artifacts, bus, settings.max_agent_bytes),
-            leaderboard=LeaderboardService(db, open_leaderboard_cache(settings.redis_url), bus),
+            leaderboard=LeaderboardService.open(db, bus, settings),
             fmel=FmelStore(settings.fmel_dir),
             backtests=backtests,
             scheduler=scheduler,

@@ -15,6 +15,7 @@ Handler = Callable[[Event], None]
 AGENT_SUBMITTED = "agent.submitted"
 AGENT_DELETED = "agent.deleted"
 BACKTEST_COMPLETED = "backtest.completed"
+FORWARD_RECORDED = "leaderboard.forward_recorded"  # {agentId}: forward bars were recorded
 
 
 class EventBus(Protocol):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import subprocess
 import time
@@ -15,8 +16,9 @@ import pytest
 import redis
 
 from farm.context import Context
-from farm.events import BACKTEST_COMPLETED
-from farm.leaderboard.service import record_backtest_result
+from farm.events import BACKTEST_COMPLETED, FORWARD_RECORDED
+from farm.leaderboard.forward import ForwardBar, ForwardRecorded
+from farm.leaderboard.service import record_backtest_result, record_forward_result
 from farm.storage.models import Agent, BacktestSession, User
 from support import free_port
 
@@ -97,7 +99,10 @@ class Farm:
         **metrics: Any,
     ) -> str:
         """Complete a backtest of ``agent_id`` (``age`` ago): hook in the transaction, event
-        after commit."""
+        after commit. Metrics that are not finite reach the hook only (PostgreSQL's JSON
+        cannot store them, as a broken run's metrics could not be either)."""
+        values = {**METRICS, **metrics}
+        storable = all(not isinstance(v, float) or math.isfinite(v) for v in values.values())
         with self.context.db.transaction() as session:
             user_id = session.get(Agent, agent_id).user_id  # type: ignore[union-attr]
             row = BacktestSession(
@@ -108,16 +113,45 @@ class Farm:
                 status="completed",
                 params={},
                 data_source=data_source,
-                metrics={**METRICS, **metrics},
+                metrics=values,
                 finished_at=datetime.now(UTC) - age,
             )
-            session.add(row)
-            session.flush()
+            if storable:
+                session.add(row)
+                session.flush()
             record_backtest_result(session, row, daily_returns() if returns is None else returns)
         if publish:
             event = {"sessionId": row.id, "agentId": agent_id, "userId": user_id, "kind": kind}
             self.context.bus.publish(BACKTEST_COMPLETED, event)
         return row.id
+
+    def submitted_at(self, agent_id: str) -> datetime:
+        with self.context.db.transaction() as session:
+            agent = session.get(Agent, agent_id)
+            assert agent is not None
+            return agent.created_at
+
+    def forward(
+        self,
+        agent_id: str,
+        returns: Sequence[float],
+        *,
+        first: datetime | None = None,
+        session_id: str = "paper-1",
+        publish: bool = True,
+    ) -> ForwardRecorded:
+        """Record daily bars of a paper session with these returns, as the paper loop would:
+        bar ``i`` is dated ``first + i`` days (default: the day after the submission)."""
+        start = first or self.submitted_at(agent_id) + timedelta(days=1)
+        equity, bars = 100_000.0, []
+        for i, r in enumerate(returns):
+            bars.append(ForwardBar(start + timedelta(days=i), equity, equity * (1 + r)))
+            equity *= 1 + r
+        with self.context.db.transaction() as session:
+            recorded = record_forward_result(session, agent_id, session_id, bars)
+        if publish:
+            self.context.bus.publish(FORWARD_RECORDED, {"agentId": agent_id})
+        return recorded
 
 
 @dataclass

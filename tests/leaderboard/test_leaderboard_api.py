@@ -32,11 +32,12 @@ def names(body: dict[str, Any]) -> list[str]:
     return [row["agentName"] for row in body["leaderboard"]]
 
 
-def test_defaults_are_an_empty_valid_paper_trading_board(client: TestClient) -> None:
+def test_defaults_are_an_empty_valid_headline_board(client: TestClient) -> None:
     response = client.get("/api/leaderboard")
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
     body = response.json()
+    assert (body["type"], body["inSample"]) == ("headline", False)
     assert body["leaderboard"] == []
     assert body["source"] == "cache"
     assert body["updated_at"]
@@ -141,7 +142,7 @@ def test_a_deleted_agent_leaves_every_board(
     assert gone.status_code == 404
     with context.db.transaction() as session:
         left = session.scalars(select(LeaderboardEntry.agent_id)).all()
-    assert left == [keeper]
+    assert set(left) == {keeper}
 
 
 def test_synthetic_and_custom_results_are_never_ranked(client: TestClient, farm: Farm) -> None:
@@ -192,7 +193,7 @@ def test_results_without_returns_rank_without_psr(client: TestClient, farm: Farm
 @pytest.mark.parametrize(
     ("query", "allowed"),
     [
-        ("type=live", ["backtest", "paper_trading"]),
+        ("type=live", ["headline", "backtest", "paper_trading"]),
         (
             "metric=alpha",
             ["returns", "sharpe", "win_rate", "total_pnl", "sortino", "calmar", "max_drawdown"],
@@ -227,10 +228,12 @@ def test_rank_reports_rank_score_and_total(client: TestClient, farm: Farm) -> No
     assert response.status_code == 200
     assert response.json() == {
         "agentId": agents[1],
+        "status": "ranked",
         "rank": 3,
         "score": 1.0,
         "total": 4,
         "type": "backtest",
+        "inSample": True,
         "metricType": "sharpe",
         "timeframe": "all_time",
         "source": "cache",

@@ -2,7 +2,8 @@
 
 Both implementations hold every board ``(type, timeframe)`` as ranked entries with pre-encoded
 JSON, are written through on every result, and rebuild a cold board from SQL (through a
-``Loader``) with a lock so that only one rebuild runs at a time.
+``Loader``) with a lock so that only one rebuild runs at a time. Entries awaiting forward
+results (headline board) are held apart and listed after every ranked entry, without a rank.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ class Ranked:
     """An agent's entry as the cache holds it.
 
     ``details`` is the JSON of the row without ``rank``, ``metric`` and ``metricType`` (object
-    members, no braces), so a page is assembled from bytes without encoding anything.
+    members, no braces), so a page is assembled from bytes without encoding anything. An
+    ``awaiting`` entry has no scores: it is listed after the ranked ones, in submission order.
     """
 
     agent_id: str
@@ -51,6 +53,7 @@ class Ranked:
     boards: tuple[Board, ...]
     scores: Mapping[Metric, float]
     details: bytes
+    awaiting: bool = False
 
     @property
     def member(self) -> str:
@@ -70,10 +73,10 @@ class Page:
 
 @dataclass(frozen=True, slots=True)
 class RankHit:
-    """An agent's place on a board."""
+    """An agent's place on a board (``rank`` and ``score`` None while it awaits)."""
 
-    rank: int
-    score: float
+    rank: int | None
+    score: float | None
     total: int
 
 
@@ -135,9 +138,16 @@ def render_row(rank: int, metric: Metric, value: float, details: bytes) -> bytes
     )
 
 
-def render_page(rows: bytes, updated_at: str, source: str) -> bytes:
+def render_awaiting(metric: Metric, details: bytes) -> bytes:
+    """One row awaiting forward results: no rank, no ranked value."""
+    return b'{"rank":null,"metric":null,"metricType":"%s",%s}' % (metric.value.encode(), details)
+
+
+def render_page(board_type: BoardType, rows: bytes, updated_at: str, source: str) -> bytes:
     """The whole ``GET /api/leaderboard`` body."""
-    return b'{"leaderboard":[%s],"updated_at":%s,"source":"%s"}' % (
+    return b'{"type":"%s","inSample":%s,"leaderboard":[%s],"updated_at":%s,"source":"%s"}' % (
+        board_type.value.encode(),
+        b"true" if board_type.in_sample else b"false",
         rows,
         json.dumps(updated_at).encode(),
         source.encode(),
@@ -151,18 +161,19 @@ def _expiry(entry: Ranked, board: Board) -> float | None:
 
 # --- Redis -------------------------------------------------------------------------------------
 
-# Scripts address a board's keys in one layout: six named keys (see ``_Keys.read``), then every
-# metric's sorted set, then every metric's value hash (``m`` of each).
+# Scripts address a board's keys in one layout: seven named keys (see ``_Keys.read``), then
+# every metric's sorted set, then every metric's value hash (``m`` of each).
 _PRUNE = """
 local function prune(now)
-  local m = (#KEYS - 6) / 2
+  local m = (#KEYS - 7) / 2
   while true do
     local gone = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', '(' .. now, 'LIMIT', 0, 500)
     if #gone == 0 then return end
-    for i = 7, 6 + m do redis.call('ZREM', KEYS[i], unpack(gone)) end
-    for i = 7 + m, #KEYS do redis.call('HDEL', KEYS[i], unpack(gone)) end
+    for i = 8, 7 + m do redis.call('ZREM', KEYS[i], unpack(gone)) end
+    for i = 8 + m, #KEYS do redis.call('HDEL', KEYS[i], unpack(gone)) end
     redis.call('HDEL', KEYS[3], unpack(gone))
     redis.call('ZREM', KEYS[4], unpack(gone))
+    redis.call('ZREM', KEYS[7], unpack(gone))
     local ids = {}
     for i, member in ipairs(gone) do ids[i] = string.sub(member, MEMBER_START) end
     redis.call('HDEL', KEYS[5], unpack(ids))
@@ -170,9 +181,10 @@ local function prune(now)
 end
 """.replace("MEMBER_START", str(MEMBER_PREFIX + 1))
 
-# KEYS: meta, metric zset, rows, expiries, ids, metric values, ... ARGV: now, last index, metric,
-# the version the caller holds. Returns the version alone when the caller's is current, else
-# the version, the page's rows as one JSON fragment (rank in front) and the next expiry.
+# KEYS: meta, metric zset, rows, expiries, ids, metric values, awaiting, ... ARGV: now, last
+# index, metric, the version the caller holds. Returns the version alone when the caller's is
+# current, else the version, the page's rows as one JSON fragment (rank in front; awaiting rows
+# after the ranked ones) and the next expiry.
 _PAGE = (
     _PRUNE
     + """
@@ -182,22 +194,37 @@ if updated == ARGV[4] then return {updated} end
 prune(ARGV[1])
 local members = redis.call('ZREVRANGE', KEYS[2], 0, tonumber(ARGV[2]))
 local after = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')[2] or ''
-if #members == 0 then return {updated, '', after} end
-local rows = redis.call('HMGET', KEYS[3], unpack(members))
-local values = redis.call('HMGET', KEYS[6], unpack(members))
 local out = {}
-for i = 1, #members do
-  if rows[i] and values[i] then
-    local n = #out + 1
-    out[n] = '{"rank":' .. n .. ',"metric":' .. values[i] .. ',"metricType":"' .. ARGV[3]
-      .. '",' .. rows[i] .. '}'
+if #members > 0 then
+  local rows = redis.call('HMGET', KEYS[3], unpack(members))
+  local values = redis.call('HMGET', KEYS[6], unpack(members))
+  for i = 1, #members do
+    if rows[i] and values[i] then
+      local n = #out + 1
+      out[n] = '{"rank":' .. n .. ',"metric":' .. values[i] .. ',"metricType":"' .. ARGV[3]
+        .. '",' .. rows[i] .. '}'
+    end
+  end
+end
+local room = tonumber(ARGV[2]) + 1 - #out
+if room > 0 then
+  local waiting = redis.call('ZREVRANGE', KEYS[7], 0, room - 1)
+  if #waiting > 0 then
+    local rows = redis.call('HMGET', KEYS[3], unpack(waiting))
+    for i = 1, #waiting do
+      if rows[i] then
+        out[#out + 1] = '{"rank":null,"metric":null,"metricType":"' .. ARGV[3] .. '",' .. rows[i]
+          .. '}'
+      end
+    end
   end
 end
 return {updated, table.concat(out, ','), after}
 """
 )
 
-# Same KEYS. ARGV: now, agent id.
+# Same KEYS. ARGV: now, agent id. Returns the version alone (not on the board), with the
+# total when the agent awaits, or with its 0-based rank, value and the total.
 _RANK = (
     _PRUNE
     + """
@@ -206,22 +233,25 @@ if not updated then return false end
 prune(ARGV[1])
 local member = redis.call('HGET', KEYS[5], ARGV[2])
 if not member then return {updated} end
+local total = redis.call('ZCARD', KEYS[2])
+if redis.call('ZSCORE', KEYS[7], member) then return {updated, total} end
 local rank = redis.call('ZREVRANK', KEYS[2], member)
 if not rank then return {updated} end
-return {updated, rank, redis.call('HGET', KEYS[6], member), redis.call('ZCARD', KEYS[2])}
+return {updated, rank, redis.call('HGET', KEYS[6], member), total}
 """
 )
 
-# KEYS: meta, rows, expiries, ids, epoch, every metric zset, every value hash. ARGV: agent id,
-# now (ISO).
+# KEYS: meta, rows, expiries, ids, epoch, awaiting, every metric zset, every value hash. ARGV:
+# agent id, now (ISO).
 _REMOVE = """
-local m = (#KEYS - 5) / 2
+local m = (#KEYS - 6) / 2
 local member = redis.call('HGET', KEYS[4], ARGV[1])
 if not member then return 0 end
-for i = 6, 5 + m do redis.call('ZREM', KEYS[i], member) end
-for i = 6 + m, #KEYS do redis.call('HDEL', KEYS[i], member) end
+for i = 7, 6 + m do redis.call('ZREM', KEYS[i], member) end
+for i = 7 + m, #KEYS do redis.call('HDEL', KEYS[i], member) end
 redis.call('HDEL', KEYS[2], member)
 redis.call('ZREM', KEYS[3], member)
+redis.call('ZREM', KEYS[6], member)
 redis.call('HDEL', KEYS[4], ARGV[1])
 redis.call('INCR', KEYS[5])
 redis.call('SET', KEYS[1], ARGV[2], 'XX')
@@ -244,12 +274,16 @@ class _Keys:
     ids: str
     epoch: str
     lock: str
+    awaiting: str
     metrics: dict[Metric, str]
     values: dict[Metric, str]
 
     @classmethod
-    def of(cls, prefix: str, board: Board) -> _Keys:
-        base = f"{prefix}:{board.type.value}:{board.timeframe.value}"
+    def of(cls, prefix: str, board: Board, rules: str) -> _Keys:
+        kind = board.type.value
+        if board.type is BoardType.HEADLINE and rules:
+            kind = f"{kind}@{rules}"
+        base = f"{prefix}:{kind}:{board.timeframe.value}"
         return cls(
             meta=f"{base}:meta",
             rows=f"{base}:rows",
@@ -257,6 +291,7 @@ class _Keys:
             ids=f"{base}:ids",
             epoch=f"{base}:epoch",
             lock=f"{base}:lock",
+            awaiting=f"{base}:await",
             metrics={m: f"{base}:z:{m.value}" for m in Metric},
             values={m: f"{base}:v:{m.value}" for m in Metric},
         )
@@ -264,16 +299,17 @@ class _Keys:
     def read(self, metric: Metric) -> list[str]:
         """KEYS of the page and rank scripts."""
         head = [self.meta, self.metrics[metric], self.rows, self.expiries, self.ids]
-        return [*head, self.values[metric], *self.metrics.values(), *self.values.values()]
+        head += [self.values[metric], self.awaiting]
+        return [*head, *self.metrics.values(), *self.values.values()]
 
     def remove(self) -> list[str]:
         """KEYS of the remove script."""
-        head = [self.meta, self.rows, self.expiries, self.ids, self.epoch]
+        head = [self.meta, self.rows, self.expiries, self.ids, self.epoch, self.awaiting]
         return [*head, *self.metrics.values(), *self.values.values()]
 
     def data(self) -> list[str]:
         """Every key a rebuild replaces."""
-        head = [self.meta, self.rows, self.expiries, self.ids]
+        head = [self.meta, self.rows, self.expiries, self.ids, self.awaiting]
         return [*head, *self.metrics.values(), *self.values.values()]
 
 
@@ -294,9 +330,12 @@ class RedisLeaderboardCache:
     """Boards as Redis sorted sets (one per metric) plus a hash of pre-encoded rows.
 
     Per board: ``z:<metric>`` (score higher-is-better, member = tie-break prefix + agent id),
-    ``rows`` (member -> row JSON), ``ids`` (agent id -> member), ``exp`` (member -> when it
-    leaves a windowed board; pruned on read), ``meta`` (last change; absent = cold), ``epoch``
-    (bumped by every write, so a rebuild racing a write retries) and ``lock``.
+    ``rows`` (member -> row JSON), ``ids`` (agent id -> member), ``await`` (members awaiting
+    forward results, listed after the ranked ones), ``exp`` (member -> when it leaves a windowed
+    board; pruned on read), ``meta`` (last change; absent = cold), ``epoch`` (bumped by every
+    write, so a rebuild racing a write retries) and ``lock``. Headline boards' keys carry
+    ``rules`` (e.g. ``n20``, the forward bars required), so boards built under other rules are
+    never served.
 
     A page is one script call. The process keeps the last bytes of each page it served and
     sends their version (``meta``); Redis answers with the version alone when it is current,
@@ -312,6 +351,7 @@ class RedisLeaderboardCache:
         url: str,
         *,
         prefix: str = "farm:lb",
+        rules: str = "",
         retry_s: float = 1.0,
         lock_ms: int = 30_000,
         wait_s: float = 10.0,
@@ -326,7 +366,7 @@ class RedisLeaderboardCache:
         self._retry_s = retry_s
         self._lock_ms = lock_ms
         self._wait_s = wait_s
-        self._keys = {board: _Keys.of(prefix, board) for board in ALL_BOARDS}
+        self._keys = {board: _Keys.of(prefix, board, rules) for board in ALL_BOARDS}
         self._page_script = self._redis.register_script(_PAGE)
         self._rank_script = self._redis.register_script(_RANK)
         self._remove_script = self._redis.register_script(_REMOVE)
@@ -390,6 +430,8 @@ class RedisLeaderboardCache:
             return COLD
         if len(found) == 1:
             return None
+        if len(found) == 2:
+            return RankHit(None, None, int(found[1]))
         _, rank, value, total = found
         return RankHit(int(rank) + 1, float(value), int(total))
 
@@ -504,6 +546,11 @@ def _write(pipe: Any, keys: _Keys, entries: Sequence[Ranked], board: Board) -> N
                 pipe.hdel(keys.values[metric], *absent)
         pipe.hset(keys.rows, mapping={m: e.details for m, e in chunk})
         pipe.hset(keys.ids, mapping={e.agent_id: m for m, e in chunk})
+        waiting = {m: 0 for m, e in chunk if e.awaiting}
+        if waiting:
+            pipe.zadd(keys.awaiting, waiting)
+        if len(waiting) < len(chunk):
+            pipe.zrem(keys.awaiting, *(m for m, e in chunk if not e.awaiting))
         expiries = {m: x for m, e in chunk if (x := _expiry(e, board)) is not None}
         if expiries:
             pipe.zadd(keys.expiries, expiries)
@@ -519,6 +566,8 @@ class _LocalBoard:
     updated_at: str
     sorted: dict[Metric, list[Ranked]] = field(default_factory=dict)
 
+    waiting: list[Ranked] | None = None
+
     def ordered(self, metric: Metric) -> list[Ranked]:
         if metric not in self.sorted:
             ranked = [e for e in self.entries.values() if metric in e.scores]
@@ -526,8 +575,15 @@ class _LocalBoard:
             self.sorted[metric] = ranked
         return self.sorted[metric]
 
+    def awaiting(self) -> list[Ranked]:
+        if self.waiting is None:
+            waiting = [e for e in self.entries.values() if e.awaiting]
+            self.waiting = sorted(waiting, key=lambda e: e.member, reverse=True)
+        return self.waiting
+
     def changed(self) -> None:
         self.sorted.clear()
+        self.waiting = None
         self.updated_at = now_iso()
 
 
@@ -545,19 +601,26 @@ class InProcessLeaderboardCache:
         self._state = threading.Lock()
 
     def page(self, board: Board, metric: Metric, limit: int, load: Loader) -> Page:
-        ordered, updated_at = self._ordered(board, metric, load)
+        ordered, waiting, updated_at = self._ordered(board, metric, load)
         parts: list[bytes] = []
         for entry in _live(ordered, _cutoff(board)):
             if len(parts) == limit:
                 break
             parts.append(render_row(len(parts) + 1, metric, entry.scores[metric], entry.details))
+        for entry in _live(waiting, _cutoff(board)):
+            if len(parts) == limit:
+                break
+            parts.append(render_awaiting(metric, entry.details))
         return Page(b",".join(parts), updated_at)
 
     def rank(self, board: Board, metric: Metric, agent_id: str, load: Loader) -> RankHit | None:
-        ranked = list(_live(self._ordered(board, metric, load)[0], _cutoff(board)))
+        ordered, waiting, _ = self._ordered(board, metric, load)
+        ranked = list(_live(ordered, _cutoff(board)))
         for rank, entry in enumerate(ranked, start=1):
             if entry.agent_id == agent_id:
                 return RankHit(rank, entry.scores[metric], len(ranked))
+        if any(e.agent_id == agent_id for e in _live(waiting, _cutoff(board))):
+            return RankHit(None, None, len(ranked))
         return None
 
     def put(self, entries: Sequence[Ranked]) -> None:
@@ -585,13 +648,16 @@ class InProcessLeaderboardCache:
     def health(self) -> tuple[str, str]:
         return "cache:memory", "ok"
 
-    def _ordered(self, board: Board, metric: Metric, load: Loader) -> tuple[list[Ranked], str]:
-        """The board's entries best first by ``metric`` (never mutated afterwards)."""
+    def _ordered(
+        self, board: Board, metric: Metric, load: Loader
+    ) -> tuple[list[Ranked], list[Ranked], str]:
+        """The board's ranked entries best first by ``metric`` and its awaiting entries in
+        submission order (lists never mutated afterwards)."""
         if self._fresh(board) is None:
             self._load(board, load)
         with self._state:
             local = self._boards[board]
-            return local.ordered(metric), local.updated_at
+            return local.ordered(metric), local.awaiting(), local.updated_at
 
     def _load(self, board: Board, load: Loader) -> None:
         with self._locks[board]:
@@ -621,6 +687,9 @@ def _live(entries: Iterable[Ranked], cutoff: datetime | None) -> Iterable[Ranked
     return entries if cutoff is None else (e for e in entries if e.evaluated_at >= cutoff)
 
 
-def open_leaderboard_cache(redis_url: str | None) -> LeaderboardCache:
-    """Redis when ``FARM_REDIS_URL`` is set, the in-process cache otherwise (connects lazily)."""
-    return RedisLeaderboardCache(redis_url) if redis_url else InProcessLeaderboardCache()
+def open_leaderboard_cache(redis_url: str | None, rules: str) -> LeaderboardCache:
+    """Redis when ``FARM_REDIS_URL`` is set, the in-process cache otherwise (connects lazily);
+    ``rules`` tags the Redis keys of boards that depend on ranking settings."""
+    return (
+        RedisLeaderboardCache(redis_url, rules=rules) if redis_url else InProcessLeaderboardCache()
+    )

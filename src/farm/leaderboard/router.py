@@ -33,16 +33,20 @@ TimeframeQuery = Annotated[Timeframe, Query(description="Window of results, endi
 )
 def get_leaderboard(
     request: Request,
-    board_type: TypeQuery = BoardType.PAPER_TRADING,
-    metric: MetricQuery = Metric.RETURNS,
-    timeframe: TimeframeQuery = Timeframe.WEEKLY,
+    board_type: TypeQuery = BoardType.HEADLINE,
+    metric: MetricQuery = Metric.SHARPE,
+    timeframe: TimeframeQuery = Timeframe.ALL_TIME,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
 ) -> Response:
     """The best agents of a board, one row per agent, ties to the earlier submission.
 
-    ``backtest`` ranks each agent's latest standard evaluation (same symbols and period for
-    everyone) completed within the timeframe; ``paper_trading`` ranks live sessions by the metric
-    over the timeframe. ``source`` says whether the cache or the database answered.
+    ``headline`` (the default) ranks forward results: bars dated after each agent's submission,
+    Sharpe being the lower of the forward and the in-sample one, once the agent has enough
+    forward bars; until then it is listed after every ranked agent with ``status:
+    "awaiting_forward"`` and no rank. ``backtest`` ranks each agent's latest standard evaluation
+    (same symbols and period for everyone, ``inSample: true``: data the agent could have seen)
+    completed within the timeframe; ``paper_trading`` ranks paper sessions by the metric over
+    the timeframe. ``source`` says whether the cache or the database answered.
     """
     # The hot path: pre-encoded bytes, and the context read here rather than through a
     # dependency (a sync dependency costs a second worker-thread hop per request).
@@ -59,9 +63,10 @@ def get_leaderboard(
 def get_rank(
     context: ContextDep,
     agent_id: str,
-    board_type: TypeQuery = BoardType.PAPER_TRADING,
-    metric: MetricQuery = Metric.RETURNS,
-    timeframe: TimeframeQuery = Timeframe.WEEKLY,
+    board_type: TypeQuery = BoardType.HEADLINE,
+    metric: MetricQuery = Metric.SHARPE,
+    timeframe: TimeframeQuery = Timeframe.ALL_TIME,
 ) -> RankOut:
-    """Where an agent stands on a board: its rank, its score and how many agents are ranked."""
+    """Where an agent stands on a board: its rank, its score and how many agents are ranked
+    (rank and score null while it awaits forward results on the headline board)."""
     return context.leaderboard.rank(Board(board_type, timeframe), metric, agent_id)

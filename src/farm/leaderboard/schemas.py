@@ -12,10 +12,28 @@ from farm.schemas import ApiModel
 
 
 class BoardType(StrEnum):
-    """What is ranked: standard backtest evaluations or live paper-trading sessions."""
+    """What is ranked.
 
+    ``headline`` (the default view): forward results combined with the in-sample one (the
+    lower Sharpe), ``backtest``: standard evaluations (in-sample), ``paper_trading``: paper
+    sessions over each window.
+    """
+
+    HEADLINE = "headline"
     BACKTEST = "backtest"
     PAPER_TRADING = "paper_trading"
+
+    @property
+    def in_sample(self) -> bool:
+        """True when the board ranks results on data the agent could have seen when submitted."""
+        return self is BoardType.BACKTEST
+
+
+class RowStatus(StrEnum):
+    """Whether a row is ranked, or listed after every ranked row without a rank."""
+
+    RANKED = "ranked"
+    AWAITING_FORWARD = "awaiting_forward"
 
 
 class Metric(StrEnum):
@@ -59,15 +77,20 @@ MAX_LIMIT = 1000
 
 
 class LeaderboardRow(ApiModel):
-    """One ranked agent; ``metric`` is the value of ``metricType``, the rest are context."""
+    """One agent; ``metric`` is the value of ``metricType``, the rest are context.
 
-    rank: int = Field(description="1-based and consecutive")
+    On the headline board, rows awaiting forward results come after every ranked row, with
+    ``rank`` and ``metric`` null.
+    """
+
+    rank: int | None = Field(description="1-based and consecutive; null while awaiting")
+    status: RowStatus
     agent_id: str
     agent_name: str
     user_id: str = Field(description="The owner's display name")
-    metric: float
+    metric: float | None = Field(description="The ranked value; null while awaiting")
     metric_type: Metric
-    session_id: str = Field(description="The evaluation or paper-trading session ranked")
+    session_id: str = Field(description="The standard evaluation or paper-trading session")
     evaluated_at: datetime = Field(description="When the ranked result was computed")
     submitted_at: datetime = Field(description="When the agent was submitted (breaks ties)")
     returns: float | None = Field(description="Total return, a fraction")
@@ -84,11 +107,27 @@ class LeaderboardRow(ApiModel):
     deflated_sharpe: float | None = Field(
         description="Probabilistic Sharpe deflated for the number of agents the user submitted"
     )
+    in_sample_sharpe: float | None = Field(
+        description="Headline: the standard evaluation's Sharpe (null on other boards)"
+    )
+    forward_sharpe: float | None = Field(
+        description="Headline: the Sharpe over bars dated after submission (null elsewhere)"
+    )
+    forward_bars: int | None = Field(
+        description="Headline: bars dated after the agent's submission recorded so far"
+    )
+    first_forward_at: datetime | None = Field(description="Headline: the first forward bar")
+    last_forward_at: datetime | None = Field(description="Headline: the last forward bar")
 
 
 class LeaderboardOut(ApiModel):
-    """A page of a board, best first."""
+    """A page of a board, best first (awaiting rows last)."""
 
+    type: BoardType
+    in_sample: bool = Field(
+        description="True when the board ranks results on data dated at or before each agent's "
+        "submission (the backtest board): such results can be memorised"
+    )
     leaderboard: list[LeaderboardRow]
     updated_at: datetime = Field(alias="updated_at", description="When this data was last changed")
     source: Literal["cache", "database"]
@@ -98,10 +137,12 @@ class RankOut(ApiModel):
     """Where one agent stands on one board."""
 
     agent_id: str
-    rank: int
-    score: float = Field(description="The agent's value of metricType")
+    status: RowStatus
+    rank: int | None = Field(description="Null while the agent awaits forward results")
+    score: float | None = Field(description="The agent's value of metricType; null while awaiting")
     total: int = Field(description="How many agents the board ranks")
     type: BoardType
+    in_sample: bool = Field(description="True on the backtest board (see LeaderboardOut)")
     metric_type: Metric
     timeframe: Timeframe
     source: Literal["cache", "database"]

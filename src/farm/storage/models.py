@@ -121,6 +121,8 @@ class LeaderboardEntry(Base):
 
     Backtest rows hold the agent's latest standard evaluation under ``timeframe`` ``all_time``
     (windows filter on ``evaluated_at``); paper-trading rows hold metrics over each window.
+    Headline rows (``all_time``) combine the backtest row with the agent's forward bars: the
+    lower Sharpe of the two, every other metric forward only (docs/leaderboard.md).
     """
 
     __tablename__ = "leaderboard_entries"
@@ -146,3 +148,28 @@ class LeaderboardEntry(Base):
     deflated_sharpe: Mapped[float | None] = mapped_column(nullable=True)
     n_trials: Mapped[int] = mapped_column(Integer, default=1)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    # Headline rows only: the two Sharpe ratios combined and the forward record's extent.
+    in_sample_sharpe: Mapped[float | None] = mapped_column(nullable=True)
+    forward_sharpe: Mapped[float | None] = mapped_column(nullable=True)
+    forward_bars: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    first_forward_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_forward_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class ForwardBar(Base):
+    """One bar of an agent's forward record: dated after its submission, from a paper session.
+
+    One row per agent and bar time (the first session to record a bar time keeps it);
+    ``ret = end / start - 1`` and ``pnl = end - start`` of the account's equity over the bar.
+    """
+
+    __tablename__ = "leaderboard_forward_bars"
+
+    agent_id: Mapped[str] = mapped_column(
+        ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True
+    )
+    bar_time: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(36))
+    ret: Mapped[float]
+    pnl: Mapped[float]
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
