@@ -24,6 +24,7 @@ from farm.fmel.router import router as fmel_router
 from farm.health import router as health_router
 from farm.leaderboard.router import router as leaderboard_router
 from farm.marketdata.router import router as data_router
+from farm.papertrading.router import router as accounts_router
 
 log = logging.getLogger("farm.app")
 
@@ -33,6 +34,7 @@ SERVICES: dict[str, list[APIRouter]] = {
     "data": [data_router],
     "fmel": [fmel_router],
     "leaderboard": [leaderboard_router],
+    "paper-trading": [accounts_router],
 }
 
 
