@@ -15,6 +15,8 @@ Handler = Callable[[Event], None]
 AGENT_SUBMITTED = "agent.submitted"
 AGENT_DELETED = "agent.deleted"
 BACKTEST_COMPLETED = "backtest.completed"
+#: One timestep of the live feed, published once: ``{source, seq, step, missing}``.
+MARKET_BARS = "market.bars"
 
 
 class EventBus(Protocol):
