@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from farm.client import ApiError, FarmClient
@@ -29,7 +30,7 @@ def api(url: str, token: str | None) -> Iterator[FarmClient]:
         with FarmClient(url, token) as client:
             yield client
     except ApiError as exc:
-        errors.print(f"[red]error[/red] ({exc.status}): {exc.message}")
+        errors.print(f"[red]error[/red] ({exc.status}): {escape(exc.message)}")
         raise typer.Exit(1) from None
 
 
