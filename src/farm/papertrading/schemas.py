@@ -50,7 +50,7 @@ class AccountOut(ApiModel):
     created_at: datetime
 
 
-class PositionOut(ApiModel):
+class AccountPosition(ApiModel):
     """An open position, marked at the symbol's last bar."""
 
     symbol: str
@@ -62,7 +62,7 @@ class PositionOut(ApiModel):
     unrealized_pnl: MoneyOut
 
 
-class OpenOrderOut(ApiModel):
+class AccountOrder(ApiModel):
     """An order waiting at the broker."""
 
     client_order_id: str
@@ -90,8 +90,8 @@ class AccountDetail(AccountOut):
 
     funded: MoneyOut = Field(description="Cash added since creation or the last reset")
     total_pnl: MoneyOut = Field(description="Equity minus initial cash minus funding")
-    positions: list[PositionOut]
-    open_orders: list[OpenOrderOut]
+    positions: list[AccountPosition]
+    open_orders: list[AccountOrder]
     session: RunningSession | None = Field(description="The session trading it, if any")
     updated_at: datetime
 

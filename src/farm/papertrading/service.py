@@ -16,9 +16,9 @@ from farm.papertrading.schemas import (
     AccountCreate,
     AccountDetail,
     AccountList,
+    AccountOrder,
     AccountOut,
-    OpenOrderOut,
-    PositionOut,
+    AccountPosition,
     RunningSession,
 )
 from farm.schemas import Pagination
@@ -167,10 +167,10 @@ def _detail(session: Session, account: PaperAccount) -> AccountDetail:
     )
 
 
-def _position(position: PaperPosition) -> PositionOut:
+def _position(position: PaperPosition) -> AccountPosition:
     value = _market_value(position)
     cost = Decimal(position.size) * Decimal(position.average_price)
-    return PositionOut(
+    return AccountPosition(
         symbol=position.symbol,
         size=position.size,
         average_price=position.average_price,
@@ -181,8 +181,8 @@ def _position(position: PaperPosition) -> PositionOut:
     )
 
 
-def _order(order: PaperOrder) -> OpenOrderOut:
-    return OpenOrderOut(
+def _order(order: PaperOrder) -> AccountOrder:
+    return AccountOrder(
         client_order_id=order.client_order_id,
         session_id=order.session_id,
         symbol=order.symbol,
