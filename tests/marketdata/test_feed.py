@@ -20,6 +20,7 @@ from farm.context import Context
 from farm.core.bars import Step
 from farm.events import MARKET_BARS, Event
 from farm.marketdata.importer import import_path
+from farm.marketdata.replay import ReplayFeed
 from farm.marketdata.store import BarStore
 
 INTERVAL_S = 0.01
@@ -236,3 +237,24 @@ def test_unknown_configured_symbols_fail_the_feed_with_the_reason(
     wait_for_state(context, "failed")
     assert "FARM_FEED_SYMBOLS has unknown symbols: NOPE" in (context.feed.status().message or "")
     assert recorder.events == []
+
+
+def test_the_replay_clock_paces_steps_and_a_stop_interrupts_its_wait(real_bars: Path) -> None:
+    store = BarStore(real_bars)
+    interval = 0.05
+    feed = ReplayFeed(store, ["SPY", "AAPL"], date(2025, 3, 3), interval)
+    stop = threading.Event()
+    began = time.monotonic()
+    after = None
+    for _ in range(6):
+        step = feed.next_step(after, stop)
+        assert step is not None
+        after = step.ts
+    assert time.monotonic() - began >= 6 * interval * 0.99
+    assert after.date() == date(2025, 3, 10)  # six trading days from Monday 3 March
+
+    slow = ReplayFeed(store, ["SPY"], date(2025, 3, 3), 60)
+    threading.Timer(0.2, stop.set).start()
+    began = time.monotonic()
+    assert slow.next_step(None, stop) is None
+    assert time.monotonic() - began < 10
