@@ -82,6 +82,8 @@ def test_create_defaults_to_100k_and_show_has_the_full_view(
         ('{"name": ""}', "name must be 1 to 100"),
         ('{"name": "   "}', "name must be 1 to 100"),
         ('{"name": "' + "x" * 101 + '"}', "name must be 1 to 100"),
+        ('{"name": "a\\u001b[31mb"}', "must not contain control"),
+        ('{"name": "a\\u202eb"}', "must not contain control"),
         ('{"initialCash": 0}', "greater than 0"),
         ('{"initialCash": -5}', "greater than 0"),
         ('{"initialCash": 0.001}', "no more than 2 decimal places"),

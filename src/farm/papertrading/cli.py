@@ -1,7 +1,7 @@
 """``farm accounts``: create, list, show, fund and reset paper accounts (through the API).
 
-Every string that comes from the API is printed inertly (Rich markup escaped): account names
-are chosen by users.
+Every string that comes from the API is printed inertly (control characters replaced, Rich
+markup escaped): account names are chosen by users.
 """
 
 from __future__ import annotations
@@ -9,9 +9,18 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 
-from farm.cli_support import DEFAULT_URL, JsonOpt, TokenOpt, UrlOpt, api, console, print_json, table
+from farm.cli_support import (
+    DEFAULT_URL,
+    JsonOpt,
+    TokenOpt,
+    UrlOpt,
+    api,
+    console,
+    inert,
+    print_json,
+    table,
+)
 
 app = typer.Typer(
     help="Paper-trading accounts: create, list, show, fund, reset (through the API).",
@@ -41,8 +50,8 @@ def create(
         print_json(account)
     else:
         console.print(
-            f"Created account [bold]{escape(account['accountId'])}[/] "
-            f"({escape(account['name'])}) with {money(account['cash'])}"
+            f"Created account [bold]{inert(account['accountId'])}[/] "
+            f"({inert(account['name'])}) with {money(account['cash'])}"
         )
 
 
@@ -66,12 +75,12 @@ def list_accounts(
         ["id", "name", "broker", "cash", "equity", "created"],
         [
             (
-                escape(a["accountId"]),
-                escape(a["name"]),
-                escape(a["broker"]),
+                inert(a["accountId"]),
+                inert(a["name"]),
+                inert(a["broker"]),
                 money(a["cash"]),
                 money(a["equity"]),
-                escape(a["createdAt"]),
+                inert(a["createdAt"]),
             )
             for a in result["accounts"]
         ],
@@ -133,16 +142,16 @@ def print_account(account: Any) -> None:
     """An account's numbers, positions, open orders and session, as tables."""
     session = account["session"]
     rows = [
-        ("id", escape(account["accountId"])),
-        ("name", escape(account["name"])),
-        ("broker", escape(account["broker"])),
+        ("id", inert(account["accountId"])),
+        ("name", inert(account["name"])),
+        ("broker", inert(account["broker"])),
         ("initial cash", money(account["initialCash"])),
         ("funded", money(account["funded"])),
         ("cash", money(account["cash"])),
         ("equity", money(account["equity"])),
         ("total P&L", money(account["totalPnl"])),
-        ("session", escape(session["sessionId"]) if session else "none"),
-        ("created", escape(account["createdAt"])),
+        ("session", inert(session["sessionId"]) if session else "none"),
+        ("created", inert(account["createdAt"])),
     ]
     table("Account", ["field", "value"], rows)
     if account["positions"]:
@@ -151,7 +160,7 @@ def print_account(account: Any) -> None:
             ["symbol", "size", "average price", "last price", "market value", "unrealized P&L"],
             [
                 (
-                    escape(p["symbol"]),
+                    inert(p["symbol"]),
                     p["size"],
                     p["averagePrice"],
                     p["lastPrice"],
@@ -167,12 +176,12 @@ def print_account(account: Any) -> None:
             ["client order id", "symbol", "size", "type", "price", "status", "filled"],
             [
                 (
-                    escape(o["clientOrderId"]),
-                    escape(o["symbol"]),
+                    inert(o["clientOrderId"]),
+                    inert(o["symbol"]),
                     o["size"],
-                    escape(o["type"]),
+                    inert(o["type"]),
                     o["price"] if o["price"] is not None else o["limitPrice"],
-                    escape(o["status"]),
+                    inert(o["status"]),
                     o["filled"],
                 )
                 for o in account["openOrders"]

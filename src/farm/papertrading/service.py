@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
@@ -42,6 +43,8 @@ class AccountService:
         name = DEFAULT_NAME if request.name is None else request.name.strip()
         if not 1 <= len(name) <= MAX_NAME_CHARS:
             raise InvalidInput(f"name must be 1 to {MAX_NAME_CHARS} characters")
+        if any(unicodedata.category(c) in ("Cc", "Cf") for c in name):
+            raise InvalidInput("name must not contain control or format characters")
         if request.initial_cash > self._max_cash:
             raise InvalidInput(
                 f"initialCash must be at most {self._max_cash:,} (FARM_ACCOUNT_MAX_CASH)"
