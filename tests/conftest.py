@@ -23,6 +23,12 @@ from support import POSTGRES_URL, require_backend
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """No live feed unless a test asks for one (``Settings(feed="replay")``); servers started by
+    end-to-end tests inherit this too."""
+    os.environ["FARM_FEED"] = "off"
+
+
 @pytest.fixture(scope="session")
 def sandbox_problem() -> str | None:
     """Why the bubblewrap sandbox cannot run here (None when it can)."""

@@ -23,16 +23,19 @@ from farm.errors import FarmError, PayloadTooLarge
 from farm.fmel.router import router as fmel_router
 from farm.health import router as health_router
 from farm.leaderboard.router import router as leaderboard_router
+from farm.marketdata.router import feed_router
 from farm.marketdata.router import router as data_router
+from farm.papertrading.router import router as accounts_router
 
 log = logging.getLogger("farm.app")
 
 SERVICES: dict[str, list[APIRouter]] = {
     "agents": [agents_router],
     "backtest": [backtest_router],
-    "data": [data_router],
+    "data": [data_router, feed_router],
     "fmel": [fmel_router],
     "leaderboard": [leaderboard_router],
+    "paper-trading": [accounts_router],
 }
 
 

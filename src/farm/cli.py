@@ -26,6 +26,7 @@ from farm.config import Settings
 from farm.errors import FarmError
 from farm.fmel.cli import decisions, explain
 from farm.marketdata.cli import app as data_app
+from farm.papertrading.cli import app as accounts_app
 
 app = typer.Typer(help="The Farm: backtest, paper trade, explain and rank trading agents.")
 users_app = typer.Typer(help="Manage users and API tokens (works on FARM_HOME directly).")
@@ -33,6 +34,7 @@ agents_app = typer.Typer(help="Submit, list, show and delete agents (through the
 app.add_typer(users_app, name="users")
 app.add_typer(agents_app, name="agents")
 app.add_typer(data_app, name="data")
+app.add_typer(accounts_app, name="accounts")
 app.command()(backtest)
 app.command()(results)
 app.command()(decisions)

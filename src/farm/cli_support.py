@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from farm.client import ApiError, FarmClient
@@ -29,8 +31,16 @@ def api(url: str, token: str | None) -> Iterator[FarmClient]:
         with FarmClient(url, token) as client:
             yield client
     except ApiError as exc:
-        errors.print(f"[red]error[/red] ({exc.status}): {exc.message}")
+        errors.print(f"[red]error[/red] ({exc.status}): {inert(exc.message)}")
         raise typer.Exit(1) from None
+
+
+def inert(text: str) -> str:
+    """Untrusted text made safe to print: control characters become spaces, markup is escaped."""
+    cleaned = "".join(
+        " " if unicodedata.category(c) in ("Cc", "Cf") and c != "\n" else c for c in text
+    )
+    return escape(cleaned)
 
 
 def print_json(data: Any) -> None:

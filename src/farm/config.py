@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import date
 from pathlib import Path
 from typing import Literal
 
@@ -10,6 +11,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SandboxMode = Literal["bwrap", "unsafe-local"]
+FeedMode = Literal["replay", "off"]
 
 
 class Settings(BaseSettings):
@@ -69,6 +71,23 @@ class Settings(BaseSettings):
         default=20,
         ge=1,
         description="Bars dated after submission an agent needs before the headline ranks it.",
+    )
+
+    # Paper trading: accounts and the live feed (issue 9).
+    account_max_cash: int = Field(
+        default=1_000_000_000, gt=0, description="The most cash one paper account may hold."
+    )
+    feed: FeedMode = Field(
+        default="replay", description="The live feed: a replay of stored bars, or none."
+    )
+    feed_replay_start: date | None = Field(
+        default=None, description="First replayed date; default one year before the last bar."
+    )
+    feed_interval_s: float = Field(
+        default=1.0, gt=0, le=86_400, description="Wall seconds per replayed timestep."
+    )
+    feed_symbols: list[str] = Field(
+        default_factory=list, description="Symbols the feed carries; default every stored one."
     )
 
     @field_validator("home", mode="after")

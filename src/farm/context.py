@@ -15,6 +15,7 @@ from farm.events import AGENT_SUBMITTED, EventBus, InProcessBus
 from farm.fmel.store import FmelStore
 from farm.leaderboard.service import LeaderboardService, record_backtest_result
 from farm.marketdata.bootstrap import ensure_data
+from farm.marketdata.feed import FeedRunner
 from farm.marketdata.store import BarStore
 from farm.sandbox.launcher import SandboxUnavailable, check_sandbox
 from farm.storage.artifacts import ArtifactStore, open_artifact_store
@@ -37,6 +38,7 @@ class Context:
     fmel: FmelStore
     backtests: BacktestService
     scheduler: Scheduler
+    feed: FeedRunner
 
     @classmethod
     def build(cls, settings: Settings) -> Context:
@@ -62,6 +64,7 @@ class Context:
             fmel=FmelStore(settings.fmel_dir),
             backtests=backtests,
             scheduler=scheduler,
+            feed=FeedRunner(db, bars, bus, settings),
         )
 
     def start(self) -> None:
@@ -69,6 +72,7 @@ class Context:
         the sandbox works (if it does not, agents are refused with the reason)."""
         self.db.migrate()
         ensure_data(self.settings, self.bars, log)
+        self.feed.start()
         if self.settings.backtest_workers == 0:
             return
         try:
@@ -81,6 +85,7 @@ class Context:
 
     def close(self) -> None:
         """Stop background work and release connections."""
+        self.feed.stop()
         self.scheduler.stop()
         self.leaderboard.close()
         self.fmel.close()

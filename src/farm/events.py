@@ -16,6 +16,8 @@ AGENT_SUBMITTED = "agent.submitted"
 AGENT_DELETED = "agent.deleted"
 BACKTEST_COMPLETED = "backtest.completed"
 FORWARD_RECORDED = "leaderboard.forward_recorded"  # {agentId}: forward bars were recorded
+#: One timestep of the live feed, published once: ``{source, seq, step, missing}``.
+MARKET_BARS = "market.bars"
 
 
 class EventBus(Protocol):

@@ -8,6 +8,8 @@ from pydantic import BaseModel
 from farm import __version__
 from farm.context import Context
 from farm.deps import ContextDep
+from farm.marketdata.feed import FeedState
+from farm.marketdata.schemas import FeedOut
 
 router = APIRouter(tags=["health"])
 
@@ -18,6 +20,7 @@ class Health(BaseModel):
     status: str
     version: str
     backends: dict[str, str]
+    feed: FeedOut
 
 
 @router.get("/health")
@@ -31,11 +34,19 @@ def health(context: ContextDep) -> Health:
     }
     cache, state = context.leaderboard.cache.health()
     backends[cache] = state
+    feed = FeedOut.of(context.feed.status())
+    backends["feed"] = _feed_health(feed)
     overall = "ok" if all(v in HEALTHY for v in backends.values()) else "degraded"
-    return Health(status=overall, version=__version__, backends=backends)
+    return Health(status=overall, version=__version__, backends=backends, feed=feed)
 
 
 HEALTHY = {"ok", "not used here"}
+
+
+def _feed_health(feed: FeedOut) -> str:
+    if feed.state == FeedState.OFF:
+        return "not used here"
+    return f"down: {feed.message}" if feed.state == FeedState.FAILED else "ok"
 
 
 def _sandbox_health(context: Context) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
@@ -12,6 +13,20 @@ class ApiModel(BaseModel):
     """Base of every API body: camelCase on the wire, snake_case in Python."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+class Pagination(ApiModel):
+    """Where a page sits in the whole result."""
+
+    page: int
+    limit: int
+    total: int
+    pages: int
+
+    @classmethod
+    def of(cls, page: int, limit: int, total: int) -> Pagination:
+        """Page ``page`` of ``limit`` items out of ``total``."""
+        return cls(page=page, limit=limit, total=total, pages=math.ceil(total / limit))
 
 
 class ErrorBody(BaseModel):

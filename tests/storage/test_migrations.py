@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 
 import pytest
 from alembic import command
@@ -14,7 +15,7 @@ from sqlalchemy.exc import StatementError
 
 from farm.config import Settings
 from farm.storage.db import MIGRATIONS, Database
-from farm.storage.models import Base, User
+from farm.storage.models import Base, PaperAccount, User
 
 
 @pytest.fixture
@@ -59,3 +60,28 @@ def test_times_come_back_timezone_aware_utc(db: Database) -> None:
 
     with pytest.raises(StatementError, match="naive datetime"):
         store_naive()
+
+
+def test_money_comes_back_exact_and_refuses_what_it_cannot_hold(db: Database) -> None:
+    with db.transaction() as session:
+        session.add(User(id="u", name="someone"))
+    amounts = [Decimal("999999999.99"), Decimal("0.000001"), Decimal("-12.5"), Decimal("0.1")]
+    with db.transaction() as session:
+        for n, amount in enumerate(amounts):
+            session.add(_account(f"a{n}", amount))
+    with db.transaction() as session:
+        for n, amount in enumerate(amounts):
+            account = session.get(PaperAccount, f"a{n}")
+            assert account is not None
+            assert account.cash == amount
+            assert isinstance(account.cash, Decimal)
+
+    for bad, problem in [(Decimal("0.0000001"), "at most 6 decimals"), (0.1, "must be a Decimal")]:
+        with pytest.raises(StatementError, match=problem), db.transaction() as session:
+            session.add(_account("bad", bad))  # type: ignore[arg-type]
+
+
+def _account(account_id: str, cash: Decimal) -> PaperAccount:
+    return PaperAccount(
+        id=account_id, user_id="u", name="n", initial_cash=cash, cash=cash, funded=Decimal(0)
+    )

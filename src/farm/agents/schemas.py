@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from farm.schemas import ApiModel, ErrorBody
+from farm.schemas import ApiModel, ErrorBody, Pagination
 
 
 class AgentStatus(StrEnum):
@@ -39,15 +39,6 @@ class AgentOut(ApiModel):
     created_at: datetime
     updated_at: datetime
     source: str | None = None
-
-
-class Pagination(ApiModel):
-    """Where a page sits in the whole result."""
-
-    page: int
-    limit: int
-    total: int
-    pages: int
 
 
 class AgentList(ApiModel):

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import math
 import uuid
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
 from farm.agents import repository
-from farm.agents.schemas import AgentList, AgentOut, AgentStatus, Pagination
+from farm.agents.schemas import AgentList, AgentOut, AgentStatus
 from farm.agents.validation import validate_agent_file
 from farm.errors import Conflict, Forbidden, InvalidInput, NotFound
 from farm.events import AGENT_DELETED, AGENT_SUBMITTED, EventBus
+from farm.schemas import Pagination
 from farm.storage.artifacts import ArtifactStore
 from farm.storage.db import Database
 from farm.storage.models import Agent, User, utcnow
@@ -94,10 +94,7 @@ class AgentService:
                 session, user.id, status=status, offset=(page - 1) * limit, limit=limit
             )
             agents = [_out(agent, user.name) for agent in rows]
-        pages = math.ceil(total / limit) if total else 0
-        return AgentList(
-            agents=agents, pagination=Pagination(page=page, limit=limit, total=total, pages=pages)
-        )
+        return AgentList(agents=agents, pagination=Pagination.of(page, limit, total))
 
     def show(self, user: User, agent_id: str, *, include_source: bool) -> AgentOut:
         """One agent of the user's, optionally with its source code."""

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from farm.marketdata.feed import FeedRunner
 from farm.marketdata.store import BarStore
 
 
@@ -16,3 +17,12 @@ def get_bar_store(request: Request) -> BarStore:
 
 
 BarStoreDep = Annotated[BarStore, Depends(get_bar_store)]
+
+
+def get_feed(request: Request) -> FeedRunner:
+    """The live feed of the app's platform context."""
+    feed: FeedRunner = request.app.state.context.feed
+    return feed
+
+
+FeedDep = Annotated[FeedRunner, Depends(get_feed)]

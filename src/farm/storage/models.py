@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -27,6 +39,30 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+MONEY_PLACES = 6
+
+
+class Money(TypeDecorator[Decimal]):
+    """An exact amount of money: a ``Decimal`` in Python, an integer count of millionths in the
+    database (SQLite has no exact decimal type). More than six decimal places is refused."""
+
+    impl = BigInteger
+    cache_ok = True
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> int | None:
+        if value is None:
+            return None
+        if not isinstance(value, Decimal):
+            raise TypeError(f"money must be a Decimal, not {type(value).__name__}")
+        units = value.scaleb(MONEY_PLACES)
+        if not units.is_finite() or units != units.to_integral_value():
+            raise ValueError(f"money must be finite with at most {MONEY_PLACES} decimals: {value}")
+        return int(units)
+
+    def process_result_value(self, value: int | None, dialect: Dialect) -> Decimal | None:
+        return None if value is None else Decimal(value).scaleb(-MONEY_PLACES)
 
 
 def utcnow() -> datetime:
@@ -173,3 +209,87 @@ class ForwardBar(Base):
     ret: Mapped[float]
     pnl: Mapped[float]
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PaperAccount(Base):
+    """A paper-trading account held by the host: its cash is the truth, the agent sees a mirror.
+
+    ``running_session_id`` is the paper session trading the account right now (set and cleared by
+    the session engine); while it is set the account cannot be reset or funded.
+    """
+
+    __tablename__ = "paper_accounts"
+    __table_args__ = (Index("ix_paper_accounts_user_created", "user_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    broker: Mapped[str] = mapped_column(String(20), default="simulated")
+    initial_cash: Mapped[Decimal] = mapped_column(Money)
+    cash: Mapped[Decimal] = mapped_column(Money)
+    funded: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
+    running_session_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class PaperPosition(Base):
+    """A paper account's open position in one symbol, marked at its last bar."""
+
+    __tablename__ = "paper_positions"
+
+    account_id: Mapped[str] = mapped_column(
+        ForeignKey("paper_accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    symbol: Mapped[str] = mapped_column(String(32), primary_key=True)
+    size: Mapped[float]
+    average_price: Mapped[float]
+    last_price: Mapped[float]
+    marked_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class PaperOrder(Base):
+    """An order of a paper session on its account.
+
+    ``client_order_id`` is deterministic (``<session>-<step>-<n>``, at most 48 characters as
+    Alpaca requires) and unique per account, so a replayed step can never place an order twice.
+    """
+
+    __tablename__ = "paper_orders"
+    __table_args__ = (Index("ix_paper_orders_account_status", "account_id", "status"),)
+
+    account_id: Mapped[str] = mapped_column(
+        ForeignKey("paper_accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    client_order_id: Mapped[str] = mapped_column(String(48), primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(36))
+    symbol: Mapped[str] = mapped_column(String(32))
+    size: Mapped[float]
+    type: Mapped[str] = mapped_column(String(20))
+    price: Mapped[float | None] = mapped_column(nullable=True)
+    limit_price: Mapped[float | None] = mapped_column(nullable=True)
+    valid_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    status: Mapped[str] = mapped_column(String(20))
+    filled: Mapped[float] = mapped_column(default=0.0)
+    bar_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class MarketFeed(Base):
+    """The live feed's position and last step, one row per source, so a restart resumes it."""
+
+    __tablename__ = "market_feeds"
+
+    source: Mapped[str] = mapped_column(String(20), primary_key=True)
+    state: Mapped[str] = mapped_column(String(20))
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    replay_start: Mapped[date | None] = mapped_column(Date, nullable=True)
+    symbols: Mapped[list[str]] = mapped_column(JSON)
+    last_bar_time: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_published_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    steps_published: Mapped[int] = mapped_column(BigInteger, default=0)
+    bars_published: Mapped[int] = mapped_column(BigInteger, default=0)
+    missing_at_last_step: Mapped[list[str]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -1,0 +1,228 @@
+"""The live feed: one per platform, publishing each timestep's bars once on the bus.
+
+A :class:`BarFeed` says where timesteps come from (the replay of stored bars now, the Alpaca
+stream later); the :class:`FeedRunner` drives it on a thread of its own, publishes every step on
+``market.bars`` with the symbols that had no bar in it, and saves its position (the last bar
+time published) in the database after each step, so a restarted server resumes where it was.
+A step published just before a crash, whose position was not saved yet, is published again after
+the restart (at least once): consumers skip bar times they have already seen.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+from farm.config import Settings
+from farm.core.bars import Step
+from farm.errors import InvalidInput
+from farm.events import MARKET_BARS, EventBus
+from farm.marketdata.replay import ReplayFeed, default_replay_start
+from farm.marketdata.store import BarStore, normalize_symbol
+from farm.storage.db import Database
+from farm.storage.models import MarketFeed, utcnow
+
+log = logging.getLogger("farm.feed")
+
+STOP_TIMEOUT_S = 30.0
+
+
+class FeedState(StrEnum):
+    """Where the feed is."""
+
+    OFF = "off"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPED = "stopped"
+    ENDED = "ended"
+    FAILED = "failed"
+
+
+class BarFeed(Protocol):
+    """A source of live timesteps (the replay now; the Alpaca stream is a second one)."""
+
+    source: str
+
+    def symbols(self) -> list[str]:
+        """The symbols the feed carries: a step without a bar for one reports it missing."""
+
+    def next_step(self, after: datetime | None, stop: threading.Event) -> Step | None:
+        """Block until the first step after ``after`` is due and return it; None when the feed
+        has no more steps (the end of a replay) or ``stop`` is set."""
+
+
+@dataclass(frozen=True, slots=True)
+class FeedStatus:
+    """What the feed has done, as saved in the database."""
+
+    source: str
+    state: FeedState
+    message: str | None = None
+    replay_start: date | None = None
+    symbols: Sequence[str] = ()
+    last_bar_time: datetime | None = None
+    last_published_at: datetime | None = None
+    steps_published: int = 0
+    bars_published: int = 0
+    missing_at_last_step: Sequence[str] = field(default_factory=tuple)
+
+
+class FeedRunner:
+    """Runs the configured feed on its own thread (nothing at all when ``FARM_FEED=off``)."""
+
+    def __init__(self, db: Database, bars: BarStore, bus: EventBus, settings: Settings) -> None:
+        self._db = db
+        self._bars = bars
+        self._bus = bus
+        self._settings = settings
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def source(self) -> str:
+        """The configured source: ``replay`` or ``off``."""
+        return self._settings.feed
+
+    def start(self) -> None:
+        """Start publishing in the background, from the saved position if there is one."""
+        if self.source == FeedState.OFF or self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="farm-feed", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop after the step in progress; the saved position is where a restart resumes."""
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._thread.join(STOP_TIMEOUT_S)
+        self._thread = None
+
+    def status(self) -> FeedStatus:
+        """The configured feed's saved status."""
+        if self.source == FeedState.OFF:
+            return FeedStatus(source=self.source, state=FeedState.OFF)
+        with self._db.transaction() as session:
+            row = session.get(MarketFeed, self.source)
+            if row is None:
+                return FeedStatus(source=self.source, state=FeedState.STARTING)
+            return _status(row)
+
+    # -- the feed's thread ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            opened = self._open()
+            if opened is None:
+                self._save(state=FeedState.ENDED, message="nothing to replay: no stored bars")
+                return
+            feed, after, seq = opened
+            while not self._stop.is_set():
+                step = feed.next_step(after, self._stop)
+                if step is None:
+                    break
+                seq += 1
+                missing = [s for s in feed.symbols() if s not in step.bars]
+                event = {"source": self.source, "seq": seq, "step": step, "missing": missing}
+                self._bus.publish(MARKET_BARS, event)
+                self._saved_step(step, seq, missing)
+                after = step.ts
+        except Exception as exc:
+            log.exception("feed %s failed", self.source)
+            self._save(state=FeedState.FAILED, message=f"{type(exc).__name__}: {exc}")
+            return
+        if self._stop.is_set():
+            self._save(state=FeedState.STOPPED, message=None)
+        else:
+            self._save(state=FeedState.ENDED, message="the end of the stored bars")
+            log.info("feed %s ended after the bar of %s", self.source, after)
+
+    def _open(self) -> tuple[BarFeed, datetime | None, int] | None:
+        """The replay over the configured symbols, the saved position to resume after and the
+        steps published so far; None when there is nothing to replay."""
+        symbols = self._symbols()
+        configured = self._settings.feed_replay_start
+        with self._db.transaction() as session:
+            row = session.get(MarketFeed, self.source)
+            if row is None:
+                row = _new_row(self.source)
+                session.add(row)
+            if row.last_bar_time is None:  # nothing published yet: the configuration applies
+                row.replay_start = configured or default_replay_start(self._bars, symbols)
+            elif configured is not None and configured != row.replay_start:
+                log.warning(
+                    "feed %s resumes after %s; FARM_FEED_REPLAY_START=%s applies to a new replay",
+                    self.source,
+                    row.last_bar_time,
+                    configured,
+                )
+            row.symbols = symbols
+            row.state, row.message = FeedState.RUNNING, None
+            start, after, seq = row.replay_start, row.last_bar_time, row.steps_published
+        if start is None:
+            return None
+        log.info("feed %s: %d symbols from %s, after %s", self.source, len(symbols), start, after)
+        feed = ReplayFeed(self._bars, symbols, start, self._settings.feed_interval_s)
+        return feed, after, seq
+
+    def _symbols(self) -> list[str]:
+        configured = self._settings.feed_symbols
+        if not configured:
+            return [info.symbol for info in self._bars.symbols()]
+        symbols = list(dict.fromkeys(normalize_symbol(s) for s in configured))
+        unknown = [s for s in symbols if self._bars.info(s) is None]
+        if unknown:
+            raise InvalidInput(f"FARM_FEED_SYMBOLS has unknown symbols: {', '.join(unknown)}")
+        return symbols
+
+    def _saved_step(self, step: Step, seq: int, missing: list[str]) -> None:
+        """Save the position a published step reached."""
+        with self._db.transaction() as session:
+            row = session.get(MarketFeed, self.source)
+            assert row is not None
+            row.last_bar_time = step.ts
+            row.last_published_at = utcnow()
+            row.steps_published = seq
+            row.bars_published += len(step.bars)
+            row.missing_at_last_step = missing
+
+    def _save(self, **values: Any) -> None:
+        with self._db.transaction() as session:
+            row = session.get(MarketFeed, self.source)
+            if row is None:
+                row = _new_row(self.source)
+                session.add(row)
+            for name, value in values.items():
+                setattr(row, name, value)
+
+
+def _new_row(source: str) -> MarketFeed:
+    return MarketFeed(
+        source=source,
+        state=FeedState.STARTING,
+        symbols=[],
+        missing_at_last_step=[],
+        steps_published=0,
+        bars_published=0,
+    )
+
+
+def _status(row: MarketFeed) -> FeedStatus:
+    return FeedStatus(
+        source=row.source,
+        state=FeedState(row.state),
+        message=row.message,
+        replay_start=row.replay_start,
+        symbols=tuple(row.symbols),
+        last_bar_time=row.last_bar_time,
+        last_published_at=row.last_published_at,
+        steps_published=row.steps_published,
+        bars_published=row.bars_published,
+        missing_at_last_step=tuple(row.missing_at_last_step),
+    )

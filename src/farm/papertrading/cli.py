@@ -1,0 +1,194 @@
+"""``farm accounts``: create, list, show, fund and reset paper accounts (through the API).
+
+Every string that comes from the API is printed inertly (control characters replaced, Rich
+markup escaped): account names are chosen by users.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from farm.cli_support import (
+    DEFAULT_URL,
+    JsonOpt,
+    TokenOpt,
+    UrlOpt,
+    api,
+    console,
+    inert,
+    print_json,
+    table,
+)
+
+app = typer.Typer(
+    help="Paper-trading accounts: create, list, show, fund, reset (through the API).",
+    no_args_is_help=True,
+)
+
+
+@app.command("create")
+def create(
+    name: Annotated[str | None, typer.Option(help="1 to 100 characters")] = None,
+    cash: Annotated[
+        str | None, typer.Option(help="Initial cash in whole cents (default 100000)")
+    ] = None,
+    url: UrlOpt = DEFAULT_URL,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Open a simulated paper account."""
+    body: dict[str, Any] = {}
+    if name is not None:
+        body["name"] = name
+    if cash is not None:
+        body["initialCash"] = cash  # sent as written: the API parses it exactly
+    with api(url, token) as client:
+        account = client.request("POST", "/api/accounts", json=body)
+    if as_json:
+        print_json(account)
+    else:
+        console.print(
+            f"Created account [bold]{inert(account['accountId'])}[/] "
+            f"({inert(account['name'])}) with {money(account['cash'])}"
+        )
+
+
+@app.command("list")
+def list_accounts(
+    page: int = 1,
+    limit: int = 20,
+    url: UrlOpt = DEFAULT_URL,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List your accounts, newest first."""
+    with api(url, token) as client:
+        result = client.request("GET", "/api/accounts", params={"page": page, "limit": limit})
+    if as_json:
+        print_json(result)
+        return
+    p = result["pagination"]
+    table(
+        f"Accounts (page {p['page']} of {max(p['pages'], 1)}, {p['total']} in all)",
+        ["id", "name", "broker", "cash", "equity", "created"],
+        [
+            (
+                inert(a["accountId"]),
+                inert(a["name"]),
+                inert(a["broker"]),
+                money(a["cash"]),
+                money(a["equity"]),
+                inert(a["createdAt"]),
+            )
+            for a in result["accounts"]
+        ],
+    )
+
+
+@app.command("show")
+def show(
+    account_id: str, url: UrlOpt = DEFAULT_URL, token: TokenOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Show an account: cash, equity, positions, open orders and the session trading it."""
+    with api(url, token) as client:
+        account = client.request("GET", f"/api/accounts/{account_id}")
+    if as_json:
+        print_json(account)
+    else:
+        print_account(account)
+
+
+@app.command("fund")
+def fund(
+    account_id: str,
+    amount: Annotated[str, typer.Argument(help="Cash to add, in whole cents, e.g. 2500.50")],
+    url: UrlOpt = DEFAULT_URL,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add cash to an account (refused while a paper session trades it)."""
+    with api(url, token) as client:
+        account = client.request(
+            "POST", f"/api/accounts/{account_id}/fund", json={"amount": amount}
+        )
+    if as_json:
+        print_json(account)
+    else:
+        console.print(f"Cash is now {money(account['cash'])}")
+
+
+@app.command("reset")
+def reset(
+    account_id: str,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation")] = False,
+    url: UrlOpt = DEFAULT_URL,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Put an account back to its initial cash with no positions or orders."""
+    if not yes:
+        typer.confirm(f"Reset account {account_id}? Positions and orders are dropped", abort=True)
+    with api(url, token) as client:
+        account = client.request("POST", f"/api/accounts/{account_id}/reset")
+    if as_json:
+        print_json(account)
+    else:
+        console.print(f"Reset: cash is {money(account['cash'])}")
+
+
+def print_account(account: Any) -> None:
+    """An account's numbers, positions, open orders and session, as tables."""
+    session = account["session"]
+    rows = [
+        ("id", inert(account["accountId"])),
+        ("name", inert(account["name"])),
+        ("broker", inert(account["broker"])),
+        ("initial cash", money(account["initialCash"])),
+        ("funded", money(account["funded"])),
+        ("cash", money(account["cash"])),
+        ("equity", money(account["equity"])),
+        ("total P&L", money(account["totalPnl"])),
+        ("session", inert(session["sessionId"]) if session else "none"),
+        ("created", inert(account["createdAt"])),
+    ]
+    table("Account", ["field", "value"], rows)
+    if account["positions"]:
+        table(
+            "Positions",
+            ["symbol", "size", "average price", "last price", "market value", "unrealized P&L"],
+            [
+                (
+                    inert(p["symbol"]),
+                    p["size"],
+                    p["averagePrice"],
+                    p["lastPrice"],
+                    money(p["marketValue"]),
+                    money(p["unrealizedPnl"]),
+                )
+                for p in account["positions"]
+            ],
+        )
+    if account["openOrders"]:
+        table(
+            "Open orders",
+            ["client order id", "symbol", "size", "type", "price", "status", "filled"],
+            [
+                (
+                    inert(o["clientOrderId"]),
+                    inert(o["symbol"]),
+                    o["size"],
+                    inert(o["type"]),
+                    o["price"] if o["price"] is not None else o["limitPrice"],
+                    inert(o["status"]),
+                    o["filled"],
+                )
+                for o in account["openOrders"]
+            ],
+        )
+
+
+def money(value: float) -> str:
+    """``$1,234.56`` (negative amounts as ``-$1,234.56``)."""
+    return f"-${-value:,.2f}" if value < 0 else f"${value:,.2f}"

@@ -1,0 +1,103 @@
+"""Paper-trading API bodies (camelCase). Money is a Decimal inside and a number on the wire."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated
+
+from pydantic import ConfigDict, Field, PlainSerializer
+
+from farm.schemas import ApiModel, Pagination
+
+DEFAULT_INITIAL_CASH = Decimal(100_000)
+MAX_NAME_CHARS = 100
+
+#: An amount of money in, exact to the cent: positive, finite, at most two decimal places.
+AmountIn = Annotated[Decimal, Field(gt=0, decimal_places=2, allow_inf_nan=False, examples=[100000])]
+#: An amount of money out: a JSON number (exact to the cent up to the account cap).
+MoneyOut = Annotated[Decimal, PlainSerializer(float, return_type=float, when_used="json")]
+
+
+class AccountCreate(ApiModel):
+    """A new simulated paper account."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, description=f"1 to {MAX_NAME_CHARS} characters")
+    initial_cash: AmountIn = Field(
+        default=DEFAULT_INITIAL_CASH, description="Starting cash, in whole cents"
+    )
+
+
+class FundRequest(ApiModel):
+    """Cash to add to an account."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    amount: AmountIn = Field(description="Positive, in whole cents; the account cap applies")
+
+
+class AccountOut(ApiModel):
+    """An account's headline numbers."""
+
+    account_id: str
+    name: str
+    broker: str
+    initial_cash: MoneyOut
+    cash: MoneyOut
+    equity: MoneyOut = Field(description="Cash plus the market value of the positions")
+    created_at: datetime
+
+
+class AccountPosition(ApiModel):
+    """An open position, marked at the symbol's last bar."""
+
+    symbol: str
+    size: float
+    average_price: float
+    last_price: float
+    marked_at: datetime
+    market_value: MoneyOut
+    unrealized_pnl: MoneyOut
+
+
+class AccountOrder(ApiModel):
+    """An order waiting at the broker."""
+
+    client_order_id: str
+    session_id: str
+    symbol: str
+    size: float = Field(description="Signed: positive buys, negative sells")
+    type: str
+    price: float | None
+    limit_price: float | None
+    valid_until: datetime | None
+    status: str
+    filled: float
+    bar_time: datetime = Field(description="The bar the agent decided on")
+    created_at: datetime
+
+
+class RunningSession(ApiModel):
+    """The paper session trading the account."""
+
+    session_id: str
+
+
+class AccountDetail(AccountOut):
+    """An account with its positions, open orders and running session."""
+
+    funded: MoneyOut = Field(description="Cash added since creation or the last reset")
+    total_pnl: MoneyOut = Field(description="Equity minus initial cash minus funding")
+    positions: list[AccountPosition]
+    open_orders: list[AccountOrder]
+    session: RunningSession | None = Field(description="The session trading it, if any")
+    updated_at: datetime
+
+
+class AccountList(ApiModel):
+    """One page of accounts, newest first."""
+
+    accounts: list[AccountOut]
+    pagination: Pagination
