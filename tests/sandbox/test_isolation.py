@@ -276,7 +276,7 @@ def test_a_host_without_the_filter_refuses_to_run(monkeypatch: pytest.MonkeyPatc
     seccomp.bpf_program.cache_clear()
     monkeypatch.setattr(seccomp.platform, "machine", lambda: "aarch64")
     try:
-        with pytest.raises(SandboxUnavailable, match="seccomp filter cannot be built.*x86_64"):
+        with pytest.raises(SandboxUnavailable, match=r"seccomp filter cannot be built.*x86_64"):
             check_sandbox(Settings(sandbox="bwrap"))
     finally:
         seccomp.bpf_program.cache_clear()

@@ -528,12 +528,7 @@ def _bwrap_command(
             f"bubblewrap is not installed: apt-get install bubblewrap, {_DEV_ONLY}"
         )
     _check_userns()
-    try:
-        seccomp = _memory_file(bpf_program(), "farm-seccomp", fds)
-    except SeccompUnavailable as exc:
-        raise SandboxUnavailable(
-            f"the sandbox's seccomp filter cannot be built: {exc}; {_DEV_ONLY}"
-        ) from exc
+    seccomp = _seccomp_file(fds)
     drop = _privilege_drop(uid)
     runtime = _runtime_paths(farm_dir)
     executable = [Path(argv[0])] if os.path.isabs(argv[0]) else []
@@ -547,21 +542,14 @@ def _bwrap_command(
     # sources themselves (not their parent folders) must be readable by the sandbox uid.
     staging = _staging_prefix(mounts) if drop else []
     sources = [str(_STAGE / str(i)) if staging else str(m[0]) for i, m in enumerate(mounts)]
-    _check_readable(
-        [*(m[0] for m in (*mounts, *files)), *executable], uid, parents=not staging
-    )
+    _check_readable([*(m[0] for m in (*mounts, *files)), *executable], uid, parents=not staging)
     args = [*staging, *drop, bwrap, "--unshare-all", "--unshare-user", "--disable-userns"]
     args += ["--die-with-parent", "--new-session", "--clearenv", "--hostname", HOSTNAME]
     # The private /tmp comes first: binds of paths under /tmp (a checkout there) go on top.
     args += ["--size", str(limits.file_mb * _MB), "--tmpfs", _TMP]
     for source, (_, inside) in zip(sources[: len(runtime)], mounts, strict=False):
         args += ["--ro-bind", source, inside]
-    for name in _TOP_LEVEL:
-        top = Path("/", name)
-        if top.is_symlink():
-            args += ["--symlink", os.readlink(top), str(top)]
-        elif top.is_dir():
-            args += ["--ro-bind", str(top), str(top)]
+    args += _top_level()
     for file in _ETC_FILES:
         args += ["--ro-bind-try", file, file]
     args += ["--proc", "/proc", "--dev", "/dev", *_proc_masks()]
@@ -575,6 +563,28 @@ def _bwrap_command(
     for key, value in {**_ENV, "PYTHONPATH": str(farm_dir.parent)}.items():
         args += ["--setenv", key, value]
     return [*args, "--seccomp", str(seccomp), "--"]
+
+
+def _seccomp_file(fds: list[int]) -> int:
+    """A memory file holding the compiled seccomp filter, for ``bwrap --seccomp``."""
+    try:
+        return _memory_file(bpf_program(), "farm-seccomp", fds)
+    except SeccompUnavailable as exc:
+        raise SandboxUnavailable(
+            f"the sandbox's seccomp filter cannot be built: {exc}; {_DEV_ONLY}"
+        ) from exc
+
+
+def _top_level() -> list[str]:
+    """/bin, /lib and friends: symlinks as they are (merged /usr), folders bound read-only."""
+    args: list[str] = []
+    for name in _TOP_LEVEL:
+        top = Path("/", name)
+        if top.is_symlink():
+            args += ["--symlink", os.readlink(top), str(top)]
+        elif top.is_dir():
+            args += ["--ro-bind", str(top), str(top)]
+    return args
 
 
 def _proc_masks() -> list[str]:

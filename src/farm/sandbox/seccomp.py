@@ -186,4 +186,3 @@ def _number(sc: Any, name: str) -> int:
     if number < 0:
         raise SeccompUnavailable(f"libseccomp does not know the system call {name}: upgrade it")
     return number
-
