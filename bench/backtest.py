@@ -43,6 +43,7 @@ START, END = date(2020, 7, 27), date(2025, 4, 4)
 STANDARD = ["SPY", "QQQ", "AAPL", "MSFT", "GOOGL", "AMZN", "TSLA", "NVDA", "META", "JPM"]
 ALLOW_ALL = struct.pack("<HBBI", 0x06, 0, 0, 0x7FFF0000)  # BPF: return SECCOMP_RET_ALLOW
 LAUNCHES = 15
+ROUNDS = 3
 
 
 def strategy_class() -> type[bt.Strategy]:
@@ -96,10 +97,11 @@ def platform(store: BarStore, symbols: list[str], fmel: bool) -> tuple[float, fl
 
 
 @contextlib.contextmanager
-def filter_off() -> Iterator[None]:
-    """Sandboxes started inside get an allow-everything filter instead of the real one."""
+def seccomp_filter(on: bool) -> Iterator[None]:
+    """Sandboxes started inside get the real filter, or an allow-everything one if not ``on``."""
     real = launcher.bpf_program
-    launcher.bpf_program = lambda: ALLOW_ALL
+    if not on:
+        launcher.bpf_program = lambda: ALLOW_ALL
     try:
         yield
     finally:
@@ -107,32 +109,40 @@ def filter_off() -> Iterator[None]:
 
 
 def launch_seconds() -> float:
-    """Median seconds from ``launch`` to the first byte back from a trivial sandboxed Python."""
+    """Seconds from ``launch`` to the first byte back from a trivial sandboxed Python."""
     limits = launcher.SandboxLimits(memory_mb=256, cpu_s=10, wall_s=30, pids=16)
-    times = []
-    for _ in range(LAUNCHES):
-        begin = time.perf_counter()
-        with launcher.launch(
-            [sys.executable, "-S", "-c", "import os; os.write(4, b'x')"],
-            readonly_binds={AGENT: "/agent/agent.py"},
-            limits=limits,
-            mode="bwrap",
-        ) as proc:
-            if proc.read_exact(1, timeout=30) != b"x":
-                raise SystemExit(f"sandbox did not start: {proc.output_tail()}")
-            times.append(time.perf_counter() - begin)
-    return statistics.median(times)
+    begin = time.perf_counter()
+    with launcher.launch(
+        [sys.executable, "-S", "-c", "import os; os.write(4, b'x')"],
+        readonly_binds={AGENT: "/agent/agent.py"},
+        limits=limits,
+        mode="bwrap",
+    ) as proc:
+        if proc.read_exact(1, timeout=30) != b"x":
+            raise SystemExit(f"sandbox did not start: {proc.output_tail()}")
+        return time.perf_counter() - begin
 
 
 def seccomp_cost(store: BarStore, size: int) -> None:
-    """Launch time and bars/s with the seccomp filter next to an allow-everything filter."""
+    """Launch time and bars/s with the seccomp filter next to an allow-everything filter.
+
+    Runs alternate (off, on, off, on, ...) so that a busy machine slows both alike; launch time
+    is the median of LAUNCHES, bars/s the best of ROUNDS.
+    """
     symbols = universe(store, size)
     bars = sum(len(store.frame(s, START, END)) for s in symbols)
-    with filter_off():
-        off_launch = launch_seconds()
-        off_s, _ = platform(store, symbols, fmel=False)
-    on_launch = launch_seconds()
-    on_s, _ = platform(store, symbols, fmel=False)
+    launches: dict[bool, list[float]] = {False: [], True: []}
+    runs: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(LAUNCHES):
+        for on in (False, True):
+            with seccomp_filter(on):
+                launches[on].append(launch_seconds())
+    for _ in range(ROUNDS):
+        for on in (False, True):
+            with seccomp_filter(on):
+                runs[on].append(platform(store, symbols, fmel=False)[0])
+    on_launch, off_launch = (statistics.median(launches[on]) for on in (True, False))
+    on_s, off_s = min(runs[True]), min(runs[False])
     print(
         f"seccomp filter ({size} symbols): launch {on_launch * 1000:.1f} ms vs "
         f"{off_launch * 1000:.1f} ms without (ratio {on_launch / off_launch:.2f}); "
