@@ -202,9 +202,27 @@ def test_each_blocked_system_call_fails_with_an_error_and_the_rest_works() -> No
     assert all(report["works"].values()), report["works"]
 
 
-def test_a_call_through_another_abi_kills_the_process() -> None:
-    """x32 (bit 30 of the syscall number) would dodge an x86_64 filter: the filter kills it."""
-    code = "import ctypes; ctypes.CDLL(None).syscall(0x40000000 | 39); print('survived')"
+I386_GETPID = r"""
+import ctypes, mmap
+page = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+page.write(bytes([0xB8, 20, 0, 0, 0, 0xCD, 0x80, 0xC3]))  # mov eax, 20; int 0x80; ret
+address = ctypes.addressof(ctypes.c_char.from_buffer(page))
+ctypes.CFUNCTYPE(ctypes.c_int)(address)()
+print('survived')
+"""
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import ctypes; ctypes.CDLL(None).syscall(0x40000000 | 39); print('survived')",
+        I386_GETPID,
+    ],
+    ids=["x32", "i386 int 0x80"],
+)
+def test_a_call_through_another_abi_kills_the_process(code: str) -> None:
+    """x32 and i386 numbers differ from x86_64's, so an x86_64 filter would let them through:
+    the filter checks the architecture and kills the process instead."""
     with start(code) as proc:
         end = proc.wait(timeout=30)
         assert "survived" not in proc.output_tail()
