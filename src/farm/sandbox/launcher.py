@@ -3,7 +3,9 @@
 Mode ``bwrap``: the child runs under bubblewrap as an unprivileged uid (``setpriv`` drops root
 first) with every namespace unshared (no network), a fresh environment, read-only binds of the
 Python runtime, the ``farm`` package and the caller's files only, a private size-capped tmpfs
-``/tmp``, and its own cgroup capping memory and process count. Mode ``unsafe-local`` is a plain
+``/tmp``, its own cgroup capping memory and process count, and the seccomp filter of
+:mod:`farm.sandbox.seccomp`; files are copied in (no host path in its mount table), the host name
+is fixed and global ``/proc`` figures read as empty. Mode ``unsafe-local`` is a plain
 subprocess for development: same pipes, rlimits, watchdog and output cap, but no isolation.
 
 The child talks to the host over two pipes: it reads host messages on fd 3 and writes its own
