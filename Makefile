@@ -14,12 +14,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+# bubblewrap runs agents; libseccomp2 builds their syscall filter (through pyseccomp).
 sandbox-deps:
-	@command -v bwrap >/dev/null 2>&1 || { \
-	  echo "Installing bubblewrap (the agent sandbox)..."; \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq bubblewrap; \
-	  elif command -v sudo >/dev/null 2>&1; then sudo apt-get update -qq && sudo apt-get install -y -qq bubblewrap; \
-	  else echo "warning: install bubblewrap (apt-get install bubblewrap) to run agents"; fi; }
+	@{ command -v bwrap >/dev/null 2>&1 && /sbin/ldconfig -p | grep -q 'libseccomp\.so\.2'; } || { \
+	  echo "Installing bubblewrap and libseccomp2 (the agent sandbox)..."; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq bubblewrap libseccomp2; \
+	  elif command -v sudo >/dev/null 2>&1; then sudo apt-get update -qq && sudo apt-get install -y -qq bubblewrap libseccomp2; \
+	  else echo "warning: install bubblewrap and libseccomp2 (apt-get install bubblewrap libseccomp2) to run agents"; fi; }
 
 run: $(STAMP) sandbox-deps
 	$(BIN)/farm up

@@ -4,8 +4,11 @@ For 10, 100 and 500 symbols over the full stored history it runs the SMA-crossov
   * bare: a plain ``cerebro.run()`` (Backtrader's defaults: preloaded, runonce) in this process;
   * platform: ``run_backtest`` -- the agent in the bubblewrap sandbox, one timestep at a time,
     the host ledger filling its orders -- with FMEL recording off and on;
-and prints bars/s (symbols x timesteps / seconds) and the ratio platform / bare. Then it times
-one backtest end to end through the HTTP API (start -> completed) for 10 symbols x 4.7 years.
+and prints bars/s (symbols x timesteps / seconds) and the ratio platform / bare. Then the cost of
+the sandbox's seccomp filter: launch time (start -> first byte back from a trivial sandboxed Python)
+and bars/s of the smallest size, with the filter and with an allow-everything filter in its place,
+in the same run. Last it times one backtest end to end through the HTTP API (start -> completed)
+for 10 symbols x 4.7 years.
 
 Data: ../shared/data (FARM_TEST_DATA): the 300-symbol CSVs, and the bulk Parquet for 500.
 Run: .venv/bin/python bench/backtest.py [--sizes 10,100,500]
@@ -14,11 +17,15 @@ Run: .venv/bin/python bench/backtest.py [--sizes 10,100,500]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
+import statistics
+import struct
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
@@ -27,12 +34,16 @@ import backtrader as bt
 from farm.backtest.runner import BacktestConfig, run_backtest
 from farm.marketdata.importer import import_path
 from farm.marketdata.store import BarStore
+from farm.sandbox import launcher
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("FARM_TEST_DATA", REPO.parent / "shared" / "data"))
 AGENT = REPO / "examples" / "agents" / "sma_cross.py"
 START, END = date(2020, 7, 27), date(2025, 4, 4)
 STANDARD = ["SPY", "QQQ", "AAPL", "MSFT", "GOOGL", "AMZN", "TSLA", "NVDA", "META", "JPM"]
+ALLOW_ALL = struct.pack("<HBBI", 0x06, 0, 0, 0x7FFF0000)  # BPF: return SECCOMP_RET_ALLOW
+LAUNCHES = 15
+ROUNDS = 3
 
 
 def strategy_class() -> type[bt.Strategy]:
@@ -83,6 +94,62 @@ def platform(store: BarStore, symbols: list[str], fmel: bool) -> tuple[float, fl
     if outcome.failure is not None:
         raise SystemExit(f"platform run failed: {outcome.failure}")
     return seconds, outcome.value
+
+
+@contextlib.contextmanager
+def seccomp_filter(on: bool) -> Iterator[None]:
+    """Sandboxes started inside get the real filter, or an allow-everything one if not ``on``."""
+    real = launcher.bpf_program
+    if not on:
+        launcher.bpf_program = lambda: ALLOW_ALL
+    try:
+        yield
+    finally:
+        launcher.bpf_program = real
+
+
+def launch_seconds() -> float:
+    """Seconds from ``launch`` to the first byte back from a trivial sandboxed Python."""
+    limits = launcher.SandboxLimits(memory_mb=256, cpu_s=10, wall_s=30, pids=16)
+    begin = time.perf_counter()
+    with launcher.launch(
+        [sys.executable, "-S", "-c", "import os; os.write(4, b'x')"],
+        readonly_binds={AGENT: "/agent/agent.py"},
+        limits=limits,
+        mode="bwrap",
+    ) as proc:
+        if proc.read_exact(1, timeout=30) != b"x":
+            raise SystemExit(f"sandbox did not start: {proc.output_tail()}")
+        return time.perf_counter() - begin
+
+
+def seccomp_cost(store: BarStore, size: int) -> None:
+    """Launch time and bars/s with the seccomp filter next to an allow-everything filter.
+
+    Runs alternate (off, on, off, on, ...) so that a busy machine slows both alike; launch time
+    is the median of LAUNCHES, bars/s the best of ROUNDS.
+    """
+    symbols = universe(store, size)
+    bars = sum(len(store.frame(s, START, END)) for s in symbols)
+    launches: dict[bool, list[float]] = {False: [], True: []}
+    runs: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(LAUNCHES):
+        for on in (False, True):
+            with seccomp_filter(on):
+                launches[on].append(launch_seconds())
+    for _ in range(ROUNDS):
+        for on in (False, True):
+            with seccomp_filter(on):
+                runs[on].append(platform(store, symbols, fmel=False)[0])
+    on_launch, off_launch = (statistics.median(launches[on]) for on in (True, False))
+    on_s, off_s = min(runs[True]), min(runs[False])
+    print(
+        f"seccomp filter ({size} symbols): launch {on_launch * 1000:.1f} ms vs "
+        f"{off_launch * 1000:.1f} ms without (ratio {on_launch / off_launch:.2f}); "
+        f"{bars / on_s:,.0f} bars/s vs {bars / off_s:,.0f} without "
+        f"(ratio {off_s / on_s:.2f})",
+        flush=True,
+    )
 
 
 def end_to_end(csvs: Path) -> float:
@@ -152,6 +219,7 @@ def main() -> None:
                 f"{bare_value:,.2f} / {plat_value:,.2f}",
                 flush=True,
             )
+        seccomp_cost(store, min(sizes))
         csvs = Path(tmp) / "csv"
         csvs.mkdir()
         for symbol in STANDARD:

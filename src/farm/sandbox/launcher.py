@@ -3,7 +3,9 @@
 Mode ``bwrap``: the child runs under bubblewrap as an unprivileged uid (``setpriv`` drops root
 first) with every namespace unshared (no network), a fresh environment, read-only binds of the
 Python runtime, the ``farm`` package and the caller's files only, a private size-capped tmpfs
-``/tmp``, and its own cgroup capping memory and process count. Mode ``unsafe-local`` is a plain
+``/tmp``, its own cgroup capping memory and process count, and the seccomp filter of
+:mod:`farm.sandbox.seccomp`; files are copied in (no host path in its mount table), the host name
+is fixed and global ``/proc`` figures read as empty. Mode ``unsafe-local`` is a plain
 subprocess for development: same pipes, rlimits, watchdog and output cap, but no isolation.
 
 The child talks to the host over two pipes: it reads host messages on fd 3 and writes its own
@@ -39,6 +41,7 @@ from typing import BinaryIO, Literal
 
 from farm.config import SandboxMode, Settings
 from farm.sandbox.cgroups import Cgroup, CgroupError, detect_layout, remove_stale
+from farm.sandbox.seccomp import SeccompUnavailable, bpf_program
 
 AGENT_READ_FD = 3
 AGENT_WRITE_FD = 4
@@ -90,6 +93,32 @@ _STAGE_SCRIPT = (
     'mount --bind "$src" "$stage/$i" || exit 126; i=$((i + 1)); done; shift; exec "$@"'
 )
 _DEV_ONLY = "or set FARM_SANDBOX=unsafe-local for local development only"
+HOSTNAME = "farm-sandbox"
+# Global figures in /proc that change with what other sandboxes do (load, memory, processes,
+# interrupts, locks, cgroup counts): files read as empty, folders as empty folders.
+_PROC_HIDDEN_FILES = (
+    "buddyinfo",
+    "cgroups",
+    "diskstats",
+    "interrupts",
+    "key-users",
+    "keys",
+    "loadavg",
+    "locks",
+    "meminfo",
+    "pagetypeinfo",
+    "schedstat",
+    "slabinfo",
+    "softirqs",
+    "stat",
+    "swaps",
+    "timer_list",
+    "uptime",
+    "vmallocinfo",
+    "vmstat",
+    "zoneinfo",
+)
+_PROC_HIDDEN_DIRS = ("pressure", "sys", "fs", "irq", "driver", "tty", "bus", "acpi")
 
 
 class SandboxUnavailable(RuntimeError):
@@ -140,6 +169,7 @@ class _Plan:
     env: dict[str, str]
     limits: SandboxLimits
     sandboxed: bool
+    fds: tuple[int, ...] = ()  # memory files bwrap reads (filter, staged files); closed at spawn
 
 
 class AgentProcess:
@@ -292,12 +322,12 @@ class AgentProcess:
                 stdin=subprocess.DEVNULL,
                 stdout=self._out_write,
                 stderr=subprocess.STDOUT,
-                pass_fds=high,
+                pass_fds=[*high, *self._plan.fds],
                 env=self._plan.env,
                 start_new_session=True,
             )
         finally:
-            for fd in (*high, *self._agent_fds, self._go_read, self._out_write):
+            for fd in (*high, *self._agent_fds, self._go_read, self._out_write, *self._plan.fds):
                 os.close(fd)
         self._pid = popen.pid
         return popen
@@ -423,15 +453,21 @@ def launch(
         env = {**_ENV, "PYTHONPATH": str(farm_dir.parent)}
         command = [_rebind(arg, readonly_binds) for arg in argv]
         return AgentProcess(_Plan(list(argv), command, env, limits, sandboxed=False), None)
-    command = [*_bwrap_command(argv, readonly_binds, limits, uid, farm_dir), *argv]
+    fds: list[int] = []
     try:
+        bwrap = _bwrap_command(argv, readonly_binds, limits, uid, farm_dir, fds)
         cgroup = Cgroup.create(
             detect_layout(), memory_bytes=limits.memory_mb * _MB, pids=limits.pids
         )
-    except CgroupError as exc:
-        raise SandboxUnavailable(str(exc)) from exc
+    except BaseException as exc:
+        for fd in fds:
+            os.close(fd)
+        if isinstance(exc, CgroupError):
+            raise SandboxUnavailable(str(exc)) from exc
+        raise
+    plan = _Plan(list(argv), [*bwrap, *argv], {}, limits, sandboxed=True, fds=tuple(fds))
     try:
-        return AgentProcess(_Plan(list(argv), command, {}, limits, sandboxed=True), cgroup)
+        return AgentProcess(plan, cgroup)
     except BaseException:
         cgroup.remove()
         raise
@@ -485,48 +521,101 @@ def _bwrap_command(
     limits: SandboxLimits,
     uid: int,
     farm_dir: Path,
+    fds: list[int],
 ) -> list[str]:
+    """The bwrap command line; memory files it reads are appended to ``fds`` (caller closes)."""
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         raise SandboxUnavailable(
             f"bubblewrap is not installed: apt-get install bubblewrap, {_DEV_ONLY}"
         )
     _check_userns()
+    seccomp = _seccomp_file(fds)
     drop = _privilege_drop(uid)
     runtime = _runtime_paths(farm_dir)
     executable = [Path(argv[0])] if os.path.isabs(argv[0]) else []
     mounts = [(path, str(path)) for path in runtime]
+    files: list[tuple[Path, str]] = []  # copied in, so no host path shows in the mount table
     for host, inside in binds.items():
         if not inside.startswith("/"):
             raise ValueError(f"sandbox path must be absolute: {inside!r}")
-        mounts.append((host.resolve(), inside))
+        (mounts if host.is_dir() else files).append((host.resolve(), inside))
     # As root, stage every source in a private mount namespace first, so that only the
     # sources themselves (not their parent folders) must be readable by the sandbox uid.
     staging = _staging_prefix(mounts) if drop else []
     sources = [str(_STAGE / str(i)) if staging else str(m[0]) for i, m in enumerate(mounts)]
-    _check_readable([*(m[0] for m in mounts), *executable], uid, parents=not staging)
+    _check_readable([*(m[0] for m in (*mounts, *files)), *executable], uid, parents=not staging)
     args = [*staging, *drop, bwrap, "--unshare-all", "--unshare-user", "--disable-userns"]
-    args += ["--die-with-parent", "--new-session", "--clearenv"]
+    args += ["--die-with-parent", "--new-session", "--clearenv", "--hostname", HOSTNAME]
     # The private /tmp comes first: binds of paths under /tmp (a checkout there) go on top.
     args += ["--size", str(limits.file_mb * _MB), "--tmpfs", _TMP]
     for source, (_, inside) in zip(sources[: len(runtime)], mounts, strict=False):
         args += ["--ro-bind", source, inside]
+    args += _top_level()
+    for file in _ETC_FILES:
+        args += ["--ro-bind-try", file, file]
+    args += ["--proc", "/proc", "--dev", "/dev", *_proc_masks()]
+    args += ["--chdir", _TMP]
+    for source, (_, inside) in zip(sources[len(runtime) :], mounts[len(runtime) :], strict=True):
+        args += ["--ro-bind", source, inside]
+    for host, inside in files:
+        fd = _memory_file(host.read_bytes(), "farm-file", fds)
+        args += ["--perms", "0444", "--ro-bind-data", str(fd), inside]
+    args += ["--remount-ro", "/"]  # only the /tmp tmpfs stays writable
+    for key, value in {**_ENV, "PYTHONPATH": str(farm_dir.parent)}.items():
+        args += ["--setenv", key, value]
+    return [*args, "--seccomp", str(seccomp), "--"]
+
+
+def _seccomp_file(fds: list[int]) -> int:
+    """A memory file holding the compiled seccomp filter, for ``bwrap --seccomp``."""
+    try:
+        return _memory_file(bpf_program(), "farm-seccomp", fds)
+    except SeccompUnavailable as exc:
+        raise SandboxUnavailable(
+            f"the sandbox's seccomp filter cannot be built: {exc}; {_DEV_ONLY}"
+        ) from exc
+
+
+def _top_level() -> list[str]:
+    """/bin, /lib and friends: symlinks as they are (merged /usr), folders bound read-only."""
+    args: list[str] = []
     for name in _TOP_LEVEL:
         top = Path("/", name)
         if top.is_symlink():
             args += ["--symlink", os.readlink(top), str(top)]
         elif top.is_dir():
             args += ["--ro-bind", str(top), str(top)]
-    for file in _ETC_FILES:
-        args += ["--ro-bind-try", file, file]
-    args += ["--proc", "/proc", "--dev", "/dev"]
-    args += ["--chdir", _TMP]
-    for source, (_, inside) in zip(sources[len(runtime) :], mounts[len(runtime) :], strict=True):
-        args += ["--ro-bind", source, inside]
-    args += ["--remount-ro", "/"]  # only the /tmp tmpfs stays writable
-    for key, value in {**_ENV, "PYTHONPATH": str(farm_dir.parent)}.items():
-        args += ["--setenv", key, value]
-    return [*args, "--"]
+    return args
+
+
+def _proc_masks() -> list[str]:
+    """bwrap options hiding /proc's global figures (after ``--proc`` and ``--dev``)."""
+    args: list[str] = []
+    for name in _PROC_HIDDEN_FILES:
+        if Path("/proc", name).exists():
+            args += ["--dev-bind", "/dev/null", f"/proc/{name}"]  # reads as empty
+    for name in _PROC_HIDDEN_DIRS:
+        if Path("/proc", name).is_dir():
+            args += ["--perms", "0555", "--size", "4096", "--tmpfs", f"/proc/{name}"]
+            args += ["--remount-ro", f"/proc/{name}"]
+    return args
+
+
+def _memory_file(data: bytes, name: str, fds: list[int]) -> int:
+    """A memory file holding ``data``, numbered above 9 so the wrapper's fds 3-4 cannot clobber
+    it; appended to ``fds``."""
+    memfd = os.memfd_create(name, os.MFD_CLOEXEC)
+    try:
+        fd = fcntl.fcntl(memfd, fcntl.F_DUPFD_CLOEXEC, 10)
+    finally:
+        os.close(memfd)
+    fds.append(fd)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
 
 
 def _runtime_paths(farm_dir: Path) -> list[Path]:
