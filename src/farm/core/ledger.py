@@ -62,6 +62,8 @@ MARGIN_LEVERAGE = 2.0
 """The platform's cap on gross exposure, as a multiple of equity (Reg T's initial margin)."""
 OPEN_ORDER_LIMIT = 1000
 """The platform's default cap on orders submitted or accepted and not yet done, per account."""
+FILL_LIMIT = 100_000
+"""The platform's default cap on fills per session (the backtest runner ends a session past it)."""
 _COMPACT_MIN = 1024
 
 

@@ -50,6 +50,8 @@ def record_backtest_result(
     if agent is None or agent.status == repository.DELETED:
         return
     metrics = backtest.metrics or {}
+    if not _all_finite([*returns, *metrics.values()]):
+        return  # broken accounting (NaN or infinite figures) is never ranked
     initial, final = _number(metrics.get("initialValue")), _number(metrics.get("finalValue"))
     trades = _number(metrics.get("totalTrades"))
     n_trials = max(repository.count_agents(session, backtest.user_id), 1)
@@ -171,6 +173,16 @@ def _number(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value) if math.isfinite(value) else None
+
+
+def _all_finite(values: Sequence[object]) -> bool:
+    """No float among ``values`` (or in a nested dict of them) is NaN or infinite."""
+    for value in values:
+        if isinstance(value, dict) and not _all_finite(list(value.values())):
+            return False
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+    return True
 
 
 def _stored(board: Board) -> str:
