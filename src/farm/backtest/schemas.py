@@ -44,7 +44,10 @@ class BacktestRequest(ApiModel):
     start_date: date = date(2023, 1, 1)
     end_date: date = date(2023, 12, 31)
     initial_cash: float = Field(
-        default=100_000.0, le=1e12, allow_inf_nan=False, description="Must be positive"
+        default=100_000.0,
+        le=1e12,
+        allow_inf_nan=False,
+        description="Positive, finite, at most 1e12",
     )
     symbols: list[str] = Field(default_factory=lambda: list(DEFAULT_SYMBOLS), max_length=10_000)
     commission: float = Field(default=0.001, ge=0, le=0.1, description="0.001 = 0.1%")
