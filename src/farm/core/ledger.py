@@ -59,7 +59,7 @@ MAX_ORDER_SIZE = 1e12
 MAX_PRICE = 1e12
 """Largest order price the ledger accepts."""
 MARGIN_LEVERAGE = 2.0
-"""The platform's cap on gross exposure, as a multiple of equity (Reg T's initial margin)."""
+"""The platform's default cap on gross exposure, a multiple of equity (Reg T's initial margin)."""
 OPEN_ORDER_LIMIT = 1000
 """The platform's default cap on orders submitted or accepted and not yet done, per account."""
 FILL_LIMIT = 100_000
@@ -534,12 +534,16 @@ class Ledger:
     def _accept(self, order: _Order, ts: datetime) -> None:
         """Make a submitted order pending (Backtrader's ACCEPTED) and index it."""
         self._pending[order.id] = order
+        self._index(order)
+        self._event(order.id, OrderStatus.ACCEPTED, ts)
+
+    def _index(self, order: _Order) -> None:
+        """Put a pending order in its symbol's book."""
         book = self._books.get(order.symbol)
         if book is None:
             book = self._books[order.symbol] = _Book()
         book.rest(order)
         book.watch_expiry(order)
-        self._event(order.id, OrderStatus.ACCEPTED, ts)
 
     def _retire(self, order: _Order) -> None:
         """An order is done (filled, cancelled, expired, margin): it leaves the pending set."""
@@ -552,11 +556,7 @@ class Ledger:
         self._books = {}
         for order in self._pending.values():
             order.heaped = 0
-            book = self._books.get(order.symbol)
-            if book is None:
-                book = self._books[order.symbol] = _Book()
-            book.rest(order)
-            book.watch_expiry(order)
+            self._index(order)
         self._stale = 0
 
     def _event(
