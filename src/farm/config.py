@@ -10,6 +10,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from farm.core.ledger import FILL_LIMIT, MARGIN_LEVERAGE, OPEN_ORDER_LIMIT
+
 SandboxMode = Literal["bwrap", "unsafe-local"]
 FeedMode = Literal["replay", "off"]
 
@@ -88,6 +90,21 @@ class Settings(BaseSettings):
     )
     feed_symbols: list[str] = Field(
         default_factory=list, description="Symbols the feed carries; default every stored one."
+    )
+
+    # Risk rules of the host ledger and caps per session (issue 8: accounting, open orders, fills).
+    max_leverage: float = Field(
+        default=MARGIN_LEVERAGE,
+        gt=0,
+        description="Gross exposure allowed, as a multiple of equity; past it an order is margin.",
+    )
+    max_open_orders: int = Field(
+        default=OPEN_ORDER_LIMIT,
+        ge=1,
+        description="Orders not yet done per session; past it a new order is rejected.",
+    )
+    max_fills: int = Field(
+        default=FILL_LIMIT, ge=1, description="Fills per session; past it the session fails."
     )
 
     @field_validator("home", mode="after")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from backtest_support import AGENTS
 from fastapi.testclient import TestClient
 from service_support import Headers, app_settings, start, submit, wait_for
 
@@ -228,3 +229,52 @@ def test_without_a_working_sandbox_agents_are_refused_with_the_reason(
         assert "FARM_SANDBOX_UID" in refused.json()["message"]
         sessions = client.get(f"/api/agents/{agent_id}/backtests", headers=alice).json()
         assert [s["status"] for s in sessions["sessions"]] == ["queued"]  # nothing ran
+
+
+@pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity", b"1e400"])
+def test_a_non_finite_initial_cash_is_400(
+    client: TestClient, user: Callable[[str], Headers], literal: bytes
+) -> None:
+    alice = user("alice")
+    agent_id = submit(client, alice, SMA)
+    response = client.post(
+        f"/api/backtest/{agent_id}/start",
+        headers={**alice, "Content-Type": "application/json"},
+        content=b'{"symbols": ["SPY"], "initialCash": ' + literal + b"}",
+    )
+    assert response.status_code == 400, response.text
+    assert "initialCash" in response.json()["message"]
+    assert "finite" in response.json()["message"]
+
+
+def standard_result(client: TestClient, headers: Headers, agent_id: str) -> Any:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        sessions = client.get(f"/api/agents/{agent_id}/backtests", headers=headers).json()
+        if sessions["total"] and sessions["sessions"][0]["status"] in {"completed", "failed"}:
+            return sessions["sessions"][0]
+        time.sleep(0.2)
+    pytest.fail(f"the standard evaluation of {agent_id} did not finish")
+
+
+def test_absurd_shorts_are_refused_and_never_rank_with_broken_figures(
+    client: TestClient, user: Callable[[str], Headers]
+) -> None:
+    alice = user("alice")
+    shorts = {
+        submit(client, alice, (AGENTS / name).read_bytes(), name): name
+        for name in ("absurd_short.py", "overflow_short.py")
+    }
+    for agent_id in shorts:
+        result = standard_result(client, alice, agent_id)
+        # the order is refused (margin, or rejected as absurd): the account never moves
+        assert result["status"] == "completed", result
+        metrics = result["metrics"]
+        assert metrics["finalValue"] == metrics["initialValue"] == 100_000
+        assert (metrics["totalReturn"], metrics["maxDrawdown"]) == (0, 0)
+        trades = client.get(f"/api/backtest/{result['sessionId']}/trades", headers=alice).json()
+        assert trades["fills"] == []
+    for metric in ("sortino", "sharpe", "calmar", "returns", "max_drawdown", "total_pnl"):
+        query = f"type=backtest&timeframe=all_time&metric={metric}"
+        rows = client.get(f"/api/leaderboard?{query}").json()["leaderboard"]
+        assert rows == [], (metric, rows)  # refused orders, no trade: never on a board

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -327,3 +328,156 @@ def test_reversal_closes_one_trade_and_opens_another() -> None:
     # 10000 + 100 + 50 - (1.0 + 1.65 + 0.5)
     assert ledger.cash == pytest.approx(10_146.85)
     assert ledger.value == ledger.cash
+
+
+# -- risk rules (issue 8): margin on gross exposure, absurd orders, open-order cap ---------------
+
+
+def test_short_proceeds_cannot_fund_buying_beyond_the_margin_multiple() -> None:
+    ledger = Ledger(100_000.0, max_leverage=2.0)
+    ledger.submit(order(-1_500, sym="Y", oid="short"))  # 150k short: 1.5x equity
+    ledger.process(step(2, X=(100, 100, 100, 100), Y=(100, 100, 100, 100)))
+    assert ledger.cash == pytest.approx(249_850.0)  # the short sale credits cash
+    ledger.submit(order(1_000, day=2, oid="big"))  # 100k more: 250k gross > 2 x 99.7k equity
+    ledger.submit(order(400, day=2, oid="small", sym="Z"))  # 40k more: 190k gross fits
+    events = ledger.process(step(3, X=(100, 100, 100, 100), Y=(100, 100, 100, 100), Z=(100,) * 4))
+    assert [(e.client_order_id, e.status) for e in events][-2:] == [
+        ("big", S.MARGIN),
+        ("small", S.COMPLETED),
+    ]
+    assert "2x equity" in events[-2].reason
+    assert dict(ledger.positions) == {"Y": Position(-1_500, 100), "Z": Position(400, 100)}
+
+    plain = Ledger(100_000.0)  # without the rule: Backtrader lets short proceeds pay for anything
+    plain.submit(order(-1_500, sym="Y"))
+    plain.process(step(2, X=(100, 100, 100, 100), Y=(100, 100, 100, 100)))
+    plain.submit(order(1_000, day=2, oid="big-plain"))
+    events = plain.process(step(3, X=(100, 100, 100, 100), Y=(100, 100, 100, 100)))
+    assert (events[-1].client_order_id, events[-1].status) == ("big-plain", S.COMPLETED)
+
+
+def test_a_reversal_beyond_the_margin_multiple_closes_then_ends_in_margin() -> None:
+    ledger = Ledger(10_000.0, max_leverage=2.0)
+    ledger.submit(order(-150, sym="Y"))  # 15k short
+    ledger.submit(order(-40))  # 4k short: 19k gross, within 2 x ~10k
+    ledger.process(step(2, X=(100, 100, 100, 100), Y=(100, 100, 100, 100)))
+    ledger.submit(order(100, day=2))  # closes 40, then 15k + 6k = 21k gross: too much
+    events = ledger.process(step(3, X=(100, 100, 100, 100), Y=(100, 100, 100, 100)))
+    assert statuses(events)[-2:] == [S.PARTIAL, S.MARGIN]
+    assert events[-2].fill_size == 40
+    assert dict(ledger.positions) == {"Y": Position(-150, 100)}
+
+
+def test_the_margin_rule_refuses_every_opening_once_equity_is_gone() -> None:
+    ledger = Ledger(10_000.0, max_leverage=2.0)
+    ledger.submit(order(-150))  # 15k short
+    ledger.process(step(2, X=(100, 100, 100, 100)))
+    ledger.mark(step(3, X=(170, 170, 170, 170)))  # the short lost 10.5k: equity < 0
+    assert ledger.value < 0
+    ledger.submit(order(1, sym="Y", day=3))
+    events = ledger.process(step(4, X=(170,) * 4, Y=(10, 10, 10, 10)))
+    assert statuses(events)[-1] is S.MARGIN
+
+
+@pytest.mark.parametrize(
+    ("req", "fragment"),
+    [
+        (order(1e9 * 1e3 + 1), "at most 1e+12 shares"),
+        (order(-1e308), "at most 1e+12 shares"),
+        (order(1, created=1e300), "created_price"),
+        (order(1, OrderType.LIMIT, price=1e300), "1e+12"),
+        (order(1, OrderType.STOP_LIMIT, price=100.0, limit=float("inf")), "at most 1e+12"),
+    ],
+)
+def test_absurd_sizes_and_prices_are_rejected(req: OrderRequest, fragment: str) -> None:
+    ledger = Ledger(100_000.0)
+    ledger.submit(req)
+    ledger.submit(order(1, oid=f"after-{req.client_order_id}"))
+    events = ledger.process(step(2, X=(100, 100, 100, 100)))
+    assert (events[0].client_order_id, events[0].status) == (req.client_order_id, S.REJECTED)
+    assert fragment in events[0].reason
+    assert [f.client_order_id for f in ledger.fills] == [f"after-{req.client_order_id}"]
+    assert ledger.value == pytest.approx(99_999.9)
+
+
+def test_orders_past_the_open_order_cap_are_rejected_until_some_are_done() -> None:
+    ledger = Ledger(100_000.0, max_open_orders=3)
+    for i in range(5):
+        ledger.submit(order(1, OrderType.LIMIT, price=50.0, oid=f"l{i}"))
+    events = ledger.process(step(2, X=(100, 100, 100, 100)))
+    rejected = [e for e in events if e.status is S.REJECTED]
+    assert [e.client_order_id for e in rejected] == ["l3", "l4"]
+    assert "open order limit" in rejected[0].reason
+    assert ledger.open_orders == ["l0", "l1", "l2"]
+    ledger.cancel("l1")
+    ledger.submit(order(1, OrderType.LIMIT, price=50.0, oid="l5", day=2))
+    ledger.submit(order(1, OrderType.LIMIT, price=50.0, oid="l6", day=2))
+    events = ledger.process(step(3, X=(100, 100, 100, 100)))
+    assert [(e.client_order_id, e.status) for e in events if e.status is S.REJECTED] == [
+        ("l6", S.REJECTED)
+    ]
+    assert ledger.open_orders == ["l0", "l2", "l5"]
+
+
+def test_a_step_touches_only_the_resting_orders_its_bars_can_fill_or_expire(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tried: list[str] = []
+    original = Ledger._try_exec
+
+    def counting(self: Ledger, o: Any, bar: Bar, now: datetime) -> bool:
+        tried.append(o.id)
+        return bool(original(self, o, bar, now))
+
+    monkeypatch.setattr(Ledger, "_try_exec", counting)
+    ledger = Ledger(1e9)
+    for i in range(10_000):
+        ledger.submit(order(1, OrderType.LIMIT, price=1.0 + i / 1e5, oid=f"never{i}"))
+    ledger.submit(order(1, OrderType.LIMIT, price=90.0, oid="dip", valid=ts(4)))
+    ledger.submit(order(-1, OrderType.STOP, price=95.0, oid="stop"))
+    ledger.process(step(2, X=(100, 101, 99, 100)))
+    assert tried == []  # 10,002 resting orders, none of which this bar can fill
+    ledger.process(step(3, X=(100, 101, 89, 100)))
+    assert tried == ["dip", "stop"]  # the low reached both, tried in submission order
+    assert [f.client_order_id for f in ledger.fills] == ["dip", "stop"]
+    assert len(ledger.open_orders) == 10_000
+
+
+def test_resting_orders_fill_in_submission_order_when_cash_runs_out() -> None:
+    # Each order costs about 6k of the 10k cash and both fill at day 4's bars: whichever was
+    # submitted first gets the cash, whatever its kind or symbol (Backtrader's pending queue).
+    for first, second in (("stop", "limit"), ("limit", "stop")):
+        ledger = Ledger(10_000.0)
+        reqs = {
+            "stop": lambda day: order(60, OrderType.STOP, price=101.0, oid="stop", day=day),
+            "limit": lambda day: order(60, OrderType.LIMIT, price=99.0, sym="Y", oid="limit"),
+        }
+        flat = (100, 100, 100, 100)
+        ledger.submit(reqs[first](1))
+        ledger.process(step(2, X=flat, Y=flat))
+        ledger.submit(reqs[second](2))
+        ledger.process(step(3, X=flat, Y=flat))
+        events = ledger.process(step(4, X=(100, 102, 99, 100), Y=(100, 102, 98, 100)))
+        assert [(e.client_order_id, e.status) for e in events] == [
+            (first, S.COMPLETED),
+            (second, S.MARGIN),
+        ]
+
+
+def test_cancelled_orders_are_compacted_away_and_the_rest_still_fill() -> None:
+    ledger = Ledger(1e9)
+    day = 1
+    for _ in range(5):  # 5 x 1,000 orders placed and cancelled: the books shed them
+        ids = [f"c{day}-{i}" for i in range(1_000)]
+        for oid in ids:
+            ledger.submit(order(1, OrderType.LIMIT, price=50.0, oid=oid, day=day))
+        day += 1
+        ledger.process(step(day, X=(100, 100, 100, 100)))
+        for oid in ids:
+            ledger.cancel(oid)
+    ledger.submit(order(2, OrderType.LIMIT, price=80.0, oid="keep", day=day))
+    ledger.process(step(day + 1, X=(100, 100, 100, 100)))
+    assert sum(len(b.falling) + len(b.rising) for b in ledger._books.values()) < 2_100
+    ledger.process(step(day + 2, X=(100, 100, 40, 100)))
+    assert [(f.client_order_id, f.size) for f in ledger.fills] == [("keep", 2)]
+    assert ledger.open_orders == []

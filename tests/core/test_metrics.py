@@ -98,8 +98,8 @@ def test_degenerate_inputs_give_none_not_nan() -> None:
     assert blown.total_return == -1.0
     for result in (m, only_wins, blown):
         json.dumps(result.as_json(), allow_nan=False)  # never NaN or infinity
-    with pytest.raises(ValueError, match="empty"):
-        compute_metrics([])
+    empty = compute_metrics([])  # degenerate, not an error
+    assert (empty.initial_value, empty.final_value, empty.total_return) == (None, None, None)
 
 
 def test_exposure_benchmark_alpha_beta() -> None:
@@ -281,3 +281,90 @@ def test_simple_and_daily_returns() -> None:
     assert simple_returns([100, 110, 99]) == pytest.approx([0.1, -0.1])
     assert simple_returns([5]) == []
     assert daily_returns(series([100, 110, 99])) == pytest.approx([0.1, -0.1])
+
+
+# -- never raising, never non-finite (issue 8) ---------------------------------------------------
+
+EXTREMES = [
+    0.0, -0.0, 5e-324, 1e-308, 1e-10, 1.0, 100.0, 1e10, 1e154, 1e200, 1e308,
+    1.7976931348623157e308, -1.0, -1e10, -1e200, -1e308, math.nan, math.inf, -math.inf,
+]  # fmt: skip
+
+
+def extreme(rng: random.Random) -> float:
+    """A float from the edges of the double range, or a random magnitude of either sign."""
+    if rng.random() < 0.6:
+        return rng.choice(EXTREMES)
+    return rng.choice((-1, 1)) * 10 ** rng.uniform(-320, 308)
+
+
+def assert_finite_or_none(value: Any, where: str) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            assert_finite_or_none(v, f"{where}.{k}")
+    elif isinstance(value, float):
+        assert math.isfinite(value), where
+
+
+def test_the_reported_short_of_a_billion_shares_gets_metrics_not_an_overflow() -> None:
+    # sell(size=1e9) of a ~$400 stock from $100k: the equity swings by hundreds of billions
+    values = [100_000.0, -4.1e11, 3.9e11, -2.05e11, 1e5, -2.050911e11]
+    bench = [400.0, 401.0, 399.0, 402.0, 398.0, 400.5]
+    m = compute_metrics(series(values), benchmark=series(bench))
+    assert_finite_or_none(m.as_json(), "metrics")
+    json.dumps(m.as_json(), allow_nan=False)
+    assert m.total_return == pytest.approx(-2.050911e6)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_metrics_never_raise_and_are_finite_or_none_on_extreme_inputs(seed: int) -> None:
+    rng = random.Random(seed)
+    n = rng.choice([0, 1, 2, 3, rng.randint(4, 60)])
+    values = [extreme(rng) for _ in range(n)]
+    if n and rng.random() < 0.5:  # a sane start, then the blow-up
+        values[0] = 100_000.0
+    trades = [
+        ClosedTrade("X", extreme(rng), T0, T0, 1.0, 1.0, extreme(rng), extreme(rng), 0.0, 3, 0, 0)
+        for _ in range(rng.randint(0, 8))
+    ]
+    bench = [extreme(rng) for _ in range(rng.randint(0, n + 2))]
+    m = compute_metrics(
+        series(values),
+        trades,
+        exposure=[rng.random() < 0.5 for _ in range(n)],
+        benchmark=series(bench) if bench else None,
+        risk_free_rate=rng.choice([0.0, 0.05]),
+    )
+    assert_finite_or_none(m.as_json(), "metrics")
+    json.dumps(m.as_json(), allow_nan=False)  # no NaN or Infinity reaches JSON
+    rets = daily_returns(series(values))
+    for value in (
+        probabilistic_sharpe_ratio(rets),
+        deflated_sharpe_ratio(rets, rng.randint(1, 100)),
+        sharpe_ratio(rets),
+        sortino_ratio(rets),
+    ):
+        assert value is None or math.isfinite(value)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [],
+        [100.0],
+        [100.0, 100.0, 100.0],  # zero variance
+        [0.0, 0.0],
+        [100.0, math.nan, 100.0],
+        [100.0, math.inf],
+        [1e308, 1.7976931348623157e308, 1e308],
+        [5e-324, 1e308],
+    ],
+)
+def test_degenerate_equity_gives_none_for_what_cannot_be_computed(values: list[float]) -> None:
+    m = compute_metrics(series(values), benchmark=series([1e308, -1e308, 5e-324]))
+    assert_finite_or_none(m.as_json(), "metrics")
+    json.dumps(m.as_json(), allow_nan=False)
+    if not values or not all(math.isfinite(v) for v in values):
+        assert m.max_drawdown is None or not values
+    if len(values) < 3:
+        assert m.sharpe_ratio is None

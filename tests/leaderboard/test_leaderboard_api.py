@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import math
+import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from leaderboard_support import Farm, daily_returns
+from leaderboard_support import METRICS, Farm, daily_returns
 from sqlalchemy import select
 
 from farm.context import Context
 from farm.core.metrics import deflated_sharpe_ratio, probabilistic_sharpe_ratio
-from farm.storage.models import LeaderboardEntry
+from farm.events import BACKTEST_COMPLETED
+from farm.leaderboard.service import record_backtest_result
+from farm.storage.models import BacktestSession, LeaderboardEntry, utcnow
 
 SMA = (Path(__file__).resolve().parents[2] / "examples/agents/sma_cross.py").read_bytes()
 BACKTEST = "type=backtest&timeframe=all_time"
@@ -262,3 +266,31 @@ def test_health_reports_the_cache_in_use(client: TestClient, cache_url: str | No
     backends = client.get("/health").json()["backends"]
     expected = "cache:memory" if cache_url is None else "cache:redis"
     assert backends[expected] == "ok"
+
+
+def test_results_with_non_finite_figures_are_never_ranked(
+    client: TestClient, farm: Farm, context: Context
+) -> None:
+    honest, nan_returns, infinite = farm.agent("honest"), farm.agent("nan"), farm.agent("inf")
+    farm.result(honest)
+    farm.result(nan_returns, returns=[0.01, math.nan, -0.02, 0.005])
+    # Recorded through the hook as the backtest service does, but never stored: JSON has no inf.
+    row = BacktestSession(
+        id=str(uuid.uuid4()),
+        agent_id=infinite,
+        user_id=farm.user("alice"),
+        kind="standard",
+        status="completed",
+        params={},
+        data_source="real",
+        metrics={**METRICS, "totalReturn": math.inf, "sortinoRatio": -math.inf},
+        finished_at=utcnow(),
+    )
+    with context.db.transaction() as session:
+        record_backtest_result(session, row, daily_returns())
+    context.bus.publish(
+        BACKTEST_COMPLETED,
+        {"sessionId": row.id, "agentId": infinite, "userId": row.user_id, "kind": "standard"},
+    )
+    for metric in ("sharpe", "sortino", "returns", "max_drawdown"):
+        assert names(board(client, metric=metric)) == ["honest"]

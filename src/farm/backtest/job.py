@@ -16,7 +16,7 @@ from pydantic.alias_generators import to_camel
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from farm.backtest.runner import BacktestConfig, BacktestOutcome, run_backtest
+from farm.backtest.runner import BacktestConfig, BacktestOutcome, RunStopped, run_backtest
 from farm.backtest.schemas import BacktestRequest, FailureReason, SessionStatus
 from farm.config import Settings
 from farm.core.metrics import Metrics, compute_metrics, daily_returns
@@ -75,7 +75,9 @@ class BacktestJob:
             )
         except Exception as exc:
             log.exception("backtest %s failed unexpectedly", session_id)
-            self._fail(session_id, FailureReason.KILLED, f"internal error: {exc}")
+            self._fail(
+                session_id, FailureReason.INTERNAL_ERROR, f"internal error (a platform bug): {exc}"
+            )
 
     def _run(self, session_id: str, stopping: threading.Event) -> None:
         with self._db.transaction() as session:
@@ -114,6 +116,9 @@ class BacktestJob:
         if outcome.failure is not None:
             self._fail_agent(session_id, outcome.failure, outcome.steps)
             return
+        if outcome.stopped is not None:
+            self._fail_stopped(session_id, outcome.stopped, outcome.steps)
+            return
         closes = list(
             zip(pd.DatetimeIndex(benchmark.index).to_pydatetime(), benchmark["close"], strict=True)
         )
@@ -144,11 +149,19 @@ class BacktestJob:
             reason, message = FailureReason(failure.reason), failure.message
         self._fail(session_id, reason, message, failure.traceback or None, bars_done=steps)
 
+    def _fail_stopped(self, session_id: str, stopped: RunStopped, steps: int) -> None:
+        """Record why the host ended the run (the fill cap counts as ``killed``, as output does)."""
+        reason = FailureReason.BANKRUPT if stopped.reason == "bankrupt" else FailureReason.KILLED
+        self._fail(session_id, reason, stopped.message, bars_done=steps)
+
     def _config(self, request: BacktestRequest) -> BacktestConfig:
         return BacktestConfig(
             initial_cash=request.initial_cash,
             commission=request.commission,
             slippage_bps=request.slippage_bps,
+            max_leverage=self._settings.max_leverage,
+            max_open_orders=self._settings.max_open_orders,
+            max_fills=self._settings.max_fills,
             symbols=tuple(request.symbols),
             record_decisions=request.fmel,
             sandbox=self._settings.sandbox,

@@ -7,14 +7,16 @@ the results. No database, no HTTP.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
 from farm.config import SandboxMode
 from farm.core.bars import Step
-from farm.core.ledger import Ledger
+from farm.core.ledger import FILL_LIMIT, MARGIN_LEVERAGE, OPEN_ORDER_LIMIT, Ledger
 from farm.core.orders import ClosedTrade, Fill, Position
 from farm.sandbox.host import AgentFailure, AgentSession, DecisionRecord, SessionConfig
 from farm.sandbox.launcher import SandboxLimits
@@ -23,12 +25,18 @@ from farm.sandbox.protocol import ParamValue
 
 @dataclass(frozen=True, slots=True)
 class BacktestConfig:
-    """The account, the universe and the sandbox of one backtest."""
+    """The account, its risk rules and caps, the universe and the sandbox of one backtest.
+
+    ``max_leverage`` None turns the margin rule off (plain Backtrader).
+    """
 
     symbols: tuple[str, ...]
     initial_cash: float = 100_000.0
     commission: float = 0.001
     slippage_bps: float = 0.0
+    max_leverage: float | None = MARGIN_LEVERAGE
+    max_open_orders: int = OPEN_ORDER_LIMIT
+    max_fills: int = FILL_LIMIT
     record_decisions: bool = False
     params: Mapping[str, ParamValue] = field(default_factory=dict)
     sandbox: SandboxMode = "bwrap"
@@ -38,8 +46,17 @@ class BacktestConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RunStopped:
+    """Why the host ended a run early: the account is bankrupt, or it made too many fills."""
+
+    reason: Literal["bankrupt", "fill_limit"]
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class BacktestOutcome:
-    """What the host ledger recorded; ``failure`` is set when the agent stopped early."""
+    """What the host ledger recorded; ``failure`` is set when the agent stopped early,
+    ``stopped`` when the host ended the run (the records stop at that step)."""
 
     equity: list[tuple[datetime, float]]
     fills: list[Fill]
@@ -49,6 +66,7 @@ class BacktestOutcome:
     positions: dict[str, Position]
     steps: int
     failure: AgentFailure | None = None
+    stopped: RunStopped | None = None
 
 
 def run_backtest(
@@ -62,9 +80,17 @@ def run_backtest(
     Per step: the ledger fills earlier orders at this step's bars, the agent sees the bars and
     the account and decides, its orders go to the ledger, and the account is marked at the
     closes. Bars of symbols outside ``config.symbols`` are dropped; steps left empty are skipped.
-    ``on_step`` receives every :class:`DecisionRecord` (progress and FMEL).
+    ``on_step`` receives every :class:`DecisionRecord` (progress and FMEL). The run ends after
+    the step at which equity is no longer positive and finite, or fills exceed
+    ``config.max_fills`` (see :class:`RunStopped`).
     """
-    ledger = Ledger(config.initial_cash, config.commission, config.slippage_bps)
+    ledger = Ledger(
+        config.initial_cash,
+        config.commission,
+        config.slippage_bps,
+        max_leverage=config.max_leverage,
+        max_open_orders=config.max_open_orders,
+    )
     session_config = SessionConfig(
         symbols=config.symbols,
         cash=config.initial_cash,
@@ -79,6 +105,7 @@ def run_backtest(
     symbols = frozenset(config.symbols)
     done = 0
     failure: AgentFailure | None = None
+    stopped: RunStopped | None = None
     last: datetime | None = None
     try:
         with AgentSession(agent_file, session_config) as session:
@@ -105,11 +132,15 @@ def run_backtest(
                     ledger.cancel(cid)
                 for order in record.orders:
                     ledger.submit(order)
-                ledger.mark(step)
+                value = ledger.mark(step)
                 done += 1
                 if on_step is not None:
                     on_step(record)
-            session.finish()
+                stopped = _stop(value, len(ledger.fills), config.max_fills, step.ts)
+                if stopped is not None:
+                    break  # leaving the session kills the agent
+            else:
+                session.finish()
     except AgentFailure as exc:
         failure = exc
     return BacktestOutcome(
@@ -121,4 +152,19 @@ def run_backtest(
         positions=dict(ledger.positions),
         steps=done,
         failure=failure,
+        stopped=stopped,
     )
+
+
+def _stop(value: float, fills: int, max_fills: int, ts: datetime) -> RunStopped | None:
+    """Why the run must end after a step valued at ``value`` with ``fills`` so far, if it must."""
+    if not math.isfinite(value):
+        return RunStopped("bankrupt", f"bankrupt: equity is not a finite number ({value}) at {ts}")
+    if value <= 0:
+        return RunStopped("bankrupt", f"bankrupt: equity fell to {value:,.2f} at {ts}")
+    if fills > max_fills:
+        return RunStopped(
+            "fill_limit",
+            f"fill limit exceeded: {fills} fills, more than the {max_fills} allowed per session",
+        )
+    return None

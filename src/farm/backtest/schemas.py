@@ -32,6 +32,8 @@ class FailureReason(StrEnum):
     INVALID_AGENT = "invalid_agent"
     DATA_ERROR = "data_error"
     INTERRUPTED = "interrupted"
+    BANKRUPT = "bankrupt"
+    INTERNAL_ERROR = "internal_error"
 
 
 class BacktestRequest(ApiModel):
@@ -41,7 +43,12 @@ class BacktestRequest(ApiModel):
 
     start_date: date = date(2023, 1, 1)
     end_date: date = date(2023, 12, 31)
-    initial_cash: float = Field(default=100_000.0, description="Must be positive")
+    initial_cash: float = Field(
+        default=100_000.0,
+        le=1e12,
+        allow_inf_nan=False,
+        description="Positive, finite, at most 1e12",
+    )
     symbols: list[str] = Field(default_factory=lambda: list(DEFAULT_SYMBOLS), max_length=10_000)
     commission: float = Field(default=0.001, ge=0, le=0.1, description="0.001 = 0.1%")
     slippage_bps: float = Field(default=0.0, ge=0, le=1000)

@@ -15,12 +15,25 @@ reversal that cannot pay for its opening part closes the old position, then ends
 Deliberate differences: a symbol without a bar in a step keeps its orders pending (Backtrader would
 try them again against the stale bar), and brackets, OCO groups, trailing stops, ``Close`` orders,
 volume fillers and credit interest are not supported.
+
+Risk rules Backtrader does not have (DESIGN section 4): an order with a size above
+``MAX_ORDER_SIZE`` shares or a price above ``MAX_PRICE`` is REJECTED. When set (the platform
+sets both, see ``MARGIN_LEVERAGE`` and ``OPEN_ORDER_LIMIT``), an execution whose opening part
+would take gross exposure (the sum of ``|size * price|`` over symbols, this symbol at its
+execution price) above ``max_leverage`` times equity ends in MARGIN, as an unaffordable one
+does, and an order past ``max_open_orders`` orders not yet done is REJECTED. Without them the
+ledger is plain ``BackBroker``.
+
+Resting orders are indexed per symbol by the price that triggers them and by expiry, so a step
+only touches the orders its bars can fill or expire; those run in submission order, as
+Backtrader's pending queue runs them.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
@@ -40,6 +53,18 @@ _MARKET = OrderType.MARKET
 _LIMIT = OrderType.LIMIT
 _STOP = OrderType.STOP
 _STOP_LIMIT = OrderType.STOP_LIMIT
+
+MAX_ORDER_SIZE = 1e12
+"""Largest order size (shares) the ledger accepts; with ``MAX_PRICE`` no notional overflows."""
+MAX_PRICE = 1e12
+"""Largest order price the ledger accepts."""
+MARGIN_LEVERAGE = 2.0
+"""The platform's default cap on gross exposure, a multiple of equity (Reg T's initial margin)."""
+OPEN_ORDER_LIMIT = 1000
+"""The platform's default cap on orders submitted or accepted and not yet done, per account."""
+FILL_LIMIT = 100_000
+"""The platform's default cap on fills per session (the backtest runner ends a session past it)."""
+_COMPACT_MIN = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +88,11 @@ class _Order:
         "buy",
         "created_price",
         "created_ts",
+        "done",
+        "heaped",
         "id",
         "limit_price",
+        "n",
         "price",
         "remaining",
         "seq",
@@ -74,7 +102,10 @@ class _Order:
         "valid_until",
     )
 
-    def __init__(self, req: OrderRequest) -> None:
+    def __init__(self, req: OrderRequest, n: int) -> None:
+        self.n = n  # submission number: resting orders run in this order
+        self.done = False
+        self.heaped = 0  # entries of this order in its book's heaps
         self.id = req.client_order_id
         self.symbol = req.symbol
         self.remaining = req.size
@@ -118,6 +149,87 @@ class _Trade:
         self.peak = 0.0
         self.exit_size = 0.0
         self.exit_value = 0.0
+
+
+_Entry = tuple[float, int, _Order]
+
+
+class _Book:
+    """The resting orders of one symbol, indexed by what makes them fill or expire.
+
+    ``rising`` (a min-heap on the level) holds orders a bar can fill once its high (or open)
+    reaches their level: buy stops, untriggered buy stop-limits, sell limits. ``falling`` (a
+    max-heap, levels negated) holds those filled once the low (or open) reaches theirs: sell
+    stops, untriggered sell stop-limits, buy limits; a triggered stop-limit rests at its limit.
+    ``expiry`` is a min-heap on ``valid_until``; ``market`` holds market orders, every bar's
+    candidates. Entries of orders that are done are dropped when met (or compacted).
+    """
+
+    __slots__ = ("expiry", "falling", "market", "rising")
+
+    def __init__(self) -> None:
+        self.rising: list[_Entry] = []
+        self.falling: list[_Entry] = []
+        self.expiry: list[tuple[datetime, int, _Order]] = []
+        self.market: list[_Order] = []
+
+    def rest(self, order: _Order) -> None:
+        """Index ``order`` by the price that can fill or trigger it."""
+        kind = order.type
+        if kind is _MARKET:
+            self.market.append(order)
+            return
+        if kind is _LIMIT or order.triggered:
+            level = order.price if kind is _LIMIT else order.limit_price
+            rising = not order.buy
+        else:
+            level, rising = order.price, order.buy
+        order.heaped += 1
+        if rising:
+            heapq.heappush(self.rising, (level, order.n, order))
+        else:
+            heapq.heappush(self.falling, (-level, order.n, order))
+
+    def watch_expiry(self, order: _Order) -> None:
+        """Index a priced order with a ``valid_until`` by it."""
+        if order.valid_until is not None and order.type is not _MARKET:
+            order.heaped += 1
+            heapq.heappush(self.expiry, (order.valid_until, order.n, order))
+
+    def due(self, bar: Bar, ts: datetime, found: dict[int, tuple[_Order, bool]]) -> int:
+        """Move the orders ``bar`` can expire (flagged True) or fill out of the book into
+        ``found`` (by submission number). Returns how many stale entries it dropped."""
+        stale = 0
+        expiry = self.expiry
+        while expiry and expiry[0][0] < ts:
+            order = heapq.heappop(expiry)[2]
+            order.heaped -= 1
+            if order.done:
+                stale += 1
+            else:
+                found[order.n] = (order, True)
+        for order in self.market:
+            if not order.done:
+                found.setdefault(order.n, (order, False))
+        self.market = []
+        high = max(bar.open, bar.high)
+        rising = self.rising
+        while rising and rising[0][0] <= high:
+            stale += _take(heapq.heappop(rising)[2], found)
+        low = min(bar.open, bar.low)
+        falling = self.falling
+        while falling and -falling[0][0] >= low:
+            stale += _take(heapq.heappop(falling)[2], found)
+        return stale
+
+
+def _take(order: _Order, found: dict[int, tuple[_Order, bool]]) -> int:
+    """Record a popped heap entry's order as a fill candidate; 1 if the entry was stale."""
+    order.heaped -= 1
+    if order.done:
+        return 1
+    found.setdefault(order.n, (order, False))
+    return 0
 
 
 def _slip_up(slip: float, pmax: float, price: float) -> float:
@@ -215,14 +327,16 @@ def _invalid(req: OrderRequest) -> str:
     """Why an order request cannot be accepted at all ("" when it is well-formed)."""
     if not math.isfinite(req.size) or req.size == 0:
         return "size must be a non-zero finite number"
-    if not math.isfinite(req.created_price) or req.created_price < 0:
-        return "created_price must be a finite non-negative number"
+    if abs(req.size) > MAX_ORDER_SIZE:
+        return f"size must be at most {MAX_ORDER_SIZE:g} shares"
+    if not 0 <= req.created_price <= MAX_PRICE:  # NaN fails too
+        return f"created_price must be a number from 0 to {MAX_PRICE:g}"
     prices = [req.price] if req.type is not _MARKET else []
     if req.type is _STOP_LIMIT:
         prices.append(req.limit_price)
     for p in prices:
-        if p is None or not math.isfinite(p) or p <= 0:
-            return f"{req.type} orders need finite positive prices"
+        if p is None or not 0 < p <= MAX_PRICE:
+            return f"{req.type} orders need prices above 0 and at most {MAX_PRICE:g}"
     return ""
 
 
@@ -230,20 +344,27 @@ class Ledger:
     """Cash, positions, fills, trades and equity of one account, filled like ``BackBroker``.
 
     ``commission`` is a fraction of traded value (0.001 = 0.1%), ``slippage_bps`` a percentage
-    slippage in basis points. Call :meth:`process` when a step's bars arrive, :meth:`mark` to
-    record the value at its closes, and :meth:`submit`/:meth:`cancel` while the agent handles it.
+    slippage in basis points, ``max_leverage`` the gross exposure allowed as a multiple of
+    equity and ``max_open_orders`` how many orders may be submitted or accepted and not yet done
+    (None: no such rule). Call :meth:`process` when a step's bars arrive, :meth:`mark` to record
+    the value at its closes, and :meth:`submit`/:meth:`cancel` while the agent handles it.
     """
 
     __slots__ = (
+        "_books",
         "_closes",
         "_commission",
+        "_exposure",
         "_known",
+        "_leverage",
+        "_max_open",
         "_notifs",
         "_open",
         "_pending",
         "_positions",
         "_rank",
         "_slip",
+        "_stale",
         "_submitted",
         "_ts",
         "cash",
@@ -252,13 +373,26 @@ class Ledger:
         "trades",
     )
 
-    def __init__(self, cash: float, commission: float = 0.001, slippage_bps: float = 0.0) -> None:
+    def __init__(
+        self,
+        cash: float,
+        commission: float = 0.001,
+        slippage_bps: float = 0.0,
+        *,
+        max_leverage: float | None = None,
+        max_open_orders: int | None = None,
+    ) -> None:
         self.cash = float(cash)
         self._commission = commission
         self._slip = slippage_bps / 10_000
+        self._leverage = max_leverage
+        self._max_open = max_open_orders
         self._known: set[str] = set()
         self._submitted: list[_Order] = []
-        self._pending: list[_Order] = []
+        self._pending: dict[str, _Order] = {}  # accepted, not done; in submission order
+        self._books: dict[str, _Book] = {}
+        self._stale = 0  # heap entries of orders that are done
+        self._exposure: list[float] | None = None  # [gross, net] position value this step
         self._notifs: list[OrderEvent] = []
         self._positions: dict[str, Position] = {}
         self._rank: dict[str, int] = {}
@@ -308,7 +442,7 @@ class Ledger:
     @property
     def open_orders(self) -> list[str]:
         """Client ids of orders that are submitted or accepted and not yet done."""
-        return [o.id for o in self._submitted] + [o.id for o in self._pending]
+        return [o.id for o in self._submitted] + list(self._pending)
 
     def submit(self, order: OrderRequest) -> None:
         """Queue an order (Backtrader ``transmit``); a client_order_id seen before is ignored."""
@@ -316,12 +450,15 @@ class Ledger:
             return
         self._known.add(order.client_order_id)
         reason = _invalid(order)
+        limit = self._max_open
+        if not reason and limit is not None and len(self._submitted) + len(self._pending) >= limit:
+            reason = f"open order limit reached ({limit} orders not yet done)"
         if reason:
             self._event(
                 order.client_order_id, OrderStatus.REJECTED, order.created_ts, reason=reason
             )
             return
-        self._submitted.append(_Order(order))
+        self._submitted.append(_Order(order, len(self._known)))
         self._rank.setdefault(order.symbol, len(self._rank))
         self._event(order.client_order_id, OrderStatus.SUBMITTED, order.created_ts)
 
@@ -331,11 +468,10 @@ class Ledger:
         As in Backtrader, an order not yet accepted (submitted in the same step) or already done
         cannot be cancelled and the call does nothing.
         """
-        for i, o in enumerate(self._pending):
-            if o.id == client_order_id:
-                del self._pending[i]
-                self._event(o.id, OrderStatus.CANCELLED, self._ts or o.created_ts)
-                return
+        order = self._pending.get(client_order_id)
+        if order is not None:
+            self._retire(order)
+            self._event(order.id, OrderStatus.CANCELLED, self._ts or order.created_ts)
 
     def process(self, step: Step) -> list[OrderEvent]:
         """Run ``BackBroker.next`` for ``step``: accept or reject submitted orders, then match.
@@ -350,20 +486,7 @@ class Ledger:
         if self._submitted:
             self._check_submitted(ts)
         if self._pending:
-            keep: list[_Order] = []
-            for order in self._pending:
-                bar = bars.get(order.symbol)
-                if bar is None:
-                    keep.append(order)
-                elif (
-                    order.valid_until is not None
-                    and order.type is not _MARKET
-                    and ts > order.valid_until
-                ):
-                    self._event(order.id, OrderStatus.EXPIRED, ts)
-                elif self._try_exec(order, bar, ts):
-                    keep.append(order)
-            self._pending = keep
+            self._match(step)
         for sym in self._positions:
             bar = bars.get(sym)
             if bar is not None:
@@ -381,6 +504,60 @@ class Ledger:
         value = self.value
         self.equity.append((step.ts, value))
         return value
+
+    def _match(self, step: Step) -> None:
+        """Expire or try the orders this step's bars can expire or fill, in submission order;
+        every other resting order is left untouched (as trying it would change nothing)."""
+        ts, bars, books = step.ts, step.bars, self._books
+        found: dict[int, tuple[_Order, bool]] = {}
+        pairs: Iterable[tuple[Bar | None, _Book | None]]
+        if len(bars) <= len(books):
+            pairs = ((bar, books.get(sym)) for sym, bar in bars.items())
+        else:
+            pairs = ((bars.get(sym), book) for sym, book in books.items())
+        for bar, book in pairs:
+            if bar is not None and book is not None:
+                self._stale -= book.due(bar, ts, found)
+        self._exposure = None
+        for n in sorted(found):
+            order, expired = found[n]
+            if expired:
+                self._retire(order)
+                self._event(order.id, OrderStatus.EXPIRED, ts)
+            elif self._try_exec(order, bars[order.symbol], ts):
+                books[order.symbol].rest(order)
+            else:
+                self._retire(order)
+        if self._stale > max(_COMPACT_MIN, len(self._pending)):
+            self._compact()
+
+    def _accept(self, order: _Order, ts: datetime) -> None:
+        """Make a submitted order pending (Backtrader's ACCEPTED) and index it."""
+        self._pending[order.id] = order
+        self._index(order)
+        self._event(order.id, OrderStatus.ACCEPTED, ts)
+
+    def _index(self, order: _Order) -> None:
+        """Put a pending order in its symbol's book."""
+        book = self._books.get(order.symbol)
+        if book is None:
+            book = self._books[order.symbol] = _Book()
+        book.rest(order)
+        book.watch_expiry(order)
+
+    def _retire(self, order: _Order) -> None:
+        """An order is done (filled, cancelled, expired, margin): it leaves the pending set."""
+        del self._pending[order.id]
+        order.done = True
+        self._stale += order.heaped
+
+    def _compact(self) -> None:
+        """Rebuild the books from the pending orders, dropping every stale entry."""
+        self._books = {}
+        for order in self._pending.values():
+            order.heaped = 0
+            self._index(order)
+        self._stale = 0
 
     def _event(
         self,
@@ -423,8 +600,7 @@ class Ledger:
                 cash -= opened * price
                 cash -= abs(opened) * comm * price
             if cash >= 0.0:
-                self._pending.append(order)
-                self._event(order.id, OrderStatus.ACCEPTED, ts)
+                self._accept(order, ts)
             else:
                 self._event(order.id, OrderStatus.MARGIN, ts, reason="insufficient cash")
         self._submitted = []
@@ -470,11 +646,18 @@ class Ledger:
             cash -= closedcomm
             self.cash = cash
         wanted = opened
+        refused = ""
         if opened:
             cash -= opened * price
             openedcomm = abs(opened) * comm * price
             cash -= openedcomm
             if cash < 0.0:
+                refused = "insufficient cash"
+            elif self._leverage is not None and not self._within_margin(
+                self._leverage, sym, psize + closed + opened, price, cash
+            ):
+                refused = f"gross exposure would exceed {self._leverage:g}x equity"
+            if refused:
                 opened = 0.0
                 openedcomm = 0.0
             else:
@@ -486,6 +669,7 @@ class Ledger:
                 self._positions[sym] = Position(newsize, _avg_price(psize, pprice, execsize, price))
             else:
                 del self._positions[sym]
+            self._revalue(sym, psize, newsize * bar.close)
             self._closes[sym] = bar.close
             order.remaining -= execsize
             fill = Fill(order.id, sym, ts, execsize, price, closedcomm + openedcomm, order.seq)
@@ -494,9 +678,39 @@ class Ledger:
             self._event(order.id, status, ts, fill)
             self._book_trade(order, ts, price, closed, closedcomm, opened, openedcomm)
         if wanted and not opened:
-            self._event(order.id, OrderStatus.MARGIN, ts, reason="insufficient cash")
+            self._event(order.id, OrderStatus.MARGIN, ts, reason=refused)
             return False
         return bool(order.remaining)
+
+    def _gross_net(self) -> list[float]:
+        """[gross, net] value of the positions at their last known closes, kept current through
+        this step's executions."""
+        if self._exposure is None:
+            closes = self._closes
+            values = [p.size * closes[s] for s, p in self._positions.items()]
+            self._exposure = [sum(abs(v) for v in values), sum(values)]
+        return self._exposure
+
+    def _within_margin(
+        self, leverage: float, sym: str, newsize: float, price: float, cash: float
+    ) -> bool:
+        """Whether holding ``newsize`` of ``sym`` at ``price`` with ``cash`` keeps gross exposure
+        within ``leverage`` times equity (False when equity is not positive)."""
+        gross, net = self._gross_net()
+        held = self._positions.get(sym)
+        old = held.size * self._closes[sym] if held else 0.0
+        value = newsize * price
+        equity = cash + net - old + value
+        return gross - abs(old) + abs(value) <= leverage * equity
+
+    def _revalue(self, sym: str, psize: float, value: float) -> None:
+        """Update this step's exposure after ``sym`` went from ``psize`` to a position worth
+        ``value`` (at its new close)."""
+        exposure = self._exposure
+        if exposure is not None:
+            old = psize * self._closes[sym] if psize else 0.0
+            exposure[0] += abs(value) - abs(old)
+            exposure[1] += value - old
 
     def _book_trade(
         self,

@@ -8,8 +8,9 @@ Pure functions, no IO. Conventions used throughout:
   with ``P = periods`` (252), as Backtrader's ``SharpeRatio`` does; excess returns are
   ``x_t = r_t - rf_p``.
 - Standard deviations of returns are sample ones (divisor ``n - 1``).
-- Anything that cannot be computed or is not finite (no trades, zero volatility, too few points)
-  is ``None``, never NaN or infinity, so every result can go into JSON as is.
+- Anything that cannot be computed or is not finite (no trades, zero volatility, too few points,
+  a non-finite or overflowing input) is ``None``, never NaN or infinity, so every result can go
+  into JSON as is. No input of floats makes these functions raise: an exception here is a bug.
 """
 
 from __future__ import annotations
@@ -42,16 +43,16 @@ class BenchmarkMetrics:
 class Metrics:
     """Everything DESIGN section 6 lists; see :func:`compute_metrics` for each formula."""
 
-    initial_value: float
-    final_value: float
+    initial_value: float | None
+    final_value: float | None
     total_return: float | None
     annual_return: float | None
     annual_volatility: float | None
     sharpe_ratio: float | None
     sortino_ratio: float | None
     calmar_ratio: float | None
-    max_drawdown: float
-    max_drawdown_money: float
+    max_drawdown: float | None
+    max_drawdown_money: float | None
     max_drawdown_duration: int
     total_trades: int
     winning_trades: int
@@ -82,6 +83,27 @@ def _div(a: float, b: float) -> float | None:
     return _finite(a / b) if b else None
 
 
+def _mean(xs: Sequence[float]) -> float:
+    """``fmean``, but NaN where it would raise (an overflowing or an ``inf - inf`` sum)."""
+    try:
+        return fmean(xs)
+    except (OverflowError, ValueError):
+        return math.nan
+
+
+def _pow(base: float, exp: float) -> float:
+    """``base ** exp`` as a real number: infinity on overflow, NaN for a negative base under a
+    fractional power (which Python would make complex)."""
+    if base < 0 and not float(exp).is_integer():
+        return math.nan
+    try:
+        return float(base**exp)
+    except OverflowError:
+        return math.inf
+    except ZeroDivisionError:  # 0.0 to a negative power
+        return math.inf
+
+
 def simple_returns(values: Sequence[float]) -> list[float]:
     """``r_t = V_t / V_{t-1} - 1`` for consecutive values (a zero previous value gives NaN)."""
     return [b / a - 1 if a else math.nan for a, b in pairwise(values)]
@@ -93,7 +115,7 @@ def daily_returns(equity: Sequence[tuple[datetime, float]]) -> list[float]:
 
 
 def _per_period_rate(annual: float, periods: int) -> float:
-    return float((1 + annual) ** (1 / periods) - 1)
+    return _pow(1 + annual, 1 / periods) - 1
 
 
 def sharpe_ratio(
@@ -105,7 +127,7 @@ def sharpe_ratio(
     rf = _per_period_rate(risk_free_rate, periods)
     excess = [r - rf for r in returns]
     sd = _stdev(excess)
-    return _finite(math.sqrt(periods) * fmean(excess) / sd) if sd else None
+    return _div(math.sqrt(periods) * _mean(excess), sd)
 
 
 def sortino_ratio(
@@ -120,23 +142,23 @@ def sortino_ratio(
         return None
     rf = _per_period_rate(risk_free_rate, periods)
     excess = [r - rf for r in returns]
-    downside = math.sqrt(fmean([min(x, 0.0) ** 2 for x in excess]))
-    return _finite(math.sqrt(periods) * fmean(excess) / downside) if downside else None
+    downside = math.sqrt(_mean([min(x, 0.0) * min(x, 0.0) for x in excess]))
+    return _div(math.sqrt(periods) * _mean(excess), downside)
 
 
 def annual_return(initial: float, final: float, n: int, periods: int = 252) -> float | None:
     """CAGR over ``n`` periods: ``(final / initial)^(P / n) - 1``."""
-    if n <= 0 or initial <= 0 or final < 0:
+    if n <= 0 or not initial > 0 or not final >= 0:
         return None
-    return _finite((final / initial) ** (periods / n) - 1)
+    return _finite(_pow(final / initial, periods / n) - 1)
 
 
 @dataclass(frozen=True, slots=True)
 class Drawdown:
     """Worst drawdown of a value series (Backtrader's ``DrawDown`` analyzer ``max`` fields)."""
 
-    max_drawdown: float
-    max_drawdown_money: float
+    max_drawdown: float | None
+    max_drawdown_money: float | None
     max_duration: int
 
 
@@ -145,8 +167,10 @@ def drawdown(values: Sequence[float]) -> Drawdown:
 
     ``max_drawdown = max((M_t - V_t) / M_t)`` (a fraction), ``max_drawdown_money =
     max(M_t - V_t)`` (each maximised on its own), ``max_duration`` the longest run of consecutive
-    periods with ``V_t < M_t`` (in bars).
+    periods with ``V_t < M_t`` (in bars). A non-finite value makes the first two None.
     """
+    if not all(math.isfinite(v) for v in values):
+        return Drawdown(None, None, 0)
     peak = -math.inf
     worst = worst_money = 0.0
     run = longest = 0
@@ -158,7 +182,7 @@ def drawdown(values: Sequence[float]) -> Drawdown:
             worst = max(worst, down / peak)
         run = run + 1 if down else 0
         longest = max(longest, run)
-    return Drawdown(worst, worst_money, longest)
+    return Drawdown(_finite(worst), _finite(worst_money), longest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,16 +221,16 @@ def trade_stats(trades: Sequence[ClosedTrade]) -> TradeStats:
         best_w, best_l = max(best_w, streak_w), max(best_l, streak_l)
     sqn = None
     if len(pnls) > 1:
-        mean = fmean(pnls)
-        sd = math.sqrt(fmean([(p - mean) ** 2 for p in pnls]))
+        mean = _mean(pnls)
+        sd = math.sqrt(_mean([(p - mean) * (p - mean) for p in pnls]))
         sqn = _div(math.sqrt(len(pnls)) * mean, sd)
     return TradeStats(
         total=len(pnls),
         won=len(wins),
         lost=len(losses),
         win_rate=len(wins) / len(pnls) if pnls else None,
-        avg_win=fmean(wins) if wins else None,
-        avg_loss=fmean(losses) if losses else None,
+        avg_win=_finite(_mean(wins)) if wins else None,
+        avg_loss=_finite(_mean(losses)) if losses else None,
         profit_factor=_div(sum(wins), -sum(losses)) if losses else None,
         longest_win_streak=best_w,
         longest_loss_streak=best_l,
@@ -219,8 +243,8 @@ def _stdev(xs: Sequence[float]) -> float:
     """Sample standard deviation (divisor n - 1); 0.0 for fewer than two values."""
     if len(xs) < 2:
         return 0.0
-    mean = fmean(xs)
-    return math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1))
+    mean = _mean(xs)
+    return math.sqrt(sum((x - mean) * (x - mean) for x in xs) / (len(xs) - 1))
 
 
 def alpha_beta(
@@ -240,13 +264,15 @@ def alpha_beta(
     rf = _per_period_rate(risk_free_rate, periods)
     xs = [r - rf for r in returns]
     bs = [b - rf for b in benchmark_returns]
-    mx, mb = fmean(xs), fmean(bs)
-    var_b = sum((b - mb) ** 2 for b in bs) / (n - 1)
+    mx, mb = _mean(xs), _mean(bs)
+    var_b = sum((b - mb) * (b - mb) for b in bs) / (n - 1)
     cov = sum((x - mx) * (b - mb) for x, b in zip(xs, bs, strict=True)) / (n - 1)
     beta = _div(cov, var_b)
     if beta is None:
         return None, None
-    alpha = _finite((1 + fmean([x - beta * b for x, b in zip(xs, bs, strict=True)])) ** periods - 1)
+    alpha = _finite(
+        _pow(1 + _mean([x - beta * b for x, b in zip(xs, bs, strict=True)]), periods) - 1
+    )
     return alpha, beta
 
 
@@ -254,7 +280,7 @@ def benchmark_metrics(
     closes: Sequence[float], risk_free_rate: float = 0.0, periods: int = 252
 ) -> BenchmarkMetrics:
     """Buy-and-hold of the benchmark over its close series (no costs)."""
-    if len(closes) < 1 or closes[0] <= 0:
+    if len(closes) < 1 or not closes[0] > 0:
         return BenchmarkMetrics(None, None, None, None)
     rets = simple_returns(closes)
     return BenchmarkMetrics(
@@ -295,12 +321,10 @@ def compute_metrics(
     ``annual_return`` the CAGR over ``n`` periods, ``annual_volatility = stdev(r) * sqrt(P)``,
     ``calmar_ratio = annual_return / max_drawdown``; Sharpe, Sortino, drawdowns and trade
     statistics as in :func:`sharpe_ratio`, :func:`sortino_ratio`, :func:`drawdown` and
-    :func:`trade_stats`.
+    :func:`trade_stats`. An empty ``equity`` gives None values (and zero counts).
     """
-    if not equity:
-        raise ValueError("equity series is empty")
     values = [v for _, v in equity]
-    initial, final = values[0], values[-1]
+    initial, final = (values[0], values[-1]) if values else (math.nan, math.nan)
     rets = simple_returns(values)
     cagr = annual_return(initial, final, len(rets), periods)
     dd = drawdown(values)
@@ -310,14 +334,16 @@ def compute_metrics(
         bench = benchmark_metrics([c for _, c in benchmark], risk_free_rate, periods)
         alpha, beta = alpha_beta(*_aligned_returns(equity, benchmark), risk_free_rate, periods)
     return Metrics(
-        initial_value=initial,
-        final_value=final,
+        initial_value=_finite(initial),
+        final_value=_finite(final),
         total_return=_finite(final / initial - 1) if initial > 0 else None,
         annual_return=cagr,
         annual_volatility=_finite(_stdev(rets) * math.sqrt(periods)) if len(rets) > 1 else None,
         sharpe_ratio=sharpe_ratio(rets, risk_free_rate, periods),
         sortino_ratio=sortino_ratio(rets, risk_free_rate, periods),
-        calmar_ratio=_div(cagr, dd.max_drawdown) if cagr is not None else None,
+        calmar_ratio=_div(cagr, dd.max_drawdown)
+        if cagr is not None and dd.max_drawdown is not None
+        else None,
         max_drawdown=dd.max_drawdown,
         max_drawdown_money=dd.max_drawdown_money,
         max_drawdown_duration=dd.max_duration,
@@ -345,15 +371,15 @@ def _moments(returns: Sequence[float]) -> tuple[float, float, float] | None:
     n = len(returns)
     if n < 3:
         return None
-    mean = fmean(returns)
+    mean = _mean(returns)
     dev = [r - mean for r in returns]
-    m2 = fmean([d * d for d in dev])
-    if not m2:
+    m2 = _mean([d * d for d in dev])
+    if not m2 or not math.isfinite(m2):
         return None
-    m3 = fmean([d**3 for d in dev])
-    m4 = fmean([d**4 for d in dev])
+    m3 = _mean([d * d * d for d in dev])
+    m4 = _mean([d * d * d * d for d in dev])
     sr = mean / math.sqrt(m2 * n / (n - 1))
-    return sr, m3 / m2**1.5, m4 / m2**2
+    return sr, m3 / (m2 * math.sqrt(m2)), m4 / (m2 * m2)
 
 
 def psr_from_moments(

@@ -112,7 +112,8 @@ def record_backtest_result(
 def sound_result(metrics: Mapping[str, Any], returns: Sequence[float]) -> bool:
     """False for a result that must never be ranked: a value that is present but not a finite
     number (NaN, infinity, text), or a bankrupt run (final value at or below zero, a total
-    return of -100% or worse, a daily return that is not finite or loses everything)."""
+    return of -100% or worse, a daily return that is not finite or loses everything), or a run
+    without a single closed trade."""
     for key in CHECKED_KEYS:
         value = metrics.get(key)
         if value is not None and _number(value) is None:
@@ -120,6 +121,8 @@ def sound_result(metrics: Mapping[str, Any], returns: Sequence[float]) -> bool:
     final, total = metrics.get("finalValue"), metrics.get("totalReturn")
     if (final is not None and final <= 0) or (total is not None and total <= -1):
         return False
+    if not metrics.get("totalTrades"):
+        return False  # nothing traded: a do-nothing agent must not top the drawdown board
     return all(math.isfinite(r) and r > -1 for r in returns)
 
 
