@@ -30,6 +30,11 @@ class Settings(BaseSettings):
     max_request_bytes: int = 2 * 1024 * 1024
     max_agent_bytes: int = 1024 * 1024
 
+    # Agent uploads (issue 8): the file is parsed in a child process with these caps.
+    agent_check_timeout_s: float = Field(default=5.0, gt=0, description="Wall time per check.")
+    agent_check_memory_mb: int = Field(default=512, ge=64, description="Address space cap.")
+    agent_checks: int = Field(default=2, ge=1, description="Checks run at once; others wait.")
+
     # Sandbox (DESIGN §4).
     sandbox: SandboxMode = "bwrap"
     sandbox_memory_mb: int = 2048

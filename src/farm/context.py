@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from farm.agents.checker import AgentChecker
 from farm.agents.service import AgentService
 from farm.backtest.job import BacktestJob
 from farm.backtest.scheduler import Scheduler
@@ -56,7 +57,17 @@ class Context:
             artifacts=artifacts,
             bus=bus,
             bars=bars,
-            agents=AgentService(db, artifacts, bus, settings.max_agent_bytes),
+            agents=AgentService(
+                db,
+                artifacts,
+                bus,
+                AgentChecker(
+                    timeout_s=settings.agent_check_timeout_s,
+                    memory_mb=settings.agent_check_memory_mb,
+                    concurrency=settings.agent_checks,
+                ),
+                settings.max_agent_bytes,
+            ),
             leaderboard=LeaderboardService(db, open_leaderboard_cache(settings.redis_url), bus),
             fmel=FmelStore(settings.fmel_dir),
             backtests=backtests,
