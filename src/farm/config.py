@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
+from limits import parse as parse_rate
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -34,6 +35,19 @@ class Settings(BaseSettings):
     agent_check_timeout_s: float = Field(default=5.0, gt=0, description="Wall time per check.")
     agent_check_memory_mb: int = Field(default=512, ge=64, description="Address space cap.")
     agent_checks: int = Field(default=2, ge=1, description="Checks run at once; others wait.")
+
+    # Rate limits (issue 8), `limits` notation: per user (valid token), per address (no valid
+    # token), and failed token attempts per address (past it, every token from there gets 429).
+    rate_limits: bool = True
+    rate_limit_user: str = "300/minute"
+    rate_limit_address: str = "300/minute"
+    rate_limit_auth_failures: str = "10/minute"
+
+    @field_validator("rate_limit_user", "rate_limit_address", "rate_limit_auth_failures")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        parse_rate(value)  # raises ValueError, naming the bad rate
+        return value
 
     # Sandbox (DESIGN §4).
     sandbox: SandboxMode = "bwrap"
