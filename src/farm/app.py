@@ -183,9 +183,9 @@ class Gateway:
         token = _bearer_token(scope)
         if token is None:
             wait = await limits.hit(limits.address, "address", address)
-            why = f"more than {limits.address} requests from your address"
+            why = f"too many requests from your address (limit: {limits.address})"
         elif wait := await limits.blocked(limits.auth_failures, "auth", address):
-            why = f"more than {limits.auth_failures} invalid API tokens from your address"
+            why = f"too many invalid API tokens from your address (limit: {limits.auth_failures})"
         else:
             context: Context = scope["app"].state.context
             user = await anyio.to_thread.run_sync(_user_for_token, context, token)
@@ -193,14 +193,14 @@ class Gateway:
             if user is None:
                 await limits.hit(limits.auth_failures, "auth", address)
                 wait = await limits.hit(limits.address, "address", address)
-                why = f"more than {limits.address} requests from your address"
+                why = f"too many requests from your address (limit: {limits.address})"
             else:
                 wait = await limits.hit(limits.user, "user", user.id)
-                why = f"more than {limits.user} requests with your API token"
+                why = f"too many requests with your API token (limit: {limits.user})"
         if wait is None:
             await self.app(scope, receive, send)
             return
-        limited = RateLimited(f"rate limit exceeded: {why}; retry in {wait} s")
+        limited = RateLimited(f"{why}; retry in {wait} s")
         response = error_response(limited.status_code, limited.error, limited.message)
         response.headers["Retry-After"] = str(wait)
         await response(scope, receive, send)

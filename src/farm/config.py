@@ -39,8 +39,8 @@ class Settings(BaseSettings):
     # Rate limits (issue 8), `limits` notation: per user (valid token), per address (no valid
     # token), and failed token attempts per address (past it, every token from there gets 429).
     rate_limits: bool = True
-    rate_limit_user: str = "300/minute"
-    rate_limit_address: str = "300/minute"
+    rate_limit_user: str = "600/minute"
+    rate_limit_address: str = "600/minute"
     rate_limit_auth_failures: str = "10/minute"
 
     @field_validator("rate_limit_user", "rate_limit_address", "rate_limit_auth_failures")
