@@ -83,3 +83,21 @@ class KeepAlive:
 
     def __exit__(self, *_: object) -> None:
         self.connection.close()
+
+
+def route_cli(client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the CLI's API client talk to ``client`` (a TestClient) instead of a socket."""
+    from farm import cli_support
+    from farm.client import FarmClient
+
+    class Routed(FarmClient):
+        def __init__(self, url: str, token: str | None, **options: Any) -> None:
+            super().__init__(url, token, **options)
+            self._http.close()
+            self._http = client
+            client.headers["Authorization"] = f"Bearer {token}"
+
+        def __exit__(self, *_: object) -> None:
+            pass
+
+    monkeypatch.setattr(cli_support, "FarmClient", Routed)

@@ -31,6 +31,8 @@ def test_accepts_one_strategy_class_however_imported(source: str) -> None:
         (b"", "empty"),
         (b"   \n\n", "empty"),
         (b"\xff\xfe not utf8", "not UTF-8"),
+        (b"import backtrader\n\x00", "contains a NUL byte (line 2)"),
+        (b"x = " + b"a+" * 200_000 + b"a\n", "too complex to parse"),
         (b"import backtrader as bt\nclass A(bt.Strategy:\n", "line 2, column"),
         (b"import backtrader as bt\nclass A(object):\n    pass\n", "no class deriving"),
         (b"class A(Strategy):\n    pass\n", "no class deriving"),

@@ -175,8 +175,8 @@ def check_printable(field: str, text: str, *, newlines: bool = False) -> None:
     bad = next((c for c in text if not c.isprintable() and not (newlines and c == "\n")), None)
     if bad is not None:
         raise InvalidInput(
-            f"{field} must be printable text; it contains the character U+{ord(bad):04X} "
-            f"at position {text.index(bad)}"
+            f"{field} must be printable text; it contains U+{ord(bad):04X} at position "
+            f"{text.index(bad)} (control characters and invisible formatting are not allowed)"
         )
 
 
