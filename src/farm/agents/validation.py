@@ -67,7 +67,7 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
     resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
     os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
-    os.nice(19)
+    os.nice(10)
     data = sys.stdin.buffer.read()
     try:
         reply: dict[str, object] = {"strategyClass": check_agent_source(data)}
