@@ -56,7 +56,7 @@ def test_submit_stores_the_agent_and_announces_it(
 ) -> None:
     seen: list[Event] = []
     context.bus.subscribe(AGENT_SUBMITTED, seen.append)
-    response = submit(client, alice, description="crossover", tags="trend, sma ,trend")
+    response = submit(client, alice, description="cross\r\nover", tags="trend, sma ,trend")
     assert response.status_code == 201
     body = response.json()
     assert body["success"] is True
@@ -65,6 +65,7 @@ def test_submit_stores_the_agent_and_announces_it(
 
     shown = client.get(f"/api/agents/{agent_id}", headers=alice).json()
     assert shown["agentName"] == "SMA"
+    assert shown["description"] == "cross\nover"
     assert shown["tags"] == ["trend", "sma"]
     assert shown["strategyClass"] == "SmaCross"
     assert shown["status"] == "active"

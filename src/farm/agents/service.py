@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import anyio
 from sqlalchemy.orm import Session
@@ -64,9 +64,10 @@ class AgentService:
         if not 1 <= len(name) <= MAX_NAME_CHARS:
             raise InvalidInput(f"agentName must be 1 to {MAX_NAME_CHARS} characters")
         check_printable("agentName", name)
-        if len(submission.description) > MAX_DESCRIPTION_CHARS:
+        description = submission.description.replace("\r\n", "\n")  # as browsers send them
+        if len(description) > MAX_DESCRIPTION_CHARS:
             raise InvalidInput(f"description must be at most {MAX_DESCRIPTION_CHARS} characters")
-        check_printable("description", submission.description, newlines=True)
+        check_printable("description", description, newlines=True)
         tags = parse_tags(submission.tags)
         if not submission.filename.endswith(".py"):
             raise InvalidInput("file must be a Python file ending in .py")
@@ -76,12 +77,11 @@ class AgentService:
                 f"the agent file is {size} bytes; the limit is {self._max_agent_bytes} bytes"
             )
         strategy_class = await self._checker.check(submission.data)
-        return await anyio.to_thread.run_sync(
-            self._store, user, submission, name, tags, strategy_class
-        )
+        checked = replace(submission, name=name, description=description)
+        return await anyio.to_thread.run_sync(self._store, user, checked, tags, strategy_class)
 
     def _store(
-        self, user: User, submission: Submission, name: str, tags: list[str], strategy_class: str
+        self, user: User, submission: Submission, tags: list[str], strategy_class: str
     ) -> str:
         sha256 = hashlib.sha256(submission.data).hexdigest()
         agent_id = str(uuid.uuid4())
@@ -98,7 +98,7 @@ class AgentService:
                 Agent(
                     id=agent_id,
                     user_id=user.id,
-                    name=name,
+                    name=submission.name,
                     description=submission.description,
                     tags=",".join(tags),
                     strategy_class=strategy_class,
