@@ -3,8 +3,10 @@ keep-alive connection still serving the next request, and uploads that cannot st
 
 from __future__ import annotations
 
+import os
 import shutil
 import statistics
+import subprocess
 import threading
 import time
 import uuid
@@ -116,6 +118,10 @@ def test_a_file_too_slow_to_check_is_refused_at_the_time_cap(tmp_path: Path) -> 
             "the agent file is too complex to validate in 0.3 s; simplify it"
         )
         assert time.monotonic() - started < 3  # killed at the cap, not parsed to the end
+        children = subprocess.run(
+            ["ps", "--ppid", str(os.getpid()), "-o", "args="], capture_output=True, text=True
+        ).stdout
+        assert "farm.agents.validation" not in children
         body, kind = multipart(SMA)
         assert conn.request("POST", "/api/agents/submit", body, **{"Content-Type": kind})[0] == 201
 
