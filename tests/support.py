@@ -1,11 +1,20 @@
-"""Helpers every test folder may import: backend URLs, the skip-or-fail rule, free ports."""
+"""Helpers every test folder may import: backend URLs, the skip-or-fail rule, free ports, a real
+server in a thread and a keep-alive connection to it."""
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
+from starlette.types import ASGIApp
 
 POSTGRES_URL = os.environ.get("FARM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("FARM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -27,3 +36,68 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+@contextmanager
+def serving(app: ASGIApp) -> Iterator[str]:
+    """``app`` served by a real uvicorn server (keep-alive, its own event loop) in a thread;
+    yields the base URL."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive(), "the server stopped while starting"
+        assert time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+class KeepAlive:
+    """One HTTP/1.1 connection; ``get``/``post`` fail if the server closed it in between."""
+
+    def __init__(self, url: str, headers: dict[str, str]) -> None:
+        host, port = url.removeprefix("http://").split(":")
+        self.connection = http.client.HTTPConnection(host, int(port), timeout=30)
+        self.headers = headers
+        self.local: tuple[str, int] | None = None
+
+    def request(self, method: str, path: str, body: bytes | None = None, **headers: str) -> Any:
+        """Send on the same socket as the previous request; the status and the JSON body."""
+        self.connection.request(method, path, body=body, headers={**self.headers, **headers})
+        local = self.connection.sock.getsockname()
+        assert self.local in (None, local), "the server closed the keep-alive connection"
+        self.local = local
+        response = self.connection.getresponse()
+        return response.status, json.loads(response.read() or b"null")
+
+    def __enter__(self) -> KeepAlive:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.connection.close()
+
+
+def route_cli(client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the CLI's API client talk to ``client`` (a TestClient) instead of a socket."""
+    from farm import cli_support
+    from farm.client import FarmClient
+
+    class Routed(FarmClient):
+        def __init__(self, url: str, token: str | None, **options: Any) -> None:
+            super().__init__(url, token, **options)
+            self._http.close()
+            self._http = client
+            client.headers["Authorization"] = f"Bearer {token}"
+
+        def __exit__(self, *_: object) -> None:
+            pass
+
+    monkeypatch.setattr(cli_support, "FarmClient", Routed)

@@ -8,9 +8,12 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security.utils import get_authorization_scheme_param
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -19,13 +22,17 @@ from farm.agents.router import router as agents_router
 from farm.backtest.router import router as backtest_router
 from farm.config import Settings
 from farm.context import Context
-from farm.errors import FarmError, PayloadTooLarge
+from farm.errors import FarmError, PayloadTooLarge, RateLimited
 from farm.fmel.router import router as fmel_router
 from farm.health import router as health_router
 from farm.leaderboard.router import router as leaderboard_router
 from farm.marketdata.router import feed_router
 from farm.marketdata.router import router as data_router
 from farm.papertrading.router import router as accounts_router
+from farm.ratelimit import RateLimits
+from farm.schemas import errors
+from farm.storage.models import User
+from farm.users.service import user_for_token
 
 log = logging.getLogger("farm.app")
 
@@ -52,6 +59,8 @@ def create_app(
     if unknown:
         raise ValueError(f"unknown services: {sorted(unknown)}; known: {sorted(SERVICES)}")
 
+    rate_limits = RateLimits(settings)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx = context or Context.build(settings)
@@ -60,6 +69,7 @@ def create_app(
         try:
             yield
         finally:
+            await rate_limits.close()
             ctx.close()
 
     app = FastAPI(
@@ -72,9 +82,10 @@ def create_app(
     app.include_router(health_router)
     for name in chosen:
         for router in SERVICES[name]:
-            app.include_router(router)
+            app.include_router(router, responses=errors(429))
     _install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(Gateway, limits=rate_limits)  # outermost: refused before any work
     return app
 
 
@@ -146,3 +157,64 @@ class BodySizeLimit:
         too_large = PayloadTooLarge(f"request body is over {self.max_bytes} bytes")
         response = error_response(too_large.status_code, too_large.error, too_large.message)
         await response(scope, receive, send)
+
+
+UNLIMITED_PATHS = frozenset({"/health"})
+
+
+class Gateway:
+    """Who is calling, and whether they are over their rate (DESIGN §2, gateway concerns).
+
+    A request with a Bearer token has the token looked up once, in a worker thread; the
+    ``current_user`` dependency reads the result from ``request.state.user``. A valid token
+    counts against its user's rate, anything else against the client address's. After too
+    many invalid tokens from an address, every request carrying a token from it, valid or
+    not, gets 429 until the window passes, so guessing earns no answers. ``/health`` is
+    never limited.
+    """
+
+    def __init__(self, app: ASGIApp, limits: RateLimits) -> None:
+        self.app = app
+        self.limits = limits
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in UNLIMITED_PATHS:
+            await self.app(scope, receive, send)
+            return
+        limits = self.limits
+        address = scope["client"][0] if scope.get("client") else "unknown"
+        token = _bearer_token(scope)
+        if token is None:
+            wait = await limits.hit(limits.address, "address", address)
+            why = f"too many requests from your address (limit: {limits.address})"
+        elif wait := await limits.blocked(limits.auth_failures, "auth", address):
+            why = f"too many invalid API tokens from your address (limit: {limits.auth_failures})"
+        else:
+            context: Context = scope["app"].state.context
+            user = await anyio.to_thread.run_sync(_user_for_token, context, token)
+            scope.setdefault("state", {})["user"] = user
+            if user is None:
+                await limits.hit(limits.auth_failures, "auth", address)
+                wait = await limits.hit(limits.address, "address", address)
+                why = f"too many requests from your address (limit: {limits.address})"
+            else:
+                wait = await limits.hit(limits.user, "user", user.id)
+                why = f"too many requests with your API token (limit: {limits.user})"
+        if wait is None:
+            await self.app(scope, receive, send)
+            return
+        limited = RateLimited(f"{why}; retry in {wait} s")
+        response = error_response(limited.status_code, limited.error, limited.message)
+        response.headers["Retry-After"] = str(wait)
+        await response(scope, receive, send)
+
+
+def _bearer_token(scope: Scope) -> str | None:
+    """The Bearer token of the request, parsed exactly as ``fastapi.security.HTTPBearer``."""
+    scheme, token = get_authorization_scheme_param(Headers(scope=scope).get("authorization"))
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def _user_for_token(context: Context, token: str) -> User | None:
+    with context.db.transaction() as session:
+        return user_for_token(session, token)

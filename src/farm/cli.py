@@ -19,6 +19,7 @@ from farm.cli_support import (
     api,
     console,
     errors,
+    inert,
     print_json,
     table,
 )
@@ -116,7 +117,7 @@ def agents_submit(
     if as_json:
         print_json(result)
     else:
-        console.print(f"Submitted agent [bold]{result['agentId']}[/]")
+        console.print(f"Submitted agent [bold]{inert(result['agentId'])}[/]")
 
 
 @agents_app.command("list")
@@ -166,7 +167,7 @@ def agents_show(
     code = agent.pop("source", None)
     table(f"Agent {agent_id}", ["field", "value"], [(k, v) for k, v in agent.items()])
     if code:
-        console.print(code, markup=False, highlight=False)
+        console.print(inert(code, multiline=True), highlight=False)
 
 
 @agents_app.command("delete")
@@ -179,7 +180,7 @@ def agents_delete(
     if as_json:
         print_json(result)
     else:
-        console.print(f"Deleted agent {agent_id}")
+        console.print(f"Deleted agent {inert(agent_id)}")
 
 
 @app.command()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -15,8 +16,8 @@ from rich.table import Table
 
 from farm.client import ApiError, FarmClient
 
-console = Console()
-errors = Console(stderr=True)
+console = Console(emoji=False)
+errors = Console(stderr=True, emoji=False)
 
 UrlOpt = Annotated[str, typer.Option("--url", envvar="FARM_URL", help="API base URL")]
 TokenOpt = Annotated[str | None, typer.Option("--token", envvar="FARM_TOKEN", help="API token")]
@@ -35,14 +36,6 @@ def api(url: str, token: str | None) -> Iterator[FarmClient]:
         raise typer.Exit(1) from None
 
 
-def inert(text: str) -> str:
-    """Untrusted text made safe to print: control characters become spaces, markup is escaped."""
-    cleaned = "".join(
-        " " if unicodedata.category(c) in ("Cc", "Cf") and c != "\n" else c for c in text
-    )
-    return escape(cleaned)
-
-
 def print_json(data: Any) -> None:
     """Machine-readable output."""
     typer.echo(json.dumps(data, indent=2, default=str))
@@ -50,9 +43,31 @@ def print_json(data: Any) -> None:
 
 def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     """A readable table; the first column is kept whole (ids must stay copyable)."""
-    out = Table(title=title)
+    out = Table(title=inert(title))
     for n, column in enumerate(columns):  # the first column (an id) is never cut
         out.add_column(column, no_wrap=n == 0, overflow="fold")
     for row in rows:
-        out.add_row(*("" if v is None else str(v) for v in row))
+        out.add_row(*("" if v is None else inert(v) for v in row))
     console.print(out)
+
+
+# ESC and C1 sequences (CSI ... final byte, OSC/DCS/APC/PM ... BEL or ST, and two-byte ones).
+_ESCAPES = re.compile(
+    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]"
+    r"|(?:\x1b[\]P^_X]|[\x90\x98\x9d\x9e\x9f])[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"
+    r"|\x1b[ -/]*[0-~]?"
+)
+_INVISIBLE = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
+
+
+def inert(value: object, *, multiline: bool = False) -> str:
+    """Text from the API (agent names, reasoning, failure messages...) made inert for a terminal
+    printed with Rich markup: escape sequences removed, every other control or invisible
+    formatting character (``\\r``, bidirectional overrides, NUL...) shown as a space, line
+    breaks kept only when ``multiline``, and Rich markup escaped (``[/]`` prints as itself)."""
+    text = _ESCAPES.sub("", str(value))
+    text = "".join(
+        c if (multiline and c == "\n") or unicodedata.category(c) not in _INVISIBLE else " "
+        for c in text
+    )
+    return escape(text)

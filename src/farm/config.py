@@ -7,6 +7,7 @@ from datetime import date
 from pathlib import Path
 from typing import Literal
 
+from limits import parse as parse_rate
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -33,6 +34,24 @@ class Settings(BaseSettings):
     data_dir: Path | None = Field(default=None, description="Folder of bars imported at start.")
     max_request_bytes: int = 2 * 1024 * 1024
     max_agent_bytes: int = 1024 * 1024
+
+    # Agent uploads (issue 8): the file is parsed in a child process with these caps.
+    agent_check_timeout_s: float = Field(default=5.0, gt=0, description="Wall time per check.")
+    agent_check_memory_mb: int = Field(default=512, ge=64, description="Address space cap.")
+    agent_checks: int = Field(default=2, ge=1, description="Checks run at once; others wait.")
+
+    # Rate limits (issue 8), `limits` notation: per user (valid token), per address (no valid
+    # token), and failed token attempts per address (past it, every token from there gets 429).
+    rate_limits: bool = True
+    rate_limit_user: str = "600/minute"
+    rate_limit_address: str = "600/minute"
+    rate_limit_auth_failures: str = "10/minute"
+
+    @field_validator("rate_limit_user", "rate_limit_address", "rate_limit_auth_failures")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        parse_rate(value)  # raises ValueError, naming the bad rate
+        return value
 
     # Sandbox (DESIGN §4).
     sandbox: SandboxMode = "bwrap"

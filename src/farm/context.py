@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 from functools import partial
 
+from farm.agents.checker import AgentChecker
 from farm.agents.service import AgentService
 from farm.backtest.job import BacktestJob
 from farm.backtest.scheduler import Scheduler
@@ -59,7 +60,17 @@ class Context:
             artifacts=artifacts,
             bus=bus,
             bars=bars,
-            agents=AgentService(db, artifacts, bus, settings.max_agent_bytes),
+            agents=AgentService(
+                db,
+                artifacts,
+                bus,
+                AgentChecker(
+                    timeout_s=settings.agent_check_timeout_s,
+                    memory_mb=settings.agent_check_memory_mb,
+                    concurrency=settings.agent_checks,
+                ),
+                settings.max_agent_bytes,
+            ),
             leaderboard=LeaderboardService.open(db, bus, settings),
             fmel=FmelStore(settings.fmel_dir),
             backtests=backtests,

@@ -10,7 +10,6 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from farm.context import Context
 from farm.errors import Unauthorized
 from farm.storage.models import User
-from farm.users.service import user_for_token
 
 _bearer = HTTPBearer(auto_error=False, description="An API token from `farm users create`")
 
@@ -24,15 +23,15 @@ def get_context(request: Request) -> Context:
 ContextDep = Annotated[Context, Depends(get_context)]
 
 
-def current_user(
-    context: ContextDep,
+async def current_user(
+    request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> User:
-    """The user whose Bearer token came with the request; 401 otherwise."""
+    """The user whose Bearer token came with the request (looked up by ``farm.app.Gateway``);
+    401 otherwise."""
     if credentials is None:
         raise Unauthorized("send an API token: Authorization: Bearer <token>")
-    with context.db.transaction() as session:
-        user = user_for_token(session, credentials.credentials)
+    user: User | None = request.state.user
     if user is None:
         raise Unauthorized("the API token is not valid")
     return user

@@ -59,6 +59,13 @@ class PayloadTooLarge(FarmError):
     error = "payload_too_large"
 
 
+class RateLimited(FarmError):
+    """Too many requests from this user or address (429); sent with ``Retry-After``."""
+
+    status_code = 429
+    error = "rate_limited"
+
+
 class ServiceUnavailable(FarmError):
     """A backend the request needs is not available (503)."""
 

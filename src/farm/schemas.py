@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import date, datetime
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+
+# Dates a request may name (issue 8: 0001-01-01 and 9999-12-31 overflowed into 500s).
+MIN_DATE = date(1900, 1, 1)
+MAX_DATE = date(2100, 12, 31)
+DATE_BOUNDS = f"{MIN_DATE} to {MAX_DATE}"
 
 
 class ApiModel(BaseModel):
@@ -37,6 +43,17 @@ class ErrorBody(BaseModel):
     timestamp: datetime
 
 
+def bounded_date(default: date, description: str) -> Any:
+    """A date field within ``MIN_DATE``..``MAX_DATE``; the bounds are in its OpenAPI schema."""
+    return Field(
+        default=default,
+        ge=MIN_DATE,
+        le=MAX_DATE,
+        description=f"{description}, {DATE_BOUNDS}",
+        json_schema_extra={"formatMinimum": str(MIN_DATE), "formatMaximum": str(MAX_DATE)},
+    )
+
+
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     400: {"model": ErrorBody, "description": "Invalid input; the message says what to fix"},
     401: {"model": ErrorBody, "description": "Missing or invalid API token"},
@@ -44,6 +61,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     404: {"model": ErrorBody, "description": "No such resource"},
     409: {"model": ErrorBody, "description": "Conflicts with the resource's current state"},
     413: {"model": ErrorBody, "description": "Request body too large"},
+    429: {"model": ErrorBody, "description": "Too many requests; Retry-After says when to retry"},
     503: {"model": ErrorBody, "description": "A backend this needs is unavailable; says why"},
 }
 

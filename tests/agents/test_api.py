@@ -56,7 +56,7 @@ def test_submit_stores_the_agent_and_announces_it(
 ) -> None:
     seen: list[Event] = []
     context.bus.subscribe(AGENT_SUBMITTED, seen.append)
-    response = submit(client, alice, description="crossover", tags="trend, sma ,trend")
+    response = submit(client, alice, description="cross\r\nover", tags="trend, sma ,trend")
     assert response.status_code == 201
     body = response.json()
     assert body["success"] is True
@@ -65,6 +65,7 @@ def test_submit_stores_the_agent_and_announces_it(
 
     shown = client.get(f"/api/agents/{agent_id}", headers=alice).json()
     assert shown["agentName"] == "SMA"
+    assert shown["description"] == "cross\nover"
     assert shown["tags"] == ["trend", "sma"]
     assert shown["strategyClass"] == "SmaCross"
     assert shown["status"] == "active"
@@ -83,6 +84,17 @@ def test_submit_stores_the_agent_and_announces_it(
         ({"description": "d" * 501}, SMA, "a.py", "description must be at most 500"),
         ({"tags": ",".join(f"t{i}" for i in range(11))}, SMA, "a.py", "at most 10 tags"),
         ({"tags": "x" * 33}, SMA, "a.py", "at most 32 characters"),
+        ({"name": "a\x00b"}, SMA, "a.py", "agentName must be printable text; it contains U+0000"),
+        (
+            {"name": "ok\x1b[2Jx"},
+            SMA,
+            "a.py",
+            "agentName must be printable text; it contains U+001B",
+        ),
+        ({"name": "evil\u202etxt.py"}, SMA, "a.py", "agentName must be printable"),
+        ({"name": "a\rBacktest completed"}, SMA, "a.py", "agentName must be printable"),
+        ({"description": "fine\nbut\x07"}, SMA, "a.py", "description must be printable"),
+        ({"tags": "trend,\u2066x"}, SMA, "a.py", "tags must be printable"),
         ({}, SMA, "agent.txt", "must be a Python file"),
         ({}, b"", "a.py", "empty"),
         ({}, b"\xff\xfe", "a.py", "not UTF-8"),

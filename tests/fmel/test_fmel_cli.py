@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from types import TracebackType
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -12,12 +10,11 @@ from fmel_helpers import T0, new_id
 from typer.testing import CliRunner, Result
 
 from conftest import World
-from farm import cli_support
 from farm.cli import app
-from farm.client import FarmClient
 from farm.context import Context
 from farm.fmel.recorder import FmelRecorder
 from farm.fmel.records import Bar
+from support import route_cli
 
 runner = CliRunner()
 
@@ -25,23 +22,7 @@ runner = CliRunner()
 @pytest.fixture(autouse=True)
 def routed(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     """The CLI's API client talks to the in-process app instead of a socket."""
-
-    class Routed(FarmClient):
-        def __init__(self, url: str, token: str | None, **options: Any) -> None:
-            super().__init__(url, token, **options)
-            self._http.close()
-            self._http = client
-            client.headers["Authorization"] = f"Bearer {token}"
-
-        def __exit__(
-            self,
-            kind: type[BaseException] | None,
-            exc: BaseException | None,
-            tb: TracebackType | None,
-        ) -> None:
-            pass
-
-    monkeypatch.setattr(cli_support, "FarmClient", Routed)
+    route_cli(client, monkeypatch)
 
 
 def farm(world: World, *args: str) -> Result:
@@ -100,6 +81,12 @@ def test_explain_gives_a_readable_account_of_one_decision(world: World) -> None:
     assert as_json["decisionId"] == f"{world.small}:6"
 
 
+HOSTILE = (
+    "[red]alarm[/red] [/] \x1b[2J\x1b]8;;http://x\x07link\r\x1b[1A\x1b[2KBacktest completed"
+    "\u202eevil\x00"
+)
+
+
 def test_agent_text_cannot_drive_the_terminal(world: World, context: Context) -> None:
     session = new_id()
     with FmelRecorder(
@@ -109,16 +96,24 @@ def test_agent_text_cannot_drive_the_terminal(world: World, context: Context) ->
             seq=0,
             bar_ts=T0,
             bars=[Bar(symbol="AAPL", open=1, high=1, low=1, close=1, volume=1)],
-            cash=1,
+            cash=float("nan"),
             value=1,
-            reasoning="[red]alarm[/red] \x1b[2J\x1b]8;;http://x\x07link",
+            reasoning=HOSTILE,
+            hook_errors=["line one\nBacktest completed\r[/]"],
         )
-    explained = farm(world, "explain", f"{session}:0").output
-    listed = farm(world, "decisions", session).output
-    for output in (explained, listed):
-        assert "\x1b" not in output
-        assert "\x07" not in output
-        assert "[red]alarm[/red]" in output
+    explained = farm(world, "explain", f"{session}:0")
+    listed = farm(world, "decisions", session)
+    for result in (explained, listed):
+        assert result.exit_code == 0, result.output
+        output = result.output
+        for raw in ("\x1b", "\x07", "\r", "\x00", "\u202e"):
+            assert raw not in output
+        assert "[red]alarm[/red] [/]" in output  # markup shown as text, not applied
+        assert not any(
+            line.lstrip().startswith("Backtest completed") for line in output.splitlines()
+        )
+    assert "Portfolio: cash n/a, value 1.00" in explained.output
+    assert "Hook error: line one Backtest completed [/]" in flat(explained)
 
 
 def test_unknown_decision_exits_1_with_the_servers_message(world: World) -> None:

@@ -14,7 +14,7 @@ from farm.agents.schemas import (
     DuplicateAgent,
     SubmitResponse,
 )
-from farm.agents.service import MAX_PAGE_SIZE, Submission
+from farm.agents.service import MAX_PAGE, MAX_PAGE_SIZE, Submission
 from farm.deps import ContextDep, CurrentUser
 from farm.schemas import errors
 
@@ -33,14 +33,23 @@ async def submit_agent(
     context: ContextDep,
     user: CurrentUser,
     file: Annotated[UploadFile, File(description="The agent's .py file (UTF-8, at most 1 MiB)")],
-    agent_name: Annotated[str, Form(alias="agentName", description="1 to 100 characters")] = "",
-    description: Annotated[str, Form()] = "",
-    tags: Annotated[str, Form(description="Comma separated, at most 10 of 32 chars")] = "",
+    agent_name: Annotated[
+        str, Form(alias="agentName", description="1 to 100 printable characters")
+    ] = "",
+    description: Annotated[
+        str, Form(description="At most 500 printable characters (line breaks allowed)")
+    ] = "",
+    tags: Annotated[
+        str, Form(description="Comma separated, at most 10 of 32 printable chars")
+    ] = "",
 ) -> SubmitResponse:
-    """Submit an agent: one Python file defining exactly one ``backtrader.Strategy``."""
+    """Submit an agent: one Python file defining exactly one ``backtrader.Strategy``.
+
+    The file is parsed (never run) in a separate process with a time and memory cap; a file
+    too complex to check within them is refused (400)."""
     data = await file.read(context.settings.max_agent_bytes + 1)
     submission = Submission(agent_name, description, tags, file.filename or "", data)
-    agent_id = context.agents.submit(user, submission)
+    agent_id = await context.agents.submit(user, submission)
     return SubmitResponse(success=True, agent_id=agent_id, message="agent submitted")
 
 
@@ -48,7 +57,7 @@ async def submit_agent(
 def list_agents(
     context: ContextDep,
     user: CurrentUser,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 20,
     status: AgentStatus | None = None,
 ) -> AgentList:

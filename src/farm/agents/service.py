@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import anyio
 from sqlalchemy.orm import Session
 
 from farm.agents import repository
+from farm.agents.checker import AgentChecker
 from farm.agents.schemas import AgentList, AgentOut, AgentStatus
-from farm.agents.validation import validate_agent_file
 from farm.errors import Conflict, Forbidden, InvalidInput, NotFound
 from farm.events import AGENT_DELETED, AGENT_SUBMITTED, EventBus
 from farm.schemas import Pagination
@@ -22,6 +24,7 @@ MAX_TAG_CHARS = 32
 MAX_NAME_CHARS = 100
 MAX_DESCRIPTION_CHARS = 500
 MAX_PAGE_SIZE = 100
+MAX_PAGE = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,29 +42,52 @@ class AgentService:
     """The agents service; owns agent code and metadata."""
 
     def __init__(
-        self, db: Database, artifacts: ArtifactStore, bus: EventBus, max_agent_bytes: int
+        self,
+        db: Database,
+        artifacts: ArtifactStore,
+        bus: EventBus,
+        checker: AgentChecker,
+        max_agent_bytes: int,
     ) -> None:
         self._db = db
         self._artifacts = artifacts
         self._bus = bus
+        self._checker = checker
         self._max_agent_bytes = max_agent_bytes
 
-    def submit(self, user: User, submission: Submission) -> str:
-        """Validate and store a new agent; returns its id. Publishes ``agent.submitted``."""
+    async def submit(self, user: User, submission: Submission) -> str:
+        """Validate and store a new agent; returns its id. Publishes ``agent.submitted``.
+
+        The file is parsed in a child process and stored from a worker thread: nothing the
+        user sent is parsed on the event loop."""
         name = submission.name.strip()
         if not 1 <= len(name) <= MAX_NAME_CHARS:
             raise InvalidInput(f"agentName must be 1 to {MAX_NAME_CHARS} characters")
-        if len(submission.description) > MAX_DESCRIPTION_CHARS:
+        check_printable("agentName", name)
+        description = submission.description.replace("\r\n", "\n")  # as browsers send them
+        if len(description) > MAX_DESCRIPTION_CHARS:
             raise InvalidInput(f"description must be at most {MAX_DESCRIPTION_CHARS} characters")
+        check_printable("description", description, newlines=True)
         tags = parse_tags(submission.tags)
         if not submission.filename.endswith(".py"):
             raise InvalidInput("file must be a Python file ending in .py")
-        agent_file = validate_agent_file(submission.data, max_bytes=self._max_agent_bytes)
+        size = len(submission.data)
+        if size > self._max_agent_bytes:
+            raise InvalidInput(
+                f"the agent file is {size} bytes; the limit is {self._max_agent_bytes} bytes"
+            )
+        strategy_class = await self._checker.check(submission.data)
+        checked = replace(submission, name=name, description=description)
+        return await anyio.to_thread.run_sync(self._store, user, checked, tags, strategy_class)
 
+    def _store(
+        self, user: User, submission: Submission, tags: list[str], strategy_class: str
+    ) -> str:
+        sha256 = hashlib.sha256(submission.data).hexdigest()
         agent_id = str(uuid.uuid4())
         key = f"agents/{user.id}/{agent_id}.py"
         with self._db.transaction() as session:
-            duplicate = repository.find_live_duplicate(session, user.id, agent_file.sha256)
+            duplicate = repository.find_live_duplicate(session, user.id, sha256)
             if duplicate is not None:
                 raise Conflict(
                     f"you already submitted this exact code as agent {duplicate.id}",
@@ -72,12 +98,12 @@ class AgentService:
                 Agent(
                     id=agent_id,
                     user_id=user.id,
-                    name=name,
+                    name=submission.name,
                     description=submission.description,
                     tags=",".join(tags),
-                    strategy_class=agent_file.strategy_class,
-                    code_sha256=agent_file.sha256,
-                    code_bytes=agent_file.size,
+                    strategy_class=strategy_class,
+                    code_sha256=sha256,
+                    code_bytes=len(submission.data),
                     artifact_key=key,
                     status=AgentStatus.ACTIVE,
                 )
@@ -127,14 +153,28 @@ def owned_agent(session: Session, user: User, agent_id: str) -> Agent:
 
 
 def parse_tags(raw: str) -> list[str]:
-    """Comma-separated tags: trimmed, de-duplicated, at most 10 of at most 32 characters."""
+    """Comma-separated tags: trimmed, de-duplicated, at most 10 of at most 32 printable
+    characters."""
     tags = list(dict.fromkeys(t.strip() for t in raw.split(",") if t.strip()))
     if len(tags) > MAX_TAGS:
         raise InvalidInput(f"at most {MAX_TAGS} tags are allowed, got {len(tags)}")
     long = [t for t in tags if len(t) > MAX_TAG_CHARS]
     if long:
         raise InvalidInput(f"tags must be at most {MAX_TAG_CHARS} characters: {long[0]!r}")
+    for tag in tags:
+        check_printable("tags", tag)
     return tags
+
+
+def check_printable(field: str, text: str, *, newlines: bool = False) -> None:
+    """Refuse control characters, NUL, bidirectional overrides and other invisible formatting
+    (``str.isprintable``); ``newlines`` allows line breaks (descriptions)."""
+    bad = next((c for c in text if not c.isprintable() and not (newlines and c == "\n")), None)
+    if bad is not None:
+        raise InvalidInput(
+            f"{field} must be printable text; it contains U+{ord(bad):04X} at position "
+            f"{text.index(bad)} (control characters and invisible formatting are not allowed)"
+        )
 
 
 def _out(agent: Agent, owner: str) -> AgentOut:

@@ -1,36 +1,39 @@
-"""Check an uploaded agent file by parsing it; agent code is never imported or run here."""
+"""Check an uploaded agent file by parsing it; agent code is never imported or run here.
+
+The API never parses on its event loop: ``farm.agents.checker`` runs :func:`main` in a short-lived
+child process with a time and memory cap. This module therefore imports only what that child
+needs (``ast``, ``json``, ``resource``), keeping its start cheap.
+"""
 
 from __future__ import annotations
 
 import ast
-import hashlib
-from dataclasses import dataclass
+import json
+import os
+import resource
+import sys
 
 from farm.errors import InvalidInput
 
 _STRATEGY_BASES = {"Strategy", "SignalStrategy"}
+TOO_COMPLEX = "the agent file is too complex to parse (nesting too deep or too many statements)"
 
 
-@dataclass(frozen=True, slots=True)
-class ValidatedAgent:
-    """What validation learned about an agent file."""
-
-    source: str
-    strategy_class: str
-    sha256: str
-    size: int
-
-
-def validate_agent_file(data: bytes, *, max_bytes: int) -> ValidatedAgent:
-    """Validate an agent's bytes; raises ``InvalidInput`` saying what to fix."""
+def check_agent_source(data: bytes) -> str:
+    """The name of the one Strategy class ``data`` defines; raises ``InvalidInput`` saying what
+    to fix (empty, not UTF-8, a NUL byte, a syntax error, too complex, zero or several classes)."""
     if not data.strip():
         raise InvalidInput("the agent file is empty")
-    if len(data) > max_bytes:
-        raise InvalidInput(f"the agent file is {len(data)} bytes; the limit is {max_bytes} bytes")
     try:
         source = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidInput(f"the agent file is not UTF-8 text (byte {exc.start})") from None
+    nul = source.find("\x00")
+    if nul >= 0:
+        line = source.count("\n", 0, nul) + 1
+        raise InvalidInput(
+            f"the agent file contains a NUL byte (line {line}); remove it", line=line
+        )
     try:
         tree = ast.parse(source, filename="agent.py")
     except SyntaxError as exc:
@@ -39,6 +42,8 @@ def validate_agent_file(data: bytes, *, max_bytes: int) -> ValidatedAgent:
             line=exc.lineno,
             column=exc.offset,
         ) from None
+    except (RecursionError, MemoryError):
+        raise InvalidInput(TOO_COMPLEX) from None
     classes = strategy_classes(tree)
     if not classes:
         raise InvalidInput(
@@ -50,7 +55,27 @@ def validate_agent_file(data: bytes, *, max_bytes: int) -> ValidatedAgent:
             f"found {len(classes)} Strategy classes ({', '.join(classes)}); an agent file "
             "must define exactly one"
         )
-    return ValidatedAgent(source, classes[0], hashlib.sha256(data).hexdigest(), len(data))
+    return classes[0]
+
+
+def main() -> None:
+    """The checking child: caps its own memory and CPU (``argv``: bytes, seconds), lowers its
+    priority, reads the file from stdin and writes one JSON object: ``{"strategyClass"}`` or
+    ``{"message", "line"?, "column"?}``."""
+    memory, cpu = int(sys.argv[1]), int(sys.argv[2])
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+    os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    os.nice(10)
+    data = sys.stdin.buffer.read()
+    try:
+        reply: dict[str, object] = {"strategyClass": check_agent_source(data)}
+    except InvalidInput as exc:
+        reply = {"message": exc.message, **exc.extra}
+    except MemoryError:  # e.g. while walking a huge tree
+        reply = {"message": TOO_COMPLEX}
+    sys.stdout.write(json.dumps(reply))
 
 
 def strategy_classes(tree: ast.Module) -> list[str]:

@@ -8,7 +8,17 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from farm.cli_support import DEFAULT_URL, JsonOpt, TokenOpt, UrlOpt, api, console, print_json, table
+from farm.cli_support import (
+    DEFAULT_URL,
+    JsonOpt,
+    TokenOpt,
+    UrlOpt,
+    api,
+    console,
+    inert,
+    print_json,
+    table,
+)
 
 POLL_SECONDS = 0.5
 DONE = {"completed", "failed"}
@@ -39,7 +49,10 @@ def backtest(
         started = client.request("POST", f"/api/backtest/{agent_id}/start", json=body)
         session_id = started["sessionId"]
         if not wait:
-            print_json(started) if as_json else console.print(f"Queued backtest {session_id}")
+            if as_json:
+                print_json(started)
+            else:
+                console.print(f"Queued backtest {inert(session_id)}")
             return
         result = _follow(client, session_id, quiet=as_json)
     if as_json:
@@ -54,13 +67,13 @@ def _follow(client: Any, session_id: str, *, quiet: bool) -> Any:
     path = f"/api/backtest/{session_id}/results"
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, TimeElapsedColumn(), console=console, disable=quiet) as bar:
-        task = bar.add_task(f"backtest {session_id[:8]} queued", total=None)
+        task = bar.add_task(f"backtest {inert(session_id[:8])} queued", total=None)
         while True:
             result = client.request("GET", path)
             progress = result["progress"]
             bar.update(
                 task,
-                description=f"backtest {session_id[:8]} {result['status']}",
+                description=f"backtest {inert(session_id[:8])} {inert(result['status'])}",
                 completed=progress["barsDone"],
                 total=progress["barsTotal"] or None,
             )
@@ -84,15 +97,15 @@ def results(
 def _print_results(result: Any) -> None:
     status = result["status"]
     progress = result["progress"]
-    console.print(f"Backtest {result['sessionId']}: [bold]{status}[/]")
+    console.print(f"Backtest {inert(result['sessionId'])}: [bold]{inert(status)}[/]")
     console.print(
-        f"{progress['barsDone']}/{progress['barsTotal']} bars, data: {result['dataSource']}"
+        inert(f"{progress['barsDone']}/{progress['barsTotal']} bars, data: {result['dataSource']}")
     )
     if result.get("failure"):
         failure = result["failure"]
-        console.print(f"[red]{failure['reason']}[/]: {failure['message']}", markup=True)
+        console.print(f"[red]{inert(failure['reason'])}[/]: {inert(failure['message'])}")
         if failure.get("traceback"):
-            console.print(failure["traceback"], markup=False, highlight=False)
+            console.print(inert(failure["traceback"], multiline=True), highlight=False)
     metrics = result.get("metrics") or {}
     benchmark = result.get("benchmark") or {}
     if metrics:

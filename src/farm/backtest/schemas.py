@@ -7,7 +7,7 @@ from enum import StrEnum
 
 from pydantic import ConfigDict, Field
 
-from farm.schemas import ApiModel
+from farm.schemas import ApiModel, bounded_date
 
 DEFAULT_SYMBOLS = ("SPY", "QQQ", "AAPL")
 MAX_SYMBOLS = 500
@@ -41,8 +41,8 @@ class BacktestRequest(ApiModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    start_date: date = date(2023, 1, 1)
-    end_date: date = date(2023, 12, 31)
+    start_date: date = bounded_date(date(2023, 1, 1), "First bar date")
+    end_date: date = bounded_date(date(2023, 12, 31), "Last bar date")
     initial_cash: float = Field(
         default=100_000.0,
         le=1e12,

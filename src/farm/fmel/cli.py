@@ -1,18 +1,26 @@
 """``farm decisions`` and ``farm explain``: read an agent's decision record from a terminal.
 
-Agent-reported text is untrusted: control characters are replaced and Rich markup is escaped
-before anything is printed.
+Agent-reported text is untrusted: everything printed goes through ``cli_support.inert``.
 """
 
 from __future__ import annotations
 
-import unicodedata
+import math
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 
-from farm.cli_support import DEFAULT_URL, JsonOpt, TokenOpt, UrlOpt, api, console, print_json, table
+from farm.cli_support import (
+    DEFAULT_URL,
+    JsonOpt,
+    TokenOpt,
+    UrlOpt,
+    api,
+    console,
+    inert,
+    print_json,
+    table,
+)
 
 MAX_BARS_SHOWN = 10
 REASONING_PREVIEW = 60
@@ -35,7 +43,7 @@ def decisions(
     rows = []
     for d in result["decisions"]:
         said = d["agentReported"]
-        reasoning = _clean(said["reasoning"] or "")
+        reasoning = said["reasoning"] or ""
         if len(reasoning) > REASONING_PREVIEW:
             reasoning = reasoning[: REASONING_PREVIEW - 1] + "…"
         rows.append(
@@ -43,14 +51,14 @@ def decisions(
                 d["decisionId"],
                 d["barTime"],
                 d["action"],
-                escape("; ".join(_order(o) for o in d["orders"])),
+                "; ".join(_order(o) for o in d["orders"]),
                 _percent(said["confidence"]),
-                escape(reasoning),
+                reasoning,
             )
         )
     shown = len(result["decisions"])
     table(
-        f"Decisions of session {escape(session_id)} ({shown} of {result['total']}, newest first)",
+        f"Decisions of session {session_id} ({shown} of {result['total']}, newest first)",
         ["decision", "bar time", "action", "orders", "confidence", "reasoning"],
         rows,
     )
@@ -69,21 +77,26 @@ def explain(
         print_json(detail)
         return
     for line in explanation(detail):
-        console.print(line, markup=False, highlight=False, soft_wrap=True)
+        console.print(inert(line), highlight=False, soft_wrap=True)
 
 
 def explanation(d: dict[str, Any]) -> list[str]:
-    """A readable account of one decision (the API's decision detail body)."""
+    """A readable account of one decision (the API's decision detail body); raw text, to be
+    printed through ``inert``. Numbers the API sends as null (non-finite) read ``n/a``."""
     said = d["agentReported"]
     lines = [
         f"Decision {d['decisionId']} — step {d['seq']} of session {d['sessionId']} "
         f"({d['mode']}), agent {d['agentId']}",
         f"Bar time {d['barTime']}, recorded at {d['wallTime']}",
         "",
-        f"Portfolio: cash {d['portfolio']['cash']:,.2f}, value {d['portfolio']['value']:,.2f}",
+        f"Portfolio: cash {_num(d['portfolio']['cash'], ',.2f')}, "
+        f"value {_num(d['portfolio']['value'], ',.2f')}",
         "Positions: "
         + (
-            ", ".join(f"{p['symbol']} {p['size']:g} @ {p['price']:.2f}" for p in d["positions"])
+            ", ".join(
+                f"{p['symbol']} {_num(p['size'], 'g')} @ {_num(p['price'], '.2f')}"
+                for p in d["positions"]
+            )
             or "none"
         ),
     ]
@@ -91,38 +104,39 @@ def explanation(d: dict[str, Any]) -> list[str]:
     lines.append("Market (this bar):")
     for b in bars[:MAX_BARS_SHOWN]:
         lines.append(
-            f"  {b['symbol']}: open {b['open']:.2f} high {b['high']:.2f} low {b['low']:.2f} "
-            f"close {b['close']:.2f} volume {b['volume']:,.0f}"
+            f"  {b['symbol']}: open {_num(b['open'], '.2f')} high {_num(b['high'], '.2f')} "
+            f"low {_num(b['low'], '.2f')} close {_num(b['close'], '.2f')} "
+            f"volume {_num(b['volume'], ',.0f')}"
         )
     if len(bars) > MAX_BARS_SHOWN:
         lines.append(f"  ... and {len(bars) - MAX_BARS_SHOWN} more symbols")
     lines += ["", "What the agent reported (not verified by the platform):"]
     reads = [f"{a['symbol']}.{a['field']}[{a['index']}]" for a in said["dataAccessed"]]
     more = " (more were not recorded)" if said["dataAccessedTruncated"] else ""
-    lines.append(f"  It read: {_clean(', '.join(reads)) or 'nothing'}{more}")
+    lines.append(f"  It read: {', '.join(reads) or 'nothing'}{more}")
     indicators = [
-        (f"{i['name']}[{i['line']}]" if i["line"] else i["name"])
-        + (" = n/a" if i["value"] is None else f" = {i['value']:.4g}")
+        (f"{i['name']}[{i['line']}]" if i["line"] else i["name"]) + f" = {_num(i['value'], '.4g')}"
         for i in said["indicators"]
     ]
-    lines.append(f"  Indicators: {_clean(', '.join(indicators)) or 'none'}")
+    lines.append(f"  Indicators: {', '.join(indicators) or 'none'}")
     reasoning = said["reasoning"]
     cut = " [truncated]" if said["reasoningTruncated"] else ""
-    lines.append(f"  Reasoning: {_clean(reasoning) + cut if reasoning else '(none given)'}")
+    lines.append(f"  Reasoning: {reasoning + cut if reasoning else '(none given)'}")
     lines.append(f"  Confidence: {_percent(said['confidence']) or '(none given)'}")
     for error in said["hookErrors"]:
-        lines.append(f"  Hook error: {_clean(error)}")
+        lines.append(f"  Hook error: {error}")
     lines += ["", f"Action: {d['action'].upper()}"]
     for order in d["orders"]:
         lines.append(f"  order {_order(order)}")
     for cid in d["cancels"]:
-        lines.append(f"  cancel {_clean(cid)}")
+        lines.append(f"  cancel {cid}")
     lines.append("Executions:" if d["executions"] else "Executions: none")
     for e in d["executions"]:
         if e["status"] == "filled":
             lines.append(
-                f"  filled {e['side']} {e['size']:g} {e['symbol']} @ {e['price']:.2f}, "
-                f"commission {e['commission']:.2f}, at {e['time']}"
+                f"  filled {e['side']} {_num(e['size'], 'g')} {e['symbol']} "
+                f"@ {_num(e['price'], '.2f')}, commission {_num(e['commission'], '.2f')}, "
+                f"at {e['time']}"
             )
         else:
             reason = f": {e['reason']}" if e["reason"] else ""
@@ -131,27 +145,26 @@ def explanation(d: dict[str, Any]) -> list[str]:
     for t in d["trades"]:
         lines.append(
             f"  {t['role']} a {t['symbol']} trade ({t['entryTime']} -> {t['exitTime']}, "
-            f"{t['barsHeld']} bars): net P&L {t['pnlNet']:+,.2f} (gross {t['pnl']:+,.2f})"
+            f"{t['barsHeld']} bars): net P&L {_num(t['pnlNet'], '+,.2f')} "
+            f"(gross {_num(t['pnl'], '+,.2f')})"
         )
     return lines
 
 
 def _order(o: dict[str, Any]) -> str:
     prices = [
-        f"{name} {o[key]:.2f}"
+        f"{name} {_num(o[key], '.2f')}"
         for name, key in (("limit", "limitPrice"), ("stop", "stopPrice"))
         if o[key] is not None
     ]
     price = f" ({', '.join(prices)})" if prices else ""
-    return _clean(f"{o['side']} {o['size']:g} {o['symbol']} {o['type']}{price} [{o['status']}]")
+    return f"{o['side']} {_num(o['size'], 'g')} {o['symbol']} {o['type']}{price} [{o['status']}]"
 
 
 def _percent(value: float | None) -> str:
     return "" if value is None else f"{value:.0%}"
 
 
-def _clean(text: str) -> str:
-    """Untrusted text made safe for a terminal: control characters become spaces."""
-    return "".join(
-        " " if unicodedata.category(c) in ("Cc", "Cf") and c != "\n" else c for c in text
-    )
+def _num(value: float | None, spec: str) -> str:
+    """A number formatted by ``spec``; ``n/a`` for null (how the API sends NaN) or NaN."""
+    return "n/a" if value is None or math.isnan(value) else format(value, spec)

@@ -11,6 +11,7 @@ from farm.deps import ContextDep, CurrentUser
 from farm.fmel.records import Action
 from farm.fmel.schemas import (
     MAX_LIMIT,
+    MAX_OFFSET,
     Analytics,
     Comparison,
     DateRange,
@@ -20,8 +21,8 @@ from farm.fmel.schemas import (
     RecordKind,
     SearchResults,
 )
-from farm.fmel.service import Filters, FmelService
-from farm.schemas import errors
+from farm.fmel.service import MAX_DATE_CHARS, Filters, FmelService
+from farm.schemas import DATE_BOUNDS, errors
 
 router = APIRouter(prefix="/api/fmel", tags=["fmel"])
 
@@ -37,7 +38,7 @@ SessionId = Annotated[
     str | None, Query(alias="sessionId", description="A backtest or paper session")
 ]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"1 to {MAX_LIMIT}")]
-Offset = Annotated[int, Query(ge=0)]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description=f"0 to {MAX_OFFSET:,}")]
 Range = Annotated[
     DateRange, Query(alias="dateRange", description="By the time decisions were recorded")
 ]
@@ -47,11 +48,20 @@ def decision_filters(
     agent_id: AgentId = None,
     session_id: SessionId = None,
     start_date: Annotated[
-        str | None, Query(alias="startDate", description="Bar time from (ISO date or date-time)")
+        str | None,
+        Query(
+            alias="startDate",
+            max_length=MAX_DATE_CHARS,
+            description=f"Bar time from (ISO date or date-time, {DATE_BOUNDS})",
+        ),
     ] = None,
     end_date: Annotated[
         str | None,
-        Query(alias="endDate", description="Bar time until (a bare date includes that day)"),
+        Query(
+            alias="endDate",
+            max_length=MAX_DATE_CHARS,
+            description=f"Bar time until (a bare date includes that day; {DATE_BOUNDS})",
+        ),
     ] = None,
     action: Annotated[Action | None, Query()] = None,
     symbol: Annotated[

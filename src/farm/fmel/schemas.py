@@ -9,6 +9,7 @@ from farm.fmel.records import Action
 from farm.schemas import ApiModel
 
 MAX_LIMIT = 1000
+MAX_OFFSET = 1_000_000_000
 
 
 class DateRange(StrEnum):

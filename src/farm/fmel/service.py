@@ -37,11 +37,13 @@ from farm.fmel.schemas import (
     TradeStats,
 )
 from farm.fmel.store import FmelStore
+from farm.schemas import DATE_BOUNDS, MAX_DATE, MIN_DATE
 from farm.storage.db import Database
 from farm.storage.models import Agent, User
 
 MAX_COMPARE = 10
 MAX_SYMBOL_CHARS = 32
+MAX_DATE_CHARS = 40
 DELETED = "deleted"
 RANGE_DAYS = {DateRange.D7: 7, DateRange.D30: 30, DateRange.D90: 90}
 
@@ -215,19 +217,25 @@ def _session(session_id: str | None) -> str | None:
 
 
 def _parse_date(name: str, text: str | None, *, end: bool) -> datetime | None:
-    """An ISO date or date-time as UTC; a bare end date includes that whole day."""
+    """An ISO date or date-time as UTC, within ``MIN_DATE``..``MAX_DATE``; a bare end date
+    includes that whole day."""
     if text is None:
         return None
     try:
-        if len(text) == 10:
-            day = date.fromisoformat(text)
-            return datetime.combine(day + timedelta(days=1 if end else 0), time(), UTC)
-        value = datetime.fromisoformat(text)
+        value = (
+            datetime.combine(date.fromisoformat(text), time())
+            if len(text) == 10
+            else datetime.fromisoformat(text)
+        )
     except ValueError:
         raise InvalidInput(
             f"{name} must be an ISO date (2024-01-31) or date-time (2024-01-31T15:30:00Z), "
             f"got {text!r}"
         ) from None
+    if not MIN_DATE <= value.date() <= MAX_DATE:
+        raise InvalidInput(f"{name} must be between {DATE_BOUNDS}, got {text!r}")
+    if len(text) == 10:
+        return value.replace(tzinfo=UTC) + timedelta(days=1 if end else 0)
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 

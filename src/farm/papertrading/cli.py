@@ -75,12 +75,12 @@ def list_accounts(
         ["id", "name", "broker", "cash", "equity", "created"],
         [
             (
-                inert(a["accountId"]),
-                inert(a["name"]),
-                inert(a["broker"]),
+                a["accountId"],
+                a["name"],
+                a["broker"],
                 money(a["cash"]),
                 money(a["equity"]),
-                inert(a["createdAt"]),
+                a["createdAt"],
             )
             for a in result["accounts"]
         ],
@@ -142,16 +142,16 @@ def print_account(account: Any) -> None:
     """An account's numbers, positions, open orders and session, as tables."""
     session = account["session"]
     rows = [
-        ("id", inert(account["accountId"])),
-        ("name", inert(account["name"])),
-        ("broker", inert(account["broker"])),
+        ("id", account["accountId"]),
+        ("name", account["name"]),
+        ("broker", account["broker"]),
         ("initial cash", money(account["initialCash"])),
         ("funded", money(account["funded"])),
         ("cash", money(account["cash"])),
         ("equity", money(account["equity"])),
         ("total P&L", money(account["totalPnl"])),
-        ("session", inert(session["sessionId"]) if session else "none"),
-        ("created", inert(account["createdAt"])),
+        ("session", session["sessionId"] if session else "none"),
+        ("created", account["createdAt"]),
     ]
     table("Account", ["field", "value"], rows)
     if account["positions"]:
@@ -160,7 +160,7 @@ def print_account(account: Any) -> None:
             ["symbol", "size", "average price", "last price", "market value", "unrealized P&L"],
             [
                 (
-                    inert(p["symbol"]),
+                    p["symbol"],
                     p["size"],
                     p["averagePrice"],
                     p["lastPrice"],
@@ -176,12 +176,12 @@ def print_account(account: Any) -> None:
             ["client order id", "symbol", "size", "type", "price", "status", "filled"],
             [
                 (
-                    inert(o["clientOrderId"]),
-                    inert(o["symbol"]),
+                    o["clientOrderId"],
+                    o["symbol"],
                     o["size"],
-                    inert(o["type"]),
+                    o["type"],
                     o["price"] if o["price"] is not None else o["limitPrice"],
-                    inert(o["status"]),
+                    o["status"],
                     o["filled"],
                 )
                 for o in account["openOrders"]

@@ -1,0 +1,71 @@
+"""Run the agent-file check in a fresh child process: off the event loop, capped in time and memory.
+
+``ast.parse`` holds the GIL, so a thread would still stall every request; a child process does
+not. Each check gets its own ``python -I -S`` process importing only ``farm.agents.validation``
+(about 20 ms to start), so no state or memory carries over from one upload to the next.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+
+import farm
+from farm.errors import InvalidInput
+
+log = logging.getLogger("farm.agents")
+
+_SOURCE_ROOT = str(Path(farm.__file__).resolve().parent.parent)
+_CHILD = (
+    f"import sys; sys.path.insert(0, {_SOURCE_ROOT!r}); "
+    "from farm.agents.validation import main; main()"
+)
+
+
+class AgentChecker:
+    """Checks agent files in child processes, at most ``concurrency`` at a time."""
+
+    def __init__(self, *, timeout_s: float, memory_mb: int, concurrency: int) -> None:
+        self._timeout_s = timeout_s
+        self._memory_bytes = memory_mb * 1024 * 1024
+        self._slots = anyio.Semaphore(concurrency)
+
+    async def check(self, data: bytes) -> str:
+        """The name of the file's one Strategy class; ``InvalidInput`` saying what to fix,
+        including when the check needs more than the time or memory it is given."""
+        cpu_s = math.ceil(self._timeout_s) + 1  # a backstop: the wall-time cap comes first
+        command = [sys.executable, "-I", "-S", "-c", _CHILD, str(self._memory_bytes), str(cpu_s)]
+        async with self._slots:
+            with anyio.move_on_after(self._timeout_s) as deadline:
+                # On the deadline, run_process is cancelled and kills the child.
+                done = await anyio.run_process(command, input=data, check=False)
+        if deadline.cancelled_caught:
+            raise InvalidInput(
+                f"the agent file is too complex to validate in {self._timeout_s:g} s; simplify it"
+            )
+        return _reply(done)
+
+
+def _reply(done: subprocess.CompletedProcess[bytes]) -> str:
+    try:
+        reply = json.loads(done.stdout) if done.returncode == 0 else None
+    except ValueError:
+        reply = None
+    if not isinstance(reply, dict):
+        log.warning(
+            "agent check child ended with %s: %s", done.returncode, done.stderr[-500:].decode()
+        )
+        raise InvalidInput(
+            "the agent file is too complex to validate within the memory and time allowed; "
+            "simplify it"
+        )
+    if "strategyClass" in reply:
+        return str(reply["strategyClass"])
+    message = str(reply.pop("message"))
+    raise InvalidInput(message, **reply)
