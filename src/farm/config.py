@@ -64,6 +64,14 @@ class Settings(BaseSettings):
     standard_end: str | None = None
     risk_free_rate: float = 0.0
 
+    # Backtest quotas and fair scheduling (issue 8, item 5). Standard evaluations do not count.
+    max_queued_backtests_per_user: int = Field(
+        default=10, ge=1, description="Custom backtests one user may have queued at once."
+    )
+    max_running_backtests_per_user: int = Field(
+        default=2, ge=1, description="Custom backtests of one user the scheduler runs at once."
+    )
+
     @field_validator("home", mode="after")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:

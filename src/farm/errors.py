@@ -15,6 +15,7 @@ class FarmError(Exception):
         super().__init__(message)
         self.message = message
         self.extra = extra
+        self.headers: dict[str, str] = {}
 
 
 class InvalidInput(FarmError):
@@ -64,3 +65,14 @@ class ServiceUnavailable(FarmError):
 
     status_code = 503
     error = "service_unavailable"
+
+
+class QuotaExceeded(FarmError):
+    """A per-user limit on queued or running work is reached (429, with ``Retry-After``)."""
+
+    status_code = 429
+    error = "quota_exceeded"
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.headers["Retry-After"] = str(retry_after_s)

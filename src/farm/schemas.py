@@ -29,6 +29,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     404: {"model": ErrorBody, "description": "No such resource"},
     409: {"model": ErrorBody, "description": "Conflicts with the resource's current state"},
     413: {"model": ErrorBody, "description": "Request body too large"},
+    429: {"model": ErrorBody, "description": "Over a quota; retry after Retry-After seconds"},
     503: {"model": ErrorBody, "description": "A backend this needs is unavailable; says why"},
 }
 

@@ -80,7 +80,7 @@ def test_claims_follow_priority_then_age(db: Database) -> None:
     urgent = add_session(db, "queued", priority=-1, age_s=0)
     standard = add_session(db, "queued", priority=10, age_s=9)
     add_session(db, "running")
-    scheduler = Scheduler(db, lambda *_: None, workers=1)
+    scheduler = Scheduler(db, lambda *_: None, workers=1, max_running_per_user=100)
     order = [scheduler.claim() for _ in range(5)]
     assert order == [urgent, oldest, newest, standard, None]
     claimed = status_of(db, oldest)
@@ -91,7 +91,9 @@ def test_claims_follow_priority_then_age(db: Database) -> None:
 
 def test_concurrent_schedulers_never_claim_a_session_twice(db: Database) -> None:
     ids = {add_session(db, "queued", age_s=i) for i in range(40)}
-    schedulers = [Scheduler(db, lambda *_: None, workers=2) for _ in range(4)]
+    schedulers = [
+        Scheduler(db, lambda *_: None, workers=2, max_running_per_user=100) for _ in range(4)
+    ]
     claimed: list[str] = []
     lock = threading.Lock()
 
@@ -110,7 +112,7 @@ def test_restart_requeues_interrupted_sessions_once_then_fails_them(db: Database
     second_time = add_session(db, "running", attempts=2)
     queued = add_session(db, "queued")
     done = add_session(db, "completed", attempts=1)
-    Scheduler(db, lambda *_: None, workers=1).recover()
+    Scheduler(db, lambda *_: None, workers=1, max_running_per_user=100).recover()
     assert status_of(db, first_time).status == "queued"
     failed = status_of(db, second_time)
     assert failed.status == "failed"
@@ -122,7 +124,9 @@ def test_restart_requeues_interrupted_sessions_once_then_fails_them(db: Database
 def test_an_api_only_process_runs_and_recovers_nothing(db: Database) -> None:
     running = add_session(db, "running", attempts=1)
     ran: list[str] = []
-    scheduler = Scheduler(db, lambda session_id, _: ran.append(session_id), workers=0)
+    scheduler = Scheduler(
+        db, lambda session_id, _: ran.append(session_id), workers=0, max_running_per_user=100
+    )
     scheduler.start()
     add_session(db, "queued")
     scheduler.notify()
@@ -141,7 +145,7 @@ def test_a_crashing_job_does_not_stop_the_workers(db: Database) -> None:
         if len(seen) == 1:
             raise RuntimeError("boom")
 
-    scheduler = Scheduler(db, job, workers=1)
+    scheduler = Scheduler(db, job, workers=1, max_running_per_user=100)
     scheduler.start()
     deadline = time.monotonic() + 10
     while len(seen) < 3 and time.monotonic() < deadline:

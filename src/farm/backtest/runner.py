@@ -56,13 +56,15 @@ def run_backtest(
     agent_file: Path,
     config: BacktestConfig,
     on_step: Callable[[DecisionRecord], None] | None = None,
+    on_start: Callable[[AgentSession], None] | None = None,
 ) -> BacktestOutcome:
     """Backtest ``agent_file`` over ``steps`` (strictly increasing times).
 
     Per step: the ledger fills earlier orders at this step's bars, the agent sees the bars and
     the account and decides, its orders go to the ledger, and the account is marked at the
     closes. Bars of symbols outside ``config.symbols`` are dropped; steps left empty are skipped.
-    ``on_step`` receives every :class:`DecisionRecord` (progress and FMEL).
+    ``on_step`` receives every :class:`DecisionRecord` (progress and FMEL); ``on_start`` the
+    started agent session (e.g. to kill it from another thread).
     """
     ledger = Ledger(config.initial_cash, config.commission, config.slippage_bps)
     session_config = SessionConfig(
@@ -82,6 +84,8 @@ def run_backtest(
     last: datetime | None = None
     try:
         with AgentSession(agent_file, session_config) as session:
+            if on_start is not None:
+                on_start(session)
             for step in steps:
                 if not symbols.issuperset(step.bars):
                     step = Step(step.ts, {s: b for s, b in step.bars.items() if s in symbols})
