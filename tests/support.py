@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -27,3 +28,36 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def sandboxed_descendants(pid: int) -> dict[int, int]:
+    """The outermost sandboxed agent processes under ``pid``, each with its parent's pid."""
+    parents: dict[int, int] = {}
+    commands: dict[int, str] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError):
+            continue  # it ended meanwhile
+        parents[int(stat.parent.name)] = int(fields[1])
+        commands[int(stat.parent.name)] = command
+    below = {pid}
+    changed = True
+    while changed:
+        grown = below | {p for p, parent in parents.items() if parent in below}
+        changed, below = grown != below, grown
+    agent = "farm.sandbox.runtime"
+    return {
+        p: parents[p]
+        for p in below - {pid}
+        if agent in commands[p] and agent not in commands.get(parents[p], "")
+    }
+
+
+def command_of(pid: int) -> str:
+    """A process's command line ('' once it has ended)."""
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""

@@ -1,4 +1,5 @@
-"""The backtest queue: claim order, no double claims, restart recovery, concurrency."""
+"""The backtest queue: fair claim order, per-user caps, no double claims, restart recovery,
+concurrency, cancellation."""
 
 from __future__ import annotations
 
@@ -28,35 +29,46 @@ REPO = Path(__file__).resolve().parents[2]
 def db(db_settings: Settings) -> Iterator[Database]:
     database = Database(db_settings.resolved_database_url)
     database.migrate()
-    with database.transaction() as session:
-        session.add(User(id="u", name="u"))
+    add_user(database, "u", agent_id="a")
+    yield database
+    database.dispose()
+
+
+def add_user(db: Database, user_id: str, *, agent_id: str) -> None:
+    with db.transaction() as session:
+        session.add(User(id=user_id, name=user_id))
         session.flush()
         session.add(
             Agent(
-                id="a",
-                user_id="u",
-                name="a",
+                id=agent_id,
+                user_id=user_id,
+                name=agent_id,
                 strategy_class="A",
                 code_sha256="0" * 64,
                 code_bytes=1,
                 artifact_key="k",
             )
         )
-    yield database
-    database.dispose()
 
 
 def add_session(
-    db: Database, status: str, *, priority: int = 0, attempts: int = 0, age_s: float = 0
+    db: Database,
+    status: str,
+    *,
+    priority: int = 0,
+    attempts: int = 0,
+    age_s: float = 0,
+    user: str = "u",
+    kind: str = "custom",
 ) -> str:
     session_id = str(uuid.uuid4())
     with db.transaction() as session:
         session.add(
             BacktestSession(
                 id=session_id,
-                agent_id="a",
-                user_id="u",
-                kind="custom",
+                agent_id="a" if user == "u" else f"{user}-agent",
+                user_id=user,
+                kind=kind,
                 status=status,
                 priority=priority,
                 params={},
@@ -87,6 +99,50 @@ def test_claims_follow_priority_then_age(db: Database) -> None:
     assert claimed.status == "running"
     assert claimed.attempts == 1
     assert claimed.started_at is not None
+
+
+def test_claims_go_round_robin_across_users(db: Database) -> None:
+    add_user(db, "v", agent_id="v-agent")
+    first = [add_session(db, "queued", age_s=100 - i) for i in range(50)]
+    second = add_session(db, "queued", user="v", age_s=1)
+    scheduler = Scheduler(db, lambda *_: None, workers=1, max_running_per_user=100)
+    order = [scheduler.claim() for _ in range(4)]
+    assert order == [first[0], second, first[1], first[2]]
+
+
+def test_a_user_never_runs_more_than_the_cap(db: Database) -> None:
+    add_user(db, "v", agent_id="v-agent")
+    mine = [add_session(db, "queued", age_s=10 - i) for i in range(5)]
+    theirs = add_session(db, "queued", user="v", age_s=0)
+    scheduler = Scheduler(db, lambda *_: None, workers=4, max_running_per_user=2)
+    assert {scheduler.claim() for _ in range(3)} == {mine[0], mine[1], theirs}
+    assert scheduler.claim() is None, "u has 2 running already"
+    with db.transaction() as session:
+        session.get(BacktestSession, mine[0]).status = "completed"  # type: ignore[union-attr]
+    assert scheduler.claim() == mine[2]
+
+
+def test_standard_evaluations_take_turns_with_custom_backtests(db: Database) -> None:
+    add_user(db, "v", agent_id="v-agent")
+    add_user(db, "w", agent_id="w-agent")
+    custom = [add_session(db, "queued", age_s=100 - i) for i in range(10)]
+    v_standard = [
+        add_session(db, "queued", user="v", kind="standard", priority=10, age_s=50 - i)
+        for i in range(3)
+    ]
+    w_standard = add_session(db, "queued", user="w", kind="standard", priority=10, age_s=0)
+    scheduler = Scheduler(db, lambda *_: None, workers=1, max_running_per_user=100)
+    order = [scheduler.claim() for _ in range(6)]
+    # the standard lane alternates with u's custom lane; inside it v and w take turns
+    assert order == [custom[0], v_standard[0], custom[1], w_standard, custom[2], v_standard[1]]
+
+
+def test_a_cancelled_session_is_never_claimed(db: Database) -> None:
+    cancelled = add_session(db, "cancelled", age_s=5)
+    queued = add_session(db, "queued")
+    scheduler = Scheduler(db, lambda *_: None, workers=1, max_running_per_user=100)
+    assert [scheduler.claim(), scheduler.claim()] == [queued, None]
+    assert status_of(db, cancelled).status == "cancelled"
 
 
 def test_concurrent_schedulers_never_claim_a_session_twice(db: Database) -> None:
