@@ -30,28 +30,30 @@ def free_port() -> int:
         return port
 
 
-def sandboxed_descendants(pid: int) -> dict[int, int]:
-    """The outermost sandboxed agent processes under ``pid``, each with its parent's pid."""
-    parents: dict[int, int] = {}
-    commands: dict[int, str] = {}
+def descendants(pid: int) -> dict[int, tuple[int, str]]:
+    """Every process under ``pid``: its parent's pid and its command line."""
+    table: dict[int, tuple[int, str]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
             command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except (OSError, IndexError):
             continue  # it ended meanwhile
-        parents[int(stat.parent.name)] = int(fields[1])
-        commands[int(stat.parent.name)] = command
+        table[int(stat.parent.name)] = (parent, command)
     below = {pid}
-    changed = True
-    while changed:
-        grown = below | {p for p, parent in parents.items() if parent in below}
-        changed, below = grown != below, grown
+    while grown := {p for p, (parent, _) in table.items() if parent in below} - below:
+        below |= grown
+    return {p: table[p] for p in below - {pid}}
+
+
+def sandboxed_descendants(pid: int) -> dict[int, int]:
+    """The outermost sandboxed agent processes under ``pid``, each with its parent's pid."""
+    under = descendants(pid)
     agent = "farm.sandbox.runtime"
     return {
-        p: parents[p]
-        for p in below - {pid}
-        if agent in commands[p] and agent not in commands.get(parents[p], "")
+        p: parent
+        for p, (parent, command) in under.items()
+        if agent in command and agent not in under.get(parent, (0, ""))[1]
     }
 
 
