@@ -215,6 +215,7 @@ def test_twenty_concurrent_submissions_all_complete(tmp_path: Path, real_bars: P
     settings = app_settings(
         tmp_path,
         real_bars,
+        max_queued_backtests_per_user=20,
         standard_symbols=["SPY"],
         standard_start="2024-01-01",
         standard_end="2024-03-31",

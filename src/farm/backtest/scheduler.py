@@ -147,7 +147,7 @@ class Scheduler:
         """The session to start next and the lanes it advances, or None."""
         heads = _heads(session)
         running: dict[str, int] = dict(
-            session.execute(  # type: ignore[arg-type]
+            session.execute(
                 select(BacktestSession.user_id, func.count())
                 .where(
                     BacktestSession.status == SessionStatus.RUNNING,
@@ -158,7 +158,7 @@ class Scheduler:
         )
         keys = {_lane(h) for h in heads} | {STANDARD_LANE}
         last: dict[str, datetime] = dict(
-            session.execute(  # type: ignore[arg-type]
+            session.execute(
                 select(BacktestLane.lane, BacktestLane.last_started_at).where(
                     BacktestLane.lane.in_(keys)
                 )
@@ -239,7 +239,7 @@ def _heads(session: Session) -> list[_Head]:
             queued.c.id, queued.c.user_id, queued.c.kind, queued.c.priority, queued.c.created_at
         ).where(queued.c.position == 1)
     ).all()
-    return [_Head(*row) for row in rows]
+    return [_Head(*row.tuple()) for row in rows]
 
 
 def _touch(session: Session, lanes: Sequence[str], now: datetime) -> None:
