@@ -137,14 +137,6 @@ def test_standard_evaluations_take_turns_with_custom_backtests(db: Database) -> 
     assert order == [custom[0], v_standard[0], custom[1], w_standard, custom[2], v_standard[1]]
 
 
-def test_a_cancelled_session_is_never_claimed(db: Database) -> None:
-    cancelled = add_session(db, "cancelled", age_s=5)
-    queued = add_session(db, "queued")
-    scheduler = Scheduler(db, lambda *_: None, workers=1, max_running_per_user=100)
-    assert [scheduler.claim(), scheduler.claim()] == [queued, None]
-    assert status_of(db, cancelled).status == "cancelled"
-
-
 def test_concurrent_schedulers_never_claim_a_session_twice(db: Database) -> None:
     ids = {add_session(db, "queued", age_s=i) for i in range(40)}
     schedulers = [
