@@ -4,13 +4,14 @@ cancels its work, per-user queue quotas, and the host loop running outside the A
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from service_support import Headers, app_settings, start, submit
+from service_support import Headers, app_settings, start, submit, wait_for
 
 from farm.app import create_app
 from farm.users.service import create_user
@@ -151,6 +152,24 @@ def test_the_host_loop_runs_in_a_worker_process_not_the_api_process(
     assert parent != os.getpid(), "the agent was started by the API process"
     assert "farm.backtest.worker" in command_of(parent)
     assert cancel(client, alice, session_id) == 200
+
+
+@pytest.mark.sandbox
+def test_a_worker_process_that_dies_fails_its_backtest_and_is_replaced(
+    server: tuple[TestClient, Headers],
+) -> None:
+    client, alice = server
+    _, session_id = sleeping_agent(client, alice)
+    (worker,) = sandboxed_descendants(os.getpid()).values()
+    os.kill(worker, signal.SIGKILL)
+    wait_for_no_agent_process(within=5)
+    result = wait_for(client, alice, session_id, timeout=10)
+    assert result["status"] == "failed"
+    assert result["failure"]["reason"] == "killed"
+    assert "worker process died" in result["failure"]["message"]
+
+    after = start(client, alice, submit(client, alice, SMA), **YEAR).json()["sessionId"]
+    assert wait_for(client, alice, after, timeout=60)["status"] == "completed"
 
 
 @pytest.mark.sandbox

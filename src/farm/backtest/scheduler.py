@@ -239,7 +239,7 @@ def _heads(session: Session) -> list[_Head]:
             queued.c.id, queued.c.user_id, queued.c.kind, queued.c.priority, queued.c.created_at
         ).where(queued.c.position == 1)
     ).all()
-    return [_Head(*row.tuple()) for row in rows]
+    return [_Head(r.id, r.user_id, r.kind, r.priority, r.created_at) for r in rows]
 
 
 def _touch(session: Session, lanes: Sequence[str], now: datetime) -> None:
