@@ -7,9 +7,10 @@ already in progress, and standard evaluations always get their turn. A user neve
 ``max_running_per_user`` custom backtests running. Inside a lane sessions go in (priority,
 created_at) order.
 
-Claims are serialized (a lock in this process and, on PostgreSQL, a transaction-level advisory
-lock across processes) and use a conditional update, so several schedulers can share one
-database without running a session twice or overrunning a user's cap. After a crash or restart,
+Claims are serialized across processes (a transaction-level advisory lock on PostgreSQL, the
+write lock on SQLite; a lock in the process saves SQLite's busy waits) and use a conditional
+update, so several schedulers can share one database without running a session twice or
+overrunning a user's cap. After a crash or restart,
 sessions left ``running`` are re-queued once, then failed as ``interrupted``.
 """
 
@@ -21,7 +22,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import false, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -118,8 +119,7 @@ class Scheduler:
     def claim(self) -> str | None:
         """Atomically take the next session in fair order (or None): it becomes ``running``."""
         with self._claiming, self._db.transaction() as session:
-            if session.get_bind().dialect.name == "postgresql":
-                session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLAIM_LOCK})
+            _lock_claims(session)
             for _ in range(CLAIM_TRIES):  # a session cancelled meanwhile is skipped
                 chosen = self._next(session)
                 if chosen is None:
@@ -214,6 +214,16 @@ class Scheduler:
                     finished_at=utcnow(),
                 )
             )
+
+
+def _lock_claims(session: Session) -> None:
+    """Hold the claim lock until the transaction ends, across processes: an advisory lock on
+    PostgreSQL; on SQLite the write lock, which a write statement takes even if it changes
+    nothing (the reads that follow then see every committed claim)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLAIM_LOCK})
+    else:
+        session.execute(update(BacktestLane).where(false()).values(lane=BacktestLane.lane))
 
 
 def _lane(head: _Head) -> str:
