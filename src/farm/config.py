@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     backtest_workers: int = Field(
         default_factory=lambda: os.cpu_count() or 1,
         ge=0,
-        description="Backtests run at once in this process; 0 for an API-only process.",
+        description="Backtests run at once, each in a worker process; 0 for an API-only process.",
     )
     standard_symbols: list[str] = Field(
         default_factory=lambda: [
