@@ -91,11 +91,6 @@ class WorkerPool:
         for worker in workers:
             worker.close()
 
-    def pids(self) -> list[int]:
-        """The process ids of the live workers."""
-        with self._lock:
-            return [w.pid for w in self._workers if w.alive]
-
     def _launch(self) -> _Worker:
         worker = _Worker(self._factory, self._settings)
         with self._lock:
@@ -133,14 +128,6 @@ class _Worker:
         self._control = Connection(control_write, readable=False)
         self._replies = Connection(reply_read, writable=False)
         self._control.send((factory, settings))
-
-    @property
-    def pid(self) -> int:
-        return self._process.pid
-
-    @property
-    def alive(self) -> bool:
-        return self._process.poll() is None
 
     def run(self, session_id: str, stopping: threading.Event) -> list[tuple[str, Event]]:
         """Run one session in the worker; returns the events its job published (a job that
