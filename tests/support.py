@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -101,3 +102,38 @@ def route_cli(client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
             pass
 
     monkeypatch.setattr(cli_support, "FarmClient", Routed)
+
+
+def descendants(pid: int) -> dict[int, tuple[int, str]]:
+    """Every process under ``pid``: its parent's pid and its command line."""
+    table: dict[int, tuple[int, str]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError):
+            continue  # it ended meanwhile
+        table[int(stat.parent.name)] = (parent, command)
+    below = {pid}
+    while grown := {p for p, (parent, _) in table.items() if parent in below} - below:
+        below |= grown
+    return {p: table[p] for p in below - {pid}}
+
+
+def sandboxed_descendants(pid: int) -> dict[int, int]:
+    """The outermost sandboxed agent processes under ``pid``, each with its parent's pid."""
+    under = descendants(pid)
+    agent = "farm.sandbox.runtime"
+    return {
+        p: parent
+        for p, (parent, command) in under.items()
+        if agent in command and agent not in under.get(parent, (0, ""))[1]
+    }
+
+
+def command_of(pid: int) -> str:
+    """A process's command line ('' once it has ended)."""
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""

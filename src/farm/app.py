@@ -98,7 +98,9 @@ def error_response(status: int, error: str, message: str, **extra: Any) -> JSONR
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(FarmError)
     async def farm_error(_: Request, exc: FarmError) -> JSONResponse:
-        return error_response(exc.status_code, exc.error, exc.message, **exc.extra)
+        response = error_response(exc.status_code, exc.error, exc.message, **exc.extra)
+        response.headers.update(exc.headers)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -203,9 +205,9 @@ class Gateway:
         if wait is None:
             await self.app(scope, receive, send)
             return
-        limited = RateLimited(f"{why}; retry in {wait} s")
+        limited = RateLimited(f"{why}; retry in {wait} s", wait)
         response = error_response(limited.status_code, limited.error, limited.message)
-        response.headers["Retry-After"] = str(wait)
+        response.headers.update(limited.headers)
         await response(scope, receive, send)
 
 

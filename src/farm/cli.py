@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from farm.backtest.cli import backtest, results
+from farm.backtest.cli import backtest_app, results
 from farm.cli_support import (
     DEFAULT_URL,
     JsonOpt,
@@ -36,7 +36,7 @@ app.add_typer(users_app, name="users")
 app.add_typer(agents_app, name="agents")
 app.add_typer(data_app, name="data")
 app.add_typer(accounts_app, name="accounts")
-app.command()(backtest)
+app.add_typer(backtest_app, name="backtest")
 app.command()(results)
 app.command()(decisions)
 app.command()(explain)

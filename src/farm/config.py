@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     backtest_workers: int = Field(
         default_factory=lambda: os.cpu_count() or 1,
         ge=0,
-        description="Backtests run at once in this process; 0 for an API-only process.",
+        description="Backtests run at once, each in a worker process; 0 for an API-only process.",
     )
     standard_symbols: list[str] = Field(
         default_factory=lambda: [
@@ -124,6 +124,14 @@ class Settings(BaseSettings):
     )
     max_fills: int = Field(
         default=FILL_LIMIT, ge=1, description="Fills per session; past it the session fails."
+    )
+
+    # Backtest quotas and fair scheduling (issue 8, item 5). Standard evaluations do not count.
+    max_queued_backtests_per_user: int = Field(
+        default=10, ge=1, description="Custom backtests one user may have queued at once."
+    )
+    max_running_backtests_per_user: int = Field(
+        default=2, ge=1, description="Custom backtests of one user the scheduler runs at once."
     )
 
     @field_validator("home", mode="after")

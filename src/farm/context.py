@@ -11,8 +11,9 @@ from farm.agents.service import AgentService
 from farm.backtest.job import BacktestJob
 from farm.backtest.scheduler import Scheduler
 from farm.backtest.service import BacktestService
+from farm.backtest.worker import WorkerPool
 from farm.config import Settings
-from farm.events import AGENT_SUBMITTED, EventBus, InProcessBus
+from farm.events import AGENT_DELETED, AGENT_SUBMITTED, EventBus, InProcessBus
 from farm.fmel.store import FmelStore
 from farm.leaderboard.service import LeaderboardService, record_backtest_result
 from farm.marketdata.bootstrap import ensure_data
@@ -40,6 +41,7 @@ class Context:
     backtests: BacktestService
     scheduler: Scheduler
     feed: FeedRunner
+    workers: WorkerPool
 
     @classmethod
     def build(cls, settings: Settings) -> Context:
@@ -49,11 +51,16 @@ class Context:
         artifacts = open_artifact_store(settings.artifacts_url, settings.artifacts_dir)
         bus = InProcessBus()
         bars = BarStore(settings.bars_dir)
-        ranked = partial(record_backtest_result, risk_free_rate=settings.risk_free_rate)
-        job = BacktestJob(db, artifacts, bars, bus, settings, [ranked])
-        scheduler = Scheduler(db, job, settings.backtest_workers)
+        workers = WorkerPool(backtest_job, settings, bus)
+        scheduler = Scheduler(
+            db,
+            workers,
+            settings.backtest_workers,
+            max_running_per_user=settings.max_running_backtests_per_user,
+        )
         backtests = BacktestService(db, artifacts, bars, settings, scheduler.notify)
         bus.subscribe(AGENT_SUBMITTED, backtests.queue_standard_evaluation)
+        bus.subscribe(AGENT_DELETED, backtests.cancel_agent_work)
         return cls(
             settings=settings,
             db=db,
@@ -76,6 +83,7 @@ class Context:
             backtests=backtests,
             scheduler=scheduler,
             feed=FeedRunner(db, bars, bus, settings),
+            workers=workers,
         )
 
     def start(self) -> None:
@@ -92,12 +100,22 @@ class Context:
             self.backtests.refuse(f"the agent sandbox cannot be set up, so no agent runs: {exc}")
             log.error("%s", self.backtests.refusal)
             return
+        self.workers.start(self.settings.backtest_workers)
         self.scheduler.start()
 
     def close(self) -> None:
         """Stop background work and release connections."""
         self.feed.stop()
         self.scheduler.stop()
+        self.workers.close()
         self.leaderboard.close()
         self.fmel.close()
         self.db.dispose()
+
+
+def backtest_job(settings: Settings, bus: EventBus) -> BacktestJob:
+    """The backtest job of a worker process, wired from ``settings``; it publishes on ``bus``."""
+    db = Database(settings.resolved_database_url)
+    artifacts = open_artifact_store(settings.artifacts_url, settings.artifacts_dir)
+    ranked = partial(record_backtest_result, risk_free_rate=settings.risk_free_rate)
+    return BacktestJob(db, artifacts, BarStore(settings.bars_dir), bus, settings, [ranked])

@@ -15,6 +15,7 @@ class FarmError(Exception):
         super().__init__(message)
         self.message = message
         self.extra = extra
+        self.headers: dict[str, str] = {}
 
 
 class InvalidInput(FarmError):
@@ -59,10 +60,20 @@ class PayloadTooLarge(FarmError):
     error = "payload_too_large"
 
 
-class RateLimited(FarmError):
-    """Too many requests from this user or address (429); sent with ``Retry-After``."""
+class TooManyRequests(FarmError):
+    """429: the client must wait ``retry_after_s`` seconds (sent as ``Retry-After``)."""
 
     status_code = 429
+    error = "too_many_requests"
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.headers["Retry-After"] = str(retry_after_s)
+
+
+class RateLimited(TooManyRequests):
+    """Too many requests from this user or address."""
+
     error = "rate_limited"
 
 
@@ -71,3 +82,9 @@ class ServiceUnavailable(FarmError):
 
     status_code = 503
     error = "service_unavailable"
+
+
+class QuotaExceeded(TooManyRequests):
+    """A per-user limit on queued or running work is reached."""
+
+    error = "quota_exceeded"

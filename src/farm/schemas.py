@@ -61,7 +61,10 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     404: {"model": ErrorBody, "description": "No such resource"},
     409: {"model": ErrorBody, "description": "Conflicts with the resource's current state"},
     413: {"model": ErrorBody, "description": "Request body too large"},
-    429: {"model": ErrorBody, "description": "Too many requests; Retry-After says when to retry"},
+    429: {
+        "model": ErrorBody,
+        "description": "Too many requests, or over a quota; Retry-After says when to retry",
+    },
     503: {"model": ErrorBody, "description": "A backend this needs is unavailable; says why"},
 }
 

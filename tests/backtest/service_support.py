@@ -45,7 +45,7 @@ def wait_for(client: TestClient, headers: Headers, session_id: str, timeout: flo
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = client.get(f"/api/backtest/{session_id}/results", headers=headers).json()
-        if result["status"] in {"completed", "failed"}:
+        if result["status"] in {"completed", "failed", "cancelled"}:
             return result
         time.sleep(0.1)
     pytest.fail(f"backtest {session_id} did not finish in {timeout} s")

@@ -1,4 +1,5 @@
-"""The backtest queue: claim order, no double claims, restart recovery, concurrency."""
+"""The backtest queue: fair claim order, per-user caps, no double claims, restart recovery,
+concurrency, cancellation."""
 
 from __future__ import annotations
 
@@ -28,35 +29,46 @@ REPO = Path(__file__).resolve().parents[2]
 def db(db_settings: Settings) -> Iterator[Database]:
     database = Database(db_settings.resolved_database_url)
     database.migrate()
-    with database.transaction() as session:
-        session.add(User(id="u", name="u"))
+    add_user(database, "u", agent_id="a")
+    yield database
+    database.dispose()
+
+
+def add_user(db: Database, user_id: str, *, agent_id: str) -> None:
+    with db.transaction() as session:
+        session.add(User(id=user_id, name=user_id))
         session.flush()
         session.add(
             Agent(
-                id="a",
-                user_id="u",
-                name="a",
+                id=agent_id,
+                user_id=user_id,
+                name=agent_id,
                 strategy_class="A",
                 code_sha256="0" * 64,
                 code_bytes=1,
                 artifact_key="k",
             )
         )
-    yield database
-    database.dispose()
 
 
 def add_session(
-    db: Database, status: str, *, priority: int = 0, attempts: int = 0, age_s: float = 0
+    db: Database,
+    status: str,
+    *,
+    priority: int = 0,
+    attempts: int = 0,
+    age_s: float = 0,
+    user: str = "u",
+    kind: str = "custom",
 ) -> str:
     session_id = str(uuid.uuid4())
     with db.transaction() as session:
         session.add(
             BacktestSession(
                 id=session_id,
-                agent_id="a",
-                user_id="u",
-                kind="custom",
+                agent_id="a" if user == "u" else f"{user}-agent",
+                user_id=user,
+                kind=kind,
                 status=status,
                 priority=priority,
                 params={},
@@ -80,7 +92,7 @@ def test_claims_follow_priority_then_age(db: Database) -> None:
     urgent = add_session(db, "queued", priority=-1, age_s=0)
     standard = add_session(db, "queued", priority=10, age_s=9)
     add_session(db, "running")
-    scheduler = Scheduler(db, lambda *_: None, workers=1)
+    scheduler = Scheduler(db, lambda *_: None, workers=1, max_running_per_user=100)
     order = [scheduler.claim() for _ in range(5)]
     assert order == [urgent, oldest, newest, standard, None]
     claimed = status_of(db, oldest)
@@ -89,9 +101,47 @@ def test_claims_follow_priority_then_age(db: Database) -> None:
     assert claimed.started_at is not None
 
 
+def test_claims_go_round_robin_across_users(db: Database) -> None:
+    add_user(db, "v", agent_id="v-agent")
+    first = [add_session(db, "queued", age_s=100 - i) for i in range(50)]
+    second = add_session(db, "queued", user="v", age_s=1)
+    scheduler = Scheduler(db, lambda *_: None, workers=1, max_running_per_user=100)
+    order = [scheduler.claim() for _ in range(4)]
+    assert order == [first[0], second, first[1], first[2]]
+
+
+def test_a_user_never_runs_more_than_the_cap(db: Database) -> None:
+    add_user(db, "v", agent_id="v-agent")
+    mine = [add_session(db, "queued", age_s=10 - i) for i in range(5)]
+    theirs = add_session(db, "queued", user="v", age_s=0)
+    scheduler = Scheduler(db, lambda *_: None, workers=4, max_running_per_user=2)
+    assert {scheduler.claim() for _ in range(3)} == {mine[0], mine[1], theirs}
+    assert scheduler.claim() is None, "u has 2 running already"
+    with db.transaction() as session:
+        session.get(BacktestSession, mine[0]).status = "completed"  # type: ignore[union-attr]
+    assert scheduler.claim() == mine[2]
+
+
+def test_standard_evaluations_take_turns_with_custom_backtests(db: Database) -> None:
+    add_user(db, "v", agent_id="v-agent")
+    add_user(db, "w", agent_id="w-agent")
+    custom = [add_session(db, "queued", age_s=100 - i) for i in range(10)]
+    v_standard = [
+        add_session(db, "queued", user="v", kind="standard", priority=10, age_s=50 - i)
+        for i in range(3)
+    ]
+    w_standard = add_session(db, "queued", user="w", kind="standard", priority=10, age_s=0)
+    scheduler = Scheduler(db, lambda *_: None, workers=1, max_running_per_user=100)
+    order = [scheduler.claim() for _ in range(6)]
+    # the standard lane alternates with u's custom lane; inside it v and w take turns
+    assert order == [custom[0], v_standard[0], custom[1], w_standard, custom[2], v_standard[1]]
+
+
 def test_concurrent_schedulers_never_claim_a_session_twice(db: Database) -> None:
     ids = {add_session(db, "queued", age_s=i) for i in range(40)}
-    schedulers = [Scheduler(db, lambda *_: None, workers=2) for _ in range(4)]
+    schedulers = [
+        Scheduler(db, lambda *_: None, workers=2, max_running_per_user=100) for _ in range(4)
+    ]
     claimed: list[str] = []
     lock = threading.Lock()
 
@@ -110,7 +160,7 @@ def test_restart_requeues_interrupted_sessions_once_then_fails_them(db: Database
     second_time = add_session(db, "running", attempts=2)
     queued = add_session(db, "queued")
     done = add_session(db, "completed", attempts=1)
-    Scheduler(db, lambda *_: None, workers=1).recover()
+    Scheduler(db, lambda *_: None, workers=1, max_running_per_user=100).recover()
     assert status_of(db, first_time).status == "queued"
     failed = status_of(db, second_time)
     assert failed.status == "failed"
@@ -122,7 +172,9 @@ def test_restart_requeues_interrupted_sessions_once_then_fails_them(db: Database
 def test_an_api_only_process_runs_and_recovers_nothing(db: Database) -> None:
     running = add_session(db, "running", attempts=1)
     ran: list[str] = []
-    scheduler = Scheduler(db, lambda session_id, _: ran.append(session_id), workers=0)
+    scheduler = Scheduler(
+        db, lambda session_id, _: ran.append(session_id), workers=0, max_running_per_user=100
+    )
     scheduler.start()
     add_session(db, "queued")
     scheduler.notify()
@@ -141,7 +193,7 @@ def test_a_crashing_job_does_not_stop_the_workers(db: Database) -> None:
         if len(seen) == 1:
             raise RuntimeError("boom")
 
-    scheduler = Scheduler(db, job, workers=1)
+    scheduler = Scheduler(db, job, workers=1, max_running_per_user=100)
     scheduler.start()
     deadline = time.monotonic() + 10
     while len(seen) < 3 and time.monotonic() < deadline:
@@ -155,6 +207,7 @@ def test_twenty_concurrent_submissions_all_complete(tmp_path: Path, real_bars: P
     settings = app_settings(
         tmp_path,
         real_bars,
+        max_queued_backtests_per_user=20,
         standard_symbols=["SPY"],
         standard_start="2024-01-01",
         standard_end="2024-03-31",

@@ -1,4 +1,5 @@
-"""``farm backtest`` and ``farm results``: start a backtest, follow it, read its metrics."""
+"""``farm backtest`` and ``farm results``: start a backtest, follow it, cancel it, read its
+metrics."""
 
 from __future__ import annotations
 
@@ -21,9 +22,25 @@ from farm.cli_support import (
 )
 
 POLL_SECONDS = 0.5
-DONE = {"completed", "failed"}
+DONE = {"completed", "failed", "cancelled"}
 
 
+class _StartByDefault(typer.core.TyperGroup):
+    """``farm backtest AGENT_ID ...`` means ``farm backtest start AGENT_ID ...``."""
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        if args and args[0] not in self.commands:
+            args = ["start", *args]
+        return super().resolve_command(ctx, args)
+
+
+backtest_app = typer.Typer(
+    cls=_StartByDefault,
+    help="Start a backtest (farm backtest AGENT_ID ...), or cancel one (farm backtest cancel ID).",
+)
+
+
+@backtest_app.command("start")
 def backtest(
     agent_id: str,
     symbols: Annotated[str | None, typer.Option(help="Comma separated, e.g. SPY,AAPL")] = None,
@@ -59,8 +76,21 @@ def backtest(
         print_json(result)
     else:
         _print_results(result)
-    if result["status"] == "failed":
+    if result["status"] != "completed":
         raise typer.Exit(1)
+
+
+@backtest_app.command("cancel")
+def cancel(
+    session_id: str, url: UrlOpt = DEFAULT_URL, token: TokenOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Cancel a queued or running backtest (a running agent is stopped at once)."""
+    with api(url, token) as client:
+        result = client.request("POST", f"/api/backtest/{session_id}/cancel")
+    if as_json:
+        print_json(result)
+    else:
+        console.print(f"Cancelled backtest {session_id}")
 
 
 def _follow(client: Any, session_id: str, *, quiet: bool) -> Any:

@@ -9,11 +9,12 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 import pandas as pd
 from pydantic.alias_generators import to_camel
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from farm.backtest.runner import BacktestConfig, BacktestOutcome, RunStopped, run_backtest
@@ -28,7 +29,7 @@ from farm.fmel.layout import session_dir
 from farm.fmel.recorder import FmelRecorder
 from farm.fmel.records import Mode
 from farm.marketdata.store import BarStore
-from farm.sandbox.host import AgentFailure, DecisionRecord
+from farm.sandbox.host import AgentFailure, AgentSession, DecisionRecord
 from farm.sandbox.launcher import SandboxLimits
 from farm.storage.artifacts import ArtifactStore
 from farm.storage.db import Database
@@ -37,13 +38,19 @@ from farm.storage.models import Agent, BacktestSession, utcnow
 log = logging.getLogger("farm.backtest.job")
 
 PROGRESS_SECONDS = 0.5
+WATCH_SECONDS = 0.25
 
 ResultHook = Callable[[Session, BacktestSession, Sequence[float]], None]
 """Called inside the transaction that completes a session (e.g. to update the leaderboard)."""
 
 
 class BacktestJob:
-    """Executes sessions claimed by the scheduler; every outcome is recorded, none is raised."""
+    """Executes sessions claimed by the scheduler; every outcome is recorded, none is raised.
+
+    It writes to its session only while the row is ``running``: once the owner cancels it (the
+    row becomes ``cancelled``), a watcher kills the agent within ``WATCH_SECONDS`` and the run
+    ends without recording anything more (the FMEL records received so far are flushed).
+    """
 
     def __init__(
         self,
@@ -62,9 +69,28 @@ class BacktestJob:
         self._hooks = list(result_hooks)
 
     def __call__(self, session_id: str, stopping: threading.Event) -> None:
+        abort = _Abort()
+        watcher = threading.Thread(
+            target=self._watch,
+            args=(session_id, stopping, abort),
+            name=f"backtest-watch-{session_id[:8]}",
+            daemon=True,
+        )
+        watcher.start()
         try:
-            self._run(session_id, stopping)
-        except Interrupted:
+            self._run(session_id, abort)
+        except Exception as exc:
+            if abort.reason is None:
+                log.exception("backtest %s failed unexpectedly", session_id)
+                self._fail(
+                    session_id,
+                    FailureReason.INTERNAL_ERROR,
+                    f"internal error (a platform bug): {exc}",
+                )
+        finally:
+            abort.finish()
+            watcher.join()
+        if abort.reason is AbortReason.INTERRUPTED:
             log.info("backtest %s interrupted by shutdown; back in the queue", session_id)
             self._update(
                 session_id,
@@ -73,13 +99,28 @@ class BacktestJob:
                 bars_done=0,
                 started_at=None,
             )
-        except Exception as exc:
-            log.exception("backtest %s failed unexpectedly", session_id)
-            self._fail(
-                session_id, FailureReason.INTERNAL_ERROR, f"internal error (a platform bug): {exc}"
-            )
+        elif abort.reason is AbortReason.CANCELLED:
+            log.info("backtest %s cancelled; its agent was stopped", session_id)
 
-    def _run(self, session_id: str, stopping: threading.Event) -> None:
+    def _watch(self, session_id: str, stopping: threading.Event, abort: _Abort) -> None:
+        """Abort the run when the process stops or the session stops being ``running``."""
+        while not abort.finished(WATCH_SECONDS):
+            if stopping.is_set():
+                abort.trip(AbortReason.INTERRUPTED)
+                return
+            try:
+                with self._db.transaction() as session:
+                    status = session.scalar(
+                        select(BacktestSession.status).where(BacktestSession.id == session_id)
+                    )
+            except Exception:
+                log.exception("cannot read the status of backtest %s; retrying", session_id)
+                continue
+            if status != SessionStatus.RUNNING:
+                abort.trip(AbortReason.CANCELLED)
+                return
+
+    def _run(self, session_id: str, abort: _Abort) -> None:
         with self._db.transaction() as session:
             row = session.get(BacktestSession, session_id)
             if row is None:
@@ -100,19 +141,24 @@ class BacktestJob:
             self._fail(session_id, FailureReason.DATA_ERROR, exc.message)
             return
         self._update(session_id, bars_total=len(steps), data_source=source)
+        if abort.reason is not None:
+            return
 
         recorder = self._recorder(request, session_id, owner)
-        observer = _StepObserver(self._progress_reporter(session_id), recorder, stopping)
+        observer = _StepObserver(self._progress_reporter(session_id), recorder, abort)
         try:
             outcome = run_backtest(
                 steps,
                 self._artifacts.local_path(artifact_key),
                 self._config(request),
                 on_step=observer,
+                on_start=abort.attach,
             )
             observer.record_trades(outcome.trades)
         finally:
             observer.close()  # flushes every record the host received, whatever happened
+        if abort.reason is not None:
+            return
         if outcome.failure is not None:
             self._fail_agent(session_id, outcome.failure, outcome.steps)
             return
@@ -186,8 +232,8 @@ class BacktestJob:
         self._artifacts.put(key, json.dumps(_series(outcome)).encode())
         with self._db.transaction() as session:
             row = session.get(BacktestSession, session_id)
-            if row is None:
-                return
+            if row is None or row.status != SessionStatus.RUNNING:
+                return  # cancelled meanwhile
             row.status = SessionStatus.COMPLETED
             row.bars_done = row.bars_total
             row.metrics = _camel_keys(metrics.as_json())
@@ -221,34 +267,83 @@ class BacktestJob:
         self._update(session_id, **values)
 
     def _update(self, session_id: str, **values: Any) -> None:
+        """Update the session while it runs (never one cancelled meanwhile)."""
         with self._db.transaction() as session:
             session.execute(
-                update(BacktestSession).where(BacktestSession.id == session_id).values(**values)
+                update(BacktestSession)
+                .where(
+                    BacktestSession.id == session_id,
+                    BacktestSession.status == SessionStatus.RUNNING,
+                )
+                .values(**values)
             )
 
 
-class Interrupted(Exception):
-    """The process is stopping; the session goes back to the queue."""
+class AbortReason(StrEnum):
+    """Why a run ended before its agent did."""
+
+    INTERRUPTED = "interrupted"  # the process is stopping: the session goes back to the queue
+    CANCELLED = "cancelled"  # its owner cancelled it, or deleted the agent
+
+
+class Aborted(Exception):
+    """Raised between steps to end an aborted run (the agent is killed on the way out)."""
+
+
+class _Abort:
+    """Ends a run from another thread: kills the agent mid-step, and stops at the next step."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._session: AgentSession | None = None
+        self.reason: AbortReason | None = None
+
+    def attach(self, session: AgentSession) -> None:
+        """The run's agent session started: kill it if the run was aborted already."""
+        with self._lock:
+            self._session = session
+            aborted = self.reason is not None
+        if aborted:
+            session.kill()
+
+    def trip(self, reason: AbortReason) -> None:
+        """Abort the run (the first reason wins) and kill its agent."""
+        with self._lock:
+            if self.reason is not None:
+                return
+            self.reason = reason
+            session = self._session
+        if session is not None:
+            session.kill()
+
+    def finish(self) -> None:
+        """The run is over: the watcher may stop."""
+        self._done.set()
+
+    def finished(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the run to end; True once it has."""
+        return self._done.wait(timeout)
 
 
 class _StepObserver:
     """Sees every step of a run: progress, exposure, (when recording) the FMEL records, and
-    whether to stop (raising :class:`Interrupted` ends the run and kills the agent)."""
+    whether to stop (raising :class:`Aborted` ends the run and kills the agent)."""
 
     def __init__(
         self,
         progress: Callable[[int], None],
         recorder: FmelRecorder | None,
-        stopping: threading.Event,
+        abort: _Abort,
     ) -> None:
         self._progress = progress
         self._capture = StepCapture(recorder) if recorder is not None else None
-        self._stopping = stopping
+        self._abort = abort
         self.exposure: list[bool] = []
 
     def __call__(self, record: DecisionRecord) -> None:
-        if self._stopping.is_set():
-            raise Interrupted
+        if self._abort.reason is not None:
+            raise Aborted
         self.exposure.append(bool(record.positions))
         if self._capture is not None:
             self._capture.on_step(record)

@@ -24,7 +24,7 @@ router = APIRouter(tags=["backtest"])
 @router.post(
     "/api/backtest/{agent_id}/start",
     status_code=status.HTTP_202_ACCEPTED,
-    responses=errors(400, 401, 403, 404, 503),
+    responses=errors(400, 401, 403, 404, 429, 503),
 )
 def start_backtest(
     context: ContextDep,
@@ -32,7 +32,8 @@ def start_backtest(
     agent_id: str,
     request: Annotated[BacktestRequest | None, Body()] = None,
 ) -> StartResponse:
-    """Queue a backtest of one of your agents (every field has a default)."""
+    """Queue a backtest of one of your agents (every field has a default); 429 once you have
+    ``FARM_MAX_QUEUED_BACKTESTS_PER_USER`` queued."""
     session_id = context.backtests.start(user, agent_id, request or BacktestRequest())
     return StartResponse(session_id=session_id, status=SessionStatus.QUEUED)
 
@@ -41,6 +42,12 @@ def start_backtest(
 def backtest_results(context: ContextDep, user: CurrentUser, session_id: str) -> BacktestResults:
     """Status and progress; on completion every metric, the benchmark's, or the failure."""
     return context.backtests.results(user, session_id)
+
+
+@router.post("/api/backtest/{session_id}/cancel", responses=errors(401, 403, 404, 409))
+def cancel_backtest(context: ContextDep, user: CurrentUser, session_id: str) -> BacktestResults:
+    """Cancel a queued or running backtest (a running agent is stopped within a second)."""
+    return context.backtests.cancel(user, session_id)
 
 
 @router.get("/api/backtest/{session_id}/equity", responses=errors(401, 403, 404, 409))

@@ -74,6 +74,7 @@ def run_backtest(
     agent_file: Path,
     config: BacktestConfig,
     on_step: Callable[[DecisionRecord], None] | None = None,
+    on_start: Callable[[AgentSession], None] | None = None,
 ) -> BacktestOutcome:
     """Backtest ``agent_file`` over ``steps`` (strictly increasing times).
 
@@ -82,7 +83,8 @@ def run_backtest(
     closes. Bars of symbols outside ``config.symbols`` are dropped; steps left empty are skipped.
     ``on_step`` receives every :class:`DecisionRecord` (progress and FMEL). The run ends after
     the step at which equity is no longer positive and finite, or fills exceed
-    ``config.max_fills`` (see :class:`RunStopped`).
+    ``config.max_fills`` (see :class:`RunStopped`). ``on_start`` receives the started agent
+    session (e.g. to kill it from another thread).
     """
     ledger = Ledger(
         config.initial_cash,
@@ -109,6 +111,8 @@ def run_backtest(
     last: datetime | None = None
     try:
         with AgentSession(agent_file, session_config) as session:
+            if on_start is not None:
+                on_start(session)
             for step in steps:
                 if not symbols.issuperset(step.bars):
                     step = Step(step.ts, {s: b for s, b in step.bars.items() if s in symbols})

@@ -1,38 +1,69 @@
-"""The backtest queue: persisted in the database, run by a bounded pool of worker threads.
+"""The backtest queue: persisted in the database, claimed fairly, run by a bounded pool of workers.
 
-Sessions are claimed in (priority, created_at) order with a conditional update, so several
-schedulers (processes) can share one database without running a session twice. After a crash
-or restart, sessions left ``running`` are re-queued once, then failed as ``interrupted``.
+Claims go round-robin across lanes: each user's custom backtests are a lane, and the standard
+evaluations are one more lane (inside it, round-robin by user). The lane whose last start is
+oldest goes next, so a user's long queue delays nobody else's backtest by more than the runs
+already in progress, and standard evaluations always get their turn. A user never has more than
+``max_running_per_user`` custom backtests running. Inside a lane sessions go in (priority,
+created_at) order.
+
+Claims are serialized across processes (a transaction-level advisory lock on PostgreSQL, the
+write lock on SQLite; a lock in the process saves SQLite's busy waits) and use a conditional
+update, so several schedulers can share one database without running a session twice or
+overrunning a user's cap. After a crash or restart,
+sessions left ``running`` are re-queued once, then failed as ``interrupted``.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
-from sqlalchemy import select, update
+from sqlalchemy import false, func, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
 
+from farm.backtest.schemas import FailureReason, SessionStatus
+from farm.backtest.service import STANDARD
 from farm.storage.db import Database
-from farm.storage.models import BacktestSession, utcnow
+from farm.storage.models import BacktestLane, BacktestSession, utcnow
 
 log = logging.getLogger("farm.backtest.scheduler")
 
 MAX_ATTEMPTS = 2
 POLL_SECONDS = 1.0
+CLAIM_TRIES = 5
+CLAIM_LOCK = 0x6661726D  # the PostgreSQL advisory lock that serializes claims ("farm")
+STANDARD_LANE = "standard"
+NEVER = datetime.min.replace(tzinfo=UTC)
 
 Job = Callable[[str, threading.Event], None]
 """Runs one claimed session; it should return early once the event (stopping) is set."""
 
 
+class _Head(NamedTuple):
+    """The next queued session of one (user, kind)."""
+
+    session_id: str
+    user_id: str
+    kind: str
+    priority: int
+    created_at: datetime
+
+
 class Scheduler:
     """Runs queued backtest sessions with ``job`` on at most ``workers`` threads."""
 
-    def __init__(self, db: Database, job: Job, workers: int) -> None:
+    def __init__(self, db: Database, job: Job, workers: int, *, max_running_per_user: int) -> None:
         self._db = db
         self._job = job
         self._workers = workers
+        self._max_running = max_running_per_user
         self._wake = threading.Condition()
+        self._claiming = threading.Lock()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -69,53 +100,168 @@ class Scheduler:
         """Re-queue sessions interrupted mid-run once; fail those interrupted twice."""
         with self._db.transaction() as session:
             stuck = session.scalars(
-                select(BacktestSession).where(BacktestSession.status == "running")
+                select(BacktestSession).where(BacktestSession.status == SessionStatus.RUNNING)
             ).all()
             for row in stuck:
                 if row.attempts < MAX_ATTEMPTS:
                     log.warning("re-queueing backtest %s interrupted by a restart", row.id)
-                    row.status = "queued"
+                    row.status = SessionStatus.QUEUED
                     row.bars_done = 0
                 else:
                     log.warning("backtest %s was interrupted twice; failing it", row.id)
-                    row.status = "failed"
-                    row.failure_reason = "interrupted"
+                    row.status = SessionStatus.FAILED
+                    row.failure_reason = FailureReason.INTERRUPTED
                     row.failure_message = (
                         "the server stopped while this backtest ran, twice; start it again"
                     )
                     row.finished_at = utcnow()
 
     def claim(self) -> str | None:
-        """Atomically take the next queued session (or None): it becomes ``running``."""
-        with self._db.transaction() as session:
-            candidates = session.scalars(
-                select(BacktestSession.id)
-                .where(BacktestSession.status == "queued")
-                .order_by(BacktestSession.priority, BacktestSession.created_at)
-                .limit(self._workers + 1)
-            ).all()
-            for candidate in candidates:
+        """Atomically take the next session in fair order (or None): it becomes ``running``."""
+        with self._claiming, self._db.transaction() as session:
+            _lock_claims(session)
+            for _ in range(CLAIM_TRIES):  # a session cancelled meanwhile is skipped
+                chosen = self._next(session)
+                if chosen is None:
+                    return None
+                head, lanes = chosen
+                now = utcnow()
                 taken = session.execute(
                     update(BacktestSession)
-                    .where(BacktestSession.id == candidate, BacktestSession.status == "queued")
+                    .where(
+                        BacktestSession.id == head.session_id,
+                        BacktestSession.status == SessionStatus.QUEUED,
+                    )
                     .values(
-                        status="running",
-                        started_at=utcnow(),
+                        status=SessionStatus.RUNNING,
+                        started_at=now,
                         attempts=BacktestSession.attempts + 1,
                     )
                 )
                 if taken.rowcount == 1:  # type: ignore[attr-defined]
-                    return candidate
+                    _touch(session, lanes, now)
+                    return head.session_id
         return None
+
+    def _next(self, session: Session) -> tuple[_Head, list[str]] | None:
+        """The session to start next and the lanes it advances, or None."""
+        heads = _heads(session)
+        running: dict[str, int] = dict(
+            session.execute(
+                select(BacktestSession.user_id, func.count())
+                .where(
+                    BacktestSession.status == SessionStatus.RUNNING,
+                    BacktestSession.kind != STANDARD,
+                )
+                .group_by(BacktestSession.user_id)
+            ).all()
+        )
+        keys = {_lane(h) for h in heads} | {STANDARD_LANE}
+        last: dict[str, datetime] = dict(
+            session.execute(
+                select(BacktestLane.lane, BacktestLane.last_started_at).where(
+                    BacktestLane.lane.in_(keys)
+                )
+            ).all()
+        )
+
+        def order(lane: str, head: _Head) -> tuple[datetime, int, datetime]:
+            return last.get(lane, NEVER), head.priority, head.created_at
+
+        candidates = [
+            (_lane(h), h)
+            for h in heads
+            if h.kind != STANDARD and running.get(h.user_id, 0) < self._max_running
+        ]
+        standard = [h for h in heads if h.kind == STANDARD]
+        if standard:
+            candidates.append((STANDARD_LANE, min(standard, key=lambda h: order(_lane(h), h))))
+        if not candidates:
+            return None
+        lane, head = min(candidates, key=lambda c: order(*c))
+        return head, [lane, _lane(head)] if lane == STANDARD_LANE else [lane]
 
     def _work(self) -> None:
         while not self._stopping.is_set():
-            session_id = self.claim()
+            try:
+                session_id = self.claim()
+            except Exception:
+                log.exception("claiming a backtest failed; trying again")
+                session_id = None
             if session_id is None:
                 with self._wake:
                     self._wake.wait(POLL_SECONDS)
                 continue
             try:
                 self._job(session_id, self._stopping)
-            except Exception:
+            except Exception as exc:
                 log.exception("backtest job %s crashed", session_id)
+                self._abandon(session_id, f"internal error: {exc}")
+
+    def _abandon(self, session_id: str, message: str) -> None:
+        """Fail a session whose job crashed, unless it ended (or was cancelled) already."""
+        with self._db.transaction() as session:
+            session.execute(
+                update(BacktestSession)
+                .where(
+                    BacktestSession.id == session_id,
+                    BacktestSession.status == SessionStatus.RUNNING,
+                )
+                .values(
+                    status=SessionStatus.FAILED,
+                    failure_reason=FailureReason.KILLED,
+                    failure_message=message,
+                    finished_at=utcnow(),
+                )
+            )
+
+
+def _lock_claims(session: Session) -> None:
+    """Hold the claim lock until the transaction ends, across processes: an advisory lock on
+    PostgreSQL; on SQLite the write lock, which a write statement takes even if it changes
+    nothing (the reads that follow then see every committed claim)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLAIM_LOCK})
+    else:
+        session.execute(update(BacktestLane).where(false()).values(lane=BacktestLane.lane))
+
+
+def _lane(head: _Head) -> str:
+    """A user's lane of one kind (``custom:<user>``, ``standard:<user>``)."""
+    return f"{head.kind}:{head.user_id}"
+
+
+def _heads(session: Session) -> list[_Head]:
+    """The first queued session of every (user, kind)."""
+    s = BacktestSession
+    position = (
+        func.row_number()
+        .over(partition_by=(s.user_id, s.kind), order_by=(s.priority, s.created_at, s.id))
+        .label("position")
+    )
+    queued = (
+        select(s.id, s.user_id, s.kind, s.priority, s.created_at, position)
+        .where(s.status == SessionStatus.QUEUED)
+        .subquery()
+    )
+    rows = session.execute(
+        select(
+            queued.c.id, queued.c.user_id, queued.c.kind, queued.c.priority, queued.c.created_at
+        ).where(queued.c.position == 1)
+    ).all()
+    return [_Head(r.id, r.user_id, r.kind, r.priority, r.created_at) for r in rows]
+
+
+def _touch(session: Session, lanes: Sequence[str], now: datetime) -> None:
+    """Record that ``lanes`` started a session at ``now``."""
+    insert: Any = (
+        postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    )
+    for lane in lanes:
+        statement = insert(BacktestLane).values(lane=lane, last_started_at=now)
+        session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["lane"],
+                set_={"last_started_at": statement.excluded.last_started_at},
+            )
+        )

@@ -1,4 +1,5 @@
-"""Backtests: validate and queue requests, queue each agent's standard evaluation, read results."""
+"""Backtests: validate and queue requests (within the user's quota), queue each agent's standard
+evaluation, cancel sessions, read results."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import uuid
 from collections.abc import Callable
 from datetime import date
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from farm.agents.service import owned_agent
@@ -24,15 +25,24 @@ from farm.backtest.schemas import (
     TradeList,
 )
 from farm.config import Settings
-from farm.errors import Conflict, Forbidden, InvalidInput, NotFound, ServiceUnavailable
+from farm.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    QuotaExceeded,
+    ServiceUnavailable,
+)
 from farm.events import Event
 from farm.marketdata.store import BarStore, normalize_symbol
 from farm.storage.artifacts import ArtifactStore
 from farm.storage.db import Database
-from farm.storage.models import Agent, BacktestSession, User
+from farm.storage.models import Agent, BacktestSession, User, utcnow
 
 CUSTOM, STANDARD = "custom", "standard"
 PRIORITY = {CUSTOM: 0, STANDARD: 10}
+UNFINISHED = (SessionStatus.QUEUED, SessionStatus.RUNNING)
+QUOTA_RETRY_AFTER_S = 30
 
 
 class BacktestService:
@@ -64,9 +74,59 @@ class BacktestService:
         request = self.validated(request)
         with self._db.transaction() as session:
             agent = owned_agent(session, user, agent_id)
+            # Lock the user's row (PostgreSQL), then insert before counting (SQLite serializes
+            # writers), so concurrent starts cannot overrun the quota.
+            session.execute(select(User.id).where(User.id == user.id).with_for_update())
             session_id = _enqueue(session, agent, CUSTOM, request)
+            session.flush()
+            self._check_queued_quota(session, user)
         self._notify()
         return session_id
+
+    def _check_queued_quota(self, session: Session, user: User) -> None:
+        limit = self._settings.max_queued_backtests_per_user
+        queued = session.scalar(
+            select(func.count())
+            .select_from(BacktestSession)
+            .where(
+                BacktestSession.user_id == user.id,
+                BacktestSession.status == SessionStatus.QUEUED,
+                BacktestSession.kind != STANDARD,
+            )
+        )
+        if (queued or 0) > limit:
+            raise QuotaExceeded(
+                f"you already have {limit} backtests queued, the most allowed at once; wait for "
+                "some to start, or cancel some (POST /api/backtest/{sessionId}/cancel)",
+                retry_after_s=QUOTA_RETRY_AFTER_S,
+            )
+
+    def cancel(self, user: User, session_id: str) -> BacktestResults:
+        """Cancel a queued or running session of the user's (a running agent is stopped at
+        once by its worker); 409 once it has finished."""
+        with self._db.transaction() as session:
+            row = _owned_session(session, user, session_id)
+            cancelled = session.execute(
+                update(BacktestSession)
+                .where(BacktestSession.id == session_id, BacktestSession.status.in_(UNFINISHED))
+                .values(status=SessionStatus.CANCELLED, finished_at=utcnow())
+            )
+            session.refresh(row)
+            if cancelled.rowcount != 1:  # type: ignore[attr-defined]
+                raise Conflict(f"backtest {session_id} is {row.status} already; nothing to cancel")
+            return to_results(row)
+
+    def cancel_agent_work(self, event: Event) -> None:
+        """Cancel the queued and running sessions of a deleted agent (``agent.deleted``)."""
+        with self._db.transaction() as session:
+            session.execute(
+                update(BacktestSession)
+                .where(
+                    BacktestSession.agent_id == str(event["agentId"]),
+                    BacktestSession.status.in_(UNFINISHED),
+                )
+                .values(status=SessionStatus.CANCELLED, finished_at=utcnow())
+            )
 
     def validated(self, request: BacktestRequest) -> BacktestRequest:
         """``request`` with normalised symbols, or ``InvalidInput`` saying what to fix."""

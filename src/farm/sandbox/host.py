@@ -253,6 +253,12 @@ class AgentSession:
         assert self._proc is not None
         self._proc.wait(self._config.step_timeout_s)
 
+    def kill(self) -> None:
+        """Kill the agent now, from any thread: the step in progress fails as ``killed``."""
+        proc = self._proc
+        if proc is not None:
+            proc.kill()
+
     def close(self) -> None:
         """Kill the child if it is still running and close both pipes (idempotent)."""
         proc, self._proc = self._proc, None

@@ -121,7 +121,8 @@ class Agent(Base):
 class BacktestSession(Base):
     """One backtest: its request, its place in the queue, its progress and its outcome.
 
-    The queue is this table: ``queued`` rows are claimed in (priority, created_at) order.
+    The queue is this table: ``queued`` rows are claimed round-robin across lanes (see
+    :class:`BacktestLane`), in (priority, created_at) order within a lane.
     Large series (equity, fills, trades) live in the artifact store under ``results_key``.
     """
 
@@ -129,6 +130,7 @@ class BacktestSession(Base):
     __table_args__ = (
         Index("ix_backtests_queue", "status", "priority", "created_at"),
         Index("ix_backtests_agent", "agent_id", "created_at"),
+        Index("ix_backtests_user_status", "user_id", "status"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -150,6 +152,17 @@ class BacktestSession(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class BacktestLane(Base):
+    """When the scheduler last started a session of a lane (each user's custom backtests, the
+    standard evaluations, and each user's share of those): the lane started longest ago goes
+    next (round-robin)."""
+
+    __tablename__ = "backtest_lanes"
+
+    lane: Mapped[str] = mapped_column(String(60), primary_key=True)
+    last_started_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class LeaderboardEntry(Base):
