@@ -8,8 +8,11 @@ request's scheduled time, so a stalled server cannot hide behind a slow client):
 - ``GET /api/leaderboard?type=backtest&metric=sharpe&timeframe=all_time&limit=100``
 - raw ``ZREVRANGE <that board's sorted set> 0 99``
 
-and finally the HTTP server's saturated throughput with ``wrk`` and Redis's own latency with
-``redis-benchmark`` (a C client), when they are installed.
+then the same HTTP run again while hostile users work the server: an agent placing 1,000
+never-filling orders a step runs in a sandboxed backtest and three clients keep uploading
+slow-to-parse 1 MiB files (p99 with and without them), and finally the HTTP server's saturated
+throughput with ``wrk`` and Redis's own latency with ``redis-benchmark`` (a C client), when they
+are installed. The hostile run needs bubblewrap and the bars in ../shared/data (FARM_TEST_DATA).
 Everything it starts is stopped at the end; the run is bounded (about 3 x duration + setup).
 
     .venv/bin/python bench/leaderboard.py [--agents 10000] [--rate 500] [--duration 10]
@@ -27,12 +30,14 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import redis
@@ -46,10 +51,21 @@ from farm.leaderboard.schemas import BoardType, Metric, Timeframe
 from farm.leaderboard.service import LeaderboardService
 from farm.storage.db import Database
 from farm.storage.models import Agent, User
+from farm.users.service import create_user
 
 PATH = "/api/leaderboard?type=backtest&metric=sharpe&timeframe=all_time&limit=100"
 ZSET = "farm:lb:backtest:all_time:z:sharpe"
 CONNECTIONS = 32
+DATA = Path(os.environ.get("FARM_TEST_DATA", Path(__file__).parents[2] / "shared" / "data"))
+ORDER_FLOOD = b"""import backtrader as bt
+
+
+class OrderFlood(bt.Strategy):
+    def next(self):
+        for _ in range(1000):
+            self.buy(size=1, exectype=bt.Order.Limit, price=self.data.close[0] * 0.01)
+"""
+SLOW_UPLOAD = b"a=1\n" * (1024 * 1024 // 4 - 1)  # just under 1 MiB: seconds to parse
 
 
 def free_port() -> int:
@@ -203,14 +219,16 @@ class HttpConnection:
             if line.lower().startswith(b"content-length:"):
                 length = int(line.split(b":")[1])
         body = await reader.readexactly(length)
-        return status.startswith(b"HTTP/1.1 200") and body.startswith(b'{"leaderboard":[{')
+        return status.startswith(b"HTTP/1.1 200") and b'"leaderboard":[{' in body
 
     def close(self) -> None:
         if self.streams is not None:
             self.streams[1].close()
 
 
-async def measure(port: int, redis_url: str, rate: float, duration: float) -> list[Result]:
+async def measure(
+    port: int, redis_url: str, rate: float, duration: float, name: str = "HTTP"
+) -> list[Result]:
     http_pool: asyncio.Queue[Callable[[], Awaitable[bool]]] = asyncio.Queue()
     connections = [HttpConnection("127.0.0.1", port, PATH) for _ in range(CONNECTIONS)]
     for connection in connections:
@@ -226,13 +244,70 @@ async def measure(port: int, redis_url: str, rate: float, duration: float) -> li
     try:
         await fixed_rate("warm-up", rate, 1.0, http_pool)
         await fixed_rate("warm-up", rate, 1.0, redis_pool)
-        http = await fixed_rate("HTTP GET /api/leaderboard?limit=100", rate, duration, http_pool)
+        http = await fixed_rate(f"{name} GET /api/leaderboard?limit=100", rate, duration, http_pool)
         raw = await fixed_rate("raw Redis ZREVRANGE 0 99", rate, duration, redis_pool)
     finally:
         for connection in connections:
             connection.close()
         await client.aclose()
     return [http, raw]
+
+
+class Hostile:
+    """A user running a 1,000-orders-a-step backtest and three clients uploading slow files."""
+
+    def __init__(self, port: int, token: str) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        self.headers = {"Authorization": f"Bearer {token}"}
+        self.stop = threading.Event()
+        self.uploads = 0
+        self.threads = [threading.Thread(target=self._upload) for _ in range(3)]
+
+    def __enter__(self) -> Hostile:
+        with httpx.Client(base_url=self.url, headers=self.headers, timeout=60) as api:
+            files = {"file": ("flood.py", ORDER_FLOOD)}
+            agent = api.post("/api/agents/submit", data={"agentName": "flood"}, files=files)
+            body = {"symbols": ["SPY", "AAPL"], "startDate": "2000-01-01", "endDate": "2024-12-31"}
+            session = api.post(f"/api/backtest/{agent.json()['agentId']}/start", json=body)
+            self.session_id = session.json()["sessionId"]
+            wait_until(lambda: self.status(api) == "running", "the order flood", timeout=60)
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def status(self, api: httpx.Client) -> str:
+        status: str = api.get(f"/api/backtest/{self.session_id}/results").json()["status"]
+        return status
+
+    def _upload(self) -> None:
+        with httpx.Client(base_url=self.url, headers=self.headers, timeout=60) as api:
+            while not self.stop.is_set():
+                files = {"file": ("slow.py", SLOW_UPLOAD)}
+                api.post("/api/agents/submit", data={"agentName": "slow"}, files=files)
+                self.uploads += 1
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join()
+        with httpx.Client(base_url=self.url, headers=self.headers, timeout=60) as api:
+            self.still = self.status(api)
+            api.post(f"/api/backtest/{self.session_id}/cancel")
+
+
+def hostile_env(home: str) -> dict[str, str]:
+    """Settings for a server that runs backtests on SPY and AAPL from ../shared/data."""
+    bars = Path(home) / "import"
+    bars.mkdir()
+    for symbol in ("SPY", "AAPL"):
+        shutil.copy(DATA / "daily" / f"{symbol}.csv", bars)
+    return {
+        "FARM_DATA_DIR": str(bars),
+        "FARM_BACKTEST_WORKERS": "1",
+        "FARM_STANDARD_SYMBOLS": '["SPY"]',
+        "FARM_STANDARD_START": "2024-10-01",
+        "FARM_STANDARD_END": "2024-10-31",
+    }
 
 
 def run_wrk(port: int, duration: float) -> str:
@@ -315,6 +390,8 @@ def main() -> None:
             service.page(Board(BoardType.BACKTEST, Timeframe.ALL_TIME), Metric.SHARPE, 100)
             rebuilt = time.perf_counter() - started
             service.close()
+            with db.transaction() as session:
+                _, token = create_user(session, "bench")
             db.dispose()
 
             env = {
@@ -322,9 +399,9 @@ def main() -> None:
                 "FARM_HOME": home,
                 "FARM_DATABASE_URL": db_url,
                 "FARM_REDIS_URL": redis_url,
-                "FARM_BACKTEST_WORKERS": "0",
                 # 500 req/s from one address: counted (in Redis) but never refused.
                 "FARM_RATE_LIMIT_ADDRESS": "1000000/second",
+                **hostile_env(home),
             }
             uvicorn = [sys.executable, "-m", "uvicorn", "--factory", "farm.app:create_app"]
             uvicorn += ["--host", "127.0.0.1", "--port", str(http_port)]
@@ -332,6 +409,10 @@ def main() -> None:
             with process(uvicorn, env):
                 wait_until(lambda: _serves(http_port), "uvicorn", timeout=60)
                 http, raw = asyncio.run(measure(http_port, redis_url, args.rate, args.duration))
+                with Hostile(http_port, token) as hostile:
+                    attacked, _ = asyncio.run(
+                        measure(http_port, redis_url, args.rate, args.duration, "HTTP, hostile")
+                    )
                 saturated = run_wrk(http_port, args.duration)
             baseline = run_redis_benchmark(redis_port, 20_000)
 
@@ -345,6 +426,11 @@ def main() -> None:
     print(
         f"  ratio HTTP/raw Redis: p50 x{http.pct(0.5) / raw.pct(0.5):.1f}, "
         f"p99 x{http.pct(0.99) / raw.pct(0.99):.1f}"
+    )
+    print("  " + attacked.line())
+    print(
+        f"  under hostile load ({hostile.uploads} slow uploads, the 1,000-order backtest "
+        f"{hostile.still} throughout): p99 x{attacked.pct(0.99) / http.pct(0.99):.1f} of quiet"
     )
     print("  " + saturated)
     print("  " + baseline)

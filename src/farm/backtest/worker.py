@@ -33,6 +33,7 @@ from farm.events import Event, EventBus, Handler
 log = logging.getLogger("farm.backtest.worker")
 
 WAIT_SECONDS = 0.1
+WORKER_NICENESS = 5
 STOP = "stop"
 
 JobFactory = Callable[[Settings, EventBus], Job]
@@ -217,6 +218,7 @@ def main(argv: list[str]) -> None:
     )
     control_fd, reply_fd = (int(a) for a in argv)
     os.dup2(2, 1)  # stray prints go to the log, never anywhere else
+    os.nice(WORKER_NICENESS)  # the API process (and its readers) go first when CPUs are busy
     serve(Connection(control_fd, writable=False), Connection(reply_fd, readable=False))
 
 
