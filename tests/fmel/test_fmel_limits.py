@@ -10,13 +10,16 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import msgspec
+import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 from fmel_helpers import new_id
 
 from farm.app import create_app
 from farm.config import Settings
-from farm.fmel.recorder import FmelRecorder
+from farm.fmel.layout import session_dir
+from farm.fmel.recorder import CAPPED_NAME, FmelRecorder
 from farm.fmel.records import MAX_INDICATOR_LINES, Bar, DataAccess, Indicator
 from farm.storage.models import Agent
 from farm.users.service import create_user
@@ -129,3 +132,33 @@ def test_an_export_streams_with_bounded_memory(
     assert size > (10 if fmt == "parquet" else 100) * MB
     # Before batches were bounded by bytes, a JSON Lines export took ~4x its own size.
     assert memory.growth < 250, f"{fmt}: {size / MB:.0f} MiB grew RSS by {memory.growth:.0f} MiB"
+
+
+def test_a_session_stops_recording_at_its_byte_cap_and_says_so(tmp_path: Path) -> None:
+    rnd = random.Random(3)
+    names = ["".join(rnd.choices(string.ascii_letters, k=60)) for _ in range(128)]
+    cap = 2 * MB
+    with FmelRecorder(
+        tmp_path, "agent-1", "session-1", "u", "BACKTEST", batch_size=50, max_bytes=cap
+    ) as rec:
+        for seq in range(300):  # ~60 KB each: ~18 MB uncapped
+            wide_decision(rec, seq, rnd, names)
+    folder = session_dir(tmp_path, "agent-1", "session-1")
+    parts = [p for p in folder.iterdir() if p.suffix == ".parquet"]
+    assert parts
+    assert sum(p.stat().st_size for p in parts) <= cap
+    stored = sum(pq.read_metadata(p).num_rows for p in parts)
+    report = msgspec.json.decode((folder / CAPPED_NAME).read_bytes())
+    assert report["capBytes"] == cap
+    assert report["storedBytes"] == sum(p.stat().st_size for p in parts)
+    assert report["dropped"]["decisions"] == 300 - stored > 0
+    assert rec.report.capped
+
+
+def test_an_uncapped_session_has_no_cap_marker(tmp_path: Path) -> None:
+    rnd = random.Random(4)
+    with FmelRecorder(tmp_path, "agent-1", "session-1", "u", "BACKTEST", max_bytes=MB) as rec:
+        wide_decision(rec, 0, rnd, ["sma"])
+    assert not rec.report.capped
+    assert rec.report.stored_bytes > 0
+    assert not (session_dir(tmp_path, "agent-1", "session-1") / CAPPED_NAME).exists()
