@@ -16,6 +16,7 @@ from farm.leaderboard.cache import open_leaderboard_cache
 from farm.leaderboard.service import LeaderboardService, record_backtest_result
 from farm.marketdata.bootstrap import ensure_data
 from farm.marketdata.store import BarStore
+from farm.retention import RetentionSweeper
 from farm.sandbox.launcher import SandboxUnavailable, check_sandbox
 from farm.storage.artifacts import ArtifactStore, open_artifact_store
 from farm.storage.db import Database
@@ -37,6 +38,7 @@ class Context:
     fmel: FmelStore
     backtests: BacktestService
     scheduler: Scheduler
+    retention: RetentionSweeper
 
     @classmethod
     def build(cls, settings: Settings) -> Context:
@@ -61,6 +63,7 @@ class Context:
             fmel=FmelStore(settings.fmel_dir),
             backtests=backtests,
             scheduler=scheduler,
+            retention=RetentionSweeper(settings, db, artifacts),
         )
 
     def start(self) -> None:
@@ -68,6 +71,7 @@ class Context:
         the sandbox works (if it does not, agents are refused with the reason)."""
         self.db.migrate()
         ensure_data(self.settings, self.bars, log)
+        self.retention.start()
         if self.settings.backtest_workers == 0:
             return
         try:
@@ -80,6 +84,7 @@ class Context:
 
     def close(self) -> None:
         """Stop background work and release connections."""
+        self.retention.stop()
         self.scheduler.stop()
         self.leaderboard.close()
         self.fmel.close()
