@@ -83,6 +83,11 @@ def test_a_flooding_agent_is_capped_completes_and_says_so(
     parts = [p for p in folder.iterdir() if p.suffix == ".parquet"]
     assert sum(p.stat().st_size for p in parts) == output["fmelBytes"]
     assert (folder / CAPPED_NAME).is_file()
+    analytics = client.get(
+        "/api/fmel/analytics", headers=alice, params={"agentId": agent_id, "sessionId": session_id}
+    ).json()
+    assert analytics["cappedSessions"] == 1
+    assert 0 < analytics["totalDecisions"] < result["progress"]["barsTotal"]
 
     # About 750 fills and 375 trades were made; the first MAX_ROWS of each are stored.
     assert output["fills"]["total"] > 100

@@ -18,8 +18,8 @@ from fmel_helpers import new_id
 
 from farm.app import create_app
 from farm.config import Settings
-from farm.fmel.layout import session_dir
-from farm.fmel.recorder import CAPPED_NAME, FmelRecorder
+from farm.fmel.layout import CAPPED_NAME, session_dir
+from farm.fmel.recorder import FmelRecorder
 from farm.fmel.records import MAX_INDICATOR_LINES, Bar, DataAccess, Indicator
 from farm.storage.models import Agent
 from farm.users.service import create_user

@@ -23,6 +23,8 @@ ID_PATTERN: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 ROW_GROUP_ROWS: Final = 1000
 """Rows per Parquet row group: a newest-first page decodes only the row groups it needs."""
+CAPPED_NAME: Final = "_capped.json"
+"""Written in a session folder when its recording reached the byte cap."""
 ROW_GROUP_BYTES: Final = 8 * 1024 * 1024
 """At most this many bytes (in memory) per row group: wide rows make shorter groups."""
 

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from farm.fmel.layout import micros, part_files, part_names, part_span, session_folders
+from farm.fmel.layout import CAPPED_NAME, micros, part_files, part_names, part_span, session_folders
 from farm.fmel.records import DECISION_SCHEMA, KINDS, decision_id
 from farm.fmel.store import FmelStore
 from farm.fmel.summary import SOURCE, SUMMARIZED_KINDS, Aggregates, scan
@@ -218,7 +218,8 @@ def get_decision(
 
 
 def analytics(store: FmelStore, query: DecisionQuery) -> Row:
-    """Counts, confidence distribution and calibration, trade outcomes, reads, daily actions.
+    """Counts, confidence distribution and calibration, trade outcomes, reads, daily actions,
+    and how many of the sessions stopped recording at their byte cap.
 
     Sessions with a summary covering their parts (see ``farm.fmel.summary``) add its aggregates
     when the query has no row filter beyond a wall-time bound that keeps or drops each of their
@@ -227,9 +228,11 @@ def analytics(store: FmelStore, query: DecisionQuery) -> Row:
     exact = query.start is None and query.end is None and not (query.action or query.symbol)
     parts: list[Aggregates] = []
     scanned: dict[str, list[str]] = {kind: [] for kind in SUMMARIZED_KINDS}
+    capped = 0
     for folder, names in session_folders(
         store.root, list(query.agent_ids), query.session_id, store.listings
     ):
+        capped += CAPPED_NAME in names
         summary = store.summary(folder, names) if exact else None
         aggregates = summary.within(query.since) if summary else None
         if aggregates is not None:
@@ -243,7 +246,7 @@ def analytics(store: FmelStore, query: DecisionQuery) -> Row:
             parts.append(
                 scan(cur, scanned["decisions"], scanned["trades"], where, params, query.since)
             )
-    return summary_analytics(parts)
+    return {**summary_analytics(parts), "capped_sessions": capped}
 
 
 def search_terms(text: str) -> list[str]:

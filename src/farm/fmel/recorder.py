@@ -27,7 +27,15 @@ from types import TracebackType
 import msgspec
 
 from farm.core.orders import ClosedTrade, Fill, OrderEvent
-from farm.fmel.layout import check_id, commit, micros, part_name, session_dir, write_part
+from farm.fmel.layout import (
+    CAPPED_NAME,
+    check_id,
+    commit,
+    micros,
+    part_name,
+    session_dir,
+    write_part,
+)
 from farm.fmel.records import (
     KINDS,
     MAX_DATA_ACCESSES,
@@ -54,8 +62,6 @@ from farm.fmel.summary import SUMMARIZED_KINDS, summarize, write_summary
 
 log = logging.getLogger("farm.fmel.recorder")
 
-CAPPED_NAME = "_capped.json"
-"""Written in a session folder when its recording reached the byte cap."""
 PART_OVERHEAD = 64 * 1024
 """Bytes allowed for a part file's footer and headers beyond its records."""
 _SIZE = msgspec.msgpack.Encoder()
