@@ -134,6 +134,23 @@ class Settings(BaseSettings):
         default=2, ge=1, description="Custom backtests of one user the scheduler runs at once."
     )
 
+    # Output caps and retention (bounded output per session; unset retention keeps forever).
+    fmel_max_session_mb: int = Field(
+        default=256, ge=1, description="FMEL bytes per session; later records are dropped."
+    )
+    results_max_rows: int = Field(
+        default=100_000, ge=1, description="Fills and trades stored per backtest (the first N)."
+    )
+    fmel_retention_days: int | None = Field(
+        default=None, ge=1, description="Delete FMEL sessions not written to for this long."
+    )
+    results_retention_days: int | None = Field(
+        default=None, ge=1, description="Delete the series of backtests finished this long ago."
+    )
+    retention_sweep_minutes: float = Field(
+        default=60.0, gt=0, description="How often retention runs (also once at start)."
+    )
+
     @field_validator("home", mode="after")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:

@@ -19,6 +19,7 @@ from farm.leaderboard.service import LeaderboardService, record_backtest_result
 from farm.marketdata.bootstrap import ensure_data
 from farm.marketdata.feed import FeedRunner
 from farm.marketdata.store import BarStore
+from farm.retention import RetentionSweeper
 from farm.sandbox.launcher import SandboxUnavailable, check_sandbox
 from farm.storage.artifacts import ArtifactStore, open_artifact_store
 from farm.storage.db import Database
@@ -42,6 +43,7 @@ class Context:
     scheduler: Scheduler
     feed: FeedRunner
     workers: WorkerPool
+    retention: RetentionSweeper
 
     @classmethod
     def build(cls, settings: Settings) -> Context:
@@ -84,6 +86,7 @@ class Context:
             scheduler=scheduler,
             feed=FeedRunner(db, bars, bus, settings),
             workers=workers,
+            retention=RetentionSweeper(settings, db, artifacts),
         )
 
     def start(self) -> None:
@@ -92,6 +95,7 @@ class Context:
         self.db.migrate()
         ensure_data(self.settings, self.bars, log)
         self.feed.start()
+        self.retention.start()
         if self.settings.backtest_workers == 0:
             return
         try:
@@ -106,6 +110,7 @@ class Context:
     def close(self) -> None:
         """Stop background work and release connections."""
         self.feed.stop()
+        self.retention.stop()
         self.scheduler.stop()
         self.workers.close()
         self.leaderboard.close()

@@ -92,11 +92,15 @@ def test_a_backtest_runs_to_completion_with_every_metric(
     assert len(equity) == 753
     assert equity[-1]["equity"] == pytest.approx(metrics["finalValue"])
     assert max(p["drawdown"] for p in equity) == pytest.approx(metrics["maxDrawdown"])
-    trades = client.get(f"/api/backtest/{session_id}/trades", headers=alice).json()
-    assert len(trades["trades"]) == metrics["totalTrades"]
-    assert trades["fills"], "an SMA crossover over three years trades"
+    page = {"limit": 1000}
+    trades = client.get(f"/api/backtest/{session_id}/trades", headers=alice, params=page).json()
+    fills = client.get(f"/api/backtest/{session_id}/fills", headers=alice, params=page).json()
+    assert len(trades["trades"]) == trades["total"] == metrics["totalTrades"]
+    assert fills["fills"], "an SMA crossover over three years trades"
+    assert result["output"]["fills"] == {"total": fills["total"], "stored": fills["total"]}
+    assert result["output"]["fmelCapped"] is False
     pnl = sum(t["pnlNet"] for t in trades["trades"])
-    commissions = sum(f["commission"] for f in trades["fills"])
+    commissions = sum(f["commission"] for f in fills["fills"])
     assert pnl <= metrics["finalValue"] - 50_000 + commissions + 1e6  # sanity, not equality
 
 
@@ -155,7 +159,7 @@ def test_backtests_are_their_owners_only(
     assert start(client, bob, agent_id).status_code == 403
     assert start(client, alice, "no-such-agent").status_code == 404
     session_id = start(client, alice, agent_id, symbols=["SPY"]).json()["sessionId"]
-    for path in ("results", "equity", "trades"):
+    for path in ("results", "equity", "fills", "trades"):
         assert client.get(f"/api/backtest/{session_id}/{path}", headers=bob).status_code == 403
     assert client.get("/api/backtest/nope/results", headers=alice).status_code == 404
     assert client.get(f"/api/agents/{agent_id}/backtests", headers=bob).status_code == 403

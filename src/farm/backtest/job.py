@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -17,6 +15,7 @@ from pydantic.alias_generators import to_camel
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from farm.backtest.results import Stored, write_results
 from farm.backtest.runner import BacktestConfig, BacktestOutcome, RunStopped, run_backtest
 from farm.backtest.schemas import BacktestRequest, FailureReason, SessionStatus
 from farm.config import Settings
@@ -26,7 +25,7 @@ from farm.errors import FarmError
 from farm.events import BACKTEST_COMPLETED, EventBus
 from farm.fmel.capture import StepCapture
 from farm.fmel.layout import session_dir
-from farm.fmel.recorder import FmelRecorder
+from farm.fmel.recorder import CapReport, FmelRecorder
 from farm.fmel.records import Mode
 from farm.marketdata.store import BarStore
 from farm.sandbox.host import AgentFailure, AgentSession, DecisionRecord
@@ -39,6 +38,7 @@ log = logging.getLogger("farm.backtest.job")
 
 PROGRESS_SECONDS = 0.5
 WATCH_SECONDS = 0.25
+MB = 1024 * 1024
 
 ResultHook = Callable[[Session, BacktestSession, Sequence[float]], None]
 """Called inside the transaction that completes a session (e.g. to update the leaderboard)."""
@@ -175,7 +175,7 @@ class BacktestJob:
             exposure=observer.exposure,
             risk_free_rate=self._settings.risk_free_rate,
         )
-        self._complete(session_id, outcome, metrics)
+        self._complete(session_id, outcome, metrics, observer.fmel_report)
 
     def _recorder(
         self, request: BacktestRequest, session_id: str, owner: tuple[str, str]
@@ -185,7 +185,14 @@ class BacktestJob:
             return None
         agent_id, user_id = owner
         shutil.rmtree(session_dir(self._settings.fmel_dir, agent_id, session_id), True)
-        return FmelRecorder(self._settings.fmel_dir, agent_id, session_id, user_id, Mode.BACKTEST)
+        return FmelRecorder(
+            self._settings.fmel_dir,
+            agent_id,
+            session_id,
+            user_id,
+            Mode.BACKTEST,
+            max_bytes=self._settings.fmel_max_session_mb * MB,
+        )
 
     def _fail_agent(self, session_id: str, failure: AgentFailure, steps: int) -> None:
         """Record why the agent's run ended early (an output flood counts as ``killed``)."""
@@ -227,16 +234,23 @@ class BacktestJob:
 
         return report
 
-    def _complete(self, session_id: str, outcome: BacktestOutcome, metrics: Metrics) -> None:
-        key = f"backtests/{session_id}/results.json"
-        self._artifacts.put(key, json.dumps(_series(outcome)).encode())
+    def _complete(
+        self,
+        session_id: str,
+        outcome: BacktestOutcome,
+        metrics: Metrics,
+        fmel: CapReport | None,
+    ) -> None:
+        key, stored = write_results(
+            self._artifacts, session_id, outcome, self._settings.results_max_rows
+        )
         with self._db.transaction() as session:
             row = session.get(BacktestSession, session_id)
             if row is None or row.status != SessionStatus.RUNNING:
                 return  # cancelled meanwhile
             row.status = SessionStatus.COMPLETED
             row.bars_done = row.bars_total
-            row.metrics = _camel_keys(metrics.as_json())
+            row.metrics = {**_camel_keys(metrics.as_json()), "output": _output(stored, fmel)}
             row.results_key = key
             row.finished_at = utcnow()
             returns = daily_returns(outcome.equity)
@@ -357,47 +371,23 @@ class _StepObserver:
         if self._capture is not None:
             self._capture.recorder.close()
 
+    @property
+    def fmel_report(self) -> CapReport | None:
+        """What the FMEL recording stored and dropped (None when not recording)."""
+        return self._capture.recorder.report if self._capture is not None else None
 
-def _series(outcome: BacktestOutcome) -> dict[str, list[dict[str, Any]]]:
-    peak = float("-inf")
-    equity = []
-    for ts, value in outcome.equity:
-        peak = max(peak, value)
-        equity.append({"timestamp": _iso(ts), "equity": value, "drawdown": 1 - value / peak})
-    fills = [
-        {
-            "clientOrderId": f.client_order_id,
-            "symbol": f.symbol,
-            "timestamp": _iso(f.ts),
-            "size": f.size,
-            "price": f.price,
-            "commission": f.commission,
-            "decisionSeq": f.decision_seq,
-        }
-        for f in outcome.fills
-    ]
-    trades = [
-        {
-            "symbol": t.symbol,
-            "size": t.size,
-            "entryTime": _iso(t.entry_ts),
-            "exitTime": _iso(t.exit_ts),
-            "entryPrice": t.entry_price,
-            "exitPrice": t.exit_price,
-            "pnl": t.pnl,
-            "pnlNet": t.pnl_net,
-            "commission": t.commission,
-            "barsHeld": t.bars_held,
-        }
-        for t in outcome.trades
-    ]
-    return {"equity": equity, "fills": fills, "trades": trades}
+
+def _output(stored: Stored, fmel: CapReport | None) -> dict[str, Any]:
+    """What the run stored and what it left out at the caps (``output`` of the results)."""
+    return {
+        "fmelCapped": fmel is not None and fmel.capped,
+        "fmelBytes": fmel.stored_bytes if fmel else 0,
+        "fmelDroppedRecords": sum(fmel.dropped.values()) if fmel else 0,
+        "fills": {"total": stored.fills_total, "stored": stored.fills_stored},
+        "trades": {"total": stored.trades_total, "stored": stored.trades_stored},
+    }
 
 
 def _camel_keys(values: dict[str, Any]) -> dict[str, Any]:
     """The API's camelCase names, nested dicts included."""
     return {to_camel(k): _camel_keys(v) if isinstance(v, dict) else v for k, v in values.items()}
-
-
-def _iso(ts: datetime) -> str:
-    return ts.isoformat()

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, status
+from fastapi import APIRouter, Body, Query, status
 
 from farm.backtest.schemas import (
     BacktestRequest,
     BacktestResults,
     EquitySeries,
+    FillList,
     SessionList,
     SessionStatus,
     StartResponse,
@@ -19,6 +20,11 @@ from farm.deps import ContextDep, CurrentUser
 from farm.schemas import errors
 
 router = APIRouter(tags=["backtest"])
+
+MAX_PAGE = 1000
+MAX_OFFSET = 10**9
+Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"1 to {MAX_PAGE}")]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description=f"0 to {MAX_OFFSET:,}")]
 
 
 @router.post(
@@ -50,19 +56,35 @@ def cancel_backtest(context: ContextDep, user: CurrentUser, session_id: str) -> 
     return context.backtests.cancel(user, session_id)
 
 
-@router.get("/api/backtest/{session_id}/equity", responses=errors(401, 403, 404, 409))
-def backtest_equity(context: ContextDep, user: CurrentUser, session_id: str) -> EquitySeries:
-    """The daily equity and drawdown series of a completed backtest."""
-    return context.backtests.equity(user, session_id)
+@router.get("/api/backtest/{session_id}/equity", responses=errors(400, 401, 403, 404, 409))
+def backtest_equity(
+    context: ContextDep, user: CurrentUser, session_id: str, limit: Limit = 1000, offset: Offset = 0
+) -> EquitySeries:
+    """A page of the equity and drawdown series (one point per bar) of a completed backtest."""
+    return context.backtests.equity(user, session_id, limit=limit, offset=offset)
 
 
-@router.get("/api/backtest/{session_id}/trades", responses=errors(401, 403, 404, 409))
-def backtest_trades(context: ContextDep, user: CurrentUser, session_id: str) -> TradeList:
-    """Every fill and closed trade of a completed backtest."""
-    return context.backtests.trades(user, session_id)
+@router.get("/api/backtest/{session_id}/fills", responses=errors(400, 401, 403, 404, 409))
+def backtest_fills(
+    context: ContextDep, user: CurrentUser, session_id: str, limit: Limit = 100, offset: Offset = 0
+) -> FillList:
+    """A page of the fills of a completed backtest (``output.fills`` says if some were not
+    stored)."""
+    return context.backtests.fills(user, session_id, limit=limit, offset=offset)
 
 
-@router.get("/api/agents/{agent_id}/backtests", responses=errors(401, 403, 404))
-def agent_backtests(context: ContextDep, user: CurrentUser, agent_id: str) -> SessionList:
-    """All backtests of one of your agents, newest first."""
-    return context.backtests.list_for_agent(user, agent_id)
+@router.get("/api/backtest/{session_id}/trades", responses=errors(400, 401, 403, 404, 409))
+def backtest_trades(
+    context: ContextDep, user: CurrentUser, session_id: str, limit: Limit = 100, offset: Offset = 0
+) -> TradeList:
+    """A page of the closed trades of a completed backtest (``output.trades`` says if some were
+    not stored)."""
+    return context.backtests.trades(user, session_id, limit=limit, offset=offset)
+
+
+@router.get("/api/agents/{agent_id}/backtests", responses=errors(400, 401, 403, 404))
+def agent_backtests(
+    context: ContextDep, user: CurrentUser, agent_id: str, limit: Limit = 100, offset: Offset = 0
+) -> SessionList:
+    """A page of the backtests of one of your agents, newest first."""
+    return context.backtests.list_for_agent(user, agent_id, limit=limit, offset=offset)

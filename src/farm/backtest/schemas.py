@@ -79,6 +79,23 @@ class Failure(ApiModel):
     traceback: str | None = None
 
 
+class SeriesSize(ApiModel):
+    """How many rows a run made and how many were stored (the first ones)."""
+
+    total: int
+    stored: int
+
+
+class Output(ApiModel):
+    """What a completed run stored and what it left out at the caps."""
+
+    fmel_capped: bool = Field(description="FMEL stopped recording at FARM_FMEL_MAX_SESSION_MB")
+    fmel_bytes: int
+    fmel_dropped_records: int
+    fills: SeriesSize = Field(description="Beyond FARM_RESULTS_MAX_ROWS fills are not stored")
+    trades: SeriesSize
+
+
 class BacktestResults(ApiModel):
     """A session's state, and on completion every metric (DESIGN §6)."""
 
@@ -94,14 +111,17 @@ class BacktestResults(ApiModel):
     finished_at: datetime | None
     metrics: dict[str, float | int | None] | None = None
     benchmark: dict[str, float | int | None] | None = None
+    output: Output | None = None
     failure: Failure | None = None
 
 
 class SessionList(ApiModel):
-    """An agent's backtests, newest first."""
+    """A page of an agent's backtests, newest first, and how many there are."""
 
     sessions: list[BacktestResults]
     total: int
+    limit: int
+    offset: int
 
 
 class EquityPoint(ApiModel):
@@ -113,10 +133,13 @@ class EquityPoint(ApiModel):
 
 
 class EquitySeries(ApiModel):
-    """Daily equity and drawdown of a completed backtest."""
+    """A page of the equity and drawdown series of a completed backtest, oldest first."""
 
     session_id: str
     points: list[EquityPoint]
+    total: int
+    limit: int
+    offset: int
 
 
 class FillOut(ApiModel):
@@ -129,6 +152,16 @@ class FillOut(ApiModel):
     price: float
     commission: float
     decision_seq: int
+
+
+class FillList(ApiModel):
+    """A page of the stored fills of a completed backtest, in order."""
+
+    session_id: str
+    fills: list[FillOut]
+    total: int
+    limit: int
+    offset: int
 
 
 class TradeOut(ApiModel):
@@ -147,8 +180,10 @@ class TradeOut(ApiModel):
 
 
 class TradeList(ApiModel):
-    """Every fill and closed trade of a completed backtest."""
+    """A page of the stored closed trades of a completed backtest, in order of closing."""
 
     session_id: str
-    fills: list[FillOut]
     trades: list[TradeOut]
+    total: int
+    limit: int
+    offset: int

@@ -3,15 +3,16 @@ evaluation, cancel sessions, read results."""
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable
 from datetime import date
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from farm.agents.service import owned_agent
+from farm.backtest.results import read_page
 from farm.backtest.schemas import (
     MAX_SYMBOLS,
     BacktestRequest,
@@ -19,6 +20,8 @@ from farm.backtest.schemas import (
     EquitySeries,
     Failure,
     FailureReason,
+    FillList,
+    Output,
     Progress,
     SessionList,
     SessionStatus,
@@ -181,8 +184,8 @@ class BacktestService:
         with self._db.transaction() as session:
             return to_results(_owned_session(session, user, session_id))
 
-    def list_for_agent(self, user: User, agent_id: str) -> SessionList:
-        """An agent's sessions, newest first."""
+    def list_for_agent(self, user: User, agent_id: str, *, limit: int, offset: int) -> SessionList:
+        """A page of an agent's sessions, newest first."""
         with self._db.transaction() as session:
             owned_agent(session, user, agent_id)
             where = BacktestSession.agent_id == agent_id
@@ -190,30 +193,50 @@ class BacktestService:
                 select(BacktestSession)
                 .where(where)
                 .order_by(BacktestSession.created_at.desc(), BacktestSession.id)
+                .limit(limit)
+                .offset(offset)
             ).all()
             total = session.scalar(select(func.count()).select_from(BacktestSession).where(where))
-            return SessionList(sessions=[to_results(r) for r in rows], total=total or 0)
+            return SessionList(
+                sessions=[to_results(r) for r in rows], total=total or 0, limit=limit, offset=offset
+            )
 
-    def equity(self, user: User, session_id: str) -> EquitySeries:
-        """Daily equity and drawdown of a completed session."""
-        stored = self._stored_results(user, session_id)
-        return EquitySeries(session_id=session_id, points=stored["equity"])
+    def equity(self, user: User, session_id: str, *, limit: int, offset: int) -> EquitySeries:
+        """A page of the equity and drawdown series of a completed session."""
+        rows, total = self._page(user, session_id, "equity", limit, offset)
+        return EquitySeries(
+            session_id=session_id, points=rows, total=total, limit=limit, offset=offset
+        )
 
-    def trades(self, user: User, session_id: str) -> TradeList:
-        """Every fill and closed trade of a completed session."""
-        stored = self._stored_results(user, session_id)
-        return TradeList(session_id=session_id, fills=stored["fills"], trades=stored["trades"])
+    def fills(self, user: User, session_id: str, *, limit: int, offset: int) -> FillList:
+        """A page of the stored fills of a completed session."""
+        rows, total = self._page(user, session_id, "fills", limit, offset)
+        return FillList(session_id=session_id, fills=rows, total=total, limit=limit, offset=offset)
 
-    def _stored_results(self, user: User, session_id: str) -> dict[str, list[dict[str, object]]]:
+    def trades(self, user: User, session_id: str, *, limit: int, offset: int) -> TradeList:
+        """A page of the stored closed trades of a completed session."""
+        rows, total = self._page(user, session_id, "trades", limit, offset)
+        return TradeList(
+            session_id=session_id, trades=rows, total=total, limit=limit, offset=offset
+        )
+
+    def _page(
+        self, user: User, session_id: str, series: str, limit: int, offset: int
+    ) -> tuple[list[Any], int]:
         with self._db.transaction() as session:
             row = _owned_session(session, user, session_id)
-            if row.status != SessionStatus.COMPLETED or row.results_key is None:
+            if row.status != SessionStatus.COMPLETED:
                 raise Conflict(
                     f"backtest {session_id} is {row.status}; results come once completed"
                 )
+            if row.results_key is None:
+                days = self._settings.results_retention_days
+                raise NotFound(
+                    f"the series of backtest {session_id} were deleted {days} days after it "
+                    "finished (FARM_RESULTS_RETENTION_DAYS); its metrics remain"
+                )
             key = row.results_key
-        stored: dict[str, list[dict[str, object]]] = json.loads(self._artifacts.get(key))
-        return stored
+        return read_page(self._artifacts, key, series, limit=limit, offset=offset)
 
 
 def _enqueue(session: Session, agent: Agent, kind: str, request: BacktestRequest) -> str:
@@ -250,6 +273,7 @@ def to_results(row: BacktestSession) -> BacktestResults:
         )
     metrics = dict(row.metrics) if row.metrics else None
     benchmark = metrics.pop("benchmark", None) if metrics else None
+    output = metrics.pop("output", None) if metrics else None
     return BacktestResults(
         session_id=row.id,
         agent_id=row.agent_id,
@@ -263,5 +287,6 @@ def to_results(row: BacktestSession) -> BacktestResults:
         finished_at=row.finished_at,
         metrics=metrics,
         benchmark=benchmark,
+        output=Output.model_validate(output) if output else None,
         failure=failure,
     )

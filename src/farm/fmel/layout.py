@@ -23,6 +23,10 @@ ID_PATTERN: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 ROW_GROUP_ROWS: Final = 1000
 """Rows per Parquet row group: a newest-first page decodes only the row groups it needs."""
+CAPPED_NAME: Final = "_capped.json"
+"""Written in a session folder when its recording reached the byte cap."""
+ROW_GROUP_BYTES: Final = 8 * 1024 * 1024
+"""At most this many bytes (in memory) per row group: wide rows make shorter groups."""
 
 
 def micros(ts: datetime) -> int:
@@ -70,11 +74,13 @@ def commit(folder: Path, name: str, write: Callable[[Path], object]) -> Path:
 
 
 def write_part(folder: Path, name: str, table: pa.Table) -> Path:
-    """Commit a Parquet part: zstd, row groups of ``ROW_GROUP_ROWS`` (pruned by bar-time stats)."""
+    """Commit a Parquet part: zstd, row groups of ``ROW_GROUP_ROWS`` (pruned by bar-time stats),
+    fewer when that many rows would pass ``ROW_GROUP_BYTES``."""
+    rows = max(1, min(ROW_GROUP_ROWS, ROW_GROUP_BYTES * table.num_rows // max(table.nbytes, 1)))
     return commit(
         folder,
         name,
-        lambda path: pq.write_table(table, path, compression="zstd", row_group_size=ROW_GROUP_ROWS),
+        lambda path: pq.write_table(table, path, compression="zstd", row_group_size=rows),
     )
 
 

@@ -15,11 +15,13 @@ from datetime import datetime
 from typing import Any, Final
 
 import duckdb
+import msgspec
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from farm.fmel.layout import micros, part_files, part_names, part_span, session_folders
+from farm.fmel.layout import CAPPED_NAME, micros, part_files, part_names, part_span, session_folders
 from farm.fmel.records import DECISION_SCHEMA, KINDS, decision_id
 from farm.fmel.store import FmelStore
 from farm.fmel.summary import SOURCE, SUMMARIZED_KINDS, Aggregates, scan
@@ -29,11 +31,16 @@ DECISION_COLUMNS: Final = ", ".join(DECISION_SCHEMA.names)
 NEWEST_FIRST: Final = "bar_ts DESC, session_id DESC, seq DESC"
 UNBOUNDED: Final = 2**63
 EXPORT_BATCH_ROWS: Final = 2000
-ISO_FORMAT: Final = "%Y-%m-%dT%H:%M:%S.%fZ"
+EXPORT_BATCH_BYTES: Final = 1024 * 1024
+"""Decoded bytes of stored rows per export batch (fewer rows when they are wide)."""
+EXPORT_READ_BUFFER: Final = 1024 * 1024
+ISO_FORMAT: Final = "%Y-%m-%dT%H:%M:%SZ"
+"""Arrow's ``%S`` of a microsecond timestamp has six decimals: 2024-01-31T15:30:00.000000Z."""
 TERM: Final = re.compile(r"[a-z0-9]+")
 MAX_TERMS: Final = 10
 
 Row = dict[str, Any]
+_JSON: Final = msgspec.json.Encoder()
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +218,8 @@ def get_decision(
 
 
 def analytics(store: FmelStore, query: DecisionQuery) -> Row:
-    """Counts, confidence distribution and calibration, trade outcomes, reads, daily actions.
+    """Counts, confidence distribution and calibration, trade outcomes, reads, daily actions,
+    and how many of the sessions stopped recording at their byte cap.
 
     Sessions with a summary covering their parts (see ``farm.fmel.summary``) add its aggregates
     when the query has no row filter beyond a wall-time bound that keeps or drops each of their
@@ -220,9 +228,11 @@ def analytics(store: FmelStore, query: DecisionQuery) -> Row:
     exact = query.start is None and query.end is None and not (query.action or query.symbol)
     parts: list[Aggregates] = []
     scanned: dict[str, list[str]] = {kind: [] for kind in SUMMARIZED_KINDS}
+    capped = 0
     for folder, names in session_folders(
         store.root, list(query.agent_ids), query.session_id, store.listings
     ):
+        capped += CAPPED_NAME in names
         summary = store.summary(folder, names) if exact else None
         aggregates = summary.within(query.since) if summary else None
         if aggregates is not None:
@@ -236,7 +246,7 @@ def analytics(store: FmelStore, query: DecisionQuery) -> Row:
             parts.append(
                 scan(cur, scanned["decisions"], scanned["trades"], where, params, query.since)
             )
-    return summary_analytics(parts)
+    return {**summary_analytics(parts), "capped_sessions": capped}
 
 
 def search_terms(text: str) -> list[str]:
@@ -293,6 +303,8 @@ def export(
 
     Rows come in storage order (sessions, then parts, then as recorded). Parquet keeps the
     stored schema; CSV and JSON Lines write times as ISO 8601 UTC and CSV nested columns as JSON.
+    Part files are read a bounded number of bytes at a time (see ``_batches``), so memory stays
+    bounded however large the export and its rows.
     """
     schema: pa.Schema = KINDS[kind]
     files = part_files(store.root, [agent_id], kind, session_id)
@@ -305,39 +317,55 @@ def export(
     else:
         writer = None
     try:
-        if files:
-            with store.cursor() as cur:
-                relation = cur.sql(_export_sql(schema, fmt), params=[files])
-                for batch in relation.to_arrow_reader(EXPORT_BATCH_ROWS):
-                    if writer is None:
-                        sink.write("".join(f"{line}\n" for line in batch.column(0).to_pylist()))
-                    else:
-                        writer.write_batch(batch)
-                    yield sink.take()
+        for batch in _batches(files, schema):
+            if fmt == "parquet":
+                writer.write_batch(batch)
+            elif fmt == "csv":
+                writer.write_batch(_csv_batch(batch))
+            else:
+                sink.write(_JSON.encode_lines(_with_iso_times(batch).to_pylist()))
+            yield sink.take()
     finally:
         if writer is not None:
             writer.close()
     yield sink.take()
 
 
-def _export_sql(schema: pa.Schema, fmt: str) -> str:
+def _batches(files: Sequence[str], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """The rows of ``files`` in batches of about ``EXPORT_BATCH_BYTES`` (as stored, uncompressed).
+
+    Each part's batch size comes from its footer: the bytes per row of its widest row group.
+    """
+    for path in files:
+        with pq.ParquetFile(path, buffer_size=EXPORT_READ_BUFFER) as part:
+            meta = part.metadata
+            groups = [meta.row_group(i) for i in range(meta.num_row_groups)]
+            widest = max((g.total_byte_size / max(g.num_rows, 1) for g in groups), default=1.0)
+            rows = max(1, min(EXPORT_BATCH_ROWS, int(EXPORT_BATCH_BYTES / max(widest, 1.0))))
+            for batch in part.iter_batches(batch_size=rows, use_threads=False):
+                yield pa.RecordBatch.from_arrays(batch.columns, schema=schema)
+
+
+def _with_iso_times(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """``batch`` with its timestamp columns as ISO 8601 UTC text."""
+    columns = [
+        pc.strftime(column, format=ISO_FORMAT) if pa.types.is_timestamp(column.type) else column
+        for column in batch.columns
+    ]
+    return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
+
+
+def _csv_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """``batch`` as text: ISO 8601 times, nested columns as JSON, the rest cast to strings."""
     columns = []
-    for field in schema:
-        name = field.name
-        if fmt == "parquet":
-            columns.append(name)
-        elif pa.types.is_timestamp(field.type):
-            columns.append(f"strftime({name}, '{ISO_FORMAT}') AS {name}")
-        elif fmt == "csv" and pa.types.is_nested(field.type):
-            columns.append(f"to_json({name})::VARCHAR AS {name}")
-        elif fmt == "csv":
-            columns.append(f"{name}::VARCHAR AS {name}")
-        else:
-            columns.append(name)
-    select = f"SELECT {', '.join(columns)} FROM {SOURCE}"  # noqa: S608
-    if fmt == "jsonl":
-        return f"SELECT to_json(x)::VARCHAR FROM ({select}) AS x"  # noqa: S608
-    return select
+    for column in _with_iso_times(batch).columns:
+        if pa.types.is_nested(column.type):
+            values = column.to_pylist()
+            column = pa.array(
+                [None if v is None else _JSON.encode(v).decode() for v in values], pa.string()
+            )
+        columns.append(column.cast(pa.string()))
+    return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
 
 
 class _Drain(io.RawIOBase):

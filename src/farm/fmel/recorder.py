@@ -5,6 +5,10 @@ hang) every record the host received is written on ``close()``. Each flush write
 and renames it into place: readers only ever see whole part files. A crash of the host itself
 loses at most the records not flushed yet (at most ``batch_size`` of them or ``flush_seconds``
 worth).
+
+With ``max_bytes`` set, a session stops recording once its parts would pass that many bytes:
+every later record is dropped and counted, and ``_capped.json`` in the session folder says so.
+Pending records are flushed by count, age or estimated size (``batch_bytes``).
 """
 
 from __future__ import annotations
@@ -20,8 +24,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
+import msgspec
+
 from farm.core.orders import ClosedTrade, Fill, OrderEvent
-from farm.fmel.layout import check_id, micros, part_name, session_dir, write_part
+from farm.fmel.layout import (
+    CAPPED_NAME,
+    check_id,
+    commit,
+    micros,
+    part_name,
+    session_dir,
+    write_part,
+)
 from farm.fmel.records import (
     KINDS,
     MAX_DATA_ACCESSES,
@@ -48,6 +62,23 @@ from farm.fmel.summary import SUMMARIZED_KINDS, summarize, write_summary
 
 log = logging.getLogger("farm.fmel.recorder")
 
+PART_OVERHEAD = 64 * 1024
+"""Bytes allowed for a part file's footer and headers beyond its records."""
+_SIZE = msgspec.msgpack.Encoder()
+
+
+class CapReport(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """What a recording stored and what it dropped at the byte cap (``_capped.json``)."""
+
+    cap_bytes: int | None
+    stored_bytes: int
+    dropped: dict[str, int]
+
+    @property
+    def capped(self) -> bool:
+        """True when records were dropped at the cap."""
+        return any(self.dropped.values())
+
 
 class FmelRecorder:
     """Records one session's decisions, executions and trades under ``root``."""
@@ -62,6 +93,8 @@ class FmelRecorder:
         *,
         batch_size: int = 5000,
         flush_seconds: float = 5.0,
+        batch_bytes: int = 16 * 1024 * 1024,
+        max_bytes: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if batch_size < 1 or flush_seconds <= 0:
@@ -73,11 +106,16 @@ class FmelRecorder:
         self.directory = session_dir(root, agent_id, session_id)
         self.batch_size = batch_size
         self.flush_seconds = flush_seconds
+        self.batch_bytes = batch_bytes
+        self.max_bytes = max_bytes
         self._clock = clock
         self._token = uuid.uuid4().hex[:12]
         self._pending: dict[str, list[Record]] = {kind: [] for kind in KINDS}
         self._count = 0
         self._oldest: float | None = None
+        self._pending_bytes = 0
+        self._stored_bytes = 0
+        self._dropped = dict.fromkeys(KINDS, 0)
         self._parts = 0
         self._summarized: list[str] = []
         self._executions = 0
@@ -104,6 +142,16 @@ class FmelRecorder:
     def parts_written(self) -> int:
         """How many part files this recorder has committed."""
         return self._parts
+
+    @property
+    def report(self) -> CapReport:
+        """Bytes stored so far and records dropped at the cap, by kind."""
+        with self._lock:
+            return CapReport(
+                cap_bytes=self.max_bytes,
+                stored_bytes=self._stored_bytes,
+                dropped=dict(self._dropped),
+            )
 
     def record_decision(
         self,
@@ -287,21 +335,25 @@ class FmelRecorder:
                 self._pending = {kind: [] for kind in KINDS}
                 self._count = 0
                 self._oldest = None
+                pending_bytes, self._pending_bytes = self._pending_bytes, 0
             while batches:
                 kind, records = next(iter(batches.items()))
                 try:
-                    self._write(kind, records)
+                    written = self._write(kind, records)
                 except BaseException:
-                    self._restore(batches)
+                    self._restore(batches, pending_bytes)
                     raise
+                with self._lock:
+                    self._stored_bytes += written
                 del batches[kind]
 
-    def _restore(self, batches: dict[str, list[Record]]) -> None:
+    def _restore(self, batches: dict[str, list[Record]], pending_bytes: int) -> None:
         with self._lock:
             for kind, records in batches.items():
                 self._pending[kind][:0] = records
                 self._count += len(records)
             self._oldest = self._clock()
+            self._pending_bytes += pending_bytes
 
     def close(self) -> None:
         """Flush what is pending, write the session summary and stop. Idempotent.
@@ -315,6 +367,8 @@ class FmelRecorder:
         self._stop.set()
         self._ticker.join()
         self.flush()
+        if self.report.capped:
+            self._write_report()
         if self._summarized:
             try:
                 with closing(connect()) as db:
@@ -327,25 +381,45 @@ class FmelRecorder:
         if self._closed:
             raise RuntimeError("this FMEL recorder is closed")
         self._raise_background_error()
+        size = len(_SIZE.encode(record))  # an upper bound of its share of a compressed part
         with self._lock:
-            self._pending[kind].append(record)
-            self._count += 1
-            if self._oldest is None:
-                self._oldest = self._clock()
-            full = self._count >= self.batch_size
+            if not self._pending[kind]:
+                size += PART_OVERHEAD
+            used = self._stored_bytes + self._pending_bytes + size
+            capped = any(self._dropped.values())
+            if capped or (self.max_bytes is not None and used > self.max_bytes):
+                self._dropped[kind] += 1
+            else:
+                self._pending[kind].append(record)
+                self._pending_bytes += size
+                self._count += 1
+                if self._oldest is None:
+                    self._oldest = self._clock()
+            full = self._count >= self.batch_size or self._pending_bytes >= self.batch_bytes
+        if not capped and any(self._dropped.values()):
+            log.warning(
+                "FMEL session %s reached its cap of %s bytes", self.session_id, self.max_bytes
+            )
+            self._write_report()
         if full:
             self.flush()
 
-    def _write(self, kind: str, records: list[Record]) -> None:
+    def _write_report(self) -> None:
+        data = msgspec.json.encode(self.report)
+        commit(self.directory, CAPPED_NAME, lambda path: path.write_bytes(data))
+
+    def _write(self, kind: str, records: list[Record]) -> int:
+        """Commit one part of ``kind``; returns its size in bytes."""
         self._parts += 1
         span = None
         if kind == "decisions":
             times = [micros(r.bar_ts) for r in records]  # type: ignore[union-attr]
             span = (min(times), max(times))
         name = part_name(kind, self._parts, self._token, span)
-        write_part(self.directory, name, to_table(records, KINDS[kind]))
+        path = write_part(self.directory, name, to_table(records, KINDS[kind]))
         if kind in SUMMARIZED_KINDS:
             self._summarized.append(name)
+        return path.stat().st_size
 
     def _tick(self) -> None:
         interval = min(self.flush_seconds / 4, 1.0)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import date, datetime
 from enum import StrEnum
 
+from pydantic import Field
+
 from farm.fmel.records import Action
 from farm.schemas import ApiModel
 
@@ -249,6 +251,10 @@ class Analytics(ApiModel):
     pnl_by_confidence: list[CalibrationBucket]
     most_read_fields: list[FieldReads]
     daily_actions: list[DailyActions]
+    capped_sessions: int = Field(
+        description="Sessions whose recording stopped at FARM_FMEL_MAX_SESSION_MB (records "
+        "after it are missing)"
+    )
 
 
 class Comparison(ApiModel):

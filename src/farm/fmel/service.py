@@ -329,4 +329,5 @@ def _analytics(result: Row, query: DecisionQuery, date_range: DateRange) -> Anal
         ],
         most_read_fields=[FieldReads(**r) for r in result["most_read"]],
         daily_actions=[DailyActions(date=r.pop("day"), **r) for r in result["daily"]],
+        capped_sessions=result["capped_sessions"],
     )

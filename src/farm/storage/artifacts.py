@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Protocol
@@ -22,6 +23,9 @@ class ArtifactStore(Protocol):
 
     def local_path(self, key: str) -> Path:
         """A local file holding the bytes of ``key`` (for binding into a sandbox)."""
+
+    def delete(self, key: str) -> None:
+        """Remove ``key``, or every key below it when it is a prefix (nothing there is fine)."""
 
     def healthy(self) -> bool:
         """True when the store can be written."""
@@ -64,6 +68,13 @@ class LocalArtifactStore:
         if not path.is_file():
             raise KeyError(key)
         return path
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
     def healthy(self) -> bool:
         try:
