@@ -39,6 +39,8 @@ class FarmClient:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             raise ApiError(0, f"cannot reach the server at {self._http.base_url}: {exc}") from None
+        except httpx.InvalidURL as exc:  # e.g. an id with control characters, typed by a user
+            raise ApiError(0, f"not a valid request: {exc}") from None
         if response.is_success:
             return response.json()
         try:

@@ -102,3 +102,13 @@ def test_inert_text_keeps_what_is_printable() -> None:
     assert inert("a\nb\x00c") == "a b c"
     assert inert("a\nb", multiline=True) == "a\nb"
     assert inert("\x1b[31mred\x1b[0m\x1b]0;title\x1b\\ done") == "red done"
+
+
+def test_an_id_with_control_characters_is_an_error_not_a_traceback() -> None:
+    # the URL is refused before any connection is made (the real client, not the routed one)
+    args = ["agents", "show", "\x01\x1b[2Jx", "--url", "http://127.0.0.1:9", "--token", "t"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert "not a valid request" in result.output
+    assert "\x1b" not in result.output
