@@ -276,8 +276,8 @@ def test_absurd_shorts_are_refused_and_never_rank_with_broken_figures(
         metrics = result["metrics"]
         assert metrics["finalValue"] == metrics["initialValue"] == 100_000
         assert (metrics["totalReturn"], metrics["maxDrawdown"]) == (0, 0)
-        trades = client.get(f"/api/backtest/{result['sessionId']}/trades", headers=alice).json()
-        assert trades["fills"] == []
+        fills = client.get(f"/api/backtest/{result['sessionId']}/fills", headers=alice).json()
+        assert (fills["fills"], fills["total"]) == ([], 0)
     for metric in ("sortino", "sharpe", "calmar", "returns", "max_drawdown", "total_pnl"):
         query = f"type=backtest&timeframe=all_time&metric={metric}"
         rows = client.get(f"/api/leaderboard?{query}").json()["leaderboard"]
