@@ -46,6 +46,7 @@ def test_accounts_cli_round_trip_and_the_feed_resumes_after_a_restart(
         "FARM_BACKTEST_WORKERS": "0",
         "FARM_FEED": "replay",
         "FARM_FEED_INTERVAL_S": "0.05",
+        "FARM_FEED_REPLAY_START": "2020-01-02",  # ~60 s of replay: never ends mid-test
     }
     home = tmp_path / "home"
     server = start_server(home, **env)
@@ -102,7 +103,7 @@ def test_accounts_cli_round_trip_and_the_feed_resumes_after_a_restart(
         after = wait_for_steps(server, before["stepsPublished"] + 3)
         assert after["state"] == "running"
         assert after["lastBarTime"] > before["lastBarTime"]
-        assert "feed replay: 2 symbols from 2024-04-04, after 20" in stopped_at
+        assert "feed replay: 2 symbols from 2020-01-02, after 20" in stopped_at
         health = httpx.get(f"{server.url}/health").json()
         assert health["backends"]["feed"] == "ok"
     finally:
