@@ -37,7 +37,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        current = request_id.get()
+        current = getattr(record, "request_id", None)
         if current is not None:
             entry["request_id"] = current
         if record.exc_info:
@@ -45,9 +45,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class RequestIdFilter(logging.Filter):
+    """Stamps each record with the id of the request being answered where it was logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id.get()
+        return True
+
+
 def configure(fmt: Literal["text", "json"]) -> None:
     """Root logging at INFO in ``fmt``; uvicorn's loggers go through it (``log_config=None``)."""
     handler = logging.StreamHandler()
+    handler.addFilter(RequestIdFilter())
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
