@@ -206,8 +206,9 @@ class Observer:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", UNMATCHED)
+            # The template of the route that answered; none for paths no route serves and
+            # for requests the gateway refused before routing (429).
+            template = getattr(scope.get("route"), "path", UNMATCHED)
             observe_request(scope["method"], template, status, time.perf_counter() - started)
             request_id.reset(token)
 

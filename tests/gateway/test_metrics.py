@@ -34,7 +34,9 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 
 def test_requests_errors_and_cache_reads_are_counted_per_route_template(tmp_path: Path) -> None:
-    settings = Settings(home=tmp_path / "farm", backtest_workers=0, feed="off")
+    settings = Settings(
+        home=tmp_path / "farm", backtest_workers=0, feed="off", rate_limit_address="6/minute"
+    )
     with TestClient(create_app(settings)) as client:
         before = scrape(client)
         assert client.get("/api/leaderboard").status_code == 200
@@ -42,6 +44,7 @@ def test_requests_errors_and_cache_reads_are_counted_per_route_template(tmp_path
         for agent in ("one", "two", "three"):
             assert client.get(f"/api/agents/{agent}").status_code == 401
         assert client.get("/no/such/path").status_code == 404
+        assert client.get("/api/leaderboard").status_code == 429
         after = scrape(client)
 
     def delta(name: str, **labels: str) -> float:
@@ -57,6 +60,8 @@ def test_requests_errors_and_cache_reads_are_counted_per_route_template(tmp_path
     unmatched = {"method": "GET", "route": "<unmatched>", "status": "404"}
     assert delta("farm_http_errors_total", **unmatched) == 1
     assert not any("/api/agents/one" in str(labels) for _, labels in after)
+    limited = {"method": "GET", "route": "<unmatched>", "status": "429"}
+    assert delta("farm_http_errors_total", **limited) == 1  # refused before routing
     # The first read of the board rebuilt it (a miss); the second was served by the cache.
     assert delta("farm_leaderboard_cache_requests_total", result="miss") == 1
     assert delta("farm_leaderboard_cache_requests_total", result="hit") == 1

@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from joserfc import jwt
@@ -26,6 +27,7 @@ from farm.context import Context
 from farm.storage.models import OidcIdentity, User
 from farm.users.oidc import Identity
 from farm.users.service import user_for_identity
+from support import serving
 
 AUDIENCE = "farm-test"
 RSA1 = RSAKey.generate_key(2048, parameters={"kid": "rsa-1"})
@@ -40,6 +42,7 @@ class Issuer:
     url: str = ""
     keys: list[Any] = field(default_factory=lambda: [RSA1, EC1])
     hits: dict[str, int] = field(default_factory=dict)
+    delay_s: float = 0.0  # a slow issuer
 
     def token(self, key: Any, alg: str, **claims: Any) -> str:
         now = int(time.time())
@@ -56,6 +59,7 @@ def issuer() -> Iterator[Issuer]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             state.hits[self.path] = state.hits.get(self.path, 0) + 1
+            time.sleep(state.delay_s)
             if self.path == "/.well-known/openid-configuration":
                 body: Any = {"issuer": state.url, "jwks_uri": f"{state.url}/jwks"}
             elif self.path == "/jwks":
@@ -196,3 +200,32 @@ def test_bad_id_tokens_count_as_failed_tokens(tmp_path: Path, issuer: Issuer) ->
         bad = issuer.token(RSA1, "RS256", aud="someone-else")
         assert [call(client, bad) for _ in range(4)] == [401, 401, 401, 429]
         assert call(client, issuer.token(RSA1, "RS256")) == 429  # guessing earns no answers
+
+
+def test_a_slow_issuer_does_not_stall_other_requests(tmp_path: Path, issuer: Issuer) -> None:
+    """The keys are fetched in a worker thread: the event loop keeps answering meanwhile."""
+    issuer.delay_s = 2.0
+    settings = Settings(
+        home=tmp_path / "farm",
+        backtest_workers=0,
+        feed="off",
+        oidc_issuer=issuer.url,
+        oidc_audience=AUDIENCE,
+    )
+    statuses: list[int] = []
+    with serving(create_app(settings)) as url:
+        headers = {"Authorization": f"Bearer {issuer.token(RSA1, 'RS256')}"}
+        signing_in = threading.Thread(
+            target=lambda: statuses.append(
+                httpx.get(f"{url}/api/agents/list", headers=headers, timeout=30).status_code
+            )
+        )
+        signing_in.start()
+        while not issuer.hits:  # the sign-in is waiting for the issuer now
+            time.sleep(0.01)
+        started = time.monotonic()
+        assert httpx.get(f"{url}/health", timeout=30).status_code == 200
+        waited = time.monotonic() - started
+        signing_in.join(timeout=30)
+    assert statuses == [200]
+    assert waited < 1.0, f"/health waited {waited:.2f} s for the issuer"
