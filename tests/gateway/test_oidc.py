@@ -19,6 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
+from pydantic import ValidationError
 from sqlalchemy import select
 
 from farm.app import create_app
@@ -229,3 +230,8 @@ def test_a_slow_issuer_does_not_stall_other_requests(tmp_path: Path, issuer: Iss
         signing_in.join(timeout=30)
     assert statuses == [200]
     assert waited < 1.0, f"/health waited {waited:.2f} s for the issuer"
+
+
+def test_an_issuer_without_an_audience_is_a_configuration_error(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="FARM_OIDC_AUDIENCE is required"):
+        Settings(home=tmp_path / "farm", oidc_issuer="https://issuer.example")
