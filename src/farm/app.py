@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -13,7 +14,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security.utils import get_authorization_scheme_param
-from starlette.datastructures import Headers
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -26,13 +27,17 @@ from farm.errors import FarmError, PayloadTooLarge, RateLimited
 from farm.fmel.router import router as fmel_router
 from farm.health import router as health_router
 from farm.leaderboard.router import router as leaderboard_router
+from farm.logs import request_id, request_id_from
 from farm.marketdata.router import feed_router
 from farm.marketdata.router import router as data_router
+from farm.metrics import UNMATCHED, observe_request
+from farm.monitoring import router as metrics_router
 from farm.papertrading.router import router as accounts_router
 from farm.ratelimit import RateLimits
 from farm.schemas import errors
 from farm.storage.models import User
-from farm.users.service import user_for_token
+from farm.users.oidc import OidcVerifier, looks_like_jwt
+from farm.users.service import user_for_identity, user_for_token
 
 log = logging.getLogger("farm.app")
 
@@ -80,13 +85,26 @@ def create_app(
         lifespan=lifespan,
     )
     app.include_router(health_router)
+    app.include_router(metrics_router)
     for name in chosen:
         for router in SERVICES[name]:
             app.include_router(router, responses=errors(429))
     _install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
-    app.add_middleware(Gateway, limits=rate_limits)  # outermost: refused before any work
+    app.add_middleware(Gateway, limits=rate_limits, oidc=_oidc(settings))
+    app.add_middleware(Observer)  # outermost: every answer is counted and has a request id
     return app
+
+
+def _oidc(settings: Settings) -> OidcVerifier | None:
+    if settings.oidc_issuer is None or settings.oidc_audience is None:
+        return None
+    return OidcVerifier(
+        settings.oidc_issuer,
+        settings.oidc_audience,
+        settings.oidc_jwks_url,
+        refresh_s=settings.oidc_jwks_refresh_s,
+    )
 
 
 def error_response(status: int, error: str, message: str, **extra: Any) -> JSONResponse:
@@ -161,23 +179,59 @@ class BodySizeLimit:
         await response(scope, receive, send)
 
 
-UNLIMITED_PATHS = frozenset({"/health"})
+class Observer:
+    """Give every request an id (the caller's ``X-Request-ID`` or a new one), returned on its
+    answer and carried by every log line written while it is answered, and count the answer
+    in ``/metrics`` under its route template."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = request_id_from(Headers(scope=scope).get("x-request-id"))
+        token = request_id.set(rid)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message)["X-Request-ID"] = rid
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            # The template of the route that answered; none for paths no route serves and
+            # for requests the gateway refused before routing (429).
+            template = getattr(scope.get("route"), "path", UNMATCHED)
+            observe_request(scope["method"], template, status, time.perf_counter() - started)
+            request_id.reset(token)
+
+
+UNLIMITED_PATHS = frozenset({"/health", "/metrics"})
 
 
 class Gateway:
     """Who is calling, and whether they are over their rate (DESIGN §2, gateway concerns).
 
-    A request with a Bearer token has the token looked up once, in a worker thread; the
-    ``current_user`` dependency reads the result from ``request.state.user``. A valid token
+    A request with a Bearer token has the token looked up once, in a worker thread: an API
+    token, or (with ``FARM_OIDC_ISSUER``) an OIDC ID token verified against the issuer's keys;
+    the ``current_user`` dependency reads the result from ``request.state.user``. A valid token
     counts against its user's rate, anything else against the client address's. After too
-    many invalid tokens from an address, every request carrying a token from it, valid or
-    not, gets 429 until the window passes, so guessing earns no answers. ``/health`` is
-    never limited.
+    many invalid tokens (of either kind) from an address, every request carrying a token from
+    it, valid or not, gets 429 until the window passes, so guessing earns no answers.
+    ``/health`` and ``/metrics`` are never limited.
     """
 
-    def __init__(self, app: ASGIApp, limits: RateLimits) -> None:
+    def __init__(self, app: ASGIApp, limits: RateLimits, oidc: OidcVerifier | None) -> None:
         self.app = app
         self.limits = limits
+        self.oidc = oidc
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in UNLIMITED_PATHS:
@@ -193,7 +247,7 @@ class Gateway:
             why = f"too many invalid API tokens from your address (limit: {limits.auth_failures})"
         else:
             context: Context = scope["app"].state.context
-            user = await anyio.to_thread.run_sync(_user_for_token, context, token)
+            user = await anyio.to_thread.run_sync(_user_for_token, context, self.oidc, token)
             scope.setdefault("state", {})["user"] = user
             if user is None:
                 await limits.hit(limits.auth_failures, "auth", address)
@@ -217,6 +271,14 @@ def _bearer_token(scope: Scope) -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
-def _user_for_token(context: Context, token: str) -> User | None:
+def _user_for_token(context: Context, oidc: OidcVerifier | None, token: str) -> User | None:
+    """The user of an API token or, when OIDC is configured, of a valid ID token (created on
+    its first sign-in)."""
+    if oidc is not None and looks_like_jwt(token):
+        identity = oidc.verify(token)
+        if identity is None:
+            return None
+        with context.db.transaction() as session:
+            return user_for_identity(session, identity)
     with context.db.transaction() as session:
         return user_for_token(session, token)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -17,6 +16,7 @@ from farm.cli_support import (
     TokenOpt,
     UrlOpt,
     api,
+    client_url,
     console,
     errors,
     inert,
@@ -30,6 +30,8 @@ from farm.marketdata.cli import app as data_app
 from farm.papertrading.cli import app as accounts_app
 
 app = typer.Typer(help="The Farm: backtest, paper trade, explain and rank trading agents.")
+T = TypeVar("T")
+
 users_app = typer.Typer(help="Manage users and API tokens (works on FARM_HOME directly).")
 agents_app = typer.Typer(help="Submit, list, show and delete agents (through the API).")
 app.add_typer(users_app, name="users")
@@ -52,23 +54,24 @@ def up(
 
     from farm.app import create_app
     from farm.context import Context
+    from farm.logs import configure
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     settings = Settings()
+    configure(settings.log_format)
     context = Context.build(settings)
     context.db.migrate()
-    _ensure_demo_user(context)
+    host, port = host or settings.host, port or settings.port
+    _ensure_demo_user(context, client_url(host, port))
     uvicorn.run(
         create_app(settings, context=context),
-        host=host or settings.host,
-        port=port or settings.port,
+        host=host,
+        port=port,
         log_level="info",
+        log_config=None,  # uvicorn's lines go through the root logger (FARM_LOG_FORMAT)
     )
 
 
-def _ensure_demo_user(context: Any) -> None:
+def _ensure_demo_user(context: Any, url: str) -> None:
     from farm.users.service import count_users, create_user
 
     with context.db.transaction() as session:
@@ -76,7 +79,9 @@ def _ensure_demo_user(context: Any) -> None:
             return
         user, token = create_user(session, "demo")
     console.print(
-        f"[bold green]Created user {user.name!r}.[/] Its API token (shown once, keep it):\n"
+        f"[bold green]Created user {user.name!r}.[/] Point the CLI at this server with its "
+        f"API token (shown once, keep it; `farm users token {user.name}` issues another):\n"
+        f"  export FARM_URL={url}\n"
         f"  export FARM_TOKEN={token}"
     )
 
@@ -84,21 +89,53 @@ def _ensure_demo_user(context: Any) -> None:
 @users_app.command("create")
 def users_create(name: str) -> None:
     """Create a user and print its API token (shown once)."""
-    from farm.context import Context
     from farm.users.service import create_user
+
+    user, token = _on_home(lambda s: create_user(s, name))
+    console.print(f"Created user {user.name!r} ({user.id}). API token (shown once):")
+    typer.echo(token)
+
+
+@users_app.command("token")
+def users_token(
+    name: str,
+    revoke_others: Annotated[
+        bool, typer.Option("--revoke-others", help="Revoke every older token of the user")
+    ] = False,
+) -> None:
+    """Issue a new API token for user NAME and print it (shown once)."""
+    from farm.users.service import reissue_token
+
+    user, token, revoked = _on_home(lambda s: reissue_token(s, name, revoke_others=revoke_others))
+    note = f"; {revoked} older token(s) revoked" if revoke_others else ""
+    console.print(f"New API token for {user.name!r} (shown once{note}):")
+    typer.echo(token)
+
+
+@users_app.command("revoke")
+def users_revoke(name: str) -> None:
+    """Revoke every API token of user NAME (`farm users token NAME` issues a new one)."""
+    from farm.users.service import revoke_tokens, user_named
+
+    revoked = _on_home(lambda s: revoke_tokens(s, user_named(s, name)))
+    console.print(f"Revoked {revoked} API token(s) of {name!r}.")
+
+
+def _on_home(work: Callable[[Any], T]) -> T:
+    """Run ``work(session)`` in one transaction on FARM_HOME's database (migrated first); a
+    FarmError exits 1 with its message."""
+    from farm.context import Context
 
     context = Context.build(Settings())
     try:
         context.db.migrate()
         with context.db.transaction() as session:
-            user, token = create_user(session, name)
+            return work(session)
     except FarmError as exc:
-        errors.print(f"[red]error[/red]: {exc.message}")
+        errors.print(f"[red]error[/red]: {inert(exc.message)}")
         raise typer.Exit(1) from None
     finally:
         context.close()
-    console.print(f"Created user {user.name!r} ({user.id}). API token (shown once):")
-    typer.echo(token)
 
 
 @agents_app.command("submit")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import unicodedata
 from collections.abc import Iterator, Sequence
@@ -22,7 +23,24 @@ errors = Console(stderr=True, emoji=False)
 UrlOpt = Annotated[str, typer.Option("--url", envvar="FARM_URL", help="API base URL")]
 TokenOpt = Annotated[str | None, typer.Option("--token", envvar="FARM_TOKEN", help="API token")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print raw JSON for scripts")]
-DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def client_url(host: str, port: int) -> str:
+    """The URL a client on this machine reaches a server bound to ``host:port`` at (a
+    wildcard bind address is reached on the loopback)."""
+    if host in ("", "0.0.0.0", "::"):  # noqa: S104 - recognising a bind address, not binding
+        host = "127.0.0.1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _default_url() -> str:
+    """Without FARM_URL: the server `farm up` would start here (FARM_HOST, FARM_PORT)."""
+    host = os.environ.get("FARM_HOST", "127.0.0.1")
+    port = os.environ.get("FARM_PORT", "8000")
+    return client_url(host, int(port)) if port.isdigit() else "http://127.0.0.1:8000"
+
+
+DEFAULT_URL = _default_url()
 
 
 @contextmanager

@@ -38,7 +38,11 @@ class FarmClient:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
-            raise ApiError(0, f"cannot reach the server at {self._http.base_url}: {exc}") from None
+            raise ApiError(
+                0,
+                f"cannot reach the server at {self._http.base_url} ({exc}); is it running? "
+                "Set FARM_URL (or --url) to its address, e.g. the one `farm up` printed",
+            ) from None
         except httpx.InvalidURL as exc:  # e.g. an id with control characters, typed by a user
             raise ApiError(0, f"not a valid request: {exc}") from None
         if response.is_success:

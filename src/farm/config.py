@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 from limits import parse as parse_rate
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from farm.core.ledger import FILL_LIMIT, MARGIN_LEVERAGE, OPEN_ORDER_LIMIT
@@ -52,6 +52,30 @@ class Settings(BaseSettings):
     def _rate(cls, value: str) -> str:
         parse_rate(value)  # raises ValueError, naming the bad rate
         return value
+
+    # Gateway (issue 12): OIDC sign-in beside API tokens, /metrics and logs.
+    oidc_issuer: str | None = Field(
+        default=None, description="Accept ID tokens of this issuer (e.g. Firebase's)."
+    )
+    oidc_audience: str | None = Field(
+        default=None, description="The `aud` tokens must carry (required with the issuer)."
+    )
+    oidc_jwks_url: str | None = Field(
+        default=None, description="Default: `jwks_uri` of the issuer's openid-configuration."
+    )
+    oidc_jwks_refresh_s: float = Field(
+        default=60.0, gt=0, description="Least seconds between two fetches of the issuer's keys."
+    )
+    metrics_token: str | None = Field(
+        default=None, description="When set, GET /metrics needs `Authorization: Bearer` it."
+    )
+    log_format: Literal["text", "json"] = "text"
+
+    @model_validator(mode="after")
+    def _oidc_audience(self) -> Settings:
+        if self.oidc_issuer and not self.oidc_audience:
+            raise ValueError("FARM_OIDC_AUDIENCE is required with FARM_OIDC_ISSUER")
+        return self
 
     # Sandbox (DESIGN §4).
     sandbox: SandboxMode = "bwrap"

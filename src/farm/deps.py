@@ -11,7 +11,11 @@ from farm.context import Context
 from farm.errors import Unauthorized
 from farm.storage.models import User
 
-_bearer = HTTPBearer(auto_error=False, description="An API token from `farm users create`")
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="An API token (`farm users create` / `farm users token`), or an OIDC ID token "
+    "of FARM_OIDC_ISSUER when it is set",
+)
 
 
 def get_context(request: Request) -> Context:

@@ -7,6 +7,8 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+from farm.metrics import EVENT_HANDLING
+
 log = logging.getLogger("farm.events")
 
 Event = Mapping[str, Any]
@@ -40,11 +42,12 @@ class InProcessBus:
         self._handlers: defaultdict[str, list[Handler]] = defaultdict(list)
 
     def publish(self, topic: str, event: Event) -> None:
-        for handler in list(self._handlers[topic]):
-            try:
-                handler(event)
-            except Exception:
-                log.exception("event handler failed for %s", topic)
+        with EVENT_HANDLING.labels(topic).time():
+            for handler in list(self._handlers[topic]):
+                try:
+                    handler(event)
+                except Exception:
+                    log.exception("event handler failed for %s", topic)
 
     def subscribe(self, topic: str, handler: Handler) -> None:
         self._handlers[topic].append(handler)

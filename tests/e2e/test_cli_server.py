@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from server_support import FARM, start_server
 
@@ -64,6 +67,7 @@ def test_cli_reports_auth_and_connection_failures(server: dict[str, str]) -> Non
     down = farm({**server, "FARM_URL": f"http://127.0.0.1:{free_port()}"}, "agents", "list")
     assert down.returncode == 1
     assert "cannot reach the server" in down.stderr
+    assert "FARM_URL" in down.stderr  # says what to fix
 
 
 def test_users_create_prints_a_working_token(server: dict[str, str]) -> None:
@@ -75,6 +79,65 @@ def test_users_create_prints_a_working_token(server: dict[str, str]) -> None:
     again = farm(server, "users", "create", "carol")
     assert again.returncode == 1
     assert "already exists" in again.stderr
+
+
+def test_users_token_reissues_and_revokes(server: dict[str, str]) -> None:
+    def works(token: str) -> bool:
+        listed = farm({**server, "FARM_TOKEN": token}, "agents", "list", "--json")
+        assert listed.returncode == 0 or "(401)" in listed.stderr, listed.stderr
+        return listed.returncode == 0
+
+    first = server["FARM_TOKEN"]
+    issued = farm(server, "users", "token", "demo")
+    assert issued.returncode == 0, issued.stderr
+    second = issued.stdout.strip().splitlines()[-1]
+    assert second != first
+    assert works(first)
+    assert works(second)
+    rotated = farm(server, "users", "token", "demo", "--revoke-others")
+    assert rotated.returncode == 0, rotated.stderr
+    assert "2 older token(s) revoked" in rotated.stdout
+    third = rotated.stdout.strip().splitlines()[-1]
+    assert not works(first)
+    assert not works(second)
+    assert works(third)
+    revoked = farm(server, "users", "revoke", "demo")
+    assert "Revoked 1 API token(s)" in revoked.stdout
+    assert not works(third)
+    unknown = farm(server, "users", "token", "nobody")
+    assert unknown.returncode == 1
+    assert "no user named 'nobody'" in unknown.stderr
+
+
+def test_the_printed_exports_reach_a_server_on_another_port(tmp_path: Path) -> None:
+    """`farm up` on FARM_PORT prints FARM_URL and FARM_TOKEN; with FARM_PORT alone the CLI finds
+    the server too; FARM_LOG_FORMAT=json logs JSON lines carrying each request's id."""
+    port = str(free_port())
+    running = start_server(
+        tmp_path / "home", FARM_BACKTEST_WORKERS="0", FARM_PORT=port, FARM_LOG_FORMAT="json"
+    )
+    try:
+        output = running.output()
+        exports = re.search(r"export FARM_URL=(\S+)\s+export FARM_TOKEN=(\S+)", output)
+        assert exports, output
+        assert exports.group(1) == f"http://127.0.0.1:{port}"
+        env = {k: v for k, v in running.env.items() if k != "FARM_URL"}
+        listed = farm(env, "agents", "list", "--json")  # FARM_PORT set, FARM_URL unset
+        assert listed.returncode == 0, listed.stderr
+        assert json.loads(listed.stdout)["pagination"]["total"] == 0
+
+        answer = httpx.get(f"{running.url}/health", headers={"X-Request-ID": "e2e-trace-1"})
+        assert answer.headers["X-Request-ID"] == "e2e-trace-1"
+        deadline = time.monotonic() + 10
+        while "e2e-trace-1" not in running.output() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        lines = [json.loads(line) for line in running.output().splitlines() if line.startswith("{")]
+        access = [line for line in lines if line.get("request_id") == "e2e-trace-1"]
+        assert access, running.output()
+        assert access[0]["logger"] == "uvicorn.access"
+        assert "/health" in access[0]["message"]
+    finally:
+        running.stop()
 
 
 @pytest.mark.sandbox

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,6 +36,7 @@ from farm.leaderboard.cache import (
 from farm.leaderboard.forward import ForwardBar, ForwardRecorded, forward_metrics
 from farm.leaderboard.repository import BoardRow
 from farm.leaderboard.schemas import BoardType, Metric, RankOut, RowStatus, Timeframe
+from farm.metrics import LEADERBOARD_CACHE
 from farm.storage.db import Database
 from farm.storage.models import Agent, BacktestSession, LeaderboardEntry, utcnow
 
@@ -241,9 +242,12 @@ class LeaderboardService:
 
     def page(self, board: Board, metric: Metric, limit: int) -> bytes:
         """The ``GET /api/leaderboard`` body: from the cache, or from SQL when it is down."""
+        load = _CountedLoad(self.load)
         try:
-            page = self.cache.page(board, metric, limit, self.load)
+            page = self.cache.page(board, metric, limit, load)
+            load.count()
         except CacheUnavailable:
+            LEADERBOARD_CACHE.labels("unavailable").inc()
             return render_page(
                 board.type, self._sql_page(board, metric, limit), now_iso(), "database"
             )
@@ -270,9 +274,12 @@ class LeaderboardService:
         """Where an agent stands on a board (rank null while it awaits forward results); 404
         if the board does not list it."""
         source = "cache"
+        load = _CountedLoad(self.load)
         try:
-            hit = self.cache.rank(board, metric, agent_id, self.load)
+            hit = self.cache.rank(board, metric, agent_id, load)
+            load.count()
         except CacheUnavailable:
+            LEADERBOARD_CACHE.labels("unavailable").inc()
             source = "database"
             with self._db.transaction() as session:
                 found = repository.rank_of(
@@ -360,6 +367,22 @@ class LeaderboardService:
             else b"",  # never shown
             awaiting=awaiting,
         )
+
+
+class _CountedLoad:
+    """The loader handed to one cache read; ``count`` records it in /metrics as a miss if the
+    cache called it (a cold board rebuilt from SQL), else as a hit."""
+
+    def __init__(self, load: Callable[[Board], list[Ranked]]) -> None:
+        self._load = load
+        self._called = False
+
+    def __call__(self, board: Board) -> list[Ranked]:
+        self._called = True
+        return self._load(board)
+
+    def count(self) -> None:
+        LEADERBOARD_CACHE.labels("miss" if self._called else "hit").inc()
 
 
 def _short_of_forward(entry: LeaderboardEntry, min_forward_bars: int) -> bool:

@@ -7,11 +7,13 @@ import re
 import secrets
 import uuid
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from farm.errors import Conflict, InvalidInput
-from farm.storage.models import ApiToken, User
+from farm.errors import Conflict, InvalidInput, NotFound
+from farm.storage.models import ApiToken, OidcIdentity, User
+from farm.users.oidc import Identity
 
 TOKEN_PREFIX = "farm_"  # noqa: S105 - a prefix, not a secret
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -39,6 +41,62 @@ def issue_token(session: Session, user: User) -> str:
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     session.add(ApiToken(token_hash=hash_token(token), user_id=user.id))
     return token
+
+
+def reissue_token(session: Session, name: str, *, revoke_others: bool) -> tuple[User, str, int]:
+    """A new token for the user called ``name``; with ``revoke_others`` every older token of
+    that user stops working. Returns the user, the token in clear and how many were revoked."""
+    user = user_named(session, name)
+    revoked = revoke_tokens(session, user) if revoke_others else 0
+    return user, issue_token(session, user), revoked
+
+
+def revoke_tokens(session: Session, user: User) -> int:
+    """Revoke every API token of ``user``; how many there were."""
+    result = session.execute(delete(ApiToken).where(ApiToken.user_id == user.id))
+    return int(result.rowcount)  # type: ignore[attr-defined]  # a CursorResult for DELETE
+
+
+def user_named(session: Session, name: str) -> User:
+    """The user called ``name`` (NotFound otherwise)."""
+    user = session.scalar(select(User).where(User.name == name))
+    if user is None:
+        raise NotFound(f"no user named {name!r}; create it with `farm users create {name}`")
+    return user
+
+
+def user_for_identity(session: Session, identity: Identity) -> User:
+    """The user of an OIDC identity, created on its first sign-in (named after its e-mail or
+    subject, made unique with a digest of issuer and subject)."""
+    found = _identified(session, identity)
+    if found is not None:
+        return found
+    digest = hashlib.sha256(f"{identity.issuer}\n{identity.subject}".encode()).hexdigest()[:10]
+    hint = str(identity.claims.get("email") or identity.subject).split("@")[0]
+    base = re.sub(r"[^A-Za-z0-9_.-]", "-", hint)[:40].strip("-_.") or "user"
+    user = User(id=str(uuid.uuid4()), name=f"{base}-{digest}")
+    try:
+        with session.begin_nested():  # a concurrent first sign-in may win the race
+            session.add(user)
+            session.flush()
+            session.add(
+                OidcIdentity(issuer=identity.issuer, subject=identity.subject, user_id=user.id)
+            )
+            session.flush()
+    except IntegrityError:
+        found = _identified(session, identity)
+        if found is None:
+            raise
+        return found
+    return user
+
+
+def _identified(session: Session, identity: Identity) -> User | None:
+    return session.scalar(
+        select(User)
+        .join(OidcIdentity, OidcIdentity.user_id == User.id)
+        .where(OidcIdentity.issuer == identity.issuer, OidcIdentity.subject == identity.subject)
+    )
 
 
 def user_for_token(session: Session, token: str) -> User | None:
