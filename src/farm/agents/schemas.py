@@ -60,3 +60,17 @@ class DuplicateAgent(ErrorBody):
     """409: the same code is already one of your live agents."""
 
     existingAgentId: str  # the wire name of the original contract
+
+
+class Package(ApiModel):
+    """One installed distribution an agent can import."""
+
+    name: str
+    version: str
+
+
+class RuntimeInfo(ApiModel):
+    """What agent code runs on in the sandbox (docs/agents.md): its Python and every package."""
+
+    python: str
+    packages: list[Package]
