@@ -162,3 +162,18 @@ def test_an_output_flood_is_killed_at_the_cap_and_its_head_and_tail_are_kept(
     assert body["omittedBytes"] == body["totalBytes"] - 2 * LOG_PART_BYTES
     last = [line for line in body["tail"].splitlines() if line.startswith("line ")]
     assert int(last[-2].split()[1]) > FLOOD_KB * 1024 // 120  # printed near the cap
+
+
+@pytest.mark.sandbox
+def test_params_of_a_strategy_with_computed_params_are_checked_when_it_runs(
+    client: TestClient, user: Callable[[str], tuple[Headers, str]]
+) -> None:
+    alice, _ = user("alice")
+    agent_id = submit(client, alice, agent("computed_params.py"))
+    response = start(client, alice, agent_id, params={"sise": 3}, **RANGE)
+    assert response.status_code == 202, response.text  # not known before it runs
+    result = wait_for(client, alice, response.json()["sessionId"])
+    assert result["status"] == "failed"
+    assert result["failure"]["message"].endswith(
+        "unknown strategy params: sise; the strategy declares: size"
+    )
