@@ -107,6 +107,7 @@ def test_scipy_sklearn_statsmodels_and_ta_run_in_the_sandbox(
     computed = [s for s in said if s.startswith("slope=")]
     assert computed, said
     assert "nan" not in computed[-1]
+    assert any(s.endswith(" parallel=14") and " forest=" in s for s in computed), computed
     assert result["metrics"]["totalTrades"] is not None
 
 
