@@ -56,7 +56,10 @@ def reasoning(client: TestClient, headers: Headers, session_id: str) -> list[str
 @pytest.mark.parametrize(
     ("params", "fragment"),
     [
-        ({"size": 1, "sise": 2}, "unknown strategy params: sise; the strategy declares: label, "),
+        (
+            {"size": 1, "sise": 2},
+            "unknown strategy params: sise; the strategy declares: label, ratio, size",
+        ),
         ({"size": "two"}, "param size must be an int"),
         ({"size": 1.5}, "param size must be an int"),
         ({"ratio": True}, "param ratio must be a float"),

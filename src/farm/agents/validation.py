@@ -20,7 +20,6 @@ from farm.errors import InvalidInput
 
 _STRATEGY_BASES = {"Strategy", "SignalStrategy"}
 _IMPORT_ERRORS = {"ImportError", "ModuleNotFoundError", "Exception", "BaseException"}
-_PARAMS_NAMES = {"params", "parameters"}
 _PARAM_TYPES = (bool, int, float, str)
 TOO_COMPLEX = "the agent file is too complex to parse (nesting too deep or too many statements)"
 
@@ -75,6 +74,8 @@ def check_agent_source(data: bytes) -> CheckedAgent:
             "define exactly one, e.g. `class MyAgent(bt.Strategy):`"
         )
     concrete = [c for c in classes if not any(c.name in _base_names(o) for o in classes)]
+    if not concrete:  # only when class names are reused
+        raise InvalidInput("every Strategy class is another's base; give each a distinct name")
     if len(concrete) > 1:
         raise InvalidInput(
             f"found {len(concrete)} concrete Strategy classes "
@@ -181,13 +182,13 @@ def declared_params(
 def _params_value(node: ast.ClassDef) -> ast.expr | None:
     for stmt in node.body:
         if isinstance(stmt, ast.Assign) and any(
-            isinstance(t, ast.Name) and t.id in _PARAMS_NAMES for t in stmt.targets
+            isinstance(t, ast.Name) and t.id == "params" for t in stmt.targets
         ):
             return stmt.value
         if (
             isinstance(stmt, ast.AnnAssign)
             and isinstance(stmt.target, ast.Name)
-            and stmt.target.id in _PARAMS_NAMES
+            and stmt.target.id == "params"
             and stmt.value is not None
         ):
             return stmt.value
