@@ -68,6 +68,7 @@ def test_the_scientific_stack_the_stdlib_and_optional_imports_are_accepted(
     agent_id = response.json()["agentId"]  # type: ignore[attr-defined]
     shown = client.get(f"/api/agents/{agent_id}", headers=alice).json()
     assert shown["strategyClass"] == "Agent"
+    assert shown["declaredParams"] == {"fast": "int", "slow": "float"}
     with context.db.transaction() as session:
         agent = session.get(Agent, agent_id)
         assert agent is not None

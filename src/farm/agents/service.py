@@ -187,6 +187,7 @@ def _out(agent: Agent, owner: str) -> AgentOut:
         tags=[t for t in agent.tags.split(",") if t],
         status=AgentStatus(agent.status),
         strategy_class=agent.strategy_class,
+        declared_params=agent.declared_params,
         code_sha256=agent.code_sha256,
         code_bytes=agent.code_bytes,
         owner=owner,
