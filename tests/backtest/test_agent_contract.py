@@ -149,9 +149,11 @@ def test_a_failing_agents_output_is_readable_through_the_api_and_the_cli(
 
 @pytest.mark.sandbox
 def test_an_output_flood_is_killed_at_the_cap_and_its_head_and_tail_are_kept(
-    client: TestClient, user: Callable[[str], tuple[Headers, str]]
+    client: TestClient,
+    user: Callable[[str], tuple[Headers, str]],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    alice, _ = user("alice")
+    alice, token = user("alice")
     agent_id = submit(client, alice, agent("flood.py"))
     session_id = start(client, alice, agent_id, **RANGE).json()["sessionId"]
     result = wait_for(client, alice, session_id)
@@ -166,6 +168,13 @@ def test_an_output_flood_is_killed_at_the_cap_and_its_head_and_tail_are_kept(
     assert body["omittedBytes"] == body["totalBytes"] - 2 * LOG_PART_BYTES
     last = [line for line in body["tail"].splitlines() if line.startswith("line ")]
     assert int(last[-2].split()[1]) > FLOOD_KB * 1024 // 120  # printed near the cap
+
+    route_cli(client, monkeypatch)
+    printed = CliRunner().invoke(cli_app, ["logs", session_id, "--token", token])
+    assert printed.exit_code == 0, printed.output
+    assert printed.output.startswith("FIRST LINE\n")
+    assert f"[... {body['omittedBytes']:,} bytes not kept ...]" in printed.output
+    assert last[-2] in printed.output
 
 
 @pytest.mark.sandbox

@@ -136,10 +136,10 @@ def logs(
     if not result["totalBytes"]:
         console.print(f"The agent of backtest {inert(session_id)} printed nothing.")
         return
-    console.print(inert(result["head"], multiline=True), highlight=False, end="")
+    console.print(inert(result["head"], multiline=True), highlight=False, soft_wrap=True, end="")
     if result["omittedBytes"]:
         console.print(f"\n[dim][... {result['omittedBytes']:,} bytes not kept ...][/]")
-    console.print(inert(result["tail"], multiline=True), highlight=False, end="")
+    console.print(inert(result["tail"], multiline=True), highlight=False, soft_wrap=True, end="")
     console.print()
 
 
