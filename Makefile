@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format openapi bench sandbox-deps clean
+.PHONY: run test lint format openapi bench sandbox-deps torch-cpu clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 is required"; exit 1; }
@@ -42,6 +42,10 @@ openapi: $(STAMP)
 
 bench: $(STAMP) sandbox-deps
 	$(BIN)/python bench/backtest.py
+
+# Opt-in PyTorch for agents: the CPU wheel (+cpu, preferred by pip), never PyPI's CUDA build.
+torch-cpu: $(STAMP)
+	$(BIN)/pip install -e '.[torch]' --extra-index-url https://download.pytorch.org/whl/cpu
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

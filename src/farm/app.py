@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from farm import __version__
 from farm.agents.router import router as agents_router
+from farm.agents.router import runtime_router
 from farm.backtest.router import router as backtest_router
 from farm.config import Settings
 from farm.context import Context
@@ -42,7 +43,7 @@ from farm.users.service import user_for_identity, user_for_token
 log = logging.getLogger("farm.app")
 
 SERVICES: dict[str, list[APIRouter]] = {
-    "agents": [agents_router],
+    "agents": [agents_router, runtime_router],
     "backtest": [backtest_router],
     "data": [data_router, feed_router],
     "fmel": [fmel_router],

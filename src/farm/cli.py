@@ -9,7 +9,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from farm.backtest.cli import backtest_app, results
+from farm.backtest.cli import backtest_app, logs, results
 from farm.cli_support import (
     DEFAULT_URL,
     JsonOpt,
@@ -40,6 +40,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(backtest_app, name="backtest")
 app.command()(results)
+app.command()(logs)
 app.command()(decisions)
 app.command()(explain)
 

@@ -22,7 +22,7 @@ from farm.errors import InvalidInput
     ],
 )
 def test_accepts_one_strategy_class_however_imported(source: str) -> None:
-    assert check_agent_source(source.encode()) == "A"
+    assert check_agent_source(source.encode()).strategy_class == "A"
 
 
 @pytest.mark.parametrize(
@@ -37,8 +37,13 @@ def test_accepts_one_strategy_class_however_imported(source: str) -> None:
         (b"import backtrader as bt\nclass A(object):\n    pass\n", "no class deriving"),
         (b"class A(Strategy):\n    pass\n", "no class deriving"),
         (
-            b"import backtrader as bt\nclass A(bt.Strategy): pass\nclass B(A): pass\n",
-            "found 2 Strategy classes (A, B)",
+            b"import backtrader as bt\nclass A(bt.Strategy): pass\nclass B(bt.Strategy): pass\n",
+            "found 2 concrete Strategy classes (A, B)",
+        ),
+        (
+            b"import backtrader as bt\nclass Base(bt.Strategy): pass\n"
+            b"class A(Base): pass\nclass B(Base): pass\n",
+            "found 2 concrete Strategy classes (A, B)",
         ),
     ],
 )
@@ -54,3 +59,52 @@ def test_never_runs_the_code(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="no class deriving"):
         check_agent_source(source.encode())
     assert not marker.exists()
+
+
+def test_a_base_class_of_your_own_with_one_concrete_strategy_is_accepted() -> None:
+    source = (
+        "import backtrader as bt\n"
+        "class Base(bt.Strategy):\n    params = (('fast', 10),)\n"
+        "class Mid(Base):\n    pass\n"
+        "class Agent(Mid):\n    params = dict(slow=30, fast=12)\n"
+    )
+    checked = check_agent_source(source.encode())
+    assert checked.strategy_class == "Agent"
+    assert checked.params == {"fast": "int", "slow": "int"}
+
+
+@pytest.mark.parametrize(
+    ("params", "declared"),
+    [
+        (
+            "(('fast', 10), ('ratio', 0.5), ('name', 'x'), ('on', True), ('any', None))",
+            {"fast": "int", "ratio": "float", "name": "str", "on": "bool", "any": None},
+        ),
+        ("{'period': -3, 'k': 2 * 3}", {"period": "int", "k": None}),
+        ("(('period',),)", {"period": None}),
+        ("make_params()", None),
+        ("()", {}),
+    ],
+)
+def test_declared_params_are_parsed_from_literals(
+    params: str, declared: dict[str, str | None] | None
+) -> None:
+    source = f"import backtrader as bt\nclass A(bt.Strategy):\n    params = {params}\n"
+    assert check_agent_source(source.encode()).params == declared
+
+
+def test_imports_are_listed_by_top_level_name_except_optional_ones() -> None:
+    source = (
+        "import backtrader as bt\nimport numpy.linalg, os.path as p\n"
+        "from sklearn.linear_model import Ridge\nfrom . import sibling\n"
+        "try:\n    import talib\nexcept ImportError:\n    talib = None\n"
+        "def f():\n    from scipy import stats\n"
+        "class A(bt.Strategy):\n    pass\n"
+    )
+    assert check_agent_source(source.encode()).imports == [
+        "backtrader",
+        "numpy",
+        "os",
+        "scipy",
+        "sklearn",
+    ]

@@ -17,7 +17,9 @@ from pathlib import Path
 import anyio
 
 import farm
+from farm.agents.validation import CheckedAgent
 from farm.errors import InvalidInput
+from farm.sandbox.packages import importable_modules
 
 log = logging.getLogger("farm.agents")
 
@@ -36,9 +38,10 @@ class AgentChecker:
         self._memory_bytes = memory_mb * 1024 * 1024
         self._slots = anyio.Semaphore(concurrency)
 
-    async def check(self, data: bytes) -> str:
-        """The name of the file's one Strategy class; ``InvalidInput`` saying what to fix,
-        including when the check needs more than the time or memory it is given."""
+    async def check(self, data: bytes) -> CheckedAgent:
+        """What the file declares (:class:`CheckedAgent`); ``InvalidInput`` saying what to fix,
+        including imports the sandbox cannot satisfy and a check that needs more than the time
+        or memory it is given."""
         cpu_s = math.ceil(self._timeout_s) + 1  # a backstop: the wall-time cap comes first
         command = [sys.executable, "-I", "-S", "-c", _CHILD, str(self._memory_bytes), str(cpu_s)]
         async with self._slots:
@@ -49,10 +52,19 @@ class AgentChecker:
             raise InvalidInput(
                 f"the agent file is too complex to validate in {self._timeout_s:g} s; simplify it"
             )
-        return _reply(done)
+        checked = _reply(done)
+        available = await anyio.to_thread.run_sync(importable_modules)  # computed once
+        missing = sorted(set(checked.imports) - available)
+        if missing:
+            raise InvalidInput(
+                f"the agent imports {', '.join(missing)}, which the sandbox runtime does not "
+                "have; GET /api/runtime lists the packages available (see docs/agents.md)",
+                modules=missing,
+            )
+        return checked
 
 
-def _reply(done: subprocess.CompletedProcess[bytes]) -> str:
+def _reply(done: subprocess.CompletedProcess[bytes]) -> CheckedAgent:
     try:
         reply = json.loads(done.stdout) if done.returncode == 0 else None
     except ValueError:
@@ -66,6 +78,11 @@ def _reply(done: subprocess.CompletedProcess[bytes]) -> str:
             "simplify it"
         )
     if "strategyClass" in reply:
-        return str(reply["strategyClass"])
+        params = reply["params"]
+        return CheckedAgent(
+            str(reply["strategyClass"]),
+            [str(m) for m in reply["imports"]],
+            None if params is None else {str(k): v for k, v in params.items()},
+        )
     message = str(reply.pop("message"))
     raise InvalidInput(message, **reply)

@@ -12,13 +12,27 @@ from farm.agents.schemas import (
     AgentStatus,
     DeleteResponse,
     DuplicateAgent,
+    Package,
+    RuntimeInfo,
     SubmitResponse,
 )
 from farm.agents.service import MAX_PAGE, MAX_PAGE_SIZE, Submission
 from farm.deps import ContextDep, CurrentUser
+from farm.sandbox.packages import installed_packages, python_version
 from farm.schemas import errors
 
 router = APIRouter(prefix="/api/agents", tags=["agents"])
+runtime_router = APIRouter(tags=["agents"])
+
+
+@runtime_router.get("/api/runtime")
+def runtime() -> RuntimeInfo:
+    """The sandbox runtime agents run on (public): its Python and the packages an agent can
+    import, with their versions (the standard library too)."""
+    return RuntimeInfo(
+        python=python_version(),
+        packages=[Package(name=n, version=v) for n, v in installed_packages().items()],
+    )
 
 
 @router.post(

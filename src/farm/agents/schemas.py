@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
+from pydantic import Field
+
 from farm.schemas import ApiModel, ErrorBody, Pagination
 
 
@@ -33,6 +35,11 @@ class AgentOut(ApiModel):
     tags: list[str]
     status: AgentStatus
     strategy_class: str
+    declared_params: dict[str, str | None] | None = Field(
+        default=None,
+        description="The strategy's params and their defaults' types (null: any), as parsed "
+        "at submission; null when they are not literals",
+    )
     code_sha256: str
     code_bytes: int
     owner: str
@@ -60,3 +67,17 @@ class DuplicateAgent(ErrorBody):
     """409: the same code is already one of your live agents."""
 
     existingAgentId: str  # the wire name of the original contract
+
+
+class Package(ApiModel):
+    """One installed distribution an agent can import."""
+
+    name: str
+    version: str
+
+
+class RuntimeInfo(ApiModel):
+    """What agent code runs on in the sandbox (docs/agents.md): its Python and every package."""
+
+    python: str
+    packages: list[Package]

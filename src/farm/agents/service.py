@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from farm.agents import repository
 from farm.agents.checker import AgentChecker
 from farm.agents.schemas import AgentList, AgentOut, AgentStatus
+from farm.agents.validation import CheckedAgent
 from farm.errors import Conflict, Forbidden, InvalidInput, NotFound
 from farm.events import AGENT_DELETED, AGENT_SUBMITTED, EventBus
 from farm.schemas import Pagination
@@ -76,12 +77,12 @@ class AgentService:
             raise InvalidInput(
                 f"the agent file is {size} bytes; the limit is {self._max_agent_bytes} bytes"
             )
-        strategy_class = await self._checker.check(submission.data)
+        agent = await self._checker.check(submission.data)
         checked = replace(submission, name=name, description=description)
-        return await anyio.to_thread.run_sync(self._store, user, checked, tags, strategy_class)
+        return await anyio.to_thread.run_sync(self._store, user, checked, tags, agent)
 
     def _store(
-        self, user: User, submission: Submission, tags: list[str], strategy_class: str
+        self, user: User, submission: Submission, tags: list[str], agent: CheckedAgent
     ) -> str:
         sha256 = hashlib.sha256(submission.data).hexdigest()
         agent_id = str(uuid.uuid4())
@@ -101,7 +102,8 @@ class AgentService:
                     name=submission.name,
                     description=submission.description,
                     tags=",".join(tags),
-                    strategy_class=strategy_class,
+                    strategy_class=agent.strategy_class,
+                    declared_params=agent.params,
                     code_sha256=sha256,
                     code_bytes=len(submission.data),
                     artifact_key=key,
@@ -185,6 +187,7 @@ def _out(agent: Agent, owner: str) -> AgentOut:
         tags=[t for t in agent.tags.split(",") if t],
         status=AgentStatus(agent.status),
         strategy_class=agent.strategy_class,
+        declared_params=agent.declared_params,
         code_sha256=agent.code_sha256,
         code_bytes=agent.code_bytes,
         owner=owner,

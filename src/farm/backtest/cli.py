@@ -1,5 +1,5 @@
-"""``farm backtest`` and ``farm results``: start a backtest, follow it, cancel it, read its
-metrics."""
+"""``farm backtest``, ``farm results`` and ``farm logs``: start a backtest, follow it, cancel it,
+read its metrics and what its agent printed."""
 
 from __future__ import annotations
 
@@ -122,6 +122,25 @@ def results(
         print_json(result)
     else:
         _print_results(result)
+
+
+def logs(
+    session_id: str, url: UrlOpt = DEFAULT_URL, token: TokenOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Show what a backtest's agent printed (the first and the last 32 KiB)."""
+    with api(url, token) as client:
+        result = client.request("GET", f"/api/backtest/{session_id}/logs")
+    if as_json:
+        print_json(result)
+        return
+    if not result["totalBytes"]:
+        console.print(f"The agent of backtest {inert(session_id)} printed nothing.")
+        return
+    console.print(inert(result["head"], multiline=True), highlight=False, soft_wrap=True, end="")
+    if result["omittedBytes"]:
+        console.print(f"\n[dim][... {result['omittedBytes']:,} bytes not kept ...][/]")
+    console.print(inert(result["tail"], multiline=True), highlight=False, soft_wrap=True, end="")
+    console.print()
 
 
 def _print_results(result: Any) -> None:

@@ -15,7 +15,7 @@ from pydantic.alias_generators import to_camel
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from farm.backtest.results import Stored, write_results
+from farm.backtest.results import Stored, write_logs, write_results
 from farm.backtest.runner import BacktestConfig, BacktestOutcome, RunStopped, run_backtest
 from farm.backtest.schemas import BacktestRequest, FailureReason, SessionStatus
 from farm.config import Settings
@@ -157,6 +157,7 @@ class BacktestJob:
             observer.record_trades(outcome.trades)
         finally:
             observer.close()  # flushes every record the host received, whatever happened
+        write_logs(self._artifacts, session_id, outcome.output)
         if abort.reason is not None:
             return
         if outcome.failure is not None:
@@ -217,6 +218,7 @@ class BacktestJob:
             max_fills=self._settings.max_fills,
             symbols=tuple(request.symbols),
             record_decisions=request.fmel,
+            params=request.params,
             sandbox=self._settings.sandbox,
             limits=SandboxLimits.from_settings(self._settings),
             uid=self._settings.sandbox_uid,

@@ -2,12 +2,14 @@
 
 Each series is one Parquet file under ``backtests/<session>/`` in row groups of
 ``ROWS_PER_GROUP`` rows, so a page reads at most two row groups, never the whole file. Fills and
-trades beyond ``max_rows`` are not stored; :class:`Stored` says how many there were.
+trades beyond ``max_rows`` are not stored; :class:`Stored` says how many there were. What the
+agent printed (head and tail) is kept beside them, for every run that started an agent.
 """
 
 from __future__ import annotations
 
 import io
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -16,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from farm.backtest.runner import BacktestOutcome
+from farm.sandbox.launcher import AgentOutput
 from farm.storage.artifacts import ArtifactStore
 
 ROWS_PER_GROUP: Final = 1000
@@ -64,6 +67,32 @@ class Stored:
 def series_key(prefix: str, name: str) -> str:
     """The artifact key of series ``name`` of the results under ``prefix``."""
     return f"{prefix}/{name}.parquet"
+
+
+def logs_key(session_id: str) -> str:
+    """The artifact key of what the agent of a session printed (beside its series)."""
+    return f"backtests/{session_id}/agent-output.json"
+
+
+def write_logs(artifacts: ArtifactStore, session_id: str, output: AgentOutput) -> None:
+    """Store the head and tail of what the session's agent printed."""
+    record = {
+        "head": output.head.decode("utf-8", "replace"),
+        "tail": output.tail.decode("utf-8", "replace"),
+        "totalBytes": output.total,
+        "omittedBytes": output.omitted,
+    }
+    artifacts.put(logs_key(session_id), json.dumps(record).encode())
+
+
+def read_logs(artifacts: ArtifactStore, session_id: str) -> dict[str, Any] | None:
+    """What :func:`write_logs` stored (None if nothing was)."""
+    try:
+        data = artifacts.get(logs_key(session_id))
+    except KeyError:
+        return None
+    record: dict[str, Any] = json.loads(data)
+    return record
 
 
 def write_results(

@@ -12,6 +12,7 @@ from farm.backtest.schemas import (
     EquitySeries,
     FillList,
     SessionList,
+    SessionLogs,
     SessionStatus,
     StartResponse,
     TradeList,
@@ -54,6 +55,13 @@ def backtest_results(context: ContextDep, user: CurrentUser, session_id: str) ->
 def cancel_backtest(context: ContextDep, user: CurrentUser, session_id: str) -> BacktestResults:
     """Cancel a queued or running backtest (a running agent is stopped within a second)."""
     return context.backtests.cancel(user, session_id)
+
+
+@router.get("/api/backtest/{session_id}/logs", responses=errors(401, 403, 404, 409))
+def backtest_logs(context: ContextDep, user: CurrentUser, session_id: str) -> SessionLogs:
+    """What the agent printed (stdout and stderr), for failed runs too: the first and the last
+    32 KiB; 409 while the backtest is queued or running."""
+    return context.backtests.logs(user, session_id)
 
 
 @router.get("/api/backtest/{session_id}/equity", responses=errors(400, 401, 403, 404, 409))

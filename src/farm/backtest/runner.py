@@ -19,7 +19,7 @@ from farm.core.bars import Step
 from farm.core.ledger import FILL_LIMIT, MARGIN_LEVERAGE, OPEN_ORDER_LIMIT, Ledger
 from farm.core.orders import ClosedTrade, Fill, Position
 from farm.sandbox.host import AgentFailure, AgentSession, DecisionRecord, SessionConfig
-from farm.sandbox.launcher import SandboxLimits
+from farm.sandbox.launcher import NO_OUTPUT, AgentOutput, SandboxLimits
 from farm.sandbox.protocol import ParamValue
 
 
@@ -67,6 +67,7 @@ class BacktestOutcome:
     steps: int
     failure: AgentFailure | None = None
     stopped: RunStopped | None = None
+    output: AgentOutput = NO_OUTPUT  # what the agent printed (head and tail)
 
 
 def run_backtest(
@@ -109,8 +110,9 @@ def run_backtest(
     failure: AgentFailure | None = None
     stopped: RunStopped | None = None
     last: datetime | None = None
+    session = AgentSession(agent_file, session_config)
     try:
-        with AgentSession(agent_file, session_config) as session:
+        with session:
             if on_start is not None:
                 on_start(session)
             for step in steps:
@@ -157,6 +159,7 @@ def run_backtest(
         steps=done,
         failure=failure,
         stopped=stopped,
+        output=session.output,
     )
 
 

@@ -4,13 +4,24 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, StringConstraints
 
 from farm.schemas import ApiModel, bounded_date
 
 DEFAULT_SYMBOLS = ("SPY", "QQQ", "AAPL")
 MAX_SYMBOLS = 500
+MAX_PARAMS = 100
+MAX_PARAM_INT = 2**53
+ParamIn = (
+    bool
+    | Annotated[int, Field(ge=-MAX_PARAM_INT, le=MAX_PARAM_INT)]
+    | Annotated[float, Field(allow_inf_nan=False)]
+    | Annotated[str, StringConstraints(max_length=1000)]
+    | None
+)
+"""A strategy param's value as a request may give it (the sandbox protocol's ``ParamValue``)."""
 
 
 class SessionStatus(StrEnum):
@@ -55,6 +66,13 @@ class BacktestRequest(ApiModel):
     slippage_bps: float = Field(default=0.0, ge=0, le=1000)
     benchmark: str = "SPY"
     fmel: bool = Field(default=True, description="Record every decision (FMEL)")
+    # The agent contract (issue 12): passed to the strategy's params, checked against its own.
+    params: dict[Annotated[str, StringConstraints(max_length=100)], ParamIn] = Field(
+        default_factory=dict,
+        max_length=MAX_PARAMS,
+        description=f"Strategy params (at most {MAX_PARAMS}), checked against those the "
+        "strategy declares: names it declares, values of its defaults' types",
+    )
 
 
 class StartResponse(ApiModel):
@@ -187,3 +205,14 @@ class TradeList(ApiModel):
     total: int
     limit: int
     offset: int
+
+
+class SessionLogs(ApiModel):
+    """What a backtest's agent printed (stdout and stderr): the first and the last 32 KiB."""
+
+    session_id: str
+    status: SessionStatus
+    head: str = Field(description="The first 32 KiB printed")
+    tail: str = Field(description="The last 32 KiB printed, after omittedBytes not kept")
+    total_bytes: int
+    omitted_bytes: int

@@ -11,8 +11,9 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from farm.agents.params import check_params
 from farm.agents.service import owned_agent
-from farm.backtest.results import read_page
+from farm.backtest.results import read_logs, read_page
 from farm.backtest.schemas import (
     MAX_SYMBOLS,
     BacktestRequest,
@@ -24,6 +25,7 @@ from farm.backtest.schemas import (
     Output,
     Progress,
     SessionList,
+    SessionLogs,
     SessionStatus,
     TradeList,
 )
@@ -77,6 +79,7 @@ class BacktestService:
         request = self.validated(request)
         with self._db.transaction() as session:
             agent = owned_agent(session, user, agent_id)
+            check_params(agent.declared_params, request.params)
             # Lock the user's row (PostgreSQL), then insert before counting (SQLite serializes
             # writers), so concurrent starts cannot overrun the quota.
             session.execute(select(User.id).where(User.id == user.id).with_for_update())
@@ -218,6 +221,25 @@ class BacktestService:
         rows, total = self._page(user, session_id, "trades", limit, offset)
         return TradeList(
             session_id=session_id, trades=rows, total=total, limit=limit, offset=offset
+        )
+
+    def logs(self, user: User, session_id: str) -> SessionLogs:
+        """What the session's agent printed (head and tail); 409 until the run has ended."""
+        with self._db.transaction() as session:
+            row = _owned_session(session, user, session_id)
+            status = SessionStatus(row.status)
+        if status in UNFINISHED:
+            raise Conflict(
+                f"backtest {session_id} is {status}; its agent's output comes once it ends"
+            )
+        record = read_logs(self._artifacts, session_id) or {}
+        return SessionLogs(
+            session_id=session_id,
+            status=status,
+            head=record.get("head", ""),
+            tail=record.get("tail", ""),
+            total_bytes=record.get("totalBytes", 0),
+            omitted_bytes=record.get("omittedBytes", 0),
         )
 
     def _page(

@@ -20,7 +20,14 @@ from typing import Literal, cast
 from farm.config import SandboxMode
 from farm.core.bars import Bar, Step
 from farm.core.orders import Fill, OrderEvent, OrderRequest, OrderType, Position
-from farm.sandbox.launcher import AgentProcess, SandboxLimits, Termination, launch
+from farm.sandbox.launcher import (
+    NO_OUTPUT,
+    AgentOutput,
+    AgentProcess,
+    SandboxLimits,
+    Termination,
+    launch,
+)
 from farm.sandbox.protocol import (
     MAX_AGENT_FRAME,
     PROTOCOL_VERSION,
@@ -124,6 +131,7 @@ class AgentSession:
         self._ids: set[str] = set()
         self._proc: AgentProcess | None = None
         self._channel: Channel | None = None
+        self.output: AgentOutput = NO_OUTPUT  # what the agent printed, once closed
 
     def __enter__(self) -> AgentSession:
         try:
@@ -264,6 +272,7 @@ class AgentSession:
         proc, self._proc = self._proc, None
         if proc is not None:
             proc.close()
+            self.output = proc.output()
 
     def _order(self, order: WireOrder, seq: int, ts: datetime) -> OrderRequest:
         """Validate one new order and price it from host data only."""

@@ -51,6 +51,7 @@ TerminationReason = Literal["exited", "timeout", "memory", "cpu", "killed", "out
 logger = logging.getLogger("farm.sandbox")
 
 _TAIL_BYTES = 64 * 1024
+LOG_PART_BYTES = 32 * 1024  # of an agent's output, the first and the last this many are kept
 _DRAIN_GRACE_S = 1.0
 _MB = 1024 * 1024
 _ENV = {
@@ -163,6 +164,24 @@ class Termination:
 
 
 @dataclass(frozen=True, slots=True)
+class AgentOutput:
+    """What an agent printed (stdout and stderr): the first and the last ``LOG_PART_BYTES``
+    and how many bytes in all; ``tail`` continues ``head`` after ``omitted`` bytes."""
+
+    head: bytes
+    tail: bytes
+    total: int
+
+    @property
+    def omitted(self) -> int:
+        """Bytes printed between ``head`` and ``tail``, not kept."""
+        return self.total - len(self.head) - len(self.tail)
+
+
+NO_OUTPUT = AgentOutput(b"", b"", 0)
+
+
+@dataclass(frozen=True, slots=True)
 class _Plan:
     argv: list[str]  # as the caller gave it, for error messages
     command: list[str]  # what the wrapper execs
@@ -194,6 +213,7 @@ class AgentProcess:
         self._reaped = False
         self._kill_reason: tuple[TerminationReason, str] | None = None
         self._termination: Termination | None = None
+        self._head = bytearray()
         self._tail = bytearray()
         self._total_output = 0
         host_read, agent_write = os.pipe()
@@ -217,6 +237,13 @@ class AgentProcess:
         """The last part (about 64 KB) of what the child printed (stdout and stderr)."""
         with self._lock:
             return bytes(self._tail[-_TAIL_BYTES:]).decode("utf-8", "replace")
+
+    def output(self) -> AgentOutput:
+        """The head and tail of what the child printed so far (all of it once it has ended)."""
+        with self._lock:
+            after_head = self._total_output - len(self._head)
+            tail = self._tail[len(self._tail) - min(after_head, LOG_PART_BYTES) :]
+            return AgentOutput(bytes(self._head), bytes(tail), self._total_output)
 
     def wait(self, timeout: float | None = None) -> Termination:
         """Wait for the child to exit and say why it ended (``subprocess.TimeoutExpired``)."""
@@ -384,6 +411,8 @@ class AgentProcess:
             return False
         with self._lock:
             self._total_output += len(data)
+            if len(self._head) < LOG_PART_BYTES:
+                self._head += data[: LOG_PART_BYTES - len(self._head)]
             self._tail += data
             if len(self._tail) > 2 * _TAIL_BYTES:
                 del self._tail[:-_TAIL_BYTES]

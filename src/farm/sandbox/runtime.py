@@ -617,6 +617,13 @@ def run(channel: Channel, start: Start, strategy: type[Any]) -> None:
     broker = MirrorBroker()
     broker.configure(clock, start, feeds)
     cerebro.setbroker(broker)
+    declared = strategy.params._getkeys()
+    unknown = sorted(set(start.params) - set(declared))
+    if unknown:
+        raise InvalidAgent(
+            f"unknown strategy params: {', '.join(unknown)}; "
+            f"the strategy declares: {', '.join(sorted(declared)) or 'none'}"
+        )
     cerebro.addstrategy(strategy, **start.params)
     clock.broker = broker
     clock.cerebro = cerebro

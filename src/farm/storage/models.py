@@ -120,6 +120,9 @@ class Agent(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     tags: Mapped[str] = mapped_column(Text, default="")
     strategy_class: Mapped[str] = mapped_column(String(200))
+    # The strategy's params as parsed at submission: name -> type of its default (None: any);
+    # None when they are not literals (then checked when the agent runs).
+    declared_params: Mapped[dict[str, str | None] | None] = mapped_column(JSON, nullable=True)
     code_sha256: Mapped[str] = mapped_column(String(64))
     code_bytes: Mapped[int] = mapped_column(Integer)
     artifact_key: Mapped[str] = mapped_column(String(300))
