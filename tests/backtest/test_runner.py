@@ -161,16 +161,14 @@ def test_stop_and_limit_orders_on_gappy_symbols_differ_from_backtrader(market: M
     assert_parity(platform(market, agent, symbols), reference(market, agent, symbols))
 
 
-def test_ten_symbols_end_to_end_well_under_three_seconds(market: Market) -> None:
+def test_ten_symbols_end_to_end(market: Market) -> None:
+    # its speed is measured by bench/backtest.py (performance is measured, not asserted)
     steps = market.steps(STANDARD)
-    started = time.perf_counter()
     outcome = run_backtest(
         steps, AGENTS / "sma_cross.py", BacktestConfig(symbols=STANDARD, sandbox="bwrap")
     )
-    elapsed = time.perf_counter() - started
     assert outcome.failure is None
     assert outcome.steps == len(steps) > 1100
-    assert elapsed < 3.0
 
 
 # -- look-ahead -----------------------------------------------------------------------------------
