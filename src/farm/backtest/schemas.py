@@ -50,7 +50,12 @@ class BacktestRequest(ApiModel):
         allow_inf_nan=False,
         description="Positive, finite, at most 1e12",
     )
-    symbols: list[str] = Field(default_factory=lambda: list(DEFAULT_SYMBOLS), max_length=10_000)
+    symbols: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_SYMBOLS),
+        min_length=1,
+        max_length=MAX_SYMBOLS,
+        description=f"1 to {MAX_SYMBOLS} symbols",
+    )
     commission: float = Field(default=0.001, ge=0, le=0.1, description="0.001 = 0.1%")
     slippage_bps: float = Field(default=0.0, ge=0, le=1000)
     benchmark: str = "SPY"

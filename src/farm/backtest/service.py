@@ -15,7 +15,6 @@ from farm.agents.schemas import AgentStatus
 from farm.agents.service import owned_agent
 from farm.backtest.results import read_page
 from farm.backtest.schemas import (
-    MAX_SYMBOLS,
     BacktestRequest,
     BacktestResults,
     EquitySeries,
@@ -140,10 +139,6 @@ class BacktestService:
         if request.initial_cash <= 0:
             raise InvalidInput("initialCash must be positive")
         symbols = list(dict.fromkeys(normalize_symbol(s) for s in request.symbols))
-        if not symbols:
-            raise InvalidInput("give at least one symbol")
-        if len(symbols) > MAX_SYMBOLS:
-            raise InvalidInput(f"at most {MAX_SYMBOLS} symbols per backtest, got {len(symbols)}")
         benchmark = normalize_symbol(request.benchmark)
         self._bars.coverage(symbols, request.start_date, request.end_date).check()
         bench = self._bars.coverage([benchmark], request.start_date, request.end_date)
