@@ -23,6 +23,7 @@ UrlOpt = Annotated[str, typer.Option("--url", envvar="FARM_URL", help="API base 
 TokenOpt = Annotated[str | None, typer.Option("--token", envvar="FARM_TOKEN", help="API token")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print raw JSON for scripts")]
 DEFAULT_URL = "http://127.0.0.1:8000"
+PIPED_WIDTH = 200
 
 
 @contextmanager
@@ -48,7 +49,9 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> 
         out.add_column(column, no_wrap=n == 0, overflow="fold")
     for row in rows:
         out.add_row(*("" if v is None else inert(v) for v in row))
-    console.print(out)
+    # Piped (not a terminal), Rich would fold every cell to 80 columns: lay the table out wide.
+    wide = max(console.width, PIPED_WIDTH)
+    (console if console.is_terminal else Console(emoji=False, width=wide)).print(out)
 
 
 # ESC and C1 sequences (CSI ... final byte, OSC/DCS/APC/PM ... BEL or ST, and two-byte ones).

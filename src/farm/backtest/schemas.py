@@ -101,6 +101,13 @@ class Output(ApiModel):
     trades: SeriesSize
 
 
+class DataRange(ApiModel):
+    """The session dates of the first and last bar a completed backtest used."""
+
+    start_date: date
+    end_date: date
+
+
 class BacktestResults(ApiModel):
     """A session's state, and on completion every metric (DESIGN §6)."""
 
@@ -118,6 +125,13 @@ class BacktestResults(ApiModel):
     benchmark: dict[str, float | int | None] | None = None
     output: Output | None = None
     failure: Failure | None = None
+    data_range: DataRange | None = Field(
+        default=None, description="The dates actually used (completed runs)"
+    )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="E.g. the requested dates extend past the stored data by more than a week",
+    )
 
 
 class SessionList(ApiModel):

@@ -17,6 +17,7 @@ from farm.backtest.results import read_page
 from farm.backtest.schemas import (
     BacktestRequest,
     BacktestResults,
+    DataRange,
     EquitySeries,
     Failure,
     FailureReason,
@@ -47,6 +48,7 @@ CUSTOM, STANDARD = "custom", "standard"
 PRIORITY = {CUSTOM: 0, STANDARD: 10}
 UNFINISHED = (SessionStatus.QUEUED, SessionStatus.RUNNING)
 QUOTA_RETRY_AFTER_S = 30
+RANGE_SLACK = timedelta(days=7)
 
 
 class BacktestService:
@@ -143,7 +145,10 @@ class BacktestService:
         self._bars.coverage(symbols, request.start_date, request.end_date).check()
         bench = self._bars.coverage([benchmark], request.start_date, request.end_date)
         if bench.unknown:
-            raise InvalidInput(f"unknown benchmark symbol: {benchmark}")
+            raise InvalidInput(
+                f"unknown benchmark symbol: {bench.named(benchmark)}",
+                suggestions=dict(bench.suggestions),
+            )
         if bench.empty:
             raise InvalidInput(f"benchmark {benchmark} has no bars between the requested dates")
         return request.model_copy(update={"symbols": symbols, "benchmark": benchmark})
@@ -344,13 +349,16 @@ def to_results(row: BacktestSession) -> BacktestResults:
     metrics = dict(row.metrics) if row.metrics else None
     benchmark = metrics.pop("benchmark", None) if metrics else None
     output = metrics.pop("output", None) if metrics else None
+    data_range = metrics.pop("dataRange", None) if metrics else None
+    parameters = BacktestRequest.model_validate(row.params)
+    used = DataRange.model_validate(data_range) if data_range else None
     return BacktestResults(
         session_id=row.id,
         agent_id=row.agent_id,
         kind=row.kind,
         status=SessionStatus(row.status),
         progress=Progress(bars_done=row.bars_done, bars_total=row.bars_total),
-        parameters=BacktestRequest.model_validate(row.params),
+        parameters=parameters,
         data_source=row.data_source,
         created_at=row.created_at,
         started_at=row.started_at,
@@ -359,4 +367,22 @@ def to_results(row: BacktestSession) -> BacktestResults:
         benchmark=benchmark,
         output=Output.model_validate(output) if output else None,
         failure=failure,
+        data_range=used,
+        warnings=_range_warnings(parameters, used),
     )
+
+
+def _range_warnings(request: BacktestRequest, used: DataRange | None) -> list[str]:
+    """A warning when the stored data covers the requested dates short by more than
+    ``RANGE_SLACK`` at either end (weekends and holidays are not worth one)."""
+    if used is None:
+        return []
+    if (
+        used.start_date - request.start_date <= RANGE_SLACK
+        and request.end_date - used.end_date <= RANGE_SLACK
+    ):
+        return []
+    return [
+        f"the stored data covers {used.start_date} to {used.end_date} of the requested "
+        f"{request.start_date} to {request.end_date}; the metrics are over that range only"
+    ]
