@@ -168,3 +168,29 @@ def test_an_import_of_the_standard_universe_ranks_agents_submitted_before_it(
     assert [s["dataSource"] for s in sessions] == ["real", "synthetic"], sessions
     board = client.get("/api/leaderboard?type=backtest&timeframe=all_time").json()
     assert [row["agentId"] for row in board["leaderboard"]] == [agent_id]
+
+
+def test_a_changed_data_dir_at_start_requeues_and_an_unchanged_one_does_not(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    spy = (shared_data / "daily" / "SPY.csv").read_text()
+    (folder / "SPY.csv").write_text(spy)
+    settings = Settings(
+        home=tmp_path / "farm", backtest_workers=0, data_dir=folder, standard_symbols=["SPY"]
+    )
+
+    def standard_statuses() -> list[str]:
+        with TestClient(create_app(settings)) as client:
+            return [s["status"] for s in standard_sessions(client, alice, agent_id)]
+
+    with TestClient(create_app(settings)) as client:
+        with client.app.state.context.db.transaction() as session:  # type: ignore[attr-defined]
+            _, token = create_user(session, "alice")
+        alice = {"Authorization": f"Bearer {token}"}
+        agent_id = submit(client, alice, SMA)
+        cancel_all(client, alice, agent_id)
+    assert standard_statuses() == ["cancelled"]  # the same files: nothing changed
+    (folder / "SPY.csv").write_text(spy.rsplit("\n", 2)[0] + "\n")  # one bar fewer
+    assert standard_statuses() == ["queued", "cancelled"]
