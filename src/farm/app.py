@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
@@ -24,6 +25,7 @@ from farm.agents.router import runtime_router
 from farm.backtest.router import router as backtest_router
 from farm.config import Settings
 from farm.context import Context
+from farm.contract import install_contract
 from farm.errors import FarmError, PayloadTooLarge, RateLimited
 from farm.fmel.router import router as fmel_router
 from farm.health import router as health_router
@@ -84,7 +86,10 @@ def create_app(
         description="Submit trading agents, backtest them in a sandbox, explain every decision, "
         "rank them.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    install_contract(app)
     app.include_router(health_router)
     app.include_router(metrics_router)
     for name in chosen:
@@ -129,14 +134,33 @@ def _install_error_handlers(app: FastAPI) -> None:
         return error_response(400, "invalid_input", problems or "invalid request")
 
     @app.exception_handler(HTTPException)
-    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         name = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, name, str(exc.detail))
+        response = error_response(exc.status_code, name, str(exc.detail))
+        response.headers.update(exc.headers or {})
+        if exc.status_code == 405:
+            response.headers["Allow"] = ", ".join(_allowed_methods(app, request))
+        return response
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(500, "internal_error", "an unexpected error occurred; it was logged")
+
+
+def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    """The methods the OpenAPI document gives the request's path (a literal path such as
+    ``/api/agents/submit`` wins over a template such as ``/api/agents/{agent_id}``); FastAPI
+    makes one route per operation, so Starlette's own ``Allow`` names only the first match's."""
+    matches = [
+        (template.count("{"), operations)
+        for template, operations in app.openapi()["paths"].items()
+        if re.fullmatch(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)), request.url.path)
+    ]
+    if not matches:
+        return []
+    _, operations = min(matches, key=lambda m: m[0])
+    return sorted(method.upper() for method in operations)
 
 
 class BodySizeLimit:

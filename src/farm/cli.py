@@ -9,7 +9,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from farm.backtest.cli import backtest_app, logs, results
+from farm.backtest.cli import backtest_app, backtests, equity, evaluate, logs, results, trades
 from farm.cli_support import (
     DEFAULT_URL,
     JsonOpt,
@@ -26,6 +26,7 @@ from farm.cli_support import (
 from farm.config import Settings
 from farm.errors import FarmError
 from farm.fmel.cli import decisions, explain
+from farm.leaderboard.cli import leaderboard
 from farm.marketdata.cli import app as data_app
 from farm.papertrading.cli import app as accounts_app
 
@@ -43,6 +44,8 @@ app.command()(results)
 app.command()(logs)
 app.command()(decisions)
 app.command()(explain)
+for _command in (leaderboard, backtests, trades, equity, evaluate):  # API parity (issue 12)
+    app.command()(_command)
 
 
 @app.command()

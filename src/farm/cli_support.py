@@ -41,6 +41,7 @@ def _default_url() -> str:
 
 
 DEFAULT_URL = _default_url()
+PIPED_WIDTH = 200
 
 
 @contextmanager
@@ -66,7 +67,9 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> 
         out.add_column(column, no_wrap=n == 0, overflow="fold")
     for row in rows:
         out.add_row(*("" if v is None else inert(v) for v in row))
-    console.print(out)
+    # Piped (not a terminal), Rich would fold every cell to 80 columns: lay the table out wide.
+    wide = max(console.width, PIPED_WIDTH)
+    (console if console.is_terminal else Console(emoji=False, width=wide)).print(out)
 
 
 # ESC and C1 sequences (CSI ... final byte, OSC/DCS/APC/PM ... BEL or ST, and two-byte ones).

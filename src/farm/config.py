@@ -111,6 +111,20 @@ class Settings(BaseSettings):
     standard_end: str | None = None
     risk_free_rate: float = 0.0
 
+    # Re-evaluation and data honesty (issue 12).
+    evaluate_cooldown_s: int = Field(
+        default=600,
+        ge=0,
+        description="Seconds after an agent's last standard evaluation before "
+        "POST /api/agents/{id}/evaluate may run it again.",
+    )
+    import_gap_days: int = Field(
+        default=5,
+        ge=1,
+        description="The importer warns about a symbol whose bars skip more than this many "
+        "trading days (weekdays) in a row.",
+    )
+
     # Leaderboard (issue 8: forward results rank the headline board).
     leaderboard_min_forward_bars: int = Field(
         default=20,

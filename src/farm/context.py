@@ -93,7 +93,11 @@ class Context:
         """Prepare storage and data, then run backtests here if this process has workers and
         the sandbox works (if it does not, agents are refused with the reason)."""
         self.db.migrate()
-        ensure_data(self.settings, self.bars, log)
+        imported = ensure_data(self.settings, self.bars, log)
+        if imported is not None:
+            changed = [str(r.symbol) for r in imported.imported]
+            if queued := self.backtests.requeue_standard_evaluations(changed):
+                log.info("standard data changed: %d standard evaluations queued", queued)
         self.feed.start()
         self.retention.start()
         if self.settings.backtest_workers == 0:

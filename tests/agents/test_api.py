@@ -157,7 +157,7 @@ def test_list_is_newest_first_with_real_totals_and_no_deleted(
         ("limit=101", "less than or equal to 100"),
         ("limit=0", "greater than or equal to 1"),
         ("page=0", "greater than or equal to 1"),
-        ("status=deleted", "active, paper_trading"),
+        ("status=deleted", "'active' or 'paper_trading'"),
         ("status=bogus", "status"),
     ],
 )

@@ -133,10 +133,12 @@ def test_every_submission_gets_a_standard_evaluation(
         ({"startDate": "2010-01-01", "endDate": "2010-12-31"}, "no bars in the requested dates"),
         ({"initialCash": 0}, "initialCash must be positive"),
         ({"initialCash": -5}, "initialCash must be positive"),
-        ({"symbols": [f"S{i}" for i in range(501)]}, "at most 500 symbols"),
-        ({"symbols": []}, "at least one symbol"),
+        ({"symbols": [f"S{i}" for i in range(501)]}, "symbols: List should have at most 500"),
+        ({"symbols": []}, "symbols: List should have at least 1"),
         ({"commission": 0.5}, "commission"),
         ({"benchmark": "NOPE"}, "unknown benchmark symbol: NOPE"),
+        ({"symbols": ["APPL", "SPY"]}, "unknown symbols: APPL (did you mean AAPL?)"),
+        ({"benchmark": "SYP"}, "unknown benchmark symbol: SYP (did you mean SPY?)"),
         ({"startDate": "yesterday"}, "startDate"),
         ({"surprise": 1}, "surprise"),
     ],
@@ -149,6 +151,25 @@ def test_invalid_requests_are_400_with_what_to_fix(
     response = start(client, alice, agent_id, **body)
     assert response.status_code == 400, response.text
     assert fragment in response.json()["message"]
+
+
+def test_a_range_past_the_stored_data_is_reported_with_the_range_used(
+    client: TestClient, user: Callable[[str], Headers]
+) -> None:
+    alice = user("alice")
+    agent_id = submit(client, alice, SMA)
+    body = {"symbols": ["AAPL"], "startDate": "2019-01-01", "endDate": "2030-12-31"}
+    past = wait_for(client, alice, start(client, alice, agent_id, **body).json()["sessionId"])
+    assert past["status"] == "completed", past
+    assert past["dataRange"] == {"startDate": "2020-07-27", "endDate": "2025-04-04"}
+    assert past["warnings"] == [
+        "the stored data covers 2020-07-27 to 2025-04-04 of the requested 2019-01-01 to "
+        "2030-12-31; the metrics are over that range only"
+    ]
+    body = {"symbols": ["AAPL"], "startDate": "2023-01-01", "endDate": "2023-03-31"}
+    inside = wait_for(client, alice, start(client, alice, agent_id, **body).json()["sessionId"])
+    assert inside["dataRange"] == {"startDate": "2023-01-03", "endDate": "2023-03-31"}
+    assert inside["warnings"] == []  # a holiday weekend at the start is not worth a warning
 
 
 def test_backtests_are_their_owners_only(

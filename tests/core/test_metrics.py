@@ -122,7 +122,7 @@ def test_exposure_benchmark_alpha_beta() -> None:
     assert m.as_json()["benchmark"]["total_return"] == m.benchmark.total_return
     assert m.benchmark.total_return == pytest.approx(closes[-2] / closes[0] - 1)
     assert m.benchmark.max_drawdown == pytest.approx(0.02)  # the -2% day
-    bench_sharpe = sharpe_ratio(simple_returns([c for _, c in bench]))
+    bench_sharpe = sharpe_ratio(daily_returns(bench))  # the extra point is the same day
     assert m.benchmark.sharpe_ratio == pytest.approx(bench_sharpe)
 
 
@@ -368,3 +368,30 @@ def test_degenerate_equity_gives_none_for_what_cannot_be_computed(values: list[f
         assert m.max_drawdown is None or not values
     if len(values) < 3:
         assert m.sharpe_ratio is None
+
+
+def test_metrics_annualise_from_daily_equity_whatever_the_bar_size() -> None:
+    """Hourly bars give the annual figures of the day-end equity: per-bar returns at 252 a year
+    would multiply volatility by about sqrt(7) and compound a day's return seven times."""
+    rng = random.Random(7)
+    hours = [T0 + timedelta(days=d, hours=14 + h) for d in range(30) for h in range(7)]
+    hourly = [(ts, 100.0 * (1 + rng.gauss(0.001, 0.01)) ** k) for k, ts in enumerate(hours)]
+    day_ends = [hourly[0], *(p for p in hourly if p[0].hour == 20)]
+    on_hours = compute_metrics(hourly, benchmark=hourly)
+    on_days = compute_metrics(day_ends, benchmark=day_ends)
+    for name in ("annual_return", "annual_volatility", "sharpe_ratio", "sortino_ratio"):
+        assert getattr(on_hours, name) == pytest.approx(getattr(on_days, name)), name
+    assert on_hours.benchmark == on_days.benchmark
+    assert daily_returns(hourly) == pytest.approx(simple_returns([v for _, v in day_ends]))
+    # drawdowns still see every bar
+    assert on_hours.max_drawdown == drawdown([v for _, v in hourly]).max_drawdown
+
+
+def test_daily_bars_at_new_york_midnight_are_one_point_per_day() -> None:
+    """The shipped bars sit at 04:00 or 05:00 UTC: each is its own session date."""
+    days = [datetime(2020, 7, 27, 4, tzinfo=UTC), datetime(2020, 12, 1, 5, tzinfo=UTC)]
+    equity = [(days[0], 100.0), (days[1], 110.0)]
+    assert daily_returns(equity) == pytest.approx([0.1])
+    assert (
+        compute_metrics(equity).annual_return == compute_metrics(series([100, 110])).annual_return
+    )

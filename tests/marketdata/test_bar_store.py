@@ -190,3 +190,16 @@ def test_steps_over_real_data_match_the_csvs(shared_data: Path, store: BarStore)
         for symbol, bar in step.bars.items():
             row = expected[symbol].loc[pd.Timestamp(step.ts)]
             assert (bar.open, bar.close, bar.volume) == (row["Open"], row["Close"], row["Volume"])
+
+
+def test_unknown_symbols_get_close_matches(real_bars: Path) -> None:
+    store = BarStore(real_bars)
+    coverage = store.coverage(["APPL", "SPY", "QQQQ", "ZZZZZZ"], date(2023, 1, 1), date(2023, 2, 1))
+    assert coverage.unknown == ("APPL", "QQQQ", "ZZZZZZ")
+    assert coverage.suggestions == {"APPL": ["AAPL"], "QQQQ": ["QQQ"]}
+    with pytest.raises(InvalidInput) as raised:
+        coverage.check()
+    assert raised.value.message == (
+        "unknown symbols: APPL (did you mean AAPL?), QQQQ (did you mean QQQ?), ZZZZZZ"
+    )
+    assert raised.value.extra["suggestions"] == {"APPL": ["AAPL"], "QQQQ": ["QQQ"]}

@@ -76,3 +76,17 @@ def test_a_missing_path_exits_1_with_a_message(home: Path, tmp_path: Path) -> No
     result = runner.invoke(app, ["import", str(tmp_path / "nope")])
     assert result.exit_code == 1
     assert "does not exist" in output(result)
+
+
+def test_import_warns_about_gaps_past_farm_import_gap_days(
+    home: Path, write_csv: WriteCsv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_csv("GAPPY.csv", [*good_rows(3), *good_rows(2, start_day=22)])
+    monkeypatch.setenv("FARM_IMPORT_GAP_DAYS", "12")
+    assert "warning" not in runner.invoke(app, ["import", str(path)]).output
+    monkeypatch.setenv("FARM_IMPORT_GAP_DAYS", "11")
+    result = runner.invoke(app, ["import", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "warning GAPPY: no bars for 12 weekdays between 2024-07-03 and 2024-07-22" in output(
+        result
+    )

@@ -60,7 +60,9 @@ def test_naive_dates_are_utc_and_offsets_are_converted(
 ) -> None:
     header = "Date,Open,High,Low,Close,Volume"
     write_csv(
-        "naive.csv", ["2024-07-01,10,11,9,10,100", "2024-07-02 04:00:00,10,11,9,10,100"], header
+        "naive.csv",
+        ["2024-07-01 00:00:00,10,11,9,10,100", "2024-07-02 04:00:00,10,11,9,10,100"],
+        header,
     )
     write_csv(
         "aware.csv",
@@ -364,3 +366,53 @@ def test_the_bulk_parquet_imports_in_well_under_a_minute(
     again = import_path(store, shared_data / "daily_bulk.parquet", skip_unchanged=True)
     assert len(again.unchanged) == 2249
     assert not again.imported
+
+
+def test_a_date_without_a_time_is_the_session_date_at_midnight_new_york(
+    shared_data: Path, write_csv: WriteCsv, store: BarStore
+) -> None:
+    """A date-only row lands on the instant the shipped files use for that day (04:00 UTC in
+    summer, 05:00 UTC in winter), so mixing both kinds never splits a day into two steps."""
+    header = "Date,Open,High,Low,Close,Volume"
+    write_csv("dates.csv", ["2020-07-27,10,11,9,10,100", "2020-12-01,10,11,9,10,100"], header)
+    report = import_path(store, write_csv("x.csv", good_rows()).parent)
+    assert report.ok
+    expected = [datetime(2020, 7, 27, 4, tzinfo=UTC), datetime(2020, 12, 1, 5, tzinfo=UTC)]
+    assert list(pd.DatetimeIndex(store.frame("DATES").index).to_pydatetime()) == expected
+    import_path(store, shared_data / "daily" / "AAPL.csv")
+    shipped = store.frame("AAPL").index
+    assert set(store.frame("DATES").index) <= set(shipped)
+
+
+def test_parquet_dates_are_session_dates_too(tmp_path: Path, store: BarStore) -> None:
+    day = pa.array([datetime(2020, 12, 1).date(), datetime(2020, 12, 2).date()], pa.date32())
+    table = pa.table(
+        {
+            "symbol": ["AAA", "AAA"],
+            "timestamp": day,
+            "open": [10.0, 10.0],
+            "high": [11.0, 11.0],
+            "low": [9.0, 9.0],
+            "close": [10.0, 10.0],
+            "volume": [1.0, 1.0],
+        }
+    )
+    pq.write_table(table, tmp_path / "bulk.parquet")
+    assert import_path(store, tmp_path / "bulk.parquet").ok
+    expected = [datetime(2020, 12, 1, 5, tzinfo=UTC), datetime(2020, 12, 2, 5, tzinfo=UTC)]
+    assert list(pd.DatetimeIndex(store.frame("AAA").index).to_pydatetime()) == expected
+
+
+def test_gaps_of_more_than_n_weekdays_are_warned_about(
+    write_csv: WriteCsv, store: BarStore
+) -> None:
+    rows = [*good_rows(3), *good_rows(2, start_day=22)]  # 07-03 to 07-22: 12 weekdays missing
+    path = write_csv("gappy.csv", rows)
+    report = import_path(store, path, max_gap_days=5)
+    assert report.ok
+    assert report.imported[0].warnings == [
+        "no bars for 12 weekdays between 2024-07-03 and 2024-07-22"
+    ]
+    assert import_path(store, path, max_gap_days=12).imported[0].warnings == []
+    weekend = write_csv("weekend.csv", good_rows(10))  # 07-06 and 07-07 are a weekend
+    assert import_path(store, weekend, max_gap_days=1).imported[0].warnings == []

@@ -73,10 +73,11 @@ def list_agents(
     user: CurrentUser,
     page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 20,
-    status: AgentStatus | None = None,
+    status: Literal["active", "paper_trading"] | None = None,
 ) -> AgentList:
     """Your agents, newest first; deleted agents never appear."""
-    return context.agents.list(user, page=page, limit=limit, status=status)
+    chosen = None if status is None else AgentStatus(status)
+    return context.agents.list(user, page=page, limit=limit, status=chosen)
 
 
 @router.get("/{agent_id}", responses=errors(401, 403, 404))

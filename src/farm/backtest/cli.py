@@ -3,6 +3,9 @@ read its metrics and what its agent printed."""
 
 from __future__ import annotations
 
+import csv
+import json
+import sys
 import time
 from typing import Annotated, Any
 
@@ -22,6 +25,9 @@ from farm.cli_support import (
 )
 
 POLL_SECONDS = 0.5
+CSV_PAGE = 1000  # the API's largest page
+PageLimit = Annotated[int, typer.Option(help="Page size (1 to 1000)")]
+PageOffset = Annotated[int, typer.Option(help="Items to skip")]
 DONE = {"completed", "failed", "cancelled"}
 
 
@@ -47,6 +53,14 @@ def backtest(
     start: Annotated[str | None, typer.Option(help="First date, YYYY-MM-DD")] = None,
     end: Annotated[str | None, typer.Option(help="Last date, YYYY-MM-DD")] = None,
     cash: Annotated[float | None, typer.Option(help="Initial cash")] = None,
+    commission: Annotated[
+        float | None, typer.Option(help="Commission per trade, 0.001 = 0.1%")
+    ] = None,
+    slippage: Annotated[float | None, typer.Option(help="Slippage in basis points")] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", help="A strategy parameter, key=value (repeatable)"),
+    ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Follow progress until it ends")] = False,
     url: UrlOpt = DEFAULT_URL,
     token: TokenOpt = None,
@@ -62,6 +76,12 @@ def backtest(
         body["endDate"] = end
     if cash is not None:
         body["initialCash"] = cash
+    if commission is not None:
+        body["commission"] = commission
+    if slippage is not None:
+        body["slippageBps"] = slippage
+    if param:
+        body["params"] = dict(_param(p) for p in param)
     with api(url, token) as client:
         started = client.request("POST", f"/api/backtest/{agent_id}/start", json=body)
         session_id = started["sessionId"]
@@ -91,6 +111,17 @@ def cancel(
         print_json(result)
     else:
         console.print(f"Cancelled backtest {session_id}")
+
+
+def _param(text: str) -> tuple[str, Any]:
+    """``key=value``; the value as JSON when it parses (numbers, true/false), else text."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise typer.BadParameter(f"expected key=value, got {text!r}", param_hint="--param")
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip(), value
 
 
 def _follow(client: Any, session_id: str, *, quiet: bool) -> Any:
@@ -143,6 +174,116 @@ def logs(
     console.print()
 
 
+def evaluate(
+    agent_id: str, url: UrlOpt = DEFAULT_URL, token: TokenOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Re-run an agent's standard evaluation (e.g. after new data); rate-limited."""
+    with api(url, token) as client:
+        result = client.request("POST", f"/api/agents/{agent_id}/evaluate")
+    if as_json:
+        print_json(result)
+    else:
+        console.print(f"Queued standard evaluation {inert(result['sessionId'])}")
+
+
+def backtests(
+    agent_id: str,
+    limit: PageLimit = 20,
+    offset: PageOffset = 0,
+    url: UrlOpt = DEFAULT_URL,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List an agent's backtests, newest first."""
+    params = {"limit": limit, "offset": offset}
+    with api(url, token) as client:
+        result = client.request("GET", f"/api/agents/{agent_id}/backtests", params=params)
+    if as_json:
+        print_json(result)
+        return
+    rows = [
+        (
+            s["sessionId"],
+            s["kind"],
+            s["status"],
+            s["dataSource"] or "-",
+            f"{s['parameters']['startDate']} to {s['parameters']['endDate']}",
+            _fmt((s.get("metrics") or {}).get("sharpeRatio")),
+            s["createdAt"],
+        )
+        for s in result["sessions"]
+    ]
+    table(
+        _page_title(f"Backtests of agent {agent_id}", result, len(rows)),
+        ["session", "kind", "status", "data", "dates", "sharpe", "created"],
+        rows,
+    )
+
+
+def trades(
+    session_id: str,
+    limit: PageLimit = 100,
+    offset: PageOffset = 0,
+    url: UrlOpt = DEFAULT_URL,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List a page of a completed backtest's closed trades."""
+    params = {"limit": limit, "offset": offset}
+    with api(url, token) as client:
+        result = client.request("GET", f"/api/backtest/{session_id}/trades", params=params)
+    if as_json:
+        print_json(result)
+        return
+    keys = ("symbol", "size", "entryTime", "exitTime", "entryPrice", "exitPrice", "pnlNet")
+    rows = [[_fmt(t[k]) for k in keys] for t in result["trades"]]
+    table(
+        _page_title(f"Trades of backtest {session_id}", result, len(rows)),
+        ["symbol", "size", "entry", "exit", "entry price", "exit price", "net pnl"],
+        rows,
+    )
+
+
+def equity(
+    session_id: str,
+    as_csv: Annotated[
+        bool, typer.Option("--csv", help="Every point as CSV (timestamp,equity,drawdown)")
+    ] = False,
+    limit: PageLimit = 100,
+    offset: PageOffset = 0,
+    url: UrlOpt = DEFAULT_URL,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a page of a completed backtest's equity curve, or all of it with --csv."""
+    path = f"/api/backtest/{session_id}/equity"
+    with api(url, token) as client:
+        if as_csv:
+            out = csv.writer(sys.stdout, lineterminator="\n")
+            out.writerow(["timestamp", "equity", "drawdown"])
+            start, total = 0, 1
+            while start < total:
+                page = client.request("GET", path, params={"limit": CSV_PAGE, "offset": start})
+                out.writerows((p["timestamp"], p["equity"], p["drawdown"]) for p in page["points"])
+                start, total = start + CSV_PAGE, page["total"]
+            return
+        result = client.request("GET", path, params={"limit": limit, "offset": offset})
+    if as_json:
+        print_json(result)
+        return
+    rows = [(p["timestamp"], _fmt(p["equity"]), _fmt(p["drawdown"])) for p in result["points"]]
+    table(
+        _page_title(f"Equity of backtest {session_id}", result, len(rows)),
+        ["timestamp", "equity", "drawdown"],
+        rows,
+    )
+
+
+def _page_title(title: str, page: Any, shown: int) -> str:
+    first = page["offset"] + 1 if shown else page["offset"]
+    return f"{title} ({first}-{page['offset'] + shown} of {page['total']})"
+
+
 def _print_results(result: Any) -> None:
     status = result["status"]
     progress = result["progress"]
@@ -155,6 +296,11 @@ def _print_results(result: Any) -> None:
         console.print(f"[red]{inert(failure['reason'])}[/]: {inert(failure['message'])}")
         if failure.get("traceback"):
             console.print(inert(failure["traceback"], multiline=True), highlight=False)
+    if result.get("dataRange"):
+        used = result["dataRange"]
+        console.print(inert(f"dates used: {used['startDate']} to {used['endDate']}"))
+    for warning in result.get("warnings") or []:
+        console.print(f"[yellow]warning[/]: {inert(warning)}")
     metrics = result.get("metrics") or {}
     benchmark = result.get("benchmark") or {}
     if metrics:

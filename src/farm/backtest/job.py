@@ -7,8 +7,10 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pandas as pd
 from pydantic.alias_generators import to_camel
@@ -19,6 +21,7 @@ from farm.backtest.results import Stored, write_logs, write_results
 from farm.backtest.runner import BacktestConfig, BacktestOutcome, RunStopped, run_backtest
 from farm.backtest.schemas import BacktestRequest, FailureReason, SessionStatus
 from farm.config import Settings
+from farm.core.bars import EXCHANGE_TZ
 from farm.core.metrics import Metrics, compute_metrics, daily_returns
 from farm.core.orders import ClosedTrade
 from farm.errors import FarmError
@@ -252,7 +255,11 @@ class BacktestJob:
                 return  # cancelled meanwhile
             row.status = SessionStatus.COMPLETED
             row.bars_done = row.bars_total
-            row.metrics = {**_camel_keys(metrics.as_json()), "output": _output(stored, fmel)}
+            row.metrics = {
+                **_camel_keys(metrics.as_json()),
+                "output": _output(stored, fmel),
+                "dataRange": _data_range(outcome.equity),
+            }
             row.results_key = key
             row.finished_at = utcnow()
             returns = daily_returns(outcome.equity)
@@ -377,6 +384,16 @@ class _StepObserver:
     def fmel_report(self) -> CapReport | None:
         """What the FMEL recording stored and dropped (None when not recording)."""
         return self._capture.recorder.report if self._capture is not None else None
+
+
+def _data_range(equity: Sequence[tuple[datetime, float]]) -> dict[str, str] | None:
+    """The session dates of the first and last bar the run used (``dataRange``)."""
+    if not equity:
+        return None
+    first, last = (
+        ts.astimezone(ZoneInfo(EXCHANGE_TZ)).date() for ts in (equity[0][0], equity[-1][0])
+    )
+    return {"startDate": first.isoformat(), "endDate": last.isoformat()}
 
 
 def _output(stored: Stored, fmel: CapReport | None) -> dict[str, Any]:

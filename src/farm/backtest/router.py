@@ -90,6 +90,18 @@ def backtest_trades(
     return context.backtests.trades(user, session_id, limit=limit, offset=offset)
 
 
+@router.post(
+    "/api/agents/{agent_id}/evaluate",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=errors(401, 403, 404, 429, 503),
+)
+def evaluate_agent(context: ContextDep, user: CurrentUser, agent_id: str) -> StartResponse:
+    """Re-run the standard evaluation of one of your agents (e.g. after new data); 429 while
+    one is queued or running, or within ``FARM_EVALUATE_COOLDOWN_S`` of the last one."""
+    session_id = context.backtests.evaluate(user, agent_id)
+    return StartResponse(session_id=session_id, status=SessionStatus.QUEUED)
+
+
 @router.get("/api/agents/{agent_id}/backtests", responses=errors(400, 401, 403, 404))
 def agent_backtests(
     context: ContextDep, user: CurrentUser, agent_id: str, limit: Limit = 100, offset: Offset = 0

@@ -61,7 +61,12 @@ class BacktestRequest(ApiModel):
         allow_inf_nan=False,
         description="Positive, finite, at most 1e12",
     )
-    symbols: list[str] = Field(default_factory=lambda: list(DEFAULT_SYMBOLS), max_length=10_000)
+    symbols: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_SYMBOLS),
+        min_length=1,
+        max_length=MAX_SYMBOLS,
+        description=f"1 to {MAX_SYMBOLS} symbols",
+    )
     commission: float = Field(default=0.001, ge=0, le=0.1, description="0.001 = 0.1%")
     slippage_bps: float = Field(default=0.0, ge=0, le=1000)
     benchmark: str = "SPY"
@@ -114,6 +119,13 @@ class Output(ApiModel):
     trades: SeriesSize
 
 
+class DataRange(ApiModel):
+    """The session dates of the first and last bar a completed backtest used."""
+
+    start_date: date
+    end_date: date
+
+
 class BacktestResults(ApiModel):
     """A session's state, and on completion every metric (DESIGN §6)."""
 
@@ -131,6 +143,13 @@ class BacktestResults(ApiModel):
     benchmark: dict[str, float | int | None] | None = None
     output: Output | None = None
     failure: Failure | None = None
+    data_range: DataRange | None = Field(
+        default=None, description="The dates actually used (completed runs)"
+    )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="E.g. the requested dates extend past the stored data by more than a week",
+    )
 
 
 class SessionList(ApiModel):

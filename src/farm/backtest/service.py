@@ -4,20 +4,21 @@ evaluation, cancel sessions, read results."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
-from datetime import date
+from collections.abc import Callable, Iterable
+from datetime import date, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from farm.agents.params import check_params
+from farm.agents.schemas import AgentStatus
 from farm.agents.service import owned_agent
 from farm.backtest.results import read_logs, read_page
 from farm.backtest.schemas import (
-    MAX_SYMBOLS,
     BacktestRequest,
     BacktestResults,
+    DataRange,
     EquitySeries,
     Failure,
     FailureReason,
@@ -36,6 +37,7 @@ from farm.errors import (
     InvalidInput,
     NotFound,
     QuotaExceeded,
+    RateLimited,
     ServiceUnavailable,
 )
 from farm.events import Event
@@ -48,6 +50,7 @@ CUSTOM, STANDARD = "custom", "standard"
 PRIORITY = {CUSTOM: 0, STANDARD: 10}
 UNFINISHED = (SessionStatus.QUEUED, SessionStatus.RUNNING)
 QUOTA_RETRY_AFTER_S = 30
+RANGE_SLACK = timedelta(days=7)
 
 
 class BacktestService:
@@ -141,15 +144,14 @@ class BacktestService:
         if request.initial_cash <= 0:
             raise InvalidInput("initialCash must be positive")
         symbols = list(dict.fromkeys(normalize_symbol(s) for s in request.symbols))
-        if not symbols:
-            raise InvalidInput("give at least one symbol")
-        if len(symbols) > MAX_SYMBOLS:
-            raise InvalidInput(f"at most {MAX_SYMBOLS} symbols per backtest, got {len(symbols)}")
         benchmark = normalize_symbol(request.benchmark)
         self._bars.coverage(symbols, request.start_date, request.end_date).check()
         bench = self._bars.coverage([benchmark], request.start_date, request.end_date)
         if bench.unknown:
-            raise InvalidInput(f"unknown benchmark symbol: {benchmark}")
+            raise InvalidInput(
+                f"unknown benchmark symbol: {bench.named(benchmark)}",
+                suggestions=dict(bench.suggestions),
+            )
         if bench.empty:
             raise InvalidInput(f"benchmark {benchmark} has no bars between the requested dates")
         return request.model_copy(update={"symbols": symbols, "benchmark": benchmark})
@@ -159,10 +161,68 @@ class BacktestService:
         request = self.standard_request()
         with self._db.transaction() as session:
             agent = session.get(Agent, str(event["agentId"]))
-            if agent is None:
+            if agent is None or _queued_standard(session, [agent.id]):
                 return
             _enqueue(session, agent, STANDARD, request)
         self._notify()
+
+    def requeue_standard_evaluations(self, changed: Iterable[str]) -> int:
+        """After an import that ``changed`` these symbols: when one is in the standard
+        universe, queue a standard evaluation for every live agent that has none queued yet
+        (one per agent however many imports), so the board reflects the stored data. Returns
+        how many were queued."""
+        standard = {normalize_symbol(s) for s in self._settings.standard_symbols}
+        if not standard & set(changed):
+            return 0
+        request = self.standard_request()
+        with self._db.transaction() as session:
+            agents = session.scalars(
+                select(Agent)
+                .where(Agent.status != AgentStatus.DELETED)
+                .order_by(Agent.id)
+                .with_for_update()
+            ).all()
+            waiting = _queued_standard(session, [a.id for a in agents])
+            fresh = [a for a in agents if a.id not in waiting]
+            for agent in fresh:
+                _enqueue(session, agent, STANDARD, request)
+        if fresh:
+            self._notify()
+        return len(fresh)
+
+    def evaluate(self, user: User, agent_id: str) -> str:
+        """Re-run the standard evaluation of one of the user's agents on demand; 429 while one
+        is queued or running, or within ``FARM_EVALUATE_COOLDOWN_S`` of the last one's start."""
+        if self.refusal is not None:
+            raise ServiceUnavailable(self.refusal)
+        request = self.standard_request()
+        cooldown = self._settings.evaluate_cooldown_s
+        with self._db.transaction() as session:
+            agent = owned_agent(session, user, agent_id)
+            session.execute(select(Agent.id).where(Agent.id == agent.id).with_for_update())
+            last = session.scalars(
+                select(BacktestSession)
+                .where(BacktestSession.agent_id == agent.id, BacktestSession.kind == STANDARD)
+                .order_by(BacktestSession.created_at.desc())
+                .limit(1)
+            ).first()
+            if last is not None and last.status in UNFINISHED:
+                raise RateLimited(
+                    f"agent {agent_id}'s standard evaluation {last.id} is {last.status}; "
+                    "wait for it to finish",
+                    QUOTA_RETRY_AFTER_S,
+                )
+            if last is not None:
+                wait = last.created_at + timedelta(seconds=cooldown) - utcnow()
+                if wait > timedelta(0):
+                    raise RateLimited(
+                        f"agent {agent_id} was evaluated less than {cooldown} s ago "
+                        f"(FARM_EVALUATE_COOLDOWN_S); retry in {int(wait.total_seconds()) + 1} s",
+                        int(wait.total_seconds()) + 1,
+                    )
+            session_id = _enqueue(session, agent, STANDARD, request)
+        self._notify()
+        return session_id
 
     def standard_request(self) -> BacktestRequest:
         """The same universe and period for every agent: the operator's, or the full history
@@ -275,6 +335,21 @@ def _enqueue(session: Session, agent: Agent, kind: str, request: BacktestRequest
     return row.id
 
 
+def _queued_standard(session: Session, agent_ids: list[str]) -> set[str]:
+    """The agents among ``agent_ids`` with a standard evaluation queued (not yet started)."""
+    if not agent_ids:
+        return set()
+    return set(
+        session.scalars(
+            select(BacktestSession.agent_id).where(
+                BacktestSession.agent_id.in_(agent_ids),
+                BacktestSession.kind == STANDARD,
+                BacktestSession.status == SessionStatus.QUEUED,
+            )
+        )
+    )
+
+
 def _owned_session(session: Session, user: User, session_id: str) -> BacktestSession:
     row = session.get(BacktestSession, session_id)
     if row is None:
@@ -296,13 +371,16 @@ def to_results(row: BacktestSession) -> BacktestResults:
     metrics = dict(row.metrics) if row.metrics else None
     benchmark = metrics.pop("benchmark", None) if metrics else None
     output = metrics.pop("output", None) if metrics else None
+    data_range = metrics.pop("dataRange", None) if metrics else None
+    parameters = BacktestRequest.model_validate(row.params)
+    used = DataRange.model_validate(data_range) if data_range else None
     return BacktestResults(
         session_id=row.id,
         agent_id=row.agent_id,
         kind=row.kind,
         status=SessionStatus(row.status),
         progress=Progress(bars_done=row.bars_done, bars_total=row.bars_total),
-        parameters=BacktestRequest.model_validate(row.params),
+        parameters=parameters,
         data_source=row.data_source,
         created_at=row.created_at,
         started_at=row.started_at,
@@ -311,4 +389,22 @@ def to_results(row: BacktestSession) -> BacktestResults:
         benchmark=benchmark,
         output=Output.model_validate(output) if output else None,
         failure=failure,
+        data_range=used,
+        warnings=_range_warnings(parameters, used),
     )
+
+
+def _range_warnings(request: BacktestRequest, used: DataRange | None) -> list[str]:
+    """A warning when the stored data covers the requested dates short by more than
+    ``RANGE_SLACK`` at either end (weekends and holidays are not worth one)."""
+    if used is None:
+        return []
+    if (
+        used.start_date - request.start_date <= RANGE_SLACK
+        and request.end_date - used.end_date <= RANGE_SLACK
+    ):
+        return []
+    return [
+        f"the stored data covers {used.start_date} to {used.end_date} of the requested "
+        f"{request.start_date} to {request.end_date}; the metrics are over that range only"
+    ]

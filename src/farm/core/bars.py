@@ -6,6 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+EXCHANGE_TZ = "America/New_York"
+"""The exchange's time zone: a bar's session date is its date there (daily bars sit at midnight)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Bar:

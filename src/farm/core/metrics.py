@@ -2,8 +2,11 @@
 
 Pure functions, no IO. Conventions used throughout:
 
-- ``r_t = V_t / V_{t-1} - 1`` are the per-period (daily) simple returns of the equity series;
-  ``n`` is their count (one less than the number of equity points).
+- ``r_t = V_t / V_{t-1} - 1`` are the daily simple returns of the equity series, whatever the
+  bar size: a series is first reduced to its last value of each session date (in
+  ``EXCHANGE_TZ``), keeping its first (initial) value (:func:`daily_points`); on daily bars that
+  is the series itself. ``n`` is their count (one less than the number of daily points).
+  Drawdowns use every step.
 - The annual risk-free rate ``rf`` is converted to a per-period rate ``rf_p = (1 + rf)^(1/P) - 1``
   with ``P = periods`` (252), as Backtrader's ``SharpeRatio`` does; excess returns are
   ``x_t = r_t - rf_p``.
@@ -21,12 +24,16 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from itertools import pairwise
 from statistics import NormalDist, fmean
-from typing import Any
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
+from farm.core.bars import EXCHANGE_TZ
 from farm.core.orders import ClosedTrade
 
 EULER_MASCHERONI = 0.5772156649015329
 _NORMAL = NormalDist()
+_EXCHANGE = ZoneInfo(EXCHANGE_TZ)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,9 +116,21 @@ def simple_returns(values: Sequence[float]) -> list[float]:
     return [b / a - 1 if a else math.nan for a, b in pairwise(values)]
 
 
+def daily_points(series: Sequence[tuple[datetime, T]]) -> list[tuple[datetime, T]]:
+    """The last point of each session date (in ``EXCHANGE_TZ``), after the first point when it
+    is not the last of its date (so the initial value stays the start)."""
+    last: dict[object, tuple[datetime, T]] = {}
+    for point in series:
+        last[point[0].astimezone(_EXCHANGE).date()] = point
+    points = list(last.values())
+    if series and points[0] is not series[0]:
+        points.insert(0, series[0])
+    return points
+
+
 def daily_returns(equity: Sequence[tuple[datetime, float]]) -> list[float]:
-    """Per-step simple returns of an equity series (input for PSR, DSR and rankings)."""
-    return simple_returns([v for _, v in equity])
+    """Daily simple returns of an equity series (input for PSR, DSR and rankings)."""
+    return simple_returns([v for _, v in daily_points(equity)])
 
 
 def _per_period_rate(annual: float, periods: int) -> float:
@@ -294,12 +313,12 @@ def benchmark_metrics(
 def _aligned_returns(
     equity: Sequence[tuple[datetime, float]], benchmark: Sequence[tuple[datetime, float]]
 ) -> tuple[list[float], list[float]]:
-    """Returns of both series over the timestamps they share."""
+    """Daily returns of both series over the timestamps they share."""
     bench = dict(benchmark)
-    common = [(v, bench[ts]) for ts, v in equity if ts in bench]
+    common = daily_points([(ts, (v, bench[ts])) for ts, v in equity if ts in bench])
     return (
-        simple_returns([v for v, _ in common]),
-        simple_returns([b for _, b in common]),
+        simple_returns([v for _, (v, _) in common]),
+        simple_returns([b for _, (_, b) in common]),
     )
 
 
@@ -325,13 +344,15 @@ def compute_metrics(
     """
     values = [v for _, v in equity]
     initial, final = (values[0], values[-1]) if values else (math.nan, math.nan)
-    rets = simple_returns(values)
+    daily = daily_points(equity)
+    rets = simple_returns([v for _, v in daily])
     cagr = annual_return(initial, final, len(rets), periods)
     dd = drawdown(values)
     ts = trade_stats(trades)
     bench = alpha = beta = None
     if benchmark:
-        bench = benchmark_metrics([c for _, c in benchmark], risk_free_rate, periods)
+        bench_daily = daily_points(benchmark)
+        bench = benchmark_metrics([c for _, c in bench_daily], risk_free_rate, periods)
         alpha, beta = alpha_beta(*_aligned_returns(equity, benchmark), risk_free_rate, periods)
     return Metrics(
         initial_value=_finite(initial),

@@ -29,12 +29,17 @@ REASONING_PREVIEW = 60
 def decisions(
     session_id: str,
     limit: Annotated[int, typer.Option(help="How many, newest first (1 to 1000)")] = 20,
+    action: Annotated[
+        str | None, typer.Option(help="Only this action: buy, sell, hold or mixed")
+    ] = None,
     url: UrlOpt = DEFAULT_URL,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List a session's decisions, newest first."""
-    params = {"sessionId": session_id, "limit": limit}
+    params: dict[str, Any] = {"sessionId": session_id, "limit": limit}
+    if action:
+        params["action"] = action
     with api(url, token) as client:
         result = client.request("GET", "/api/fmel/decisions", params=params)
     if as_json:

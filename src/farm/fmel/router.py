@@ -109,7 +109,12 @@ def compare_agents(
     service: Service,
     user: CurrentUser,
     agent_ids: Annotated[
-        str, Query(alias="agentIds", description="Comma separated, up to 10 of your agents")
+        str,
+        Query(
+            alias="agentIds",
+            min_length=1,
+            description="Comma separated, up to 10 of your agents",
+        ),
     ],
     date_range: Range = DateRange.ALL,
 ) -> Comparison:

@@ -15,7 +15,9 @@ def ensure_data(settings: Settings, store: BarStore, log: logging.Logger) -> Imp
     """Import ``settings.data_dir`` when set (files unchanged since their last import are
     skipped, so restarts are fast); otherwise fill an empty store with the synthetic demo."""
     if settings.data_dir is not None:
-        report = import_path(store, settings.data_dir, skip_unchanged=True)
+        report = import_path(
+            store, settings.data_dir, skip_unchanged=True, max_gap_days=settings.import_gap_days
+        )
         log.info(
             "market data from %s: %d symbols imported (%d bars), %d unchanged, %d failed, %.1fs",
             settings.data_dir,
@@ -25,6 +27,9 @@ def ensure_data(settings: Settings, store: BarStore, log: logging.Logger) -> Imp
             len(report.failed),
             report.seconds,
         )
+        for symbol in report.imported:
+            for warning in symbol.warnings:
+                log.warning("%s %s: %s", symbol.path.name, symbol.symbol, warning)
         for failed in report.failed:
             first = str(failed.problems[0]) if failed.problems else "unknown problem"
             log.warning(

@@ -60,14 +60,38 @@ def import_command(
 
         try:
             report = import_path(
-                _store(), path, progress=advance, source="synthetic" if synthetic else "real"
+                _store(),
+                path,
+                progress=advance,
+                source="synthetic" if synthetic else "real",
+                max_gap_days=Settings().import_gap_days,
             )
         except FarmError as exc:
             Console(stderr=True).print(f"[red]error[/red]: {exc.message}")
             raise typer.Exit(1) from None
     _print_report(console, report)
+    if report.imported:
+        queued = _requeue_standard(report)
+        if queued:
+            console.print(
+                f"The standard universe changed: {queued} standard evaluations queued "
+                "(they run when the server's workers are up)."
+            )
     if not report.ok:
         raise typer.Exit(1)
+
+
+def _requeue_standard(report: ImportReport) -> int:
+    """Queue every agent's standard evaluation again when the import changed a standard symbol."""
+    from farm.context import Context
+
+    context = Context.build(Settings())
+    try:
+        context.db.migrate()
+        changed = [str(r.symbol) for r in report.imported]
+        return context.backtests.requeue_standard_evaluations(changed)
+    finally:
+        context.close()
 
 
 def _print_report(console: Console, report: ImportReport) -> None:
@@ -89,6 +113,12 @@ def _print_report(console: Console, report: ImportReport) -> None:
     if len(shown) < len(by_file):
         table.caption = f"{len(by_file) - len(shown)} more files imported without problems"
     console.print(table)
+    warned = [r for r in report.imported if r.warnings]
+    for symbol in warned[:_MAX_FAILURES_SHOWN]:
+        for warning in symbol.warnings:
+            console.print(f"warning {symbol.symbol}: {warning}", markup=False)
+    if len(warned) > _MAX_FAILURES_SHOWN:
+        console.print(f"... and {len(warned) - _MAX_FAILURES_SHOWN} more symbols with gaps")
     for failure in report.failed[:_MAX_FAILURES_SHOWN]:
         what = f"{failure.path.name} {failure.symbol or ''}".strip()
         console.print(f"[red]not imported[/red] {what}: {failure.problem_count} problem(s)")

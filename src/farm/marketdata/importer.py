@@ -6,18 +6,25 @@ its ``*.csv`` and ``*.parquet`` files, not sub-folders):
 - CSV, one symbol per file, symbol = file name stem upper-cased. Headers are case-insensitive:
   ``Date`` (or ``Timestamp``/``Datetime``), ``Open``, ``High``, ``Low``, ``Close``, ``Volume``,
   optional ``Adj Close``; other columns are ignored. Dates are ISO 8601 (``2020-07-27``,
-  ``2020-07-27 04:00:00``, ``2020-07-27T04:00:00Z``, ``2020-07-27 04:00:00+00:00``); naive ones are
-  UTC. Blank lines are skipped. Problems are reported by line number (the header is line 1).
+  ``2020-07-27 04:00:00``, ``2020-07-27T04:00:00Z``, ``2020-07-27 04:00:00+00:00``); naive times
+  are UTC. A date without a time is the exchange's session date: it is stored at midnight New
+  York time (``EXCHANGE_TZ``), the instant the shipped daily files use, so files of both kinds
+  put a day's bars on the same step. Blank lines are skipped. Problems are reported by line
+  number (the header is line 1).
 - Parquet, long format: ``symbol, timestamp, open, high, low, close, volume[, adj_close]``
-  (case-insensitive; ``ticker`` for ``symbol``). Timestamps may be typed (naive = UTC), dates or
-  ISO strings. Each symbol is validated and imported on its own, so one bad bar rejects only its
-  symbol; problems are reported by 1-based row number in the file.
+  (case-insensitive; ``ticker`` for ``symbol``). Timestamps may be typed (naive = UTC), dates
+  (session dates, as above) or ISO strings. Each symbol is validated and imported on its own, so
+  one bad bar rejects only its symbol; problems are reported by 1-based row number in the file.
 
 Validation rules (every row; a symbol with any problem is not imported at all):
 required columns present; date parses; open/high/low/close/volume present and finite; prices
 > 0; volume >= 0; high >= low; open and close within [low, high] (no tolerance: a bar whose
 open or close lies outside its own range cannot be filled honestly); adj_close, when given, > 0
 (empty means unknown); no duplicate timestamps; timestamps increasing in file order.
+
+Warnings do not stop an import: a symbol whose bars skip more than ``max_gap_days`` weekdays in
+a row (default ``MAX_GAP_DAYS``, FARM_IMPORT_GAP_DAYS for the CLI and the server) is imported and
+reported with the gap, which usually means missing data rather than a market holiday.
 
 Valid symbols are written with :meth:`BarStore.write_many`, each replacing the old data
 atomically; a failed symbol leaves what the store held before untouched.
@@ -41,6 +48,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from farm.core.bars import EXCHANGE_TZ
 from farm.errors import FarmError, InvalidInput
 from farm.marketdata.store import SCHEMA, BarStore, Source, SymbolData, normalize_symbol
 
@@ -50,6 +58,8 @@ ProgressCallback = Callable[[int, int], None]
 file is opened and its symbols become known."""
 
 MAX_PROBLEMS = 20
+MAX_GAP_DAYS = 5
+_MAX_GAPS_REPORTED = 5
 _WRITE_BATCH = 250
 _VALUE_COLUMNS = ("open", "high", "low", "close", "volume", "adj_close")
 _REQUIRED = ("timestamp", "open", "high", "low", "close", "volume")
@@ -95,6 +105,7 @@ class SymbolReport:
     bars: int = 0
     problems: list[Problem] = field(default_factory=list)
     problem_count: int = 0
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -157,13 +168,20 @@ class _Run:
     """State of one ``import_path`` call."""
 
     def __init__(
-        self, store: BarStore, progress: _Progress, skip_unchanged: bool, source: Source, limit: int
+        self,
+        store: BarStore,
+        progress: _Progress,
+        skip_unchanged: bool,
+        source: Source,
+        limit: int,
+        max_gap_days: int,
     ) -> None:
         self.store = store
         self.progress = progress
         self.skip_unchanged = skip_unchanged
         self.source = source
         self.limit = limit
+        self.max_gap_days = max_gap_days
         self.reports: list[SymbolReport] = []
         self.claimed: dict[str, Path] = {}
 
@@ -188,8 +206,11 @@ class _Run:
     def write(self, items: Sequence[tuple[Path, SymbolData]]) -> None:
         if items:
             infos = self.store.write_many([data for _, data in items])
-            for (path, _), info in zip(items, infos, strict=True):
-                self.reports.append(SymbolReport(path, info.symbol, "imported", info.bars))
+            for (path, data), info in zip(items, infos, strict=True):
+                gaps = _gaps(data.bars, self.max_gap_days)
+                self.reports.append(
+                    SymbolReport(path, info.symbol, "imported", info.bars, warnings=gaps)
+                )
 
 
 def import_path(
@@ -200,6 +221,7 @@ def import_path(
     skip_unchanged: bool = False,
     source: Source = "real",
     max_problems: int = MAX_PROBLEMS,
+    max_gap_days: int = MAX_GAP_DAYS,
 ) -> ImportReport:
     """Validate and import ``path`` (see the module docstring). With ``skip_unchanged``, symbols
     whose source file has the same SHA-256 as at their last import are left alone."""
@@ -207,7 +229,9 @@ def import_path(
     files = _inputs(Path(path))
     csvs = [f for f in files if f.suffix.lower() == ".csv"]
     parquets = [f for f in files if f.suffix.lower() == ".parquet"]
-    run = _Run(store, _Progress(progress, len(files)), skip_unchanged, source, max_problems)
+    run = _Run(
+        store, _Progress(progress, len(files)), skip_unchanged, source, max_problems, max_gap_days
+    )
     run.progress.advance()
     for start in range(0, len(csvs), _WRITE_BATCH):
         batch = csvs[start : start + _WRITE_BATCH]
@@ -293,11 +317,37 @@ def _columns(names: Sequence[str]) -> tuple[dict[str, str], list[Problem]]:
 
 
 def _parse_dates(text: Any) -> tuple[Any, Any]:
-    """ISO 8601 strings to (epoch µs, ok mask); naive dates are UTC."""
+    """ISO 8601 strings to (epoch µs, ok mask); naive times are UTC, bare dates are session
+    dates (midnight in ``EXCHANGE_TZ``)."""
     parsed = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
+    micros = parsed.dt.as_unit("us").to_numpy(dtype="datetime64[us]").view(np.int64).copy()
+    date_only = text.str.fullmatch(r"\d{4}-\d{2}-\d{2}").to_numpy(dtype=bool)
     ok = parsed.notna().to_numpy()
-    micros = parsed.dt.as_unit("us").to_numpy(dtype="datetime64[us]").view(np.int64)
+    micros[date_only & ok] = _session_midnight(micros[date_only & ok])
     return micros, ok
+
+
+def _session_midnight(utc_midnight: Any) -> Any:
+    """Epoch µs of UTC midnights to the same calendar dates at midnight in ``EXCHANGE_TZ``."""
+    naive = pd.DatetimeIndex(utc_midnight.astype("datetime64[us]"))
+    local = naive.tz_localize(EXCHANGE_TZ).tz_convert("UTC").tz_localize(None)
+    return local.as_unit("us").to_numpy(dtype="datetime64[us]").view(np.int64)
+
+
+def _gaps(table: Any, max_gap_days: int) -> list[str]:
+    """Warnings for runs of more than ``max_gap_days`` weekdays without a bar."""
+    days = np.unique(table.column("timestamp").to_numpy().astype("datetime64[D]"))
+    if len(days) < 2:
+        return []
+    missing = np.busday_count(days[:-1], days[1:]) - 1
+    found = np.flatnonzero(missing > max_gap_days)
+    warnings = [
+        f"no bars for {int(missing[i])} weekdays between {days[i]} and {days[i + 1]}"
+        for i in found[:_MAX_GAPS_REPORTED]
+    ]
+    if len(found) > _MAX_GAPS_REPORTED:
+        warnings.append(f"... and {len(found) - _MAX_GAPS_REPORTED} more gaps")
+    return warnings
 
 
 def _read_csv(data: bytes) -> tuple[_Rows | None, list[Problem]]:
@@ -466,7 +516,8 @@ def _timestamps(column: Any) -> tuple[Any, Any, Any, str | None]:
         unit = pa.timestamp("us", tz=getattr(kind, "tz", None))
         micros = column.cast(unit, safe=False).cast(pa.int64())
         ok = micros.is_valid().to_numpy(zero_copy_only=False)
-        return micros.fill_null(0).to_numpy(), ok, None, None
+        values = micros.fill_null(0).to_numpy()
+        return (_session_midnight(values) if pa.types.is_date(kind) else values), ok, None, None
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
         text = column.fill_null("").to_numpy(zero_copy_only=False)
         micros, ok = _parse_dates(pd.Series(text))

@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from difflib import get_close_matches
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -52,6 +53,8 @@ SCHEMA = pa.schema(
     ]
 )
 
+MAX_SUGGESTIONS = 3  # close matches offered per unknown symbol (difflib)
+MAX_SUGGESTED = 10  # unknown symbols of one request that get suggestions
 _SYMBOL_RE = re.compile(r"^[A-Z0-9][A-Z0-9._\-^=]{0,31}$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MANIFEST_VERSION = 1
@@ -98,6 +101,7 @@ class Coverage:
     unknown: tuple[str, ...]
     empty: tuple[str, ...]
     bars: Mapping[str, int] = field(default_factory=dict)
+    suggestions: Mapping[str, list[str]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -107,11 +111,21 @@ class Coverage:
         """Raise :class:`InvalidInput` naming every unknown or empty symbol."""
         parts = []
         if self.unknown:
-            parts.append(f"unknown symbols: {', '.join(self.unknown)}")
+            parts.append(f"unknown symbols: {', '.join(map(self.named, self.unknown))}")
         if self.empty:
             parts.append(f"no bars in the requested dates: {', '.join(self.empty)}")
         if parts:
-            raise InvalidInput("; ".join(parts), unknown=list(self.unknown), empty=list(self.empty))
+            raise InvalidInput(
+                "; ".join(parts),
+                unknown=list(self.unknown),
+                empty=list(self.empty),
+                suggestions=dict(self.suggestions),
+            )
+
+    def named(self, symbol: str) -> str:
+        """``symbol``, followed by its close matches when there are some."""
+        close = self.suggestions.get(symbol)
+        return f"{symbol} (did you mean {', '.join(close)}?)" if close else symbol
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,7 +291,12 @@ class BarStore:
         for symbol, (ts, _) in zip(overlapping, self._read(overlapping, lo, hi, ()), strict=True):
             counts[symbol] = len(ts)
         empty = tuple(s for s in known if counts[s] == 0)
-        return Coverage(unknown=tuple(unknown), empty=empty, bars=counts)
+        close = {
+            u: m
+            for u in unknown[:MAX_SUGGESTED]
+            if (m := get_close_matches(u, infos, n=MAX_SUGGESTIONS))
+        }
+        return Coverage(unknown=tuple(unknown), empty=empty, bars=counts, suggestions=close)
 
     def _read(
         self, symbols: Sequence[str], lo: int, hi: int, columns: Sequence[str]

@@ -1,0 +1,52 @@
+"""``farm leaderboard``: the ranked boards, as the API serves them."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from farm.cli_support import DEFAULT_URL, JsonOpt, TokenOpt, UrlOpt, api, print_json, table
+
+
+def leaderboard(
+    board: Annotated[
+        str, typer.Option("--type", help="headline, backtest or paper_trading")
+    ] = "headline",
+    metric: Annotated[
+        str,
+        typer.Option(help="sharpe, returns, win_rate, total_pnl, sortino, calmar, max_drawdown"),
+    ] = "sharpe",
+    timeframe: Annotated[str, typer.Option(help="daily, weekly, monthly or all_time")] = "all_time",
+    limit: Annotated[int, typer.Option(help="How many rows (1 to the server's maximum)")] = 20,
+    url: UrlOpt = DEFAULT_URL,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a leaderboard (GET /api/leaderboard)."""
+    params = {"type": board, "metric": metric, "timeframe": timeframe, "limit": limit}
+    with api(url, token) as client:
+        result = client.request("GET", "/api/leaderboard", params=params)
+    if as_json:
+        print_json(result)
+        return
+    rows = [
+        (
+            r["agentId"],
+            r["rank"] or "-",
+            r["agentName"],
+            r["userId"],
+            _num(r["metric"]),
+            r["status"],
+        )
+        for r in result["leaderboard"]
+    ]
+    table(
+        f"Leaderboard: {board}, {metric}, {timeframe}",
+        ["agent", "rank", "name", "owner", metric, "status"],
+        rows,
+    )
+
+
+def _num(value: Any) -> str:
+    return "-" if value is None else f"{value:,.4f}"
