@@ -11,7 +11,7 @@ from limits import parse as parse_rate
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from farm.core.ledger import FILL_LIMIT, MARGIN_LEVERAGE, OPEN_ORDER_LIMIT
+from farm.brokers.simulated import FILL_LIMIT, MARGIN_LEVERAGE, OPEN_ORDER_LIMIT
 
 SandboxMode = Literal["bwrap", "unsafe-local"]
 FeedMode = Literal["replay", "off"]
