@@ -29,6 +29,7 @@ from farm.leaderboard.router import router as leaderboard_router
 from farm.marketdata.router import feed_router
 from farm.marketdata.router import router as data_router
 from farm.papertrading.router import router as accounts_router
+from farm.papertrading.router import sessions_router as paper_router
 from farm.ratelimit import RateLimits
 from farm.schemas import errors
 from farm.storage.models import User
@@ -42,7 +43,7 @@ SERVICES: dict[str, list[APIRouter]] = {
     "data": [data_router, feed_router],
     "fmel": [fmel_router],
     "leaderboard": [leaderboard_router],
-    "paper-trading": [accounts_router],
+    "paper-trading": [accounts_router, paper_router],
 }
 
 

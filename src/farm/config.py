@@ -111,6 +111,25 @@ class Settings(BaseSettings):
         default_factory=list, description="Symbols the feed carries; default every stored one."
     )
 
+    # Paper sessions (issue 9): a runtime process under `farm up` owns the feed and every session.
+    paper_runtime: bool = Field(
+        default=True,
+        description="Run the feed and paper sessions in a runtime process (false: the feed runs "
+        "in this process and no paper session runs).",
+    )
+    paper_step_timeout_s: float = Field(
+        default=5.0, gt=0, le=600, description="Time an agent has to decide on a live bar."
+    )
+    paper_poll_s: float = Field(
+        default=0.25,
+        gt=0,
+        le=60,
+        description="How often the runtime looks for start/stop requests.",
+    )
+    paper_max_warmup_bars: int = Field(
+        default=5000, ge=0, description="The most warm-up bars a paper session may ask for."
+    )
+
     # Risk rules of the host ledger and caps per session (issue 8: accounting, open orders, fills).
     max_leverage: float = Field(
         default=MARGIN_LEVERAGE,

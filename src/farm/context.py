@@ -19,6 +19,7 @@ from farm.leaderboard.service import LeaderboardService, record_backtest_result
 from farm.marketdata.bootstrap import ensure_data
 from farm.marketdata.feed import FeedRunner
 from farm.marketdata.store import BarStore
+from farm.papertrading.runtime import RuntimeProcess
 from farm.sandbox.launcher import SandboxUnavailable, check_sandbox
 from farm.storage.artifacts import ArtifactStore, open_artifact_store
 from farm.storage.db import Database
@@ -42,6 +43,7 @@ class Context:
     scheduler: Scheduler
     feed: FeedRunner
     workers: WorkerPool
+    paper: RuntimeProcess
 
     @classmethod
     def build(cls, settings: Settings) -> Context:
@@ -84,6 +86,7 @@ class Context:
             scheduler=scheduler,
             feed=FeedRunner(db, bars, bus, settings),
             workers=workers,
+            paper=RuntimeProcess(settings),
         )
 
     def start(self) -> None:
@@ -91,7 +94,10 @@ class Context:
         the sandbox works (if it does not, agents are refused with the reason)."""
         self.db.migrate()
         ensure_data(self.settings, self.bars, log)
-        self.feed.start()
+        if self.settings.paper_runtime:
+            self.paper.start()  # it runs the feed too
+        else:
+            self.feed.start()
         if self.settings.backtest_workers == 0:
             return
         try:
@@ -106,6 +112,7 @@ class Context:
     def close(self) -> None:
         """Stop background work and release connections."""
         self.feed.stop()
+        self.paper.close()
         self.scheduler.stop()
         self.workers.close()
         self.leaderboard.close()

@@ -342,6 +342,18 @@ class SimulatedBroker:
             self._retire(order)
             self._event(order.id, OrderStatus.CANCELLED, self._ts or order.created_ts)
 
+    def cancel_all(self, ts: datetime) -> list[OrderEvent]:
+        """Cancel every order not yet done, those submitted in the last step too (a session
+        stopping); returns their CANCELLED events."""
+        for order in self._submitted:
+            self._event(order.id, OrderStatus.CANCELLED, ts)
+        self._submitted = []
+        for order in list(self._pending.values()):
+            self._retire(order)
+            self._event(order.id, OrderStatus.CANCELLED, ts)
+        events, self._notifs = self._notifs, []
+        return events
+
     def process(self, step: Step) -> list[OrderEvent]:
         """Run ``BackBroker.next`` for ``step``: accept or reject submitted orders, then match.
 

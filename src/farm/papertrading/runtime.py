@@ -1,0 +1,620 @@
+"""The paper runtime: one process under ``farm up`` owns the live feed and every paper session.
+
+Host loops never run in the API process (issue 8). The API process talks to the runtime through
+the database only: ``POST /api/paper-trading/start`` writes a ``starting`` session row, ``stop``
+sets its ``stop_requested``; the runtime polls for both every ``FARM_PAPER_POLL_S`` and between
+feed steps, and writes everything back in each step's transaction (status, account, positions,
+orders, equity, trades). The API process keeps a control pipe to the runtime: when it closes
+(the API process stopped or died) the runtime stops the feed and its agents and exits, leaving
+its sessions ``running`` so that the next start resumes them.
+
+Fan-out without a thread per session: the feed's thread publishes a step; the runtime sends it
+to every session's agent, then collects the decisions with ``selectors`` until the step budget
+(``FARM_PAPER_STEP_TIMEOUT_S``) runs out. An agent that overruns it fails its own session with
+``timeout``; one that crashes fails its own with its traceback; the others are not delayed.
+
+Run as ``python -m farm.papertrading.runtime CONTROL_FD``; the first message on the control pipe
+is the settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import queue
+import selectors
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from multiprocessing.connection import Connection
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from farm.brokers.simulated import SimulatedBroker
+from farm.config import Settings
+from farm.core.account import Account
+from farm.core.bars import Step
+from farm.core.orders import Fill, OrderEvent, OrderRequest
+from farm.events import MARKET_BARS, Event, InProcessBus
+from farm.fmel.capture import StepCapture
+from farm.fmel.recorder import FmelRecorder
+from farm.fmel.records import Mode
+from farm.marketdata.feed import FeedRunner
+from farm.marketdata.store import BarStore
+from farm.papertrading.live import LiveSession
+from farm.papertrading.repository import OPEN_STATUSES
+from farm.sandbox.host import AgentFailure, AgentSession, DecisionRecord, SessionConfig
+from farm.sandbox.launcher import SandboxLimits
+from farm.storage.artifacts import ArtifactStore, open_artifact_store
+from farm.storage.db import Database
+from farm.storage.models import (
+    Agent,
+    MarketFeed,
+    PaperAccount,
+    PaperEquity,
+    PaperOrder,
+    PaperPosition,
+    PaperSession,
+    PaperTrade,
+    utcnow,
+)
+
+log = logging.getLogger("farm.paper")
+
+MICRO = Decimal("0.000001")
+#: A live agent has no total time limit; its step budget bounds it instead.
+LIVE_LIMIT_S = 10 * 365 * 86_400
+ACTIVE = ("starting", "running")
+
+
+class SessionFailed(Exception):
+    """A session cannot go on: ``reason`` as the API reports it, and the message."""
+
+    def __init__(self, reason: str, message: str, traceback: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.traceback = traceback
+
+
+class PaperRuntime:
+    """Every paper session of the platform, driven by the feed's steps (see the module doc)."""
+
+    def __init__(
+        self, db: Database, bars: BarStore, artifacts: ArtifactStore, settings: Settings
+    ) -> None:
+        self._db = db
+        self._bars = bars
+        self._artifacts = artifacts
+        self._settings = settings
+        self._bus = InProcessBus()
+        self._feed = FeedRunner(db, bars, self._bus, settings)
+        self._bus.subscribe(MARKET_BARS, self._on_bars)
+        self._stop = threading.Event()
+        self._steps: queue.SimpleQueue[Step] = queue.SimpleQueue()
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_read, False)
+        self.sessions: dict[str, LiveSession] = {}
+        self._captures: dict[str, StepCapture] = {}
+
+    def run(self) -> None:
+        """The runtime's loop until :meth:`stop`: take the feed's steps, serve start and stop
+        requests, send each session its next step and collect the decisions as they come."""
+        self._feed.start()
+        next_sync = 0.0
+        try:
+            with selectors.DefaultSelector() as selector:
+                selector.register(self._wake_read, selectors.EVENT_READ, None)
+                while not self._stop.is_set():
+                    now = time.monotonic()
+                    if now >= next_sync:
+                        self._sync()
+                        next_sync = now + self._settings.paper_poll_s
+                    self._take_steps()
+                    self._send_due()
+                    self._collect(selector, min(next_sync, self._next_deadline()))
+        finally:
+            self._feed.stop()
+            for live in list(self.sessions.values()):
+                self._close(live)
+
+    def stop(self) -> None:
+        """End :meth:`run` (sessions stay ``running`` in the database and resume next time)."""
+        self._stop.set()
+        os.write(self._wake_write, b"x")
+
+    # -- requests from the API --------------------------------------------------------------
+
+    def _sync(self) -> None:
+        """Start the sessions requested (or resumed), and act on stop requests."""
+        with self._db.transaction() as session:
+            rows = session.scalars(
+                select(PaperSession).where(PaperSession.status.in_(ACTIVE))
+            ).all()
+            wanted = {r.id: (r.status, r.stop_requested, r.liquidate) for r in rows}
+        for sid in [s for s in self.sessions if s not in wanted]:
+            self._close(self.sessions[sid])  # gone (its agent or account was deleted)
+        for sid, (_, stop, liquidate) in wanted.items():
+            live = self.sessions.get(sid)
+            if live is None and not stop:
+                self._open(sid)
+            elif live is None:
+                self._finish(sid, "stopped")
+            elif stop and not live.liquidating and live.inflight is None:
+                self._stop_session(live, liquidate)
+
+    def _open(self, session_id: str) -> None:
+        """Launch the session's agent, warm it up (or re-warm it after a restart)."""
+        with self._db.transaction() as session:
+            row = session.get(PaperSession, session_id)
+            assert row is not None
+            agent = session.get(Agent, row.agent_id)
+            account = session.get(PaperAccount, row.account_id)
+            feed = session.get(MarketFeed, self._settings.feed)
+            assert agent is not None
+            assert account is not None
+            spec = (
+                row.agent_id,
+                row.user_id,
+                row.account_id,
+                list(row.symbols),
+                row.warmup_bars,
+                row.commission,
+                row.initial_cash,
+                row.first_bar_time,
+                row.last_bar_time,
+                agent.artifact_key,
+                account.cash,
+            )
+            published = feed.last_bar_time if feed is not None else None
+        (agent_id, user_id, account_id, symbols, warmup, commission, initial_cash) = spec[:7]
+        first, last, key, cash = spec[7:]
+        resuming = last is not None
+        start_cash = float(initial_cash if resuming else cash)
+        settings = self._settings
+        limits = SandboxLimits.from_settings(settings)
+        limits = SandboxLimits(
+            memory_mb=limits.memory_mb,
+            cpu_s=LIVE_LIMIT_S,
+            wall_s=LIVE_LIMIT_S,
+            pids=limits.pids,
+            file_mb=limits.file_mb,
+            output_kb=limits.output_kb,
+        )
+        agent_session = AgentSession(
+            self._artifacts.local_path(key),
+            SessionConfig(
+                symbols=tuple(symbols),
+                cash=start_cash,
+                commission=commission,
+                record_decisions=True,
+                mode=settings.sandbox,
+                limits=limits,
+                uid=settings.sandbox_uid,
+                step_timeout_s=settings.paper_step_timeout_s,
+            ),
+        )
+        broker = SimulatedBroker(
+            Account(start_cash),
+            commission,
+            max_leverage=settings.max_leverage,
+            max_open_orders=settings.max_open_orders,
+        )
+        live = LiveSession(
+            session_id,
+            agent_id,
+            user_id,
+            account_id,
+            symbols,
+            agent_session,
+            broker,
+            settings.max_fills,
+        )
+        budget = settings.paper_step_timeout_s
+        try:
+            agent_session.start()
+            if resuming:
+                assert first is not None
+                assert last is not None
+                live.warm(self._warmup_steps(symbols, first, warmup, inclusive=False), budget)
+                live.replay(self._stored_steps(symbols, first, last), budget)
+                if published is not None and published > last:
+                    now = time.monotonic()
+                    for step in self._stored_steps(symbols, last, published):
+                        live.enqueue(step, now)  # bars published while it was down, in order
+            else:
+                live.warm(self._warmup_steps(symbols, published, warmup, inclusive=True), budget)
+                live.trades_saved = len(live.account.trades)
+                live.fills_saved = len(live.account.fills)
+        except AgentFailure as exc:
+            agent_session.close()
+            self._finish(
+                session_id, "failed", SessionFailed(exc.reason, exc.message, exc.traceback)
+            )
+            return
+        self.sessions[session_id] = live
+        recorder = FmelRecorder(
+            settings.fmel_dir, agent_id, session_id, user_id, Mode.PAPER, flush_seconds=1.0
+        )
+        self._captures[session_id] = StepCapture(recorder)
+        log.info("paper session %s %s", session_id, "resumed" if resuming else "started")
+
+    def _warmup_steps(
+        self, symbols: Sequence[str], bound: datetime | None, n: int, *, inclusive: bool
+    ) -> list[Step]:
+        """The last ``n`` stored steps of ``symbols`` up to ``bound``."""
+        if n <= 0 or bound is None:
+            return []
+        lo = self._bars_start(symbols)
+        if lo is None:
+            return []
+        steps = [
+            s
+            for s in self._bars.steps(symbols, lo, bound.date())
+            if s.ts < bound or (inclusive and s.ts == bound)
+        ]
+        return steps[-n:]
+
+    def _stored_steps(self, symbols: Sequence[str], first: datetime, last: datetime) -> list[Step]:
+        return [
+            s for s in self._bars.steps(symbols, first.date(), last.date()) if first <= s.ts <= last
+        ]
+
+    def _bars_start(self, symbols: Sequence[str]) -> Any:
+        infos = [i for s in symbols if (i := self._bars.info(s)) is not None]
+        return min(i.first for i in infos).date() if infos else None
+
+    def _stop_session(self, live: LiveSession, liquidate: bool) -> None:
+        """Cancel the open orders; with ``liquidate`` close the positions at the next bar,
+        otherwise stop now."""
+        ts = live.engine.last_ts or utcnow()
+        events = live.ids.broker.cancel_all(ts)
+        with self._db.transaction() as session:
+            _apply_events(session, live.account_id, events, [])
+        if liquidate and live.account.positions:
+            live.liquidating = True
+            for n, order in enumerate(live.liquidation_orders(ts), 1):
+                cid = live.ids.client_id(order.decision_seq, n)
+                live.ids.broker.submit(dataclasses.replace(order, client_order_id=cid))
+                with self._db.transaction() as session:
+                    session.add(_order_row(live, cid, order))
+            return
+        self._close(live)
+        self._finish(live.id, "stopped")
+
+    # -- the feed's steps -------------------------------------------------------------------
+
+    def _on_bars(self, event: Event) -> None:
+        """The feed's thread published a step: hand it to the runtime's loop."""
+        step: Step = event["step"]
+        self._steps.put(step)
+        os.write(self._wake_write, b"x")
+
+    def _take_steps(self) -> None:
+        """Queue every new feed step for each session it concerns (in order, once)."""
+        while True:
+            try:
+                step = self._steps.get_nowait()
+            except queue.Empty:
+                return
+            published = time.monotonic()
+            for live in self.sessions.values():
+                live.enqueue(step, published)
+
+    def _send_due(self) -> None:
+        """Send its next step to every session that is not waiting for a decision."""
+        failures: dict[str, SessionFailed] = {}
+        for live in list(self.sessions.values()):
+            while live.inflight is None and live.backlog:
+                step, published = live.backlog.popleft()
+                if live.liquidating:
+                    live.settle(step)
+                    self._save({live.id: (step, None)}, failures)
+                    break
+                try:
+                    if live.engine.send(step):
+                        live.inflight = (step, published + self._settings.paper_step_timeout_s)
+                except AgentFailure as exc:
+                    failures[live.id] = SessionFailed(exc.reason, exc.message, exc.traceback)
+                    break
+        self._end_failed(failures)
+
+    def _next_deadline(self) -> float:
+        deadlines = [live.inflight[1] for live in self.sessions.values() if live.inflight]
+        return min(deadlines, default=math.inf)
+
+    def _collect(self, selector: selectors.BaseSelector, until: float) -> None:
+        """Wait until ``until`` (or a wake-up) for decisions; record those that came and fail
+        the sessions whose step budget ran out."""
+        waiting = {live.agent.fileno(): live for live in self.sessions.values() if live.inflight}
+        for fd, live in waiting.items():
+            selector.register(fd, selectors.EVENT_READ, live)
+        try:
+            ready = selector.select(max(until - time.monotonic(), 0.0))
+        finally:
+            for fd in waiting:
+                selector.unregister(fd)
+        results: dict[str, tuple[Step, DecisionRecord | None]] = {}
+        failures: dict[str, SessionFailed] = {}
+        for key, _ in ready:
+            if key.data is None:
+                while True:
+                    try:
+                        if not os.read(self._wake_read, 4096):
+                            break
+                    except BlockingIOError:
+                        break
+                continue
+            live = key.data
+            assert live.inflight is not None
+            step, deadline = live.inflight
+            live.inflight = None
+            try:
+                results[live.id] = (
+                    step,
+                    live.engine.receive(max(deadline - time.monotonic(), 0.001)),
+                )
+            except AgentFailure as exc:
+                failures[live.id] = SessionFailed(exc.reason, exc.message, exc.traceback)
+        now = time.monotonic()
+        budget = self._settings.paper_step_timeout_s
+        for live in self.sessions.values():
+            if live.inflight is not None and live.id not in results and live.inflight[1] <= now:
+                live.agent.kill()
+                failures[live.id] = SessionFailed(
+                    "timeout", f"no decision within the step budget of {budget:g} s"
+                )
+        self._save(results, failures)
+        self._end_failed(failures)
+
+    def _save(
+        self,
+        results: dict[str, tuple[Step, DecisionRecord | None]],
+        failures: dict[str, SessionFailed],
+    ) -> None:
+        """Persist the sessions' steps in one transaction, then record FMEL and end the
+        sessions that went bankrupt or finished liquidating."""
+        if not results:
+            return
+        ended: list[LiveSession] = []
+        with self._db.transaction() as session:
+            for sid, (step, record) in results.items():
+                live = self.sessions[sid]
+                self._save_session_step(session, live, step, record)
+                stopped = live.engine.stopped() if record is not None else None
+                if stopped is not None:
+                    failures[sid] = SessionFailed(stopped.reason, stopped.message)
+                elif live.liquidating:
+                    ended.append(live)
+        for sid, (_, record) in results.items():
+            capture = self._captures.get(sid)
+            if record is not None and capture is not None:
+                capture.on_step(record)
+        for live in ended:
+            self._close(live)
+            self._finish(live.id, "stopped")
+
+    def _end_failed(self, failures: dict[str, SessionFailed]) -> None:
+        for sid, failure in failures.items():
+            live = self.sessions.get(sid)
+            if live is None:
+                continue
+            log.info("paper session %s failed: %s", sid, failure.message)
+            self._close(live)
+            self._finish(sid, "failed", failure)
+
+    def _save_session_step(
+        self,
+        session: Session,
+        live: LiveSession,
+        step: Step,
+        record: DecisionRecord | None,
+    ) -> None:
+        row = session.get(PaperSession, live.id)
+        if row is None:
+            return
+        account = live.account
+        events = live.ids.last_events
+        fills = account.fills[live.fills_saved :]
+        live.fills_saved = len(account.fills)
+        _apply_events(session, live.account_id, events, fills)
+        new_orders = [] if record is None else record.orders
+        for order in new_orders:
+            session.add(_order_row(live, live.ids.to_client[order.client_order_id], order))
+        live.live_bars += 1
+        if row.first_bar_time is None:
+            row.first_bar_time = step.ts
+            row.started_at = row.started_at or utcnow()
+        row.last_bar_time = step.ts
+        row.bars_processed = live.live_bars
+        row.missing_at_last_step = [s for s in live.symbols if s not in step.bars]
+        if row.status == "starting":
+            row.status = "running"
+        cash = Decimal(account.cash).quantize(MICRO)
+        equity = account.equity[-1][1]
+        acct = session.get(PaperAccount, live.account_id)
+        if acct is not None:
+            acct.cash = cash
+        session.execute(delete(PaperPosition).where(PaperPosition.account_id == live.account_id))
+        closes = account.closes
+        for symbol, position in account.positions.items():
+            session.add(
+                PaperPosition(
+                    account_id=live.account_id,
+                    symbol=symbol,
+                    size=position.size,
+                    average_price=position.price,
+                    last_price=closes[symbol],
+                    marked_at=step.ts,
+                )
+            )
+        session.add(
+            PaperEquity(
+                session_id=live.id,
+                seq=live.live_bars - 1,
+                bar_time=step.ts,
+                cash=account.cash,
+                equity=equity,
+            )
+        )
+        for n, trade in enumerate(account.trades[live.trades_saved :], live.trades_saved):
+            session.add(
+                PaperTrade(
+                    session_id=live.id,
+                    n=n,
+                    symbol=trade.symbol,
+                    size=trade.size,
+                    entry_time=trade.entry_ts,
+                    exit_time=trade.exit_ts,
+                    entry_price=trade.entry_price,
+                    exit_price=trade.exit_price,
+                    pnl=trade.pnl,
+                    pnl_net=trade.pnl_net,
+                    commission=trade.commission,
+                    bars_held=trade.bars_held,
+                )
+            )
+        live.trades_saved = len(account.trades)
+
+    # -- ending sessions --------------------------------------------------------------------
+
+    def _close(self, live: LiveSession) -> None:
+        """Forget a session here: its agent is killed, its FMEL records flushed."""
+        self.sessions.pop(live.id, None)
+        live.agent.close()
+        capture = self._captures.pop(live.id, None)
+        if capture is not None:
+            capture.on_trades(live.account.trades)
+            capture.recorder.close()
+
+    def _finish(self, session_id: str, status: str, failure: SessionFailed | None = None) -> None:
+        """Record how the session ended; its open orders are cancelled, the account freed."""
+        with self._db.transaction() as session:
+            row = session.get(PaperSession, session_id)
+            if row is None:
+                return
+            row.status = status
+            row.stopped_at = utcnow()
+            if failure is not None:
+                row.failure_reason = failure.reason
+                row.failure_message = failure.message
+                row.failure_traceback = failure.traceback or None
+            for order in session.scalars(
+                select(PaperOrder).where(
+                    PaperOrder.session_id == session_id, PaperOrder.status.in_(OPEN_STATUSES)
+                )
+            ):
+                order.status = "cancelled"
+            account = session.get(PaperAccount, row.account_id)
+            if account is not None and account.running_session_id == session_id:
+                account.running_session_id = None
+            agent = session.get(Agent, row.agent_id)
+            if agent is not None and agent.status == "paper_trading":
+                agent.status = "active"
+
+
+def _order_row(live: LiveSession, cid: str, order: OrderRequest) -> PaperOrder:
+    return PaperOrder(
+        account_id=live.account_id,
+        client_order_id=cid,
+        session_id=live.id,
+        symbol=order.symbol,
+        size=order.size,
+        type=order.type.value,
+        price=order.price,
+        limit_price=order.limit_price,
+        valid_until=order.valid_until,
+        status="submitted",
+        filled=0.0,
+        bar_time=order.created_ts,
+    )
+
+
+def _apply_events(
+    session: Session, account_id: str, events: Sequence[OrderEvent], fills: Sequence[Fill]
+) -> None:
+    """Bring the order rows up to date with the broker's events and fills (client ids)."""
+    for event in events:
+        row = session.get(PaperOrder, (account_id, event.client_order_id))
+        if row is not None:
+            row.status = event.status.value
+    for fill in fills:
+        row = session.get(PaperOrder, (account_id, fill.client_order_id))
+        if row is not None:
+            row.filled += fill.size
+
+
+class RuntimeProcess:
+    """The API process's handle on the paper runtime process (started once, under ``farm up``)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._process: subprocess.Popen[bytes] | None = None
+        self._control: Connection | None = None
+
+    def start(self) -> None:
+        """Launch the runtime; it loads the platform and resumes the sessions that were running."""
+        read, write = os.pipe()
+        try:
+            self._process = subprocess.Popen(  # noqa: S603 - this interpreter, a fixed module
+                [sys.executable, "-m", "farm.papertrading.runtime", str(read)],
+                pass_fds=(read,),
+                stdin=subprocess.DEVNULL,
+            )
+        finally:
+            os.close(read)
+        self._control = Connection(write, readable=False)
+        self._control.send(self._settings)
+
+    def close(self, grace: float = 15.0) -> None:
+        """Close the control pipe (the runtime stops its feed and agents), then wait for it,
+        killing it after ``grace`` seconds."""
+        control, self._control = self._control, None
+        process, self._process = self._process, None
+        if control is not None:
+            control.close()
+        if process is not None:
+            try:
+                process.wait(grace)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def main(argv: list[str]) -> None:
+    """Entry point of the runtime process (see the module docstring)."""
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s [paper %(process)d]: %(message)s",
+    )
+    os.dup2(2, 1)  # stray prints go to the log
+    control = Connection(int(argv[0]), writable=False)
+    settings: Settings = control.recv()
+    runtime = PaperRuntime(
+        Database(settings.resolved_database_url),
+        BarStore(settings.bars_dir),
+        open_artifact_store(settings.artifacts_url, settings.artifacts_dir),
+        settings,
+    )
+
+    def watch() -> None:
+        try:
+            while True:
+                control.recv()
+        except (EOFError, OSError):
+            runtime.stop()
+
+    threading.Thread(target=watch, name="paper-control", daemon=True).start()
+    runtime.run()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
