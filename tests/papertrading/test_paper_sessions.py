@@ -271,5 +271,15 @@ def test_a_spinning_or_crashing_agent_fails_alone_and_warm_up_orders_are_never_s
     with context.db.transaction() as session:
         statuses = [o.status for o in session.query(PaperOrder).filter_by(session_id=eager_session)]
     assert statuses == ["cancelled"]
+
+    # FMEL has the session's decisions as PAPER records, its warm-up orders marked as never sent.
+    decisions = client.get(
+        "/api/fmel/decisions", headers=alice, params={"sessionId": eager_session, "limit": 100}
+    ).json()["decisions"]
+    assert {d["mode"] for d in decisions} == {"PAPER"}
+    by_seq = {d["seq"]: [(o["size"], o["status"]) for o in d["orders"]] for d in decisions}
+    assert by_seq[0] == by_seq[1] == by_seq[2] == [(5.0, "warmup")]
+    assert by_seq[5] == [(1.0, "submitted")]
+    assert sorted(by_seq) == list(range(len(by_seq)))
     health = client.get("/health").json()
     assert health["status"] in {"ok", "degraded"}

@@ -115,13 +115,16 @@ class LiveSession:
                 records.append(self.engine.receive(timeout))
         return records
 
-    def replay(self, steps: Sequence[Step], timeout: float) -> None:
+    def replay(self, steps: Sequence[Step], timeout: float) -> list[DecisionRecord]:
         """Re-run bars this session already traded (after a restart): the agent re-decides and
-        the simulated broker rebuilds the same books. Nothing is recorded or persisted again."""
+        the simulated broker rebuilds the same books (nothing is persisted again). Returns
+        the records."""
+        records = []
         for step in steps:
             if self.engine.send(step):
-                self.engine.receive(timeout)
+                records.append(self.engine.receive(timeout))
                 self.live_bars += 1
+        return records
 
     def settle(self, step: Step) -> None:
         """A step while liquidating: the broker fills the closing orders; the agent is done."""

@@ -33,8 +33,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
@@ -45,6 +47,7 @@ from farm.core.bars import Step
 from farm.core.orders import Fill, OrderEvent, OrderRequest
 from farm.events import MARKET_BARS, Event, InProcessBus
 from farm.fmel.capture import StepCapture
+from farm.fmel.layout import part_names, session_dir
 from farm.fmel.recorder import FmelRecorder
 from farm.fmel.records import Mode
 from farm.marketdata.feed import FeedRunner
@@ -83,6 +86,19 @@ class SessionFailed(Exception):
         self.reason = reason
         self.message = message
         self.traceback = traceback
+
+
+def recorded_until(root: Path, agent_id: str, session_id: str) -> int:
+    """The last decision seq of a session already in FMEL (-1 when none)."""
+    folder = session_dir(root, agent_id, session_id)
+    if not folder.is_dir():
+        return -1
+    names = part_names(os.listdir(folder), "decisions")
+    seqs = [
+        max(pq.read_table(folder / name, columns=["seq"]).column("seq").to_pylist(), default=-1)
+        for name in names
+    ]
+    return max(seqs, default=-1)
 
 
 class PaperRuntime:
@@ -219,32 +235,45 @@ class PaperRuntime:
             settings.max_fills,
         )
         budget = settings.paper_step_timeout_s
+        recorder = FmelRecorder(
+            settings.fmel_dir, agent_id, session_id, user_id, Mode.PAPER, flush_seconds=1.0
+        )
+        capture = StepCapture(recorder)
+        recorded = recorded_until(settings.fmel_dir, agent_id, session_id)
         try:
             agent_session.start()
             if resuming:
                 assert first is not None
                 assert last is not None
-                live.warm(self._warmup_steps(symbols, first, warmup, inclusive=False), budget)
-                live.replay(self._stored_steps(symbols, first, last), budget)
+                warmup_steps = self._warmup_steps(symbols, first, warmup, inclusive=False)
+            else:
+                warmup_steps = self._warmup_steps(symbols, published, warmup, inclusive=True)
+            for record in live.warm(warmup_steps, budget):
+                if record.seq > recorded:
+                    capture.on_step(record, warmup=True)
+            if resuming:
+                assert first is not None
+                assert last is not None
+                for record in live.replay(self._stored_steps(symbols, first, last), budget):
+                    if record.seq > recorded:  # lost with the process that crashed
+                        capture.on_step(record)
+                    else:
+                        capture.track(record)
+                live.trades_saved = len(live.account.trades)
+                live.fills_saved = len(live.account.fills)
                 if published is not None and published > last:
                     now = time.monotonic()
                     for step in self._stored_steps(symbols, last, published):
                         live.enqueue(step, now)  # bars published while it was down, in order
-            else:
-                live.warm(self._warmup_steps(symbols, published, warmup, inclusive=True), budget)
-                live.trades_saved = len(live.account.trades)
-                live.fills_saved = len(live.account.fills)
         except AgentFailure as exc:
             agent_session.close()
+            recorder.close()
             self._finish(
                 session_id, "failed", SessionFailed(exc.reason, exc.message, exc.traceback)
             )
             return
         self.sessions[session_id] = live
-        recorder = FmelRecorder(
-            settings.fmel_dir, agent_id, session_id, user_id, Mode.PAPER, flush_seconds=1.0
-        )
-        self._captures[session_id] = StepCapture(recorder)
+        self._captures[session_id] = capture
         log.info("paper session %s %s", session_id, "resumed" if resuming else "started")
 
     def _warmup_steps(
