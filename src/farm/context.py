@@ -86,7 +86,7 @@ class Context:
             scheduler=scheduler,
             feed=FeedRunner(db, bars, bus, settings),
             workers=workers,
-            paper=RuntimeProcess(settings),
+            paper=RuntimeProcess(settings, bus),
         )
 
     def start(self) -> None:

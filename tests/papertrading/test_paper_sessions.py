@@ -191,6 +191,15 @@ def test_a_paper_session_ends_with_the_numbers_of_a_backtest_over_the_bars_it_sa
         backtest_filled[f.client_order_id] = (seq, size + f.size)
     assert paper_filled == sorted(backtest_filled.values())
 
+    # The paper_trading board ranks the agent with the session's numbers (one row per window).
+    board = client.get(
+        "/api/leaderboard", params={"type": "paper_trading", "metric": "returns"}
+    ).json()
+    (row,) = [r for r in board["leaderboard"] if r["agentId"] == agent_id]
+    assert row["sessionId"] == session_id
+    assert row["returns"] == pytest.approx(outcome.value / 100_000 - 1)
+    assert row["totalTrades"] == len(outcome.trades)
+
     # A second session on the running agent, or on its account, is refused with the session.
     again = start(client, alice, agentId=agent_id, symbols=["SPY"])
     assert again.status_code == 409

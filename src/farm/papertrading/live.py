@@ -90,6 +90,9 @@ class LiveSession:
         self.liquidating = False
         self.trades_saved = 0
         self.fills_saved = 0
+        self.ranked_at = 0.0  # monotonic time of the last leaderboard update
+        self.forward_saved = 0  # equity points sent to the forward record
+        self.last_equity = 0.0  # the equity before the next forward bar
         self.backlog: deque[tuple[Step, float]] = deque()
         self.inflight: tuple[Step, float] | None = None  # the step sent, its deadline
         self._queued: datetime | None = None

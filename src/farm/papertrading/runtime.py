@@ -13,8 +13,8 @@ to every session's agent, then collects the decisions with ``selectors`` until t
 (``FARM_PAPER_STEP_TIMEOUT_S``) runs out. An agent that overruns it fails its own session with
 ``timeout``; one that crashes fails its own with its traceback; the others are not delayed.
 
-Run as ``python -m farm.papertrading.runtime CONTROL_FD``; the first message on the control pipe
-is the settings.
+Run as ``python -m farm.papertrading.runtime CONTROL_FD EVENTS_FD``; the first message on the
+control pipe is the settings; events for the API process's bus go back on the other.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from decimal import Decimal
 from multiprocessing.connection import Connection
@@ -45,11 +45,13 @@ from farm.config import Settings
 from farm.core.account import Account
 from farm.core.bars import Step
 from farm.core.orders import Fill, OrderEvent, OrderRequest
-from farm.events import MARKET_BARS, Event, InProcessBus
+from farm.events import FORWARD_RECORDED, MARKET_BARS, Event, EventBus, InProcessBus
 from farm.fmel.capture import StepCapture
 from farm.fmel.layout import part_names, session_dir
 from farm.fmel.recorder import FmelRecorder
 from farm.fmel.records import Mode
+from farm.leaderboard.forward import ForwardBar
+from farm.leaderboard.service import record_forward_result, record_paper_result
 from farm.marketdata.feed import FeedRunner
 from farm.marketdata.store import BarStore
 from farm.papertrading.live import LiveSession
@@ -76,6 +78,8 @@ MICRO = Decimal("0.000001")
 #: A live agent has no total time limit; its step budget bounds it instead.
 LIVE_LIMIT_S = 10 * 365 * 86_400
 ACTIVE = ("starting", "running")
+#: How often a session's leaderboard rows and forward bars are brought up to date.
+RANK_EVERY_S = 2.0
 
 
 class SessionFailed(Exception):
@@ -105,8 +109,14 @@ class PaperRuntime:
     """Every paper session of the platform, driven by the feed's steps (see the module doc)."""
 
     def __init__(
-        self, db: Database, bars: BarStore, artifacts: ArtifactStore, settings: Settings
+        self,
+        db: Database,
+        bars: BarStore,
+        artifacts: ArtifactStore,
+        settings: Settings,
+        publish: Callable[[str, Event], None],
     ) -> None:
+        self._publish = publish  # events for the API process's bus
         self._db = db
         self._bars = bars
         self._artifacts = artifacts
@@ -137,6 +147,7 @@ class PaperRuntime:
                     self._take_steps()
                     self._send_due()
                     self._collect(selector, min(next_sync, self._next_deadline()))
+                    self._rank_due()
         finally:
             self._feed.stop()
             for live in list(self.sessions.values()):
@@ -234,6 +245,7 @@ class PaperRuntime:
             broker,
             settings.max_fills,
         )
+        live.last_equity = start_cash
         budget = settings.paper_step_timeout_s
         recorder = FmelRecorder(
             settings.fmel_dir, agent_id, session_id, user_id, Mode.PAPER, flush_seconds=1.0
@@ -261,6 +273,9 @@ class PaperRuntime:
                         capture.track(record)
                 live.trades_saved = len(live.account.trades)
                 live.fills_saved = len(live.account.fills)
+                live.forward_saved = len(live.account.equity)  # recorded before, or refused
+                if live.account.equity:
+                    live.last_equity = live.account.equity[-1][1]
                 if published is not None and published > last:
                     now = time.monotonic()
                     for step in self._stored_steps(symbols, last, published):
@@ -414,6 +429,7 @@ class PaperRuntime:
         if not results:
             return
         ended: list[LiveSession] = []
+        ranked: list[str] = []
         with self._db.transaction() as session:
             for sid, (step, record) in results.items():
                 live = self.sessions[sid]
@@ -423,6 +439,11 @@ class PaperRuntime:
                     failures[sid] = SessionFailed(stopped.reason, stopped.message)
                 elif live.liquidating:
                     ended.append(live)
+                if stopped is not None or live.liquidating:
+                    self._rank(session, live)
+                    ranked.append(live.agent_id)
+        for agent_id in ranked:
+            self._publish(FORWARD_RECORDED, {"agentId": agent_id})
         for sid, (_, record) in results.items():
             capture = self._captures.get(sid)
             if record is not None and capture is not None:
@@ -430,6 +451,46 @@ class PaperRuntime:
         for live in ended:
             self._close(live)
             self._finish(live.id, "stopped")
+
+    def _rank_due(self) -> None:
+        """Bring the leaderboard up to date with the sessions that progressed, at most every
+        ``RANK_EVERY_S`` each."""
+        now = time.monotonic()
+        due = [
+            live
+            for live in self.sessions.values()
+            if len(live.account.equity) > live.forward_saved
+            and now >= live.ranked_at + RANK_EVERY_S
+        ]
+        if not due:
+            return
+        with self._db.transaction() as session:
+            for live in due:
+                self._rank(session, live)
+                live.ranked_at = now
+        for live in due:
+            self._publish(FORWARD_RECORDED, {"agentId": live.agent_id})
+
+    def _rank(self, session: Session, live: LiveSession) -> None:
+        """The session's progress on the leaderboard: its forward bars (the headline board
+        keeps those after the agent's submission) and its ``paper_trading`` rows."""
+        equity = live.account.equity
+        bars = []
+        for ts, value in equity[live.forward_saved :]:
+            bars.append(ForwardBar(ts, live.last_equity, value))
+            live.last_equity = value
+        live.forward_saved = len(equity)
+        rate = self._settings.risk_free_rate
+        record_forward_result(session, live.agent_id, live.id, bars, risk_free_rate=rate)
+        record_paper_result(
+            session,
+            live.agent_id,
+            live.user_id,
+            live.id,
+            equity,
+            live.account.trades,
+            risk_free_rate=rate,
+        )
 
     def _end_failed(self, failures: dict[str, SessionFailed]) -> None:
         for sid, failure in failures.items():
@@ -582,26 +643,54 @@ def _apply_events(
 
 
 class RuntimeProcess:
-    """The API process's handle on the paper runtime process (started once, under ``farm up``)."""
+    """The API process's handle on the paper runtime process (started once, under ``farm up``).
 
-    def __init__(self, settings: Settings) -> None:
+    The runtime's events (``leaderboard.forward_recorded``) come back on a pipe and are
+    published on the API process's bus, where their subscribers (the leaderboard's cache) live.
+    """
+
+    def __init__(self, settings: Settings, bus: EventBus) -> None:
         self._settings = settings
+        self._bus = bus
         self._process: subprocess.Popen[bytes] | None = None
         self._control: Connection | None = None
+        self._relay: threading.Thread | None = None
 
     def start(self) -> None:
         """Launch the runtime; it loads the platform and resumes the sessions that were running."""
-        read, write = os.pipe()
+        control_read, control_write = os.pipe()
+        events_read, events_write = os.pipe()
         try:
             self._process = subprocess.Popen(  # noqa: S603 - this interpreter, a fixed module
-                [sys.executable, "-m", "farm.papertrading.runtime", str(read)],
-                pass_fds=(read,),
+                [
+                    sys.executable,
+                    "-m",
+                    "farm.papertrading.runtime",
+                    str(control_read),
+                    str(events_write),
+                ],
+                pass_fds=(control_read, events_write),
                 stdin=subprocess.DEVNULL,
             )
         finally:
-            os.close(read)
-        self._control = Connection(write, readable=False)
+            os.close(control_read)
+            os.close(events_write)
+        self._control = Connection(control_write, readable=False)
         self._control.send(self._settings)
+        events = Connection(events_read, writable=False)
+        self._relay = threading.Thread(
+            target=self._relay_events, args=(events,), name="paper-events", daemon=True
+        )
+        self._relay.start()
+
+    def _relay_events(self, events: Connection) -> None:
+        with events:
+            try:
+                while True:
+                    topic, event = events.recv()
+                    self._bus.publish(topic, event)
+            except (EOFError, OSError):
+                return
 
     def close(self, grace: float = 15.0) -> None:
         """Close the control pipe (the runtime stops its feed and agents), then wait for it,
@@ -616,6 +705,9 @@ class RuntimeProcess:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        if self._relay is not None:
+            self._relay.join(grace)
+            self._relay = None
 
 
 def main(argv: list[str]) -> None:
@@ -626,12 +718,20 @@ def main(argv: list[str]) -> None:
     )
     os.dup2(2, 1)  # stray prints go to the log
     control = Connection(int(argv[0]), writable=False)
+    events = Connection(int(argv[1]), readable=False)
     settings: Settings = control.recv()
+    lock = threading.Lock()
+
+    def publish(topic: str, event: Event) -> None:
+        with lock:
+            events.send((topic, dict(event)))
+
     runtime = PaperRuntime(
         Database(settings.resolved_database_url),
         BarStore(settings.bars_dir),
         open_artifact_store(settings.artifacts_url, settings.artifacts_dir),
         settings,
+        publish,
     )
 
     def watch() -> None:
