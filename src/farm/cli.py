@@ -28,6 +28,7 @@ from farm.errors import FarmError
 from farm.fmel.cli import decisions, explain
 from farm.marketdata.cli import app as data_app
 from farm.papertrading.cli import app as accounts_app
+from farm.papertrading.paper_cli import app as paper_app
 
 app = typer.Typer(help="The Farm: backtest, paper trade, explain and rank trading agents.")
 users_app = typer.Typer(help="Manage users and API tokens (works on FARM_HOME directly).")
@@ -36,6 +37,7 @@ app.add_typer(users_app, name="users")
 app.add_typer(agents_app, name="agents")
 app.add_typer(data_app, name="data")
 app.add_typer(accounts_app, name="accounts")
+app.add_typer(paper_app, name="paper")
 app.add_typer(backtest_app, name="backtest")
 app.command()(results)
 app.command()(decisions)

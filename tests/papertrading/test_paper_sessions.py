@@ -292,3 +292,57 @@ def test_a_spinning_or_crashing_agent_fails_alone_and_warm_up_orders_are_never_s
     assert sorted(by_seq) == list(range(len(by_seq)))
     health = client.get("/health").json()
     assert health["status"] in {"ok", "degraded"}
+
+
+HOLDER = b"""
+import backtrader as bt
+
+
+class Holder(bt.Strategy):
+    def next(self):
+        if len(self) == 1:
+            self.buy(data=self.datas[0], size=10)
+            self.buy(data=self.datas[0], size=1, exectype=bt.Order.Limit, price=1.0)
+"""
+
+
+def test_the_cli_starts_watches_and_stops_with_liquidate_which_flattens_the_account(
+    platform: tuple[TestClient, Context, Headers], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from farm.cli import app
+    from support import route_cli
+
+    client, context, alice = platform
+    route_cli(client, monkeypatch)
+    token = alice["Authorization"].removeprefix("Bearer ")
+    runner = CliRunner()
+
+    def farm(*args: str) -> Any:
+        result = runner.invoke(app, [*args, "--token", token], env={"COLUMNS": "250"})
+        assert result.exit_code == 0, result.output
+        return result
+
+    agent_id = submit(client, alice, HOLDER, "holder")
+    started = farm("paper", "start", agent_id, "--symbols", "spy")
+    assert "Started paper session" in started.output
+    held = wait(client, alice, agent_id, lambda s: bool(s["positions"]))
+    assert held["positions"][0]["size"] == 10
+    shown = farm("paper", "status", agent_id)
+    assert "running" in shown.output
+    assert "SPY" in shown.output
+
+    farm("paper", "stop", agent_id, "--liquidate")
+    watched = farm("paper", "watch", agent_id, "--interval", "0.1")
+    assert "stopped" in watched.output
+    done = status(client, alice, agent_id)
+    assert done["status"] == "stopped"
+    assert done["positions"] == []
+    assert done["openOrders"] == []
+    trades = client.get(f"/api/paper-trading/{done['sessionId']}/trades", headers=alice).json()
+    assert [t["size"] for t in trades["trades"]] == [10.0]
+    with context.db.transaction() as session:
+        orders = session.query(PaperOrder).filter_by(session_id=done["sessionId"]).all()
+        statuses = sorted((o.size, o.status) for o in orders)
+    assert statuses == [(-10.0, "completed"), (1.0, "cancelled"), (10.0, "completed")]
