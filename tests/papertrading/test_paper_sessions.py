@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import date, datetime
@@ -346,3 +347,81 @@ def test_the_cli_starts_watches_and_stops_with_liquidate_which_flattens_the_acco
         orders = session.query(PaperOrder).filter_by(session_id=done["sessionId"]).all()
         statuses = sorted((o.size, o.status) for o in orders)
     assert statuses == [(-10.0, "completed"), (1.0, "cancelled"), (10.0, "completed")]
+
+
+def test_hostile_agents_are_contained_in_paper_mode_and_the_server_stays_healthy(
+    tmp_path: Path, real_bars: Path
+) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "backtest"))
+    from test_containment import ATTACKS, agent
+
+    settings = paper_settings(
+        tmp_path,
+        real_bars,
+        paper_step_timeout_s=4.0,
+        sandbox_memory_mb=256,
+        sandbox_pids=32,
+        sandbox_file_mb=16,
+        sandbox_output_kb=256,
+    )
+    context = Context.build(settings)
+    with TestClient(create_app(settings, context=context)) as client:
+        with context.db.transaction() as session:
+            _, token = create_user(session, "mallory")
+        mallory = {"Authorization": f"Bearer {token}"}
+        honest = submit(client, mallory, (EXAMPLES / "rsi_mean_reversion.py").read_bytes())
+        assert start(client, mallory, agentId=honest, symbols=["SPY"]).status_code == 202
+        attackers = {}
+        for name, (body, _, _) in ATTACKS.items():
+            agent_id = submit(client, mallory, agent(body), name)
+            assert start(client, mallory, agentId=agent_id, symbols=["SPY"]).status_code == 202
+            attackers[name] = agent_id
+        for name, agent_id in attackers.items():
+            ended = wait(client, mallory, agent_id, lambda s: s["status"] == "failed")
+            reasons = ATTACKS[name][1] | ({"output"} if "killed" in ATTACKS[name][1] else set())
+            assert ended["failure"]["reason"] in reasons, (name, ended["failure"])
+        ok = status(client, mallory, honest)
+        assert ok["status"] == "running"
+        health = client.get("/health").json()
+        assert health["status"] == "ok", health
+
+
+QUIET = b"""
+import backtrader as bt
+
+
+class Quiet(bt.Strategy):
+    def next(self):
+        pass
+"""
+
+
+def test_twenty_sessions_on_overlapping_symbols_each_get_every_bar_once_in_order(
+    platform: tuple[TestClient, Context, Headers],
+) -> None:
+    client, context, alice = platform
+    sessions = {}
+    for i in range(20):
+        symbols = [STANDARD[i % 10], STANDARD[(i + 1) % 10], STANDARD[(i + 3) % 10]]
+        agent_id = submit(client, alice, QUIET + f"# {i}\n".encode(), f"quiet{i}")
+        started = start(client, alice, agentId=agent_id, symbols=symbols)
+        assert started.status_code == 202, started.text
+        sessions[agent_id] = (started.json()["sessionId"], symbols)
+    deadline = time.monotonic() + 180
+    while not feed_ended(client):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    feed = client.get("/api/feed").json()
+    store = BarStore(context.settings.bars_dir)
+    for agent_id, (session_id, symbols) in sessions.items():
+        final = wait(client, alice, agent_id, lambda s: s["lastBarTime"] == feed["lastBarTime"])
+        assert final["status"] == "running"
+        first = datetime.fromisoformat(final["firstBarTime"])
+        last = datetime.fromisoformat(final["lastBarTime"])
+        expected = [
+            s.ts for s in store.steps(symbols, first.date(), last.date()) if first <= s.ts <= last
+        ]
+        equity = client.get(f"/api/paper-trading/{session_id}/equity", headers=alice).json()
+        seen = [datetime.fromisoformat(p["timestamp"]) for p in equity["equity"]]
+        assert seen == expected
+        assert final["barsProcessed"] == len(expected)
