@@ -130,6 +130,8 @@ class PaperRuntime:
         os.set_blocking(self._wake_read, False)
         self.sessions: dict[str, LiveSession] = {}
         self._captures: dict[str, StepCapture] = {}
+        #: Called with each bar-to-decision latency (publication to orders at the broker), s.
+        self.latency_probe: Callable[[float], None] | None = None
 
     def run(self) -> None:
         """The runtime's loop until :meth:`stop`: take the feed's steps, serve start and stop
@@ -402,10 +404,11 @@ class PaperRuntime:
             step, deadline = live.inflight
             live.inflight = None
             try:
-                results[live.id] = (
-                    step,
-                    live.engine.receive(max(deadline - time.monotonic(), 0.001)),
-                )
+                record = live.engine.receive(max(deadline - time.monotonic(), 0.001))
+                results[live.id] = (step, record)
+                if self.latency_probe is not None:
+                    published = deadline - self._settings.paper_step_timeout_s
+                    self.latency_probe(time.monotonic() - published)
             except AgentFailure as exc:
                 failures[live.id] = SessionFailed(exc.reason, exc.message, exc.traceback)
         now = time.monotonic()
