@@ -222,6 +222,8 @@ def platform(n: int, steps: int, interval: float, root: Path) -> None:
             break
         assert time.monotonic() - started < 60 + n * 5, f"only {running} of {n} running"
         time.sleep(0.2)
+    while any(live.backlog for live in list(runtime.sessions.values())):
+        time.sleep(0.1)  # sessions that started first catch up on the bars of the start-up
     time.sleep(2 * interval)
     runtime.latency_probe = latencies.append
     agents = descendants(os.getpid())

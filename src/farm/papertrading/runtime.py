@@ -30,7 +30,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from datetime import time as time_of_day
 from decimal import Decimal
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -78,8 +80,26 @@ MICRO = Decimal("0.000001")
 #: A live agent has no total time limit; its step budget bounds it instead.
 LIVE_LIMIT_S = 10 * 365 * 86_400
 ACTIVE = ("starting", "running")
+#: How long a stopping runtime waits for a session being opened.
+STOP_GRACE_S = 30.0
 #: How often a session's leaderboard rows and forward bars are brought up to date.
 RANK_EVERY_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What a session needs to (re)start, read from its row."""
+
+    agent_file: Path
+    symbols: list[str]
+    warmup: int
+    commission: float
+    cash: float
+    first: datetime | None
+    last: datetime | None
+    published: datetime | None  # the feed's saved position
+    bound: datetime | None  # the last step the loop had taken when it asked for the session
+    replay_start: date | None  # the replay's first date: live bars start there at the earliest
 
 
 class SessionFailed(Exception):
@@ -125,7 +145,14 @@ class PaperRuntime:
         self._feed = FeedRunner(db, bars, self._bus, settings)
         self._bus.subscribe(MARKET_BARS, self._on_bars)
         self._stop = threading.Event()
-        self._steps: queue.SimpleQueue[Step] = queue.SimpleQueue()
+        self._steps: queue.SimpleQueue[tuple[Step, float]] = queue.SimpleQueue()
+        self._first_taken: datetime | None = None  # bar times of the steps taken so far
+        self._last_taken: datetime | None = None
+        self._to_open: queue.SimpleQueue[tuple[str, datetime | None]] = queue.SimpleQueue()
+        self._opened: queue.SimpleQueue[tuple[LiveSession, StepCapture, _Plan]] = (
+            queue.SimpleQueue()
+        )
+        self._opening: set[str] = set()
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)
         self.sessions: dict[str, LiveSession] = {}
@@ -136,6 +163,8 @@ class PaperRuntime:
     def run(self) -> None:
         """The runtime's loop until :meth:`stop`: take the feed's steps, serve start and stop
         requests, send each session its next step and collect the decisions as they come."""
+        opener = threading.Thread(target=self._open_sessions, name="paper-opener", daemon=True)
+        opener.start()
         self._feed.start()
         next_sync = 0.0
         try:
@@ -143,15 +172,23 @@ class PaperRuntime:
                 selector.register(self._wake_read, selectors.EVENT_READ, None)
                 while not self._stop.is_set():
                     now = time.monotonic()
-                    if now >= next_sync:
-                        self._sync()
-                        next_sync = now + self._settings.paper_poll_s
-                    self._take_steps()
-                    self._send_due()
-                    self._collect(selector, min(next_sync, self._next_deadline()))
-                    self._rank_due()
+                    try:
+                        if now >= next_sync:
+                            next_sync = now + self._settings.paper_poll_s
+                            self._sync()
+                        self._take_steps()
+                        self._adopt()
+                        self._send_due()
+                        self._collect(selector, min(next_sync, self._next_deadline()))
+                        self._rank_due()
+                    except Exception:  # a platform bug or the database down: keep serving
+                        log.exception("the paper runtime's loop failed; going on")
+                        self._stop.wait(self._settings.paper_poll_s)
         finally:
+            self._to_open.put(("", None))
             self._feed.stop()
+            opener.join(STOP_GRACE_S)
+            self._adopt()
             for live in list(self.sessions.values()):
                 self._close(live)
 
@@ -169,19 +206,56 @@ class PaperRuntime:
                 select(PaperSession).where(PaperSession.status.in_(ACTIVE))
             ).all()
             wanted = {r.id: (r.status, r.stop_requested, r.liquidate) for r in rows}
+        self._opening &= wanted.keys()  # those that failed to open are done
         for sid in [s for s in self.sessions if s not in wanted]:
             self._close(self.sessions[sid])  # gone (its agent or account was deleted)
         for sid, (_, stop, liquidate) in wanted.items():
             live = self.sessions.get(sid)
+            if sid in self._opening:
+                continue
             if live is None and not stop:
-                self._open(sid)
+                self._opening.add(sid)
+                self._to_open.put((sid, self._last_taken))
             elif live is None:
                 self._finish(sid, "stopped")
             elif stop and not live.liquidating and live.inflight is None:
                 self._stop_session(live, liquidate)
 
-    def _open(self, session_id: str) -> None:
-        """Launch the session's agent, warm it up (or re-warm it after a restart)."""
+    def _open_sessions(self) -> None:
+        """The opener thread: launches and warms up the sessions requested, one at a time, so
+        the loop never waits for an agent to start."""
+        while True:
+            session_id, taken = self._to_open.get()
+            if not session_id:
+                return
+            try:
+                self._open(session_id, taken)
+            except Exception:
+                log.exception("paper session %s could not be opened", session_id)
+            os.write(self._wake_write, b"x")
+
+    def _adopt(self) -> None:
+        """Take the sessions the opener prepared: each gets, from the bar store, the steps
+        taken since its warm-up (or, resumed, since its last bar) before any new one."""
+        while True:
+            try:
+                live, capture, plan = self._opened.get_nowait()
+            except queue.Empty:
+                return
+            self._opening.discard(live.id)
+            lo = plan.last if plan.last is not None else plan.bound or self._first_taken
+            hi = max((t for t in (self._last_taken, plan.published) if t is not None), default=None)
+            if lo is not None and hi is not None:
+                now = time.monotonic()
+                for step in self._stored_steps(plan.symbols, lo, hi):
+                    if plan.last is not None or plan.bound is None or step.ts > plan.bound:
+                        live.enqueue(step, now)  # bars it missed while down or starting
+            self.sessions[live.id] = live
+            self._captures[live.id] = capture
+
+    def _open(self, session_id: str, taken: datetime | None) -> None:
+        """Launch the session's agent, warm it up (or re-warm it after a restart); the loop
+        adopts it. ``taken`` is the last step the loop had taken when it asked."""
         with self._db.transaction() as session:
             row = session.get(PaperSession, session_id)
             assert row is not None
@@ -190,40 +264,57 @@ class PaperRuntime:
             feed = session.get(MarketFeed, self._settings.feed)
             assert agent is not None
             assert account is not None
-            spec = (
-                row.agent_id,
-                row.user_id,
-                row.account_id,
-                list(row.symbols),
-                row.warmup_bars,
-                row.commission,
-                row.initial_cash,
-                row.first_bar_time,
-                row.last_bar_time,
-                agent.artifact_key,
-                account.cash,
+            resuming = row.last_bar_time is not None
+            plan = _Plan(
+                agent_file=self._artifacts.local_path(agent.artifact_key),
+                symbols=list(row.symbols),
+                warmup=row.warmup_bars,
+                commission=row.commission,
+                cash=float(row.initial_cash if resuming else account.cash),
+                first=row.first_bar_time,
+                last=row.last_bar_time,
+                published=feed.last_bar_time if feed is not None else None,
+                bound=taken,
+                replay_start=feed.replay_start if feed is not None else None,
             )
-            published = feed.last_bar_time if feed is not None else None
-        (agent_id, user_id, account_id, symbols, warmup, commission, initial_cash) = spec[:7]
-        first, last, key, cash = spec[7:]
-        resuming = last is not None
-        start_cash = float(initial_cash if resuming else cash)
+            live = self._session(row, plan)
+        settings = self._settings
+        recorder = FmelRecorder(
+            settings.fmel_dir,
+            live.agent_id,
+            session_id,
+            live.user_id,
+            Mode.PAPER,
+            flush_seconds=1.0,
+        )
+        capture = StepCapture(recorder)
+        try:
+            live.agent.start()
+            self._warm_up(live, capture, plan)
+        except AgentFailure as exc:
+            failure = SessionFailed(exc.reason, exc.message, exc.traceback)
+        except Exception as exc:  # e.g. the sandbox cannot be set up on this host
+            log.exception("paper session %s could not start", session_id)
+            failure = SessionFailed("internal_error", f"the session could not start: {exc}")
+        else:
+            self._opened.put((live, capture, plan))
+            log.info("paper session %s %s", session_id, "resumed" if resuming else "started")
+            return
+        live.agent.close()
+        recorder.close()
+        self._finish(session_id, "failed", failure)
+
+    def _session(self, row: PaperSession, plan: _Plan) -> LiveSession:
+        """The session's agent (not started yet), its account and its simulated broker."""
         settings = self._settings
         limits = SandboxLimits.from_settings(settings)
-        limits = SandboxLimits(
-            memory_mb=limits.memory_mb,
-            cpu_s=LIVE_LIMIT_S,
-            wall_s=LIVE_LIMIT_S,
-            pids=limits.pids,
-            file_mb=limits.file_mb,
-            output_kb=limits.output_kb,
-        )
-        agent_session = AgentSession(
-            self._artifacts.local_path(key),
+        limits = dataclasses.replace(limits, cpu_s=LIVE_LIMIT_S, wall_s=LIVE_LIMIT_S)
+        agent = AgentSession(
+            plan.agent_file,
             SessionConfig(
-                symbols=tuple(symbols),
-                cash=start_cash,
-                commission=commission,
+                symbols=tuple(plan.symbols),
+                cash=plan.cash,
+                commission=plan.commission,
                 record_decisions=True,
                 mode=settings.sandbox,
                 limits=limits,
@@ -232,66 +323,55 @@ class PaperRuntime:
             ),
         )
         broker = SimulatedBroker(
-            Account(start_cash),
-            commission,
+            Account(plan.cash),
+            plan.commission,
             max_leverage=settings.max_leverage,
             max_open_orders=settings.max_open_orders,
         )
         live = LiveSession(
-            session_id,
-            agent_id,
-            user_id,
-            account_id,
-            symbols,
-            agent_session,
+            row.id,
+            row.agent_id,
+            row.user_id,
+            row.account_id,
+            plan.symbols,
+            agent,
             broker,
             settings.max_fills,
         )
-        live.last_equity = start_cash
-        budget = settings.paper_step_timeout_s
-        recorder = FmelRecorder(
-            settings.fmel_dir, agent_id, session_id, user_id, Mode.PAPER, flush_seconds=1.0
-        )
-        capture = StepCapture(recorder)
-        recorded = recorded_until(settings.fmel_dir, agent_id, session_id)
-        try:
-            agent_session.start()
-            if resuming:
-                assert first is not None
-                assert last is not None
-                warmup_steps = self._warmup_steps(symbols, first, warmup, inclusive=False)
-            else:
-                warmup_steps = self._warmup_steps(symbols, published, warmup, inclusive=True)
-            for record in live.warm(warmup_steps, budget):
-                if record.seq > recorded:
-                    capture.on_step(record, warmup=True)
-            if resuming:
-                assert first is not None
-                assert last is not None
-                for record in live.replay(self._stored_steps(symbols, first, last), budget):
-                    if record.seq > recorded:  # lost with the process that crashed
-                        capture.on_step(record)
-                    else:
-                        capture.track(record)
-                live.trades_saved = len(live.account.trades)
-                live.fills_saved = len(live.account.fills)
-                live.forward_saved = len(live.account.equity)  # recorded before, or refused
-                if live.account.equity:
-                    live.last_equity = live.account.equity[-1][1]
-                if published is not None and published > last:
-                    now = time.monotonic()
-                    for step in self._stored_steps(symbols, last, published):
-                        live.enqueue(step, now)  # bars published while it was down, in order
-        except AgentFailure as exc:
-            agent_session.close()
-            recorder.close()
-            self._finish(
-                session_id, "failed", SessionFailed(exc.reason, exc.message, exc.traceback)
-            )
+        live.last_equity = plan.cash
+        return live
+
+    def _warm_up(self, live: LiveSession, capture: StepCapture, plan: _Plan) -> None:
+        """Stream the warm-up bars; after a restart, replay the bars already traded and queue
+        those published while the server was down. FMEL gets what it does not hold yet."""
+        budget = self._settings.paper_step_timeout_s
+        recorded = recorded_until(self._settings.fmel_dir, live.agent_id, live.id)
+        first, last, symbols = plan.first, plan.last, plan.symbols
+        if first is not None:  # resumed: the bars before its first live one
+            steps = self._warmup_steps(symbols, first, plan.warmup, inclusive=False)
+        elif plan.bound is not None or plan.published is not None:  # up to the last step out
+            bound = plan.bound or plan.published
+            steps = self._warmup_steps(symbols, bound, plan.warmup, inclusive=True)
+        else:  # no step taken yet: the bars before the replay starts
+            start = plan.replay_start
+            bound = datetime.combine(start, time_of_day.min, UTC) if start else None
+            steps = self._warmup_steps(symbols, bound, plan.warmup, inclusive=False)
+        for record in live.warm(steps, budget):
+            if record.seq > recorded:
+                capture.on_step(record, warmup=True)
+        if first is None or last is None:
             return
-        self.sessions[session_id] = live
-        self._captures[session_id] = capture
-        log.info("paper session %s %s", session_id, "resumed" if resuming else "started")
+        for record in live.replay(self._stored_steps(symbols, first, last), budget):
+            if record.seq > recorded:  # lost with the process that crashed
+                capture.on_step(record)
+            else:
+                capture.track(record)
+        account = live.account
+        live.trades_saved = len(account.trades)
+        live.fills_saved = len(account.fills)
+        live.forward_saved = len(account.equity)  # recorded before, or refused
+        if account.equity:
+            live.last_equity = account.equity[-1][1]
 
     def _warmup_steps(
         self, symbols: Sequence[str], bound: datetime | None, n: int, *, inclusive: bool
@@ -341,17 +421,18 @@ class PaperRuntime:
     def _on_bars(self, event: Event) -> None:
         """The feed's thread published a step: hand it to the runtime's loop."""
         step: Step = event["step"]
-        self._steps.put(step)
+        self._steps.put((step, time.monotonic()))
         os.write(self._wake_write, b"x")
 
     def _take_steps(self) -> None:
         """Queue every new feed step for each session it concerns (in order, once)."""
         while True:
             try:
-                step = self._steps.get_nowait()
+                step, published = self._steps.get_nowait()
             except queue.Empty:
                 return
-            published = time.monotonic()
+            self._first_taken = self._first_taken or step.ts
+            self._last_taken = step.ts
             for live in self.sessions.values():
                 live.enqueue(step, published)
 
