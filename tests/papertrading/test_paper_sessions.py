@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import time
@@ -291,6 +292,22 @@ def test_a_spinning_or_crashing_agent_fails_alone_and_warm_up_orders_are_never_s
     assert by_seq[0] == by_seq[1] == by_seq[2] == [(5.0, "warmup")]
     assert by_seq[5] == [(1.0, "submitted")]
     assert sorted(by_seq) == list(range(len(by_seq)))
+    params = {"agentId": eager, "sessionId": eager_session}
+    analytics = client.get("/api/fmel/analytics", headers=alice, params=params)
+    assert analytics.status_code == 200, analytics.text
+    compare = client.get("/api/fmel/compare", headers=alice, params={"agentIds": eager})
+    assert compare.status_code == 200, compare.text
+    search = client.get("/api/fmel/search", headers=alice, params={"q": "x", **params})
+    assert search.status_code == 200, search.text
+    export = client.get(
+        f"/api/fmel/export/{eager}",
+        headers=alice,
+        params={"sessionId": eager_session, "format": "jsonl"},
+    )
+    assert export.status_code == 200
+    exported = [json.loads(line) for line in export.text.splitlines()]
+    assert len(exported) == len(decisions)
+    assert {r["mode"] for r in exported} == {"PAPER"}
     health = client.get("/health").json()
     assert health["status"] in {"ok", "degraded"}
 

@@ -285,7 +285,6 @@ class PaperRuntime:
             session_id,
             live.user_id,
             Mode.PAPER,
-            flush_seconds=1.0,
         )
         capture = StepCapture(recorder)
         try:
@@ -515,6 +514,7 @@ class PaperRuntime:
         ended: list[LiveSession] = []
         ranked: list[str] = []
         with self._db.transaction() as session:
+            _preload(session, [self.sessions[sid] for sid in results])
             for sid, (step, record) in results.items():
                 live = self.sessions[sid]
                 self._save_session_step(session, live, step, record)
@@ -693,6 +693,18 @@ class PaperRuntime:
             agent = session.get(Agent, row.agent_id)
             if agent is not None and agent.status == "paper_trading":
                 agent.status = "active"
+
+
+def _preload(session: Session, sessions: Sequence[LiveSession]) -> None:
+    """Load the rows a step of these sessions updates in three queries (not three each)."""
+    accounts = [live.account_id for live in sessions]
+    session.scalars(select(PaperSession).where(PaperSession.id.in_([s.id for s in sessions]))).all()
+    session.scalars(select(PaperAccount).where(PaperAccount.id.in_(accounts))).all()
+    session.scalars(
+        select(PaperOrder).where(
+            PaperOrder.account_id.in_(accounts), PaperOrder.status.in_(OPEN_STATUSES)
+        )
+    ).all()
 
 
 def _order_row(live: LiveSession, cid: str, order: OrderRequest) -> PaperOrder:
