@@ -94,10 +94,11 @@ class Context:
         the sandbox works (if it does not, agents are refused with the reason)."""
         self.db.migrate()
         ensure_data(self.settings, self.bars, log)
-        if self.settings.paper_runtime:
-            self.paper.start()  # it runs the feed too
-        else:
-            self.feed.start()
+        if self.settings.feed != "off":  # without a feed no paper session can run (503)
+            if self.settings.paper_runtime:
+                self.paper.start()  # it runs the feed too; returns once the feed runs
+            else:
+                self.feed.start()
         if self.settings.backtest_workers == 0:
             return
         try:

@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from datetime import time as time_of_day
 from decimal import Decimal
@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from farm.brokers.simulated import SimulatedBroker
@@ -54,7 +54,7 @@ from farm.fmel.recorder import FmelRecorder
 from farm.fmel.records import Mode
 from farm.leaderboard.forward import ForwardBar
 from farm.leaderboard.service import record_forward_result, record_paper_result
-from farm.marketdata.feed import FeedRunner
+from farm.marketdata.feed import FeedRunner, FeedState
 from farm.marketdata.store import BarStore
 from farm.papertrading.live import LiveSession
 from farm.papertrading.repository import OPEN_STATUSES
@@ -80,6 +80,9 @@ MICRO = Decimal("0.000001")
 #: A live agent has no total time limit; its step budget bounds it instead.
 LIVE_LIMIT_S = 10 * 365 * 86_400
 ACTIVE = ("starting", "running")
+#: The runtime's first event: its feed left the ``starting`` state.
+READY = "paper.ready"
+READY_TIMEOUT_S = 30.0
 #: How long a stopping runtime waits for a session being opened.
 STOP_GRACE_S = 30.0
 #: How often a session's leaderboard rows and forward bars are brought up to date.
@@ -160,12 +163,17 @@ class PaperRuntime:
         #: Called with each bar-to-decision latency (publication to orders at the broker), s.
         self.latency_probe: Callable[[float], None] | None = None
 
-    def run(self) -> None:
+    def run(self, ready: Callable[[], None] = lambda: None) -> None:
         """The runtime's loop until :meth:`stop`: take the feed's steps, serve start and stop
-        requests, send each session its next step and collect the decisions as they come."""
+        requests, send each session its next step and collect the decisions as they come.
+        ``ready`` is called once the feed has left its ``starting`` state."""
         opener = threading.Thread(target=self._open_sessions, name="paper-opener", daemon=True)
         opener.start()
         self._feed.start()
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while self._feed.status().state == FeedState.STARTING and time.monotonic() < deadline:
+            self._stop.wait(0.02)
+        ready()
         next_sync = 0.0
         try:
             with selectors.DefaultSelector() as selector:
@@ -410,7 +418,7 @@ class PaperRuntime:
                 cid = live.ids.client_id(order.decision_seq, n)
                 live.ids.broker.submit(dataclasses.replace(order, client_order_id=cid))
                 with self._db.transaction() as session:
-                    session.add(_order_row(live, cid, order))
+                    session.execute(insert(PaperOrder), [_order_row(live, cid, order)])
             return
         self._close(live)
         self._finish(live.id, "stopped")
@@ -515,17 +523,22 @@ class PaperRuntime:
         ranked: list[str] = []
         with self._db.transaction() as session:
             _preload(session, [self.sessions[sid] for sid in results])
+            rows = _Rows()
             for sid, (step, record) in results.items():
                 live = self.sessions[sid]
-                self._save_session_step(session, live, step, record)
+                self._save_session_step(session, live, step, record, rows)
                 stopped = live.engine.stopped() if record is not None else None
                 if stopped is not None:
                     failures[sid] = SessionFailed(stopped.reason, stopped.message)
                 elif live.liquidating:
                     ended.append(live)
                 if stopped is not None or live.liquidating:
-                    self._rank(session, live)
                     ranked.append(live.agent_id)
+            rows.write(session)
+            for sid in results:
+                live = self.sessions[sid]
+                if live.agent_id in ranked:
+                    self._rank(session, live)
         for agent_id in ranked:
             self._publish(FORWARD_RECORDED, {"agentId": agent_id})
         for sid, (_, record) in results.items():
@@ -591,18 +604,18 @@ class PaperRuntime:
         live: LiveSession,
         step: Step,
         record: DecisionRecord | None,
+        rows: _Rows,
     ) -> None:
+        """Update the session's and its account's rows; queue the new rows in ``rows``."""
         row = session.get(PaperSession, live.id)
         if row is None:
             return
         account = live.account
-        events = live.ids.last_events
         fills = account.fills[live.fills_saved :]
         live.fills_saved = len(account.fills)
-        _apply_events(session, live.account_id, events, fills)
-        new_orders = [] if record is None else record.orders
-        for order in new_orders:
-            session.add(_order_row(live, live.ids.to_client[order.client_order_id], order))
+        _apply_events(session, live.account_id, live.ids.last_events, fills)
+        for order in [] if record is None else record.orders:
+            rows.orders.append(_order_row(live, live.ids.to_client[order.client_order_id], order))
         live.live_bars += 1
         if row.first_bar_time is None:
             row.first_bar_time = step.ts
@@ -612,50 +625,48 @@ class PaperRuntime:
         row.missing_at_last_step = [s for s in live.symbols if s not in step.bars]
         if row.status == "starting":
             row.status = "running"
-        cash = Decimal(account.cash).quantize(MICRO)
-        equity = account.equity[-1][1]
         acct = session.get(PaperAccount, live.account_id)
         if acct is not None:
-            acct.cash = cash
-        session.execute(delete(PaperPosition).where(PaperPosition.account_id == live.account_id))
+            acct.cash = Decimal(account.cash).quantize(MICRO)
+        rows.accounts.append(live.account_id)
         closes = account.closes
-        for symbol, position in account.positions.items():
-            session.add(
-                PaperPosition(
-                    account_id=live.account_id,
-                    symbol=symbol,
-                    size=position.size,
-                    average_price=position.price,
-                    last_price=closes[symbol],
-                    marked_at=step.ts,
-                )
-            )
-        session.add(
-            PaperEquity(
-                session_id=live.id,
-                seq=live.live_bars - 1,
-                bar_time=step.ts,
-                cash=account.cash,
-                equity=equity,
-            )
+        rows.positions += [
+            {
+                "account_id": live.account_id,
+                "symbol": symbol,
+                "size": position.size,
+                "average_price": position.price,
+                "last_price": closes[symbol],
+                "marked_at": step.ts,
+            }
+            for symbol, position in account.positions.items()
+        ]
+        rows.equity.append(
+            {
+                "session_id": live.id,
+                "seq": live.live_bars - 1,
+                "bar_time": step.ts,
+                "cash": account.cash,
+                "equity": account.equity[-1][1],
+            }
         )
-        for n, trade in enumerate(account.trades[live.trades_saved :], live.trades_saved):
-            session.add(
-                PaperTrade(
-                    session_id=live.id,
-                    n=n,
-                    symbol=trade.symbol,
-                    size=trade.size,
-                    entry_time=trade.entry_ts,
-                    exit_time=trade.exit_ts,
-                    entry_price=trade.entry_price,
-                    exit_price=trade.exit_price,
-                    pnl=trade.pnl,
-                    pnl_net=trade.pnl_net,
-                    commission=trade.commission,
-                    bars_held=trade.bars_held,
-                )
-            )
+        rows.trades += [
+            {
+                "session_id": live.id,
+                "n": n,
+                "symbol": trade.symbol,
+                "size": trade.size,
+                "entry_time": trade.entry_ts,
+                "exit_time": trade.exit_ts,
+                "entry_price": trade.entry_price,
+                "exit_price": trade.exit_price,
+                "pnl": trade.pnl,
+                "pnl_net": trade.pnl_net,
+                "commission": trade.commission,
+                "bars_held": trade.bars_held,
+            }
+            for n, trade in enumerate(account.trades[live.trades_saved :], live.trades_saved)
+        ]
         live.trades_saved = len(account.trades)
 
     # -- ending sessions --------------------------------------------------------------------
@@ -707,21 +718,47 @@ def _preload(session: Session, sessions: Sequence[LiveSession]) -> None:
     ).all()
 
 
-def _order_row(live: LiveSession, cid: str, order: OrderRequest) -> PaperOrder:
-    return PaperOrder(
-        account_id=live.account_id,
-        client_order_id=cid,
-        session_id=live.id,
-        symbol=order.symbol,
-        size=order.size,
-        type=order.type.value,
-        price=order.price,
-        limit_price=order.limit_price,
-        valid_until=order.valid_until,
-        status="submitted",
-        filled=0.0,
-        bar_time=order.created_ts,
-    )
+def _order_row(live: LiveSession, cid: str, order: OrderRequest) -> dict[str, Any]:
+    """The ``paper_orders`` row of an order just sent."""
+    return {
+        "account_id": live.account_id,
+        "client_order_id": cid,
+        "session_id": live.id,
+        "symbol": order.symbol,
+        "size": order.size,
+        "type": order.type.value,
+        "price": order.price,
+        "limit_price": order.limit_price,
+        "valid_until": order.valid_until,
+        "status": "submitted",
+        "filled": 0.0,
+        "bar_time": order.created_ts,
+    }
+
+
+@dataclass
+class _Rows:
+    """The rows one loop turn inserts, written in one statement per table."""
+
+    accounts: list[str] = field(default_factory=list)  # their positions are replaced
+    positions: list[dict[str, Any]] = field(default_factory=list)
+    equity: list[dict[str, Any]] = field(default_factory=list)
+    trades: list[dict[str, Any]] = field(default_factory=list)
+    orders: list[dict[str, Any]] = field(default_factory=list)
+
+    def write(self, session: Session) -> None:
+        if self.accounts:
+            session.execute(
+                delete(PaperPosition).where(PaperPosition.account_id.in_(self.accounts))
+            )
+        for model, rows in (
+            (PaperPosition, self.positions),
+            (PaperEquity, self.equity),
+            (PaperTrade, self.trades),
+            (PaperOrder, self.orders),
+        ):
+            if rows:
+                session.execute(insert(model), rows)
 
 
 def _apply_events(
@@ -774,6 +811,11 @@ class RuntimeProcess:
         self._control = Connection(control_write, readable=False)
         self._control.send(self._settings)
         events = Connection(events_read, writable=False)
+        if events.poll(READY_TIMEOUT_S + STOP_GRACE_S):  # up when its feed runs
+            try:
+                events.recv()
+            except EOFError:
+                log.error("the paper runtime process ended as it started; see its log")
         self._relay = threading.Thread(
             target=self._relay_events, args=(events,), name="paper-events", daemon=True
         )
@@ -838,7 +880,7 @@ def main(argv: list[str]) -> None:
             runtime.stop()
 
     threading.Thread(target=watch, name="paper-control", daemon=True).start()
-    runtime.run()
+    runtime.run(lambda: publish(READY, {}))
 
 
 if __name__ == "__main__":
