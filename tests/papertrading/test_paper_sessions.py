@@ -145,6 +145,11 @@ def test_a_paper_session_ends_with_the_numbers_of_a_backtest_over_the_bars_it_sa
     body = started.json()
     assert body["status"] == "starting"
     session_id = body["sessionId"]
+    others = {}  # the other example agents, on the same bars at the same time
+    for name in ("rsi_mean_reversion.py", "explained_momentum.py"):
+        other_id = submit(client, alice, (EXAMPLES / name).read_bytes(), name)
+        assert start(client, alice, agentId=other_id, symbols=STANDARD).status_code == 202
+        others[name] = other_id
 
     running = wait(client, alice, agent_id, lambda s: s["status"] == "running")
     assert running["barsProcessed"] >= 1
@@ -202,6 +207,29 @@ def test_a_paper_session_ends_with_the_numbers_of_a_backtest_over_the_bars_it_sa
     assert row["returns"] == pytest.approx(outcome.value / 100_000 - 1)
     assert row["totalTrades"] == len(outcome.trades)
 
+    for name, other_id in others.items():
+        theirs = status(client, alice, other_id)
+        lo = datetime.fromisoformat(theirs["firstBarTime"])
+        hi = datetime.fromisoformat(theirs["lastBarTime"])
+        seen = [s for s in store.steps(STANDARD, lo.date(), hi.date()) if lo <= s.ts <= hi]
+        expected = run_backtest(
+            seen,
+            EXAMPLES / name,
+            BacktestConfig(symbols=tuple(STANDARD), initial_cash=100_000.0, commission=0.0),
+        )
+        assert expected.failure is None
+        curve = client.get(
+            f"/api/paper-trading/{theirs['sessionId']}/equity", headers=alice
+        ).json()["equity"]
+        assert [p["equity"] for p in curve] == [v for _, v in expected.equity], name
+        assert theirs["equity"] == round(expected.value, 2), name
+        closed = client.get(
+            f"/api/paper-trading/{theirs['sessionId']}/trades", headers=alice
+        ).json()["trades"]
+        assert [(t["symbol"], t["pnl"]) for t in closed] == [
+            (t.symbol, t.pnl) for t in expected.trades
+        ], name
+
     # A second session on the running agent, or on its account, is refused with the session.
     again = start(client, alice, agentId=agent_id, symbols=["SPY"])
     assert again.status_code == 409
@@ -215,7 +243,9 @@ def test_a_paper_session_ends_with_the_numbers_of_a_backtest_over_the_bars_it_sa
     assert stopped.status_code == 200, stopped.text
     wait(client, alice, agent_id, lambda s: s["status"] == "stopped")
     listed = client.get("/api/paper-trading/sessions", headers=alice).json()
-    assert [s["sessionId"] for s in listed["sessions"]] == [session_id]
+    assert sorted(s["sessionId"] for s in listed["sessions"]) == sorted(
+        [session_id, *(status(client, alice, a)["sessionId"] for a in others.values())]
+    )
 
 
 def test_unknown_symbols_and_symbols_the_feed_does_not_carry_are_400(
