@@ -16,10 +16,13 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 from server_support import Server, start_server
+from sqlalchemy import select
 
 from farm.backtest.runner import BacktestConfig, run_backtest
 from farm.fmel.layout import part_names, session_dir
 from farm.marketdata.store import BarStore
+from farm.storage.db import Database
+from farm.storage.models import PaperOrder
 from support import descendants
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "agents"
@@ -116,6 +119,23 @@ def test_a_killed_server_resumes_its_paper_session_invisibly(
         assert [(t["symbol"], t["pnl"]) for t in trades] == [
             (t.symbol, t.pnl) for t in outcome.trades
         ]
+
+        # Every order the uninterrupted run filled was placed once, under its (session, step, n) id.
+        db = Database(f"sqlite:///{home / 'farm.db'}")
+        try:
+            with db.transaction() as session:
+                placed = session.scalars(
+                    select(PaperOrder.client_order_id).where(PaperOrder.session_id == session_id)
+                ).all()
+                filled = session.scalars(
+                    select(PaperOrder.filled).where(PaperOrder.session_id == session_id)
+                ).all()
+        finally:
+            db.dispose()
+        assert len(placed) == len(set(placed))
+        assert sum(1 for f in filled if f) == len({f.client_order_id for f in outcome.fills})
+        seqs_placed = sorted(int(c.removeprefix(f"{session_id}-").split("-")[0]) for c in placed)
+        assert seqs_placed == sorted(f.decision_seq for f in outcome.fills)
 
         # FMEL: one decision per bar the strategy's next() ran on, none twice.
         api.post("/api/paper-trading/stop", json={"agentId": agent_id})
