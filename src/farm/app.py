@@ -36,6 +36,7 @@ from farm.marketdata.router import router as data_router
 from farm.metrics import UNMATCHED, observe_request
 from farm.monitoring import router as metrics_router
 from farm.papertrading.router import router as accounts_router
+from farm.papertrading.router import sessions_router as paper_router
 from farm.ratelimit import RateLimits
 from farm.schemas import errors
 from farm.storage.models import User
@@ -50,7 +51,7 @@ SERVICES: dict[str, list[APIRouter]] = {
     "data": [data_router, feed_router],
     "fmel": [fmel_router],
     "leaderboard": [leaderboard_router],
-    "paper-trading": [accounts_router],
+    "paper-trading": [accounts_router, paper_router],
 }
 
 

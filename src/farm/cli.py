@@ -29,6 +29,7 @@ from farm.fmel.cli import decisions, explain
 from farm.leaderboard.cli import leaderboard
 from farm.marketdata.cli import app as data_app
 from farm.papertrading.cli import app as accounts_app
+from farm.papertrading.paper_cli import app as paper_app
 
 app = typer.Typer(help="The Farm: backtest, paper trade, explain and rank trading agents.")
 T = TypeVar("T")
@@ -39,6 +40,7 @@ app.add_typer(users_app, name="users")
 app.add_typer(agents_app, name="agents")
 app.add_typer(data_app, name="data")
 app.add_typer(accounts_app, name="accounts")
+app.add_typer(paper_app, name="paper")
 app.add_typer(backtest_app, name="backtest")
 app.command()(results)
 app.command()(logs)

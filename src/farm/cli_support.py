@@ -61,15 +61,21 @@ def print_json(data: Any) -> None:
 
 
 def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """A readable table; the first column is kept whole (ids must stay copyable)."""
+    """Print a readable table; the first column is kept whole (ids must stay copyable)."""
+    out = make_table(title, columns, rows)
+    # Piped (not a terminal), Rich would fold every cell to 80 columns: lay the table out wide.
+    wide = max(console.width, PIPED_WIDTH)
+    (console if console.is_terminal else Console(emoji=False, width=wide)).print(out)
+
+
+def make_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
+    """The table :func:`table` prints, every cell inert (e.g. for a live view)."""
     out = Table(title=inert(title))
     for n, column in enumerate(columns):  # the first column (an id) is never cut
         out.add_column(column, no_wrap=n == 0, overflow="fold")
     for row in rows:
         out.add_row(*("" if v is None else inert(v) for v in row))
-    # Piped (not a terminal), Rich would fold every cell to 80 columns: lay the table out wide.
-    wide = max(console.width, PIPED_WIDTH)
-    (console if console.is_terminal else Console(emoji=False, width=wide)).print(out)
+    return out
 
 
 # ESC and C1 sequences (CSI ... final byte, OSC/DCS/APC/PM ... BEL or ST, and two-byte ones).

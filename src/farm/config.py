@@ -11,7 +11,7 @@ from limits import parse as parse_rate
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from farm.core.ledger import FILL_LIMIT, MARGIN_LEVERAGE, OPEN_ORDER_LIMIT
+from farm.brokers.simulated import FILL_LIMIT, MARGIN_LEVERAGE, OPEN_ORDER_LIMIT
 
 SandboxMode = Literal["bwrap", "unsafe-local"]
 FeedMode = Literal["replay", "off"]
@@ -147,6 +147,25 @@ class Settings(BaseSettings):
     )
     feed_symbols: list[str] = Field(
         default_factory=list, description="Symbols the feed carries; default every stored one."
+    )
+
+    # Paper sessions (issue 9): a runtime process under `farm up` owns the feed and every session.
+    paper_runtime: bool = Field(
+        default=True,
+        description="Run the feed and paper sessions in a runtime process (false: the feed runs "
+        "in this process and no paper session runs).",
+    )
+    paper_step_timeout_s: float = Field(
+        default=5.0, gt=0, le=600, description="Time an agent has to decide on a live bar."
+    )
+    paper_poll_s: float = Field(
+        default=0.25,
+        gt=0,
+        le=60,
+        description="How often the runtime looks for start/stop requests.",
+    )
+    paper_max_warmup_bars: int = Field(
+        default=5000, ge=0, description="The most warm-up bars a paper session may ask for."
     )
 
     # Risk rules of the host ledger and caps per session (issue 8: accounting, open orders, fills).

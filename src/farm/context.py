@@ -19,6 +19,7 @@ from farm.leaderboard.service import LeaderboardService, record_backtest_result
 from farm.marketdata.bootstrap import ensure_data
 from farm.marketdata.feed import FeedRunner
 from farm.marketdata.store import BarStore
+from farm.papertrading.runtime import RuntimeProcess
 from farm.retention import RetentionSweeper
 from farm.sandbox.launcher import SandboxUnavailable, check_sandbox
 from farm.storage.artifacts import ArtifactStore, open_artifact_store
@@ -44,6 +45,7 @@ class Context:
     feed: FeedRunner
     workers: WorkerPool
     retention: RetentionSweeper
+    paper: RuntimeProcess
 
     @classmethod
     def build(cls, settings: Settings) -> Context:
@@ -87,6 +89,7 @@ class Context:
             feed=FeedRunner(db, bars, bus, settings),
             workers=workers,
             retention=RetentionSweeper(settings, db, artifacts),
+            paper=RuntimeProcess(settings, bus),
         )
 
     def start(self) -> None:
@@ -98,8 +101,12 @@ class Context:
             changed = [str(r.symbol) for r in imported.imported]
             if queued := self.backtests.requeue_standard_evaluations(changed):
                 log.info("standard data changed: %d standard evaluations queued", queued)
-        self.feed.start()
         self.retention.start()
+        if self.settings.feed != "off":  # without a feed no paper session can run (503)
+            if self.settings.paper_runtime:
+                self.paper.start()  # it runs the feed too; returns once the feed runs
+            else:
+                self.feed.start()
         if self.settings.backtest_workers == 0:
             return
         try:
@@ -115,6 +122,7 @@ class Context:
         """Stop background work and release connections."""
         self.feed.stop()
         self.retention.stop()
+        self.paper.close()
         self.scheduler.stop()
         self.workers.close()
         self.leaderboard.close()

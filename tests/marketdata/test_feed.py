@@ -52,7 +52,9 @@ def feed_settings(db_settings: Settings, real_bars: Path) -> Callable[..., Setti
     shutil.copytree(real_bars, db_settings.bars_dir)
 
     def make(**overrides: Any) -> Settings:
-        values = {"feed": "replay", "feed_interval_s": INTERVAL_S, **overrides}
+        # The feed on this process's bus (not in the paper runtime process) to record its steps.
+        values = {"feed": "replay", "feed_interval_s": INTERVAL_S, "paper_runtime": False}
+        values.update(overrides)
         return db_settings.model_copy(update=values)
 
     return make
@@ -64,7 +66,7 @@ def started() -> Iterator[Callable[[Settings], tuple[Context, Recorder]]]:
     contexts: list[Context] = []
 
     def start(settings: Settings) -> tuple[Context, Recorder]:
-        context = Context.build(settings)
+        context = Context.build(settings.model_copy(update={"paper_runtime": False}))
         contexts.append(context)
         recorder = Recorder(context)
         context.start()

@@ -18,12 +18,13 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from farm.backtest.results import Stored, write_logs, write_results
-from farm.backtest.runner import BacktestConfig, BacktestOutcome, RunStopped, run_backtest
+from farm.backtest.runner import BacktestConfig, BacktestOutcome, run_backtest
 from farm.backtest.schemas import BacktestRequest, FailureReason, SessionStatus
 from farm.config import Settings
 from farm.core.bars import EXCHANGE_TZ
 from farm.core.metrics import Metrics, compute_metrics, daily_returns
 from farm.core.orders import ClosedTrade
+from farm.engine.session import RunStopped
 from farm.errors import FarmError
 from farm.events import BACKTEST_COMPLETED, EventBus
 from farm.fmel.capture import StepCapture

@@ -1,23 +1,23 @@
-"""Run one backtest: steps in, a sandboxed agent deciding, the host ledger filling (DESIGN §4).
+"""Run one backtest: the session loop over stored bars with the simulated broker (DESIGN §4).
 
-Pure orchestration: the caller builds the steps (from the bar store), this module drives the
-:class:`~farm.sandbox.host.AgentSession` and the :class:`~farm.core.ledger.Ledger`, and returns
-the results. No database, no HTTP.
+Pure orchestration: the caller builds the steps (from the bar store), this module wires the
+:mod:`farm.engine.session` loop (the one paper sessions run too) with a fresh account, the
+simulated broker and the sandboxed agent, and returns the results. No database, no HTTP.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
 
+from farm.brokers.simulated import FILL_LIMIT, MARGIN_LEVERAGE, OPEN_ORDER_LIMIT, SimulatedBroker
 from farm.config import SandboxMode
+from farm.core.account import Account
 from farm.core.bars import Step
-from farm.core.ledger import FILL_LIMIT, MARGIN_LEVERAGE, OPEN_ORDER_LIMIT, Ledger
 from farm.core.orders import ClosedTrade, Fill, Position
+from farm.engine.session import RunStopped, SessionEngine, run_session
 from farm.sandbox.host import AgentFailure, AgentSession, DecisionRecord, SessionConfig
 from farm.sandbox.launcher import NO_OUTPUT, AgentOutput, SandboxLimits
 from farm.sandbox.protocol import ParamValue
@@ -46,14 +46,6 @@ class BacktestConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class RunStopped:
-    """Why the host ended a run early: the account is bankrupt, or it made too many fills."""
-
-    reason: Literal["bankrupt", "fill_limit"]
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
 class BacktestOutcome:
     """What the host ledger recorded; ``failure`` is set when the agent stopped early,
     ``stopped`` when the host ended the run (the records stop at that step)."""
@@ -79,16 +71,18 @@ def run_backtest(
 ) -> BacktestOutcome:
     """Backtest ``agent_file`` over ``steps`` (strictly increasing times).
 
-    Per step: the ledger fills earlier orders at this step's bars, the agent sees the bars and
-    the account and decides, its orders go to the ledger, and the account is marked at the
-    closes. Bars of symbols outside ``config.symbols`` are dropped; steps left empty are skipped.
+    Per step: the simulated broker fills earlier orders at this step's bars, the agent sees the
+    bars and the account and decides, its orders go to the broker, and the account is marked at
+    the closes. Bars of symbols outside ``config.symbols`` are dropped; steps left empty are
+    skipped.
     ``on_step`` receives every :class:`DecisionRecord` (progress and FMEL). The run ends after
     the step at which equity is no longer positive and finite, or fills exceed
     ``config.max_fills`` (see :class:`RunStopped`). ``on_start`` receives the started agent
     session (e.g. to kill it from another thread).
     """
-    ledger = Ledger(
-        config.initial_cash,
+    account = Account(config.initial_cash)
+    broker = SimulatedBroker(
+        account,
         config.commission,
         config.slippage_bps,
         max_leverage=config.max_leverage,
@@ -105,73 +99,29 @@ def run_backtest(
         uid=config.uid,
         step_timeout_s=config.step_timeout_s,
     )
-    symbols = frozenset(config.symbols)
-    done = 0
     failure: AgentFailure | None = None
     stopped: RunStopped | None = None
-    last: datetime | None = None
+    done = 0
     session = AgentSession(agent_file, session_config)
     try:
         with session:
             if on_start is not None:
                 on_start(session)
-            for step in steps:
-                if not symbols.issuperset(step.bars):
-                    step = Step(step.ts, {s: b for s, b in step.bars.items() if s in symbols})
-                if not step.bars:
-                    continue
-                if last is not None and step.ts <= last:
-                    raise ValueError(f"steps must be in increasing time order: {step.ts} <= {last}")
-                last = step.ts
-                nfills = len(ledger.fills)
-                events = ledger.process(step)
-                record = session.step(
-                    done,
-                    step,
-                    events=events,
-                    fills=ledger.fills[nfills:],
-                    cash=ledger.cash,
-                    value=ledger.value,
-                    positions=ledger.positions,
-                )
-                for cid in record.cancels:
-                    ledger.cancel(cid)
-                for order in record.orders:
-                    ledger.submit(order)
-                value = ledger.mark(step)
-                done += 1
-                if on_step is not None:
-                    on_step(record)
-                stopped = _stop(value, len(ledger.fills), config.max_fills, step.ts)
-                if stopped is not None:
-                    break  # leaving the session kills the agent
-            else:
-                session.finish()
+            engine = SessionEngine(session, broker, config.symbols, config.max_fills)
+            sinks = [] if on_step is None else [on_step]
+            failure, stopped = run_session(engine, steps, sinks)
+            done = engine.steps
     except AgentFailure as exc:
         failure = exc
     return BacktestOutcome(
-        equity=list(ledger.equity),
-        fills=list(ledger.fills),
-        trades=list(ledger.trades),
-        cash=ledger.cash,
-        value=ledger.value,
-        positions=dict(ledger.positions),
+        equity=list(account.equity),
+        fills=list(account.fills),
+        trades=list(account.trades),
+        cash=account.cash,
+        value=account.value,
+        positions=dict(account.positions),
         steps=done,
         failure=failure,
         stopped=stopped,
         output=session.output,
     )
-
-
-def _stop(value: float, fills: int, max_fills: int, ts: datetime) -> RunStopped | None:
-    """Why the run must end after a step valued at ``value`` with ``fills`` so far, if it must."""
-    if not math.isfinite(value):
-        return RunStopped("bankrupt", f"bankrupt: equity is not a finite number ({value}) at {ts}")
-    if value <= 0:
-        return RunStopped("bankrupt", f"bankrupt: equity fell to {value:,.2f} at {ts}")
-    if fills > max_fills:
-        return RunStopped(
-            "fill_limit",
-            f"fill limit exceeded: {fills} fills, more than the {max_fills} allowed per session",
-        )
-    return None

@@ -13,6 +13,8 @@ from farm.sandbox.protocol import MAX_REASONING
 if TYPE_CHECKING:
     from farm.sandbox.host import DecisionRecord as HostRecord
 
+#: The status of an order decided on a warm-up bar: never sent.
+WARMUP = "warmup"
 ENDED_WITHOUT_FILL = frozenset(
     {OrderStatus.CANCELLED, OrderStatus.EXPIRED, OrderStatus.MARGIN, OrderStatus.REJECTED}
 )
@@ -30,9 +32,16 @@ class StepCapture:
         self.recorder = recorder
         self._open: dict[str, tuple[int, str, str]] = {}
 
-    def on_step(self, record: HostRecord) -> None:
-        """Record one step's executions and, when it is a decision point, its decision."""
+    def on_step(self, record: HostRecord, *, warmup: bool = False) -> None:
+        """Record one step's executions and, when it is a decision point, its decision.
+
+        A ``warmup`` step's orders were never sent: they are recorded with status ``warmup``.
+        """
         recorder = self.recorder
+        if warmup:
+            if record.next_called or record.orders or record.cancels:
+                self._decision(record, WARMUP)
+            return
         for fill in record.fills:
             recorder.record_execution(fill)
         for event in record.events:
@@ -41,12 +50,19 @@ class StepCapture:
                 if placed is not None and event.status is not OrderStatus.COMPLETED:
                     seq, symbol, side = placed
                     recorder.record_order_end(event, seq=seq, symbol=symbol, side=side)
+        self.track(record)
+        if record.next_called or record.orders or record.cancels:
+            self._decision(record, OrderStatus.SUBMITTED.value)
+
+    def track(self, record: HostRecord) -> None:
+        """Remember the orders a step placed (for a step recorded before, e.g. by the run that
+        a restart resumes), so their ends are recorded against it."""
         for order in record.orders:
             self._open[order.client_order_id] = (record.seq, order.symbol, _side(order.size))
-        if not (record.next_called or record.orders or record.cancels):
-            return
+
+    def _decision(self, record: HostRecord, status: str) -> None:
         reasoning = record.reasoning
-        recorder.record_decision(
+        self.recorder.record_decision(
             seq=record.seq,
             bar_ts=record.ts,
             bars=[
@@ -55,7 +71,7 @@ class StepCapture:
             ],
             cash=record.cash,
             value=record.value,
-            orders=[_order(o) for o in record.orders],
+            orders=[_order(o, status) for o in record.orders],
             cancels=list(record.cancels),
             positions=[
                 Holding(symbol=s, size=p.size, price=p.price) for s, p in record.positions.items()
@@ -81,7 +97,7 @@ def _side(size: float) -> str:
     return "buy" if size > 0 else "sell"
 
 
-def _order(order: OrderRequest) -> Order:
+def _order(order: OrderRequest, status: str) -> Order:
     kind = order.type
     return Order(
         order_id=order.client_order_id,
@@ -89,7 +105,7 @@ def _order(order: OrderRequest) -> Order:
         side=_side(order.size),
         size=abs(order.size),
         type=kind.value,
-        status=OrderStatus.SUBMITTED.value,
+        status=status,
         limit_price=(
             order.price
             if kind is OrderType.LIMIT

@@ -17,7 +17,12 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from farm.config import Settings
-from farm.core.metrics import deflated_sharpe_ratio, probabilistic_sharpe_ratio
+from farm.core.metrics import (
+    compute_metrics,
+    deflated_sharpe_ratio,
+    probabilistic_sharpe_ratio,
+)
+from farm.core.orders import ClosedTrade
 from farm.errors import NotFound
 from farm.events import AGENT_DELETED, BACKTEST_COMPLETED, FORWARD_RECORDED, Event, EventBus
 from farm.leaderboard import repository
@@ -125,6 +130,63 @@ def sound_result(metrics: Mapping[str, Any], returns: Sequence[float]) -> bool:
     if not metrics.get("totalTrades"):
         return False  # nothing traded: a do-nothing agent must not top the drawdown board
     return all(math.isfinite(r) and r > -1 for r in returns)
+
+
+def record_paper_result(
+    session: Session,
+    agent_id: str,
+    user_id: str,
+    session_id: str,
+    equity: Sequence[tuple[datetime, float]],
+    trades: Sequence[ClosedTrade],
+    *,
+    risk_free_rate: float = 0.0,
+) -> None:
+    """Record a paper session's metrics on the ``paper_trading`` board, one row per agent and
+    timeframe, inside the caller's transaction (call it as the session progresses).
+
+    Each timeframe's row holds the metrics over the session's bars in that window, counted back
+    from its last bar (all of them for ``all_time``), and the trades closed in it. After commit,
+    publish ``FORWARD_RECORDED`` with ``{"agentId": ...}`` so the cache is written through.
+    """
+    if not equity:
+        return
+    agent = session.get(Agent, agent_id)
+    if agent is None or agent.status == repository.DELETED:
+        return
+    last = equity[-1][0]
+    now = utcnow()
+    for timeframe in Timeframe:
+        window = timeframe.window
+        start = (
+            0
+            if window is None
+            else next(i for i, (t, _) in enumerate(equity) if t >= last - window)
+        )
+        points = equity[max(start - 1, 0) :]  # the value before the window starts it
+        since = points[0][0]
+        closed = [t for t in trades if t.exit_ts > since or start == 0]
+        metrics = compute_metrics(points, closed, risk_free_rate=risk_free_rate)
+        repository.upsert(
+            session,
+            {
+                "board_type": BoardType.PAPER_TRADING.value,
+                "timeframe": timeframe.value,
+                "agent_id": agent_id,
+                "user_id": user_id,
+                "session_id": session_id,
+                "evaluated_at": now,
+                "returns": _number(metrics.total_return),
+                "sharpe": _number(metrics.sharpe_ratio),
+                "sortino": _number(metrics.sortino_ratio),
+                "calmar": _number(metrics.calmar_ratio),
+                "max_drawdown": _number(metrics.max_drawdown),
+                "win_rate": _number(metrics.win_rate),
+                "total_pnl": _number(points[-1][1] - points[0][1]),
+                "total_trades": metrics.total_trades,
+                "n_trials": 1,
+            },
+        )
 
 
 def record_forward_result(

@@ -8,6 +8,7 @@ from fastapi import Depends
 
 from farm.deps import ContextDep
 from farm.papertrading.service import AccountService
+from farm.papertrading.sessions import PaperService
 
 
 def get_accounts(context: ContextDep) -> AccountService:
@@ -16,3 +17,11 @@ def get_accounts(context: ContextDep) -> AccountService:
 
 
 AccountsDep = Annotated[AccountService, Depends(get_accounts)]
+
+
+def get_paper(context: ContextDep) -> PaperService:
+    """The paper sessions service (requests for the runtime process, and reports)."""
+    return PaperService(context.db, context.bars, context.settings)
+
+
+PaperDep = Annotated[PaperService, Depends(get_paper)]

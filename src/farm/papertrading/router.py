@@ -1,4 +1,4 @@
-"""HTTP routes of the paper-trading service: accounts."""
+"""HTTP routes of the paper-trading service: accounts and paper sessions."""
 
 from __future__ import annotations
 
@@ -7,13 +7,20 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query, status
 
 from farm.deps import CurrentUser
-from farm.papertrading.dependencies import AccountsDep
+from farm.papertrading.dependencies import AccountsDep, PaperDep
 from farm.papertrading.schemas import (
     AccountCreate,
     AccountDetail,
     AccountList,
     AccountOut,
     FundRequest,
+    PaperEquityOut,
+    PaperSessionList,
+    PaperStart,
+    PaperStarted,
+    PaperStatus,
+    PaperStop,
+    PaperTradesOut,
 )
 from farm.schemas import errors
 
@@ -71,3 +78,55 @@ def reset_account(accounts: AccountsDep, user: CurrentUser, account_id: str) -> 
     Refused with 409 (naming the session) while a paper session trades the account.
     """
     return accounts.reset(user, account_id)
+
+
+sessions_router = APIRouter(prefix="/api/paper-trading", tags=["paper-trading"])
+
+
+@sessions_router.post(
+    "/start", status_code=status.HTTP_202_ACCEPTED, responses=errors(400, 401, 403, 404, 409, 503)
+)
+def start_paper(paper: PaperDep, user: CurrentUser, request: PaperStart) -> PaperStarted:
+    """Start an agent on the live feed with a paper account (a new $100,000 one by default).
+
+    400 for unknown symbols or symbols the feed does not carry; 409 (with the ``sessionId``)
+    when the agent or the account already runs a session. The session is ``starting`` until
+    the agent has decided on its first live bar, then ``running``.
+    """
+    return paper.start(user, request)
+
+
+@sessions_router.get("/status/{agent_id}", responses=errors(401, 403, 404))
+def paper_status(paper: PaperDep, user: CurrentUser, agent_id: str) -> PaperStatus:
+    """The agent's latest session: status, bars, account, positions, open orders, failure."""
+    return paper.status(user, agent_id)
+
+
+@sessions_router.post("/stop", responses=errors(400, 401, 403, 404))
+def stop_paper(paper: PaperDep, user: CurrentUser, request: PaperStop) -> PaperStatus:
+    """Stop the agent's session: open orders are cancelled (and, with ``liquidate``, the
+    positions closed at the next bar), then the agent stops. Its numbers stay readable."""
+    return paper.stop(user, request)
+
+
+@sessions_router.get("/sessions", responses=errors(400, 401))
+def list_paper_sessions(
+    paper: PaperDep,
+    user: CurrentUser,
+    page: Annotated[int, Query(ge=1)] = 1,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 20,
+) -> PaperSessionList:
+    """Your paper sessions, newest first."""
+    return paper.list(user, page=page, limit=limit)
+
+
+@sessions_router.get("/{session_id}/equity", responses=errors(401, 403, 404))
+def paper_equity(paper: PaperDep, user: CurrentUser, session_id: str) -> PaperEquityOut:
+    """The session's account value at each live bar's close."""
+    return paper.equity(user, session_id)
+
+
+@sessions_router.get("/{session_id}/trades", responses=errors(401, 403, 404))
+def paper_trades(paper: PaperDep, user: CurrentUser, session_id: str) -> PaperTradesOut:
+    """The round trips the session closed."""
+    return paper.trades(user, session_id)

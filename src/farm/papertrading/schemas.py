@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, PlainSerializer
 
@@ -101,3 +101,127 @@ class AccountList(ApiModel):
 
     accounts: list[AccountOut]
     pagination: Pagination
+
+
+# -- paper sessions (issue 9) ---------------------------------------------------------------------
+
+SessionStatus = Literal["starting", "running", "stopped", "failed", "not_running"]
+
+
+class PaperStart(ApiModel):
+    """Start an agent on the live feed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    agent_id: str
+    account_id: str | None = Field(default=None, description="Default: a new $100,000 account")
+    symbols: list[str] = Field(min_length=1, max_length=100)
+    warmup_bars: int = Field(default=0, ge=0, description="Stored bars streamed before live ones")
+    commission: float = Field(default=0.0, ge=0, le=0.1, allow_inf_nan=False)
+
+
+class PaperStop(ApiModel):
+    """Stop an agent's running session."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    agent_id: str
+    liquidate: bool = Field(default=False, description="Close the positions at the next bar")
+
+
+class PaperStarted(ApiModel):
+    """A session was requested; the runtime starts it within a moment."""
+
+    session_id: str
+    agent_id: str
+    account_id: str
+    status: SessionStatus
+
+
+class PaperFailure(ApiModel):
+    """Why a session failed."""
+
+    reason: str
+    message: str
+    traceback: str | None
+
+
+class PaperStatus(ApiModel):
+    """An agent's latest paper session and its account."""
+
+    agent_id: str
+    session_id: str | None = None
+    account_id: str | None = None
+    status: SessionStatus
+    symbols: list[str] = Field(default_factory=list)
+    started_at: datetime | None = None
+    stopped_at: datetime | None = None
+    first_bar_time: datetime | None = None
+    last_bar_time: datetime | None = None
+    bars_processed: int = 0
+    missing_at_last_step: list[str] = Field(default_factory=list)
+    cash: MoneyOut | None = None
+    equity: MoneyOut | None = None
+    total_pnl: MoneyOut | None = None
+    total_return: float | None = None
+    positions: list[AccountPosition] = Field(default_factory=list)
+    open_orders: list[AccountOrder] = Field(default_factory=list)
+    failure: PaperFailure | None = None
+
+
+class PaperSessionOut(ApiModel):
+    """One paper session in a list."""
+
+    session_id: str
+    agent_id: str
+    account_id: str
+    status: SessionStatus
+    symbols: list[str]
+    created_at: datetime
+    first_bar_time: datetime | None
+    last_bar_time: datetime | None
+    bars_processed: int
+
+
+class PaperSessionList(ApiModel):
+    """One page of sessions, newest first."""
+
+    sessions: list[PaperSessionOut]
+    pagination: Pagination
+
+
+class EquityPoint(ApiModel):
+    """The account's value at one live bar's close."""
+
+    timestamp: datetime
+    cash: float
+    equity: float
+
+
+class PaperEquityOut(ApiModel):
+    """A session's equity curve."""
+
+    session_id: str
+    equity: list[EquityPoint]
+
+
+class PaperTradeOut(ApiModel):
+    """A round trip the session closed."""
+
+    symbol: str
+    size: float
+    entry_time: datetime
+    exit_time: datetime
+    entry_price: float
+    exit_price: float
+    pnl: float
+    pnl_net: float
+    commission: float
+    bars_held: int
+
+
+class PaperTradesOut(ApiModel):
+    """A session's closed trades."""
+
+    session_id: str
+    trades: list[PaperTradeOut]

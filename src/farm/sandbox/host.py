@@ -120,6 +120,19 @@ class DecisionRecord:
     hook_errors: Sequence[str] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    """The step sent to the agent, waiting for its decision."""
+
+    seq: int
+    step: Step
+    events: Sequence[OrderEvent]
+    fills: Sequence[Fill]
+    cash: float
+    value: float
+    positions: Mapping[str, Position]
+
+
 class AgentSession:
     """One sandboxed agent process driven step by step. Use as a context manager."""
 
@@ -132,6 +145,7 @@ class AgentSession:
         self._proc: AgentProcess | None = None
         self._channel: Channel | None = None
         self.output: AgentOutput = NO_OUTPUT  # what the agent printed, once closed
+        self._sent: _Sent | None = None
 
     def __enter__(self) -> AgentSession:
         try:
@@ -195,6 +209,26 @@ class AgentSession:
 
         ``step`` must hold bars of the session's symbols only, and at least one.
         """
+        self.send_step(
+            seq, step, events=events, fills=fills, cash=cash, value=value, positions=positions
+        )
+        return self.receive_decision(self._config.step_timeout_s)
+
+    def send_step(
+        self,
+        seq: int,
+        step: Step,
+        *,
+        events: Sequence[OrderEvent],
+        fills: Sequence[Fill],
+        cash: float,
+        value: float,
+        positions: Mapping[str, Position],
+        live: bool = True,
+    ) -> None:
+        """Send one timestep (the first half of :meth:`step`); collect the decision with
+        :meth:`receive_decision`. ``live`` False marks a warm-up bar; the agent's strategy gets
+        ``notify_data(data, LIVE)`` before the first live bar that follows warm-up bars."""
         bars = step.bars
         if not bars or not self._symbols.issuperset(bars):
             raise ValueError(f"step {seq} must hold bars of the session's symbols (and some)")
@@ -219,28 +253,49 @@ class AgentSession:
                     for e in events
                 ],
                 positions={s: WirePosition(p.size, p.price) for s, p in held.items()},
+                live=live,
             ),
             self._config.step_timeout_s,
         )
         closes = self._closes
         for symbol, bar in bars.items():
             closes[symbol] = bar.close
-        reply = self._recv(self._config.step_timeout_s, f"deciding step {seq}")
+        self._sent = _Sent(seq, step, events, fills, cash, value, held)
+
+    @property
+    def step_timeout_s(self) -> float:
+        """The configured time allowed per step."""
+        return self._config.step_timeout_s
+
+    def fileno(self) -> int:
+        """The pipe the agent's replies arrive on (for ``selectors``)."""
+        assert self._proc is not None
+        return self._proc.from_agent.fileno()
+
+    def receive_decision(self, timeout: float) -> DecisionRecord:
+        """Wait up to ``timeout`` seconds for the decision on the step last sent and validate it
+        (an overrun fails the session as ``timeout``)."""
+        sent = self._sent
+        if sent is None:
+            raise RuntimeError("receive_decision() without a step sent")
+        self._sent = None
+        seq = sent.seq
+        reply = self._recv(timeout, f"deciding step {seq}")
         if not isinstance(reply, Decision) or reply.seq != seq:
             raise self._violation(f"expected the decision for step {seq}, got {reply!r:.200}")
-        orders = [self._order(o, seq, step.ts) for o in reply.orders]
+        orders = [self._order(o, seq, sent.step.ts) for o in reply.orders]
         for cid in reply.cancels:
             if cid not in self._ids:
                 raise self._violation(f"cancel of unknown order {cid!r}")
         return DecisionRecord(
             seq=seq,
-            ts=step.ts,
-            bars=bars,
-            events=events,
-            fills=fills,
-            cash=cash,
-            value=value,
-            positions=held,
+            ts=sent.step.ts,
+            bars=sent.step.bars,
+            events=sent.events,
+            fills=sent.fills,
+            cash=sent.cash,
+            value=sent.value,
+            positions=sent.positions,
             orders=orders,
             cancels=reply.cancels,
             next_called=reply.next_called,

@@ -113,6 +113,7 @@ class StepMsg(_Strict, tag="step", tag_field="t"):
     value: float
     events: list[WireEvent] = []
     positions: dict[str, WirePosition] = {}
+    live: bool = True  # False for a paper session's warm-up bars
 
 
 class End(_Strict, tag="end", tag_field="t"):

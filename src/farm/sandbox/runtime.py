@@ -164,6 +164,7 @@ class StepFeed(bt.feed.DataBase):  # type: ignore[misc]
     _farm_seen = -1
     _farm_bar: WireBar | None = None
     _farm_lines: tuple[Any, ...] = ()
+    _farm_warming = False  # warm-up bars came; the first live one is notified as LIVE
 
     def start(self) -> None:
         """Remember the line buffers the bars are appended to."""
@@ -191,6 +192,12 @@ class StepFeed(bt.feed.DataBase):  # type: ignore[misc]
         if self._farm_seen == clock.seq and not clock.advance():
             return False
         self._farm_seen = clock.seq
+        step = clock.step
+        if step is not None and not step.live:
+            self._farm_warming = True
+        elif self._farm_warming:
+            self._farm_warming = False
+            self.put_notification(self.LIVE)  # the strategy's notify_data(data, LIVE)
         bar = clock.bars.get(self._farm_symbol)
         if bar is None:
             return False

@@ -320,3 +320,76 @@ class MarketFeed(Base):
     bars_published: Mapped[int] = mapped_column(BigInteger, default=0)
     missing_at_last_step: Mapped[list[str]] = mapped_column(JSON)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class PaperSession(Base):
+    """One paper session: an agent trading an account on the live feed (issue 9).
+
+    The API writes the row (``starting``) and the stop request; the paper runtime process runs
+    it, updating it in each step's transaction with the account and the orders.
+    """
+
+    __tablename__ = "paper_sessions"
+    __table_args__ = (
+        Index("ix_paper_sessions_user_created", "user_id", "created_at"),
+        Index("ix_paper_sessions_agent_created", "agent_id", "created_at"),
+        Index("ix_paper_sessions_status", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    account_id: Mapped[str] = mapped_column(ForeignKey("paper_accounts.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(20))
+    symbols: Mapped[list[str]] = mapped_column(JSON)
+    warmup_bars: Mapped[int] = mapped_column(Integer, default=0)
+    commission: Mapped[float] = mapped_column(default=0.0)
+    initial_cash: Mapped[Decimal] = mapped_column(Money)
+    stop_requested: Mapped[bool] = mapped_column(default=False)
+    liquidate: Mapped[bool] = mapped_column(default=False)
+    first_bar_time: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_bar_time: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    bars_processed: Mapped[int] = mapped_column(Integer, default=0)
+    missing_at_last_step: Mapped[list[str]] = mapped_column(JSON, default=list)
+    failure_reason: Mapped[str | None] = mapped_column(String(30), nullable=True)
+    failure_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    failure_traceback: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class PaperEquity(Base):
+    """A paper session's account value at the close of one live bar."""
+
+    __tablename__ = "paper_equity"
+
+    session_id: Mapped[str] = mapped_column(
+        ForeignKey("paper_sessions.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    bar_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    cash: Mapped[float]
+    equity: Mapped[float]
+
+
+class PaperTrade(Base):
+    """A round trip a paper session closed (Backtrader's Trade semantics)."""
+
+    __tablename__ = "paper_trades"
+
+    session_id: Mapped[str] = mapped_column(
+        ForeignKey("paper_sessions.id", ondelete="CASCADE"), primary_key=True
+    )
+    n: Mapped[int] = mapped_column(Integer, primary_key=True)
+    symbol: Mapped[str] = mapped_column(String(32))
+    size: Mapped[float]
+    entry_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    exit_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    entry_price: Mapped[float]
+    exit_price: Mapped[float]
+    pnl: Mapped[float]
+    pnl_net: Mapped[float]
+    commission: Mapped[float]
+    bars_held: Mapped[int] = mapped_column(Integer)

@@ -1,0 +1,34 @@
+"""What the session engine needs from a broker (DESIGN §4): the simulated one, Alpaca next."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from farm.core.account import Account
+from farm.core.bars import Step
+from farm.core.orders import OrderEvent, OrderRequest
+
+
+class Broker(Protocol):
+    """Takes a session's orders and books their executions on its :class:`Account`.
+
+    ``submit`` is idempotent by ``client_order_id`` (a replayed step never places an order
+    twice). ``process`` is called when a step's bars arrive, before the agent sees them: the
+    broker applies what executed since the previous step (the simulated broker matches now; a
+    real one books the fills it received) and returns the order events in order.
+    """
+
+    account: Account
+
+    @property
+    def open_orders(self) -> list[str]:
+        """Client ids of the orders not yet done."""
+
+    def submit(self, order: OrderRequest) -> None:
+        """Send one order."""
+
+    def cancel(self, client_order_id: str) -> None:
+        """Ask to cancel an open order (a no-op for one that is done or unknown)."""
+
+    def process(self, step: Step) -> list[OrderEvent]:
+        """Apply what happened up to ``step``'s bars; the order events since the last call."""

@@ -1,0 +1,1 @@
+"""The session loop shared by backtests and paper trading."""

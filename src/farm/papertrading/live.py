@@ -1,0 +1,154 @@
+"""One paper session in the runtime: its agent, the simulated broker, its account and its sinks.
+
+A :class:`LiveSession` wraps the :class:`~farm.engine.session.SessionEngine` that backtests run
+too, with what paper trading adds: deterministic client order ids (``<session>-<step>-<n>``),
+warm-up bars whose orders are never sent, a stop that cancels the open orders (and, with
+``liquidate``, closes the positions at the next bar), and re-warming after a restart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter, deque
+from collections.abc import Sequence
+from datetime import datetime
+
+from farm.brokers.simulated import SimulatedBroker
+from farm.core.account import Account
+from farm.core.bars import Step
+from farm.core.orders import OrderEvent, OrderRequest, OrderType
+from farm.engine.session import SessionEngine
+from farm.sandbox.host import AgentSession, DecisionRecord
+
+
+class ClientIds:
+    """The session's broker as its agent sees it: orders get deterministic client order ids
+    (``<session>-<step>-<n>``, n from 1 in the agent's order), events go back under the ids the
+    agent chose (a :class:`~farm.brokers.base.Broker`)."""
+
+    def __init__(self, broker: SimulatedBroker, session_id: str) -> None:
+        self.broker = broker
+        self.account: Account = broker.account
+        self._session = session_id
+        self._per_step: Counter[int] = Counter()
+        self.to_client: dict[str, str] = {}
+        self.to_agent: dict[str, str] = {}
+        self.last_events: list[OrderEvent] = []
+
+    @property
+    def open_orders(self) -> list[str]:
+        """The agent's ids of the orders not yet done."""
+        return [self.to_agent[c] for c in self.broker.open_orders]
+
+    def client_id(self, seq: int, n: int) -> str:
+        """The client order id of the ``n``-th order decided at step ``seq``."""
+        return f"{self._session}-{seq}-{n}"
+
+    def submit(self, order: OrderRequest) -> None:
+        self._per_step[order.decision_seq] += 1
+        cid = self.client_id(order.decision_seq, self._per_step[order.decision_seq])
+        self.to_client[order.client_order_id] = cid
+        self.to_agent[cid] = order.client_order_id
+        self.broker.submit(dataclasses.replace(order, client_order_id=cid))
+
+    def cancel(self, client_order_id: str) -> None:
+        cid = self.to_client.get(client_order_id)
+        if cid is not None:
+            self.broker.cancel(cid)
+
+    def process(self, step: Step) -> list[OrderEvent]:
+        self.last_events = self.broker.process(step)
+        return [
+            dataclasses.replace(e, client_order_id=self.to_agent.get(e.client_order_id, ""))
+            for e in self.last_events
+        ]
+
+
+class LiveSession:
+    """A paper session's engine and what it owes the database after each step."""
+
+    def __init__(
+        self,
+        session_id: str,
+        agent_id: str,
+        user_id: str,
+        account_id: str,
+        symbols: Sequence[str],
+        agent: AgentSession,
+        broker: SimulatedBroker,
+        max_fills: int,
+    ) -> None:
+        self.id = session_id
+        self.agent_id = agent_id
+        self.user_id = user_id
+        self.account_id = account_id
+        self.symbols = tuple(symbols)
+        self.agent = agent
+        self.ids = ClientIds(broker, session_id)
+        self.engine = SessionEngine(agent, self.ids, symbols, max_fills)
+        self.live_bars = 0
+        self.liquidating = False
+        self.trades_saved = 0
+        self.fills_saved = 0
+        self.ranked_at = 0.0  # monotonic time of the last leaderboard update
+        self.forward_saved = 0  # equity points sent to the forward record
+        self.last_equity = 0.0  # the equity before the next forward bar
+        self.backlog: deque[tuple[Step, float]] = deque()
+        self.inflight: tuple[Step, float] | None = None  # the step sent, its deadline
+        self._queued: datetime | None = None
+
+    @property
+    def account(self) -> Account:
+        """The session's account (the host's truth)."""
+        return self.ids.account
+
+    def enqueue(self, step: Step, published: float) -> None:
+        """Queue a feed step (published at monotonic time ``published``) if it is new to this
+        session and holds a bar of its symbols: each bar is delivered once, in order."""
+        last = self._queued or self.engine.last_ts
+        if (last is None or step.ts > last) and any(s in step.bars for s in self.symbols):
+            self.backlog.append((step, published))
+            self._queued = step.ts
+
+    def warm(self, steps: Sequence[Step], timeout: float) -> list[DecisionRecord]:
+        """Stream warm-up bars to the agent; their orders are dropped. Returns the records."""
+        records = []
+        for step in steps:
+            if self.engine.send(step, live=False):
+                records.append(self.engine.receive(timeout))
+        return records
+
+    def replay(self, steps: Sequence[Step], timeout: float) -> list[DecisionRecord]:
+        """Re-run bars this session already traded (after a restart): the agent re-decides and
+        the simulated broker rebuilds the same books (nothing is persisted again). Returns
+        the records."""
+        records = []
+        for step in steps:
+            if self.engine.send(step):
+                records.append(self.engine.receive(timeout))
+                self.live_bars += 1
+        return records
+
+    def settle(self, step: Step) -> None:
+        """A step while liquidating: the broker fills the closing orders; the agent is done."""
+        self.engine.last_ts = step.ts
+        self.ids.process(step)
+        self.account.mark(step)
+
+    def liquidation_orders(self, ts: datetime) -> list[OrderRequest]:
+        """Market orders closing every position, decided at the last bar ``ts``."""
+        seq = self.engine.steps
+        orders = []
+        for n, (symbol, position) in enumerate(sorted(self.account.positions.items()), 1):
+            orders.append(
+                OrderRequest(
+                    client_order_id=f"liquidate-{n}",
+                    symbol=symbol,
+                    size=-position.size,
+                    type=OrderType.MARKET,
+                    created_ts=ts,
+                    created_price=self.account.closes[symbol],
+                    decision_seq=seq,
+                )
+            )
+        return orders

@@ -1,0 +1,887 @@
+"""The paper runtime: one process under ``farm up`` owns the live feed and every paper session.
+
+Host loops never run in the API process (issue 8). The API process talks to the runtime through
+the database only: ``POST /api/paper-trading/start`` writes a ``starting`` session row, ``stop``
+sets its ``stop_requested``; the runtime polls for both every ``FARM_PAPER_POLL_S`` and between
+feed steps, and writes everything back in each step's transaction (status, account, positions,
+orders, equity, trades). The API process keeps a control pipe to the runtime: when it closes
+(the API process stopped or died) the runtime stops the feed and its agents and exits, leaving
+its sessions ``running`` so that the next start resumes them.
+
+Fan-out without a thread per session: the feed's thread publishes a step; the runtime sends it
+to every session's agent, then collects the decisions with ``selectors`` until the step budget
+(``FARM_PAPER_STEP_TIMEOUT_S``) runs out. An agent that overruns it fails its own session with
+``timeout``; one that crashes fails its own with its traceback; the others are not delayed.
+
+Run as ``python -m farm.papertrading.runtime CONTROL_FD EVENTS_FD``; the first message on the
+control pipe is the settings; events for the API process's bus go back on the other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import queue
+import selectors
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from datetime import time as time_of_day
+from decimal import Decimal
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+from sqlalchemy import delete, insert, select
+from sqlalchemy.orm import Session
+
+from farm.brokers.simulated import SimulatedBroker
+from farm.config import Settings
+from farm.core.account import Account
+from farm.core.bars import Step
+from farm.core.orders import Fill, OrderEvent, OrderRequest
+from farm.events import FORWARD_RECORDED, MARKET_BARS, Event, EventBus, InProcessBus
+from farm.fmel.capture import StepCapture
+from farm.fmel.layout import part_names, session_dir
+from farm.fmel.recorder import FmelRecorder
+from farm.fmel.records import Mode
+from farm.leaderboard.forward import ForwardBar
+from farm.leaderboard.service import record_forward_result, record_paper_result
+from farm.marketdata.feed import FeedRunner, FeedState
+from farm.marketdata.store import BarStore
+from farm.papertrading.live import LiveSession
+from farm.papertrading.repository import OPEN_STATUSES
+from farm.sandbox.host import AgentFailure, AgentSession, DecisionRecord, SessionConfig
+from farm.sandbox.launcher import SandboxLimits
+from farm.storage.artifacts import ArtifactStore, open_artifact_store
+from farm.storage.db import Database
+from farm.storage.models import (
+    Agent,
+    MarketFeed,
+    PaperAccount,
+    PaperEquity,
+    PaperOrder,
+    PaperPosition,
+    PaperSession,
+    PaperTrade,
+    utcnow,
+)
+
+log = logging.getLogger("farm.paper")
+
+MICRO = Decimal("0.000001")
+#: A live agent has no total time limit; its step budget bounds it instead.
+LIVE_LIMIT_S = 10 * 365 * 86_400
+ACTIVE = ("starting", "running")
+#: The runtime's first event: its feed left the ``starting`` state.
+READY = "paper.ready"
+READY_TIMEOUT_S = 30.0
+#: How long a stopping runtime waits for a session being opened.
+STOP_GRACE_S = 30.0
+#: How often a session's leaderboard rows and forward bars are brought up to date.
+RANK_EVERY_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What a session needs to (re)start, read from its row."""
+
+    agent_file: Path
+    symbols: list[str]
+    warmup: int
+    commission: float
+    cash: float
+    first: datetime | None
+    last: datetime | None
+    published: datetime | None  # the feed's saved position
+    bound: datetime | None  # the last step the loop had taken when it asked for the session
+    replay_start: date | None  # the replay's first date: live bars start there at the earliest
+
+
+class SessionFailed(Exception):
+    """A session cannot go on: ``reason`` as the API reports it, and the message."""
+
+    def __init__(self, reason: str, message: str, traceback: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.traceback = traceback
+
+
+def recorded_until(root: Path, agent_id: str, session_id: str) -> int:
+    """The last decision seq of a session already in FMEL (-1 when none)."""
+    folder = session_dir(root, agent_id, session_id)
+    if not folder.is_dir():
+        return -1
+    names = part_names(os.listdir(folder), "decisions")
+    seqs = [
+        max(pq.read_table(folder / name, columns=["seq"]).column("seq").to_pylist(), default=-1)
+        for name in names
+    ]
+    return max(seqs, default=-1)
+
+
+class PaperRuntime:
+    """Every paper session of the platform, driven by the feed's steps (see the module doc)."""
+
+    def __init__(
+        self,
+        db: Database,
+        bars: BarStore,
+        artifacts: ArtifactStore,
+        settings: Settings,
+        publish: Callable[[str, Event], None],
+    ) -> None:
+        self._publish = publish  # events for the API process's bus
+        self._db = db
+        self._bars = bars
+        self._artifacts = artifacts
+        self._settings = settings
+        self._bus = InProcessBus()
+        self._feed = FeedRunner(db, bars, self._bus, settings)
+        self._bus.subscribe(MARKET_BARS, self._on_bars)
+        self._stop = threading.Event()
+        self._steps: queue.SimpleQueue[tuple[Step, float]] = queue.SimpleQueue()
+        self._first_taken: datetime | None = None  # bar times of the steps taken so far
+        self._last_taken: datetime | None = None
+        self._to_open: queue.SimpleQueue[tuple[str, datetime | None]] = queue.SimpleQueue()
+        self._opened: queue.SimpleQueue[tuple[LiveSession, StepCapture, _Plan]] = (
+            queue.SimpleQueue()
+        )
+        self._opening: set[str] = set()
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_read, False)
+        self.sessions: dict[str, LiveSession] = {}
+        self._captures: dict[str, StepCapture] = {}
+        #: Called with each bar-to-decision latency (publication to orders at the broker), s.
+        self.latency_probe: Callable[[float], None] | None = None
+
+    def run(self, ready: Callable[[], None] = lambda: None) -> None:
+        """The runtime's loop until :meth:`stop`: take the feed's steps, serve start and stop
+        requests, send each session its next step and collect the decisions as they come.
+        ``ready`` is called once the feed has left its ``starting`` state."""
+        opener = threading.Thread(target=self._open_sessions, name="paper-opener", daemon=True)
+        opener.start()
+        self._feed.start()
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while self._feed.status().state == FeedState.STARTING and time.monotonic() < deadline:
+            self._stop.wait(0.02)
+        ready()
+        next_sync = 0.0
+        try:
+            with selectors.DefaultSelector() as selector:
+                selector.register(self._wake_read, selectors.EVENT_READ, None)
+                while not self._stop.is_set():
+                    now = time.monotonic()
+                    try:
+                        if now >= next_sync:
+                            next_sync = now + self._settings.paper_poll_s
+                            self._sync()
+                        self._take_steps()
+                        self._adopt()
+                        self._send_due()
+                        self._collect(selector, min(next_sync, self._next_deadline()))
+                        self._rank_due()
+                    except Exception:  # a platform bug or the database down: keep serving
+                        log.exception("the paper runtime's loop failed; going on")
+                        self._stop.wait(self._settings.paper_poll_s)
+        finally:
+            self._to_open.put(("", None))
+            self._feed.stop()
+            opener.join(STOP_GRACE_S)
+            self._adopt()
+            for live in list(self.sessions.values()):
+                self._close(live)
+
+    def stop(self) -> None:
+        """End :meth:`run` (sessions stay ``running`` in the database and resume next time)."""
+        self._stop.set()
+        os.write(self._wake_write, b"x")
+
+    # -- requests from the API --------------------------------------------------------------
+
+    def _sync(self) -> None:
+        """Start the sessions requested (or resumed), and act on stop requests."""
+        with self._db.transaction() as session:
+            rows = session.scalars(
+                select(PaperSession).where(PaperSession.status.in_(ACTIVE))
+            ).all()
+            wanted = {r.id: (r.status, r.stop_requested, r.liquidate) for r in rows}
+        self._opening &= wanted.keys()  # those that failed to open are done
+        for sid in [s for s in self.sessions if s not in wanted]:
+            self._close(self.sessions[sid])  # gone (its agent or account was deleted)
+        for sid, (_, stop, liquidate) in wanted.items():
+            live = self.sessions.get(sid)
+            if sid in self._opening:
+                continue
+            if live is None and not stop:
+                self._opening.add(sid)
+                self._to_open.put((sid, self._last_taken))
+            elif live is None:
+                self._finish(sid, "stopped")
+            elif stop and not live.liquidating and live.inflight is None:
+                self._stop_session(live, liquidate)
+
+    def _open_sessions(self) -> None:
+        """The opener thread: launches and warms up the sessions requested, one at a time, so
+        the loop never waits for an agent to start."""
+        while True:
+            session_id, taken = self._to_open.get()
+            if not session_id:
+                return
+            try:
+                self._open(session_id, taken)
+            except Exception:
+                log.exception("paper session %s could not be opened", session_id)
+            os.write(self._wake_write, b"x")
+
+    def _adopt(self) -> None:
+        """Take the sessions the opener prepared: each gets, from the bar store, the steps
+        taken since its warm-up (or, resumed, since its last bar) before any new one."""
+        while True:
+            try:
+                live, capture, plan = self._opened.get_nowait()
+            except queue.Empty:
+                return
+            self._opening.discard(live.id)
+            lo = plan.last if plan.last is not None else plan.bound or self._first_taken
+            hi = max((t for t in (self._last_taken, plan.published) if t is not None), default=None)
+            if lo is not None and hi is not None:
+                now = time.monotonic()
+                for step in self._stored_steps(plan.symbols, lo, hi):
+                    if plan.last is not None or plan.bound is None or step.ts > plan.bound:
+                        live.enqueue(step, now)  # bars it missed while down or starting
+            self.sessions[live.id] = live
+            self._captures[live.id] = capture
+
+    def _open(self, session_id: str, taken: datetime | None) -> None:
+        """Launch the session's agent, warm it up (or re-warm it after a restart); the loop
+        adopts it. ``taken`` is the last step the loop had taken when it asked."""
+        with self._db.transaction() as session:
+            row = session.get(PaperSession, session_id)
+            assert row is not None
+            agent = session.get(Agent, row.agent_id)
+            account = session.get(PaperAccount, row.account_id)
+            feed = session.get(MarketFeed, self._settings.feed)
+            assert agent is not None
+            assert account is not None
+            resuming = row.last_bar_time is not None
+            plan = _Plan(
+                agent_file=self._artifacts.local_path(agent.artifact_key),
+                symbols=list(row.symbols),
+                warmup=row.warmup_bars,
+                commission=row.commission,
+                cash=float(row.initial_cash if resuming else account.cash),
+                first=row.first_bar_time,
+                last=row.last_bar_time,
+                published=feed.last_bar_time if feed is not None else None,
+                bound=taken,
+                replay_start=feed.replay_start if feed is not None else None,
+            )
+            live = self._session(row, plan)
+        settings = self._settings
+        recorder = FmelRecorder(
+            settings.fmel_dir,
+            live.agent_id,
+            session_id,
+            live.user_id,
+            Mode.PAPER,
+        )
+        capture = StepCapture(recorder)
+        try:
+            live.agent.start()
+            self._warm_up(live, capture, plan)
+        except AgentFailure as exc:
+            failure = SessionFailed(exc.reason, exc.message, exc.traceback)
+        except Exception as exc:  # e.g. the sandbox cannot be set up on this host
+            log.exception("paper session %s could not start", session_id)
+            failure = SessionFailed("internal_error", f"the session could not start: {exc}")
+        else:
+            self._opened.put((live, capture, plan))
+            log.info("paper session %s %s", session_id, "resumed" if resuming else "started")
+            return
+        live.agent.close()
+        recorder.close()
+        self._finish(session_id, "failed", failure)
+
+    def _session(self, row: PaperSession, plan: _Plan) -> LiveSession:
+        """The session's agent (not started yet), its account and its simulated broker."""
+        settings = self._settings
+        limits = SandboxLimits.from_settings(settings)
+        limits = dataclasses.replace(limits, cpu_s=LIVE_LIMIT_S, wall_s=LIVE_LIMIT_S)
+        agent = AgentSession(
+            plan.agent_file,
+            SessionConfig(
+                symbols=tuple(plan.symbols),
+                cash=plan.cash,
+                commission=plan.commission,
+                record_decisions=True,
+                mode=settings.sandbox,
+                limits=limits,
+                uid=settings.sandbox_uid,
+                step_timeout_s=settings.paper_step_timeout_s,
+            ),
+        )
+        broker = SimulatedBroker(
+            Account(plan.cash),
+            plan.commission,
+            max_leverage=settings.max_leverage,
+            max_open_orders=settings.max_open_orders,
+        )
+        live = LiveSession(
+            row.id,
+            row.agent_id,
+            row.user_id,
+            row.account_id,
+            plan.symbols,
+            agent,
+            broker,
+            settings.max_fills,
+        )
+        live.last_equity = plan.cash
+        return live
+
+    def _warm_up(self, live: LiveSession, capture: StepCapture, plan: _Plan) -> None:
+        """Stream the warm-up bars; after a restart, replay the bars already traded and queue
+        those published while the server was down. FMEL gets what it does not hold yet."""
+        budget = self._settings.paper_step_timeout_s
+        recorded = recorded_until(self._settings.fmel_dir, live.agent_id, live.id)
+        first, last, symbols = plan.first, plan.last, plan.symbols
+        if first is not None:  # resumed: the bars before its first live one
+            steps = self._warmup_steps(symbols, first, plan.warmup, inclusive=False)
+        elif plan.bound is not None or plan.published is not None:  # up to the last step out
+            bound = plan.bound or plan.published
+            steps = self._warmup_steps(symbols, bound, plan.warmup, inclusive=True)
+        else:  # no step taken yet: the bars before the replay starts
+            start = plan.replay_start
+            bound = datetime.combine(start, time_of_day.min, UTC) if start else None
+            steps = self._warmup_steps(symbols, bound, plan.warmup, inclusive=False)
+        for record in live.warm(steps, budget):
+            if record.seq > recorded:
+                capture.on_step(record, warmup=True)
+        if first is None or last is None:
+            return
+        for record in live.replay(self._stored_steps(symbols, first, last), budget):
+            if record.seq > recorded:  # lost with the process that crashed
+                capture.on_step(record)
+            else:
+                capture.track(record)
+        account = live.account
+        live.trades_saved = len(account.trades)
+        live.fills_saved = len(account.fills)
+        live.forward_saved = len(account.equity)  # recorded before, or refused
+        if account.equity:
+            live.last_equity = account.equity[-1][1]
+
+    def _warmup_steps(
+        self, symbols: Sequence[str], bound: datetime | None, n: int, *, inclusive: bool
+    ) -> list[Step]:
+        """The last ``n`` stored steps of ``symbols`` up to ``bound``."""
+        if n <= 0 or bound is None:
+            return []
+        lo = self._bars_start(symbols)
+        if lo is None:
+            return []
+        steps = [
+            s
+            for s in self._bars.steps(symbols, lo, bound.date())
+            if s.ts < bound or (inclusive and s.ts == bound)
+        ]
+        return steps[-n:]
+
+    def _stored_steps(self, symbols: Sequence[str], first: datetime, last: datetime) -> list[Step]:
+        return [
+            s for s in self._bars.steps(symbols, first.date(), last.date()) if first <= s.ts <= last
+        ]
+
+    def _bars_start(self, symbols: Sequence[str]) -> Any:
+        infos = [i for s in symbols if (i := self._bars.info(s)) is not None]
+        return min(i.first for i in infos).date() if infos else None
+
+    def _stop_session(self, live: LiveSession, liquidate: bool) -> None:
+        """Cancel the open orders; with ``liquidate`` close the positions at the next bar,
+        otherwise stop now."""
+        ts = live.engine.last_ts or utcnow()
+        events = live.ids.broker.cancel_all(ts)
+        with self._db.transaction() as session:
+            _apply_events(session, live.account_id, events, [])
+        if liquidate and live.account.positions:
+            live.liquidating = True
+            for n, order in enumerate(live.liquidation_orders(ts), 1):
+                cid = live.ids.client_id(order.decision_seq, n)
+                live.ids.broker.submit(dataclasses.replace(order, client_order_id=cid))
+                with self._db.transaction() as session:
+                    session.execute(insert(PaperOrder), [_order_row(live, cid, order)])
+            return
+        self._close(live)
+        self._finish(live.id, "stopped")
+
+    # -- the feed's steps -------------------------------------------------------------------
+
+    def _on_bars(self, event: Event) -> None:
+        """The feed's thread published a step: hand it to the runtime's loop."""
+        step: Step = event["step"]
+        self._steps.put((step, time.monotonic()))
+        os.write(self._wake_write, b"x")
+
+    def _take_steps(self) -> None:
+        """Queue every new feed step for each session it concerns (in order, once)."""
+        while True:
+            try:
+                step, published = self._steps.get_nowait()
+            except queue.Empty:
+                return
+            self._first_taken = self._first_taken or step.ts
+            self._last_taken = step.ts
+            for live in self.sessions.values():
+                live.enqueue(step, published)
+
+    def _send_due(self) -> None:
+        """Send its next step to every session that is not waiting for a decision."""
+        failures: dict[str, SessionFailed] = {}
+        for live in list(self.sessions.values()):
+            while live.inflight is None and live.backlog:
+                step, published = live.backlog.popleft()
+                if live.liquidating:
+                    live.settle(step)
+                    self._save({live.id: (step, None)}, failures)
+                    break
+                try:
+                    if live.engine.send(step):
+                        live.inflight = (step, published + self._settings.paper_step_timeout_s)
+                except AgentFailure as exc:
+                    failures[live.id] = SessionFailed(exc.reason, exc.message, exc.traceback)
+                    break
+        self._end_failed(failures)
+
+    def _next_deadline(self) -> float:
+        deadlines = [live.inflight[1] for live in self.sessions.values() if live.inflight]
+        return min(deadlines, default=math.inf)
+
+    def _collect(self, selector: selectors.BaseSelector, until: float) -> None:
+        """Wait until ``until`` (or a wake-up) for decisions; record those that came and fail
+        the sessions whose step budget ran out."""
+        waiting = {live.agent.fileno(): live for live in self.sessions.values() if live.inflight}
+        for fd, live in waiting.items():
+            selector.register(fd, selectors.EVENT_READ, live)
+        try:
+            ready = selector.select(max(until - time.monotonic(), 0.0))
+        finally:
+            for fd in waiting:
+                selector.unregister(fd)
+        results: dict[str, tuple[Step, DecisionRecord | None]] = {}
+        failures: dict[str, SessionFailed] = {}
+        for key, _ in ready:
+            if key.data is None:
+                while True:
+                    try:
+                        if not os.read(self._wake_read, 4096):
+                            break
+                    except BlockingIOError:
+                        break
+                continue
+            live = key.data
+            assert live.inflight is not None
+            step, deadline = live.inflight
+            live.inflight = None
+            try:
+                record = live.engine.receive(max(deadline - time.monotonic(), 0.001))
+                results[live.id] = (step, record)
+                if self.latency_probe is not None:
+                    published = deadline - self._settings.paper_step_timeout_s
+                    self.latency_probe(time.monotonic() - published)
+            except AgentFailure as exc:
+                failures[live.id] = SessionFailed(exc.reason, exc.message, exc.traceback)
+        now = time.monotonic()
+        budget = self._settings.paper_step_timeout_s
+        for live in self.sessions.values():
+            if live.inflight is not None and live.id not in results and live.inflight[1] <= now:
+                live.agent.kill()
+                failures[live.id] = SessionFailed(
+                    "timeout", f"no decision within the step budget of {budget:g} s"
+                )
+        self._save(results, failures)
+        self._end_failed(failures)
+
+    def _save(
+        self,
+        results: dict[str, tuple[Step, DecisionRecord | None]],
+        failures: dict[str, SessionFailed],
+    ) -> None:
+        """Persist the sessions' steps in one transaction, then record FMEL and end the
+        sessions that went bankrupt or finished liquidating."""
+        if not results:
+            return
+        ended: list[LiveSession] = []
+        ranked: list[str] = []
+        with self._db.transaction() as session:
+            _preload(session, [self.sessions[sid] for sid in results])
+            rows = _Rows()
+            for sid, (step, record) in results.items():
+                live = self.sessions[sid]
+                self._save_session_step(session, live, step, record, rows)
+                stopped = live.engine.stopped() if record is not None else None
+                if stopped is not None:
+                    failures[sid] = SessionFailed(stopped.reason, stopped.message)
+                elif live.liquidating:
+                    ended.append(live)
+                if stopped is not None or live.liquidating:
+                    ranked.append(live.agent_id)
+            rows.write(session)
+            for sid in results:
+                live = self.sessions[sid]
+                if live.agent_id in ranked:
+                    self._rank(session, live)
+        for agent_id in ranked:
+            self._publish(FORWARD_RECORDED, {"agentId": agent_id})
+        for sid, (_, record) in results.items():
+            capture = self._captures.get(sid)
+            if record is not None and capture is not None:
+                capture.on_step(record)
+        for live in ended:
+            self._close(live)
+            self._finish(live.id, "stopped")
+
+    def _rank_due(self) -> None:
+        """Bring the leaderboard up to date with the sessions that progressed, at most every
+        ``RANK_EVERY_S`` each."""
+        now = time.monotonic()
+        due = [
+            live
+            for live in self.sessions.values()
+            if len(live.account.equity) > live.forward_saved
+            and now >= live.ranked_at + RANK_EVERY_S
+        ]
+        if not due:
+            return
+        with self._db.transaction() as session:
+            for live in due:
+                self._rank(session, live)
+                live.ranked_at = now
+        for live in due:
+            self._publish(FORWARD_RECORDED, {"agentId": live.agent_id})
+
+    def _rank(self, session: Session, live: LiveSession) -> None:
+        """The session's progress on the leaderboard: its forward bars (the headline board
+        keeps those after the agent's submission) and its ``paper_trading`` rows."""
+        equity = live.account.equity
+        bars = []
+        for ts, value in equity[live.forward_saved :]:
+            bars.append(ForwardBar(ts, live.last_equity, value))
+            live.last_equity = value
+        live.forward_saved = len(equity)
+        rate = self._settings.risk_free_rate
+        record_forward_result(session, live.agent_id, live.id, bars, risk_free_rate=rate)
+        record_paper_result(
+            session,
+            live.agent_id,
+            live.user_id,
+            live.id,
+            equity,
+            live.account.trades,
+            risk_free_rate=rate,
+        )
+
+    def _end_failed(self, failures: dict[str, SessionFailed]) -> None:
+        for sid, failure in failures.items():
+            live = self.sessions.get(sid)
+            if live is None:
+                continue
+            log.info("paper session %s failed: %s", sid, failure.message)
+            self._close(live)
+            self._finish(sid, "failed", failure)
+
+    def _save_session_step(
+        self,
+        session: Session,
+        live: LiveSession,
+        step: Step,
+        record: DecisionRecord | None,
+        rows: _Rows,
+    ) -> None:
+        """Update the session's and its account's rows; queue the new rows in ``rows``."""
+        row = session.get(PaperSession, live.id)
+        if row is None:
+            return
+        account = live.account
+        fills = account.fills[live.fills_saved :]
+        live.fills_saved = len(account.fills)
+        _apply_events(session, live.account_id, live.ids.last_events, fills)
+        for order in [] if record is None else record.orders:
+            rows.orders.append(_order_row(live, live.ids.to_client[order.client_order_id], order))
+        live.live_bars += 1
+        if row.first_bar_time is None:
+            row.first_bar_time = step.ts
+            row.started_at = row.started_at or utcnow()
+        row.last_bar_time = step.ts
+        row.bars_processed = live.live_bars
+        row.missing_at_last_step = [s for s in live.symbols if s not in step.bars]
+        if row.status == "starting":
+            row.status = "running"
+        acct = session.get(PaperAccount, live.account_id)
+        if acct is not None:
+            acct.cash = Decimal(account.cash).quantize(MICRO)
+        rows.accounts.append(live.account_id)
+        closes = account.closes
+        rows.positions += [
+            {
+                "account_id": live.account_id,
+                "symbol": symbol,
+                "size": position.size,
+                "average_price": position.price,
+                "last_price": closes[symbol],
+                "marked_at": step.ts,
+            }
+            for symbol, position in account.positions.items()
+        ]
+        rows.equity.append(
+            {
+                "session_id": live.id,
+                "seq": live.live_bars - 1,
+                "bar_time": step.ts,
+                "cash": account.cash,
+                "equity": account.equity[-1][1],
+            }
+        )
+        rows.trades += [
+            {
+                "session_id": live.id,
+                "n": n,
+                "symbol": trade.symbol,
+                "size": trade.size,
+                "entry_time": trade.entry_ts,
+                "exit_time": trade.exit_ts,
+                "entry_price": trade.entry_price,
+                "exit_price": trade.exit_price,
+                "pnl": trade.pnl,
+                "pnl_net": trade.pnl_net,
+                "commission": trade.commission,
+                "bars_held": trade.bars_held,
+            }
+            for n, trade in enumerate(account.trades[live.trades_saved :], live.trades_saved)
+        ]
+        live.trades_saved = len(account.trades)
+
+    # -- ending sessions --------------------------------------------------------------------
+
+    def _close(self, live: LiveSession) -> None:
+        """Forget a session here: its agent is killed, its FMEL records flushed."""
+        self.sessions.pop(live.id, None)
+        live.agent.close()
+        capture = self._captures.pop(live.id, None)
+        if capture is not None:
+            capture.on_trades(live.account.trades)
+            capture.recorder.close()
+
+    def _finish(self, session_id: str, status: str, failure: SessionFailed | None = None) -> None:
+        """Record how the session ended; its open orders are cancelled, the account freed."""
+        with self._db.transaction() as session:
+            row = session.get(PaperSession, session_id)
+            if row is None:
+                return
+            row.status = status
+            row.stopped_at = utcnow()
+            if failure is not None:
+                row.failure_reason = failure.reason
+                row.failure_message = failure.message
+                row.failure_traceback = failure.traceback or None
+            for order in session.scalars(
+                select(PaperOrder).where(
+                    PaperOrder.session_id == session_id, PaperOrder.status.in_(OPEN_STATUSES)
+                )
+            ):
+                order.status = "cancelled"
+            account = session.get(PaperAccount, row.account_id)
+            if account is not None and account.running_session_id == session_id:
+                account.running_session_id = None
+            agent = session.get(Agent, row.agent_id)
+            if agent is not None and agent.status == "paper_trading":
+                agent.status = "active"
+
+
+def _preload(session: Session, sessions: Sequence[LiveSession]) -> None:
+    """Load the rows a step of these sessions updates in three queries (not three each)."""
+    accounts = [live.account_id for live in sessions]
+    session.scalars(select(PaperSession).where(PaperSession.id.in_([s.id for s in sessions]))).all()
+    session.scalars(select(PaperAccount).where(PaperAccount.id.in_(accounts))).all()
+    session.scalars(
+        select(PaperOrder).where(
+            PaperOrder.account_id.in_(accounts), PaperOrder.status.in_(OPEN_STATUSES)
+        )
+    ).all()
+
+
+def _order_row(live: LiveSession, cid: str, order: OrderRequest) -> dict[str, Any]:
+    """The ``paper_orders`` row of an order just sent."""
+    return {
+        "account_id": live.account_id,
+        "client_order_id": cid,
+        "session_id": live.id,
+        "symbol": order.symbol,
+        "size": order.size,
+        "type": order.type.value,
+        "price": order.price,
+        "limit_price": order.limit_price,
+        "valid_until": order.valid_until,
+        "status": "submitted",
+        "filled": 0.0,
+        "bar_time": order.created_ts,
+    }
+
+
+@dataclass
+class _Rows:
+    """The rows one loop turn inserts, written in one statement per table."""
+
+    accounts: list[str] = field(default_factory=list)  # their positions are replaced
+    positions: list[dict[str, Any]] = field(default_factory=list)
+    equity: list[dict[str, Any]] = field(default_factory=list)
+    trades: list[dict[str, Any]] = field(default_factory=list)
+    orders: list[dict[str, Any]] = field(default_factory=list)
+
+    def write(self, session: Session) -> None:
+        if self.accounts:
+            session.execute(
+                delete(PaperPosition).where(PaperPosition.account_id.in_(self.accounts))
+            )
+        for model, rows in (
+            (PaperPosition, self.positions),
+            (PaperEquity, self.equity),
+            (PaperTrade, self.trades),
+            (PaperOrder, self.orders),
+        ):
+            if rows:
+                session.execute(insert(model), rows)
+
+
+def _apply_events(
+    session: Session, account_id: str, events: Sequence[OrderEvent], fills: Sequence[Fill]
+) -> None:
+    """Bring the order rows up to date with the broker's events and fills (client ids)."""
+    for event in events:
+        row = session.get(PaperOrder, (account_id, event.client_order_id))
+        if row is not None:
+            row.status = event.status.value
+    for fill in fills:
+        row = session.get(PaperOrder, (account_id, fill.client_order_id))
+        if row is not None:
+            row.filled += fill.size
+
+
+class RuntimeProcess:
+    """The API process's handle on the paper runtime process (started once, under ``farm up``).
+
+    The runtime's events (``leaderboard.forward_recorded``) come back on a pipe and are
+    published on the API process's bus, where their subscribers (the leaderboard's cache) live.
+    """
+
+    def __init__(self, settings: Settings, bus: EventBus) -> None:
+        self._settings = settings
+        self._bus = bus
+        self._process: subprocess.Popen[bytes] | None = None
+        self._control: Connection | None = None
+        self._relay: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Launch the runtime; it loads the platform and resumes the sessions that were running."""
+        control_read, control_write = os.pipe()
+        events_read, events_write = os.pipe()
+        try:
+            self._process = subprocess.Popen(  # noqa: S603 - this interpreter, a fixed module
+                [
+                    sys.executable,
+                    "-m",
+                    "farm.papertrading.runtime",
+                    str(control_read),
+                    str(events_write),
+                ],
+                pass_fds=(control_read, events_write),
+                stdin=subprocess.DEVNULL,
+            )
+        finally:
+            os.close(control_read)
+            os.close(events_write)
+        self._control = Connection(control_write, readable=False)
+        self._control.send(self._settings)
+        events = Connection(events_read, writable=False)
+        if events.poll(READY_TIMEOUT_S + STOP_GRACE_S):  # up when its feed runs
+            try:
+                events.recv()
+            except EOFError:
+                log.error("the paper runtime process ended as it started; see its log")
+        self._relay = threading.Thread(
+            target=self._relay_events, args=(events,), name="paper-events", daemon=True
+        )
+        self._relay.start()
+
+    def _relay_events(self, events: Connection) -> None:
+        with events:
+            try:
+                while True:
+                    topic, event = events.recv()
+                    self._bus.publish(topic, event)
+            except (EOFError, OSError):
+                return
+
+    def close(self, grace: float = 15.0) -> None:
+        """Close the control pipe (the runtime stops its feed and agents), then wait for it,
+        killing it after ``grace`` seconds."""
+        control, self._control = self._control, None
+        process, self._process = self._process, None
+        if control is not None:
+            control.close()
+        if process is not None:
+            try:
+                process.wait(grace)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self._relay is not None:
+            self._relay.join(grace)
+            self._relay = None
+
+
+def main(argv: list[str]) -> None:
+    """Entry point of the runtime process (see the module docstring)."""
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s [paper %(process)d]: %(message)s",
+    )
+    os.dup2(2, 1)  # stray prints go to the log
+    control = Connection(int(argv[0]), writable=False)
+    events = Connection(int(argv[1]), readable=False)
+    settings: Settings = control.recv()
+    lock = threading.Lock()
+
+    def publish(topic: str, event: Event) -> None:
+        with lock:
+            events.send((topic, dict(event)))
+
+    runtime = PaperRuntime(
+        Database(settings.resolved_database_url),
+        BarStore(settings.bars_dir),
+        open_artifact_store(settings.artifacts_url, settings.artifacts_dir),
+        settings,
+        publish,
+    )
+
+    def watch() -> None:
+        try:
+            while True:
+                control.recv()
+        except (EOFError, OSError):
+            runtime.stop()
+
+    threading.Thread(target=watch, name="paper-control", daemon=True).start()
+    runtime.run(lambda: publish(READY, {}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
