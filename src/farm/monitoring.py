@@ -1,6 +1,6 @@
 """``GET /metrics``: this process's counters plus metrics read from the database at scrape time,
 right whatever process did the work (backtests run in worker processes): backtests by status
-and failure reason, sandbox launches and failures, feed lag."""
+and failure reason, sandbox launches and failures, paper sessions by status, feed lag."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from farm.deps import ContextDep
 from farm.errors import Unauthorized
 from farm.metrics import PROCESS_METRICS
 from farm.storage.db import Database
-from farm.storage.models import BacktestSession, MarketFeed
+from farm.storage.models import BacktestSession, MarketFeed, PaperSession
 
 
 class DatabaseCollector(Collector):
@@ -44,6 +44,9 @@ class DatabaseCollector(Collector):
             "Backtests whose sandboxed run failed after it started, by reason.",
             labels=["reason"],
         )
+        paper = GaugeMetricFamily(
+            "farm_paper_sessions", "Paper sessions by status.", labels=["status"]
+        )
         lag = GaugeMetricFamily(
             "farm_feed_lag_seconds",
             "Seconds since the live feed last published a timestep.",
@@ -61,12 +64,15 @@ class DatabaseCollector(Collector):
             launches.add_metric([], session.scalar(select(func.count()).where(started)) or 0)
             for why, count in session.execute(by_reason.where(started)):
                 crashes.add_metric([why or "unknown"], count)
+            by_status = select(PaperSession.status, func.count()).group_by(PaperSession.status)
+            for name, count in session.execute(by_status):
+                paper.add_metric([name], count)
             for source, published in session.execute(
                 select(MarketFeed.source, MarketFeed.last_published_at)
             ):
                 if published is not None:
                     lag.add_metric([source], (now - published).total_seconds())
-        yield from (backtests, failed, launches, crashes, lag)
+        yield from (backtests, failed, launches, crashes, paper, lag)
 
 
 router = APIRouter(tags=["monitoring"])

@@ -3,6 +3,8 @@ backtests (read from the database, whichever process ran them)."""
 
 from __future__ import annotations
 
+import uuid
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from backtest.service_support import app_settings, start, submit, wait_for
 from farm.app import create_app
 from farm.config import Settings
+from farm.storage.models import Agent, PaperAccount, PaperSession
 from farm.users.service import create_user
 
 REPO = Path(__file__).resolve().parents[2]
@@ -124,3 +127,44 @@ def test_backtests_and_sandbox_launches_are_read_from_the_database(
     assert value(samples, "farm_backtests_failed", reason="agent_error") >= 1
     assert value(samples, "farm_sandbox_launches_total") >= 2
     assert value(samples, "farm_sandbox_failures_total", reason="agent_error") >= 1
+
+
+def test_paper_sessions_are_counted_by_status(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path / "farm", backtest_workers=0, feed="off")
+    with TestClient(create_app(settings)) as client:
+        context = client.app.state.context  # type: ignore[attr-defined]
+        with context.db.transaction() as session:
+            user, _ = create_user(session, "alice")
+            agent = Agent(
+                id=str(uuid.uuid4()),
+                user_id=user.id,
+                name="a",
+                strategy_class="S",
+                code_sha256="0" * 64,
+                code_bytes=1,
+                artifact_key="agents/a.py",
+            )
+            account = PaperAccount(
+                id=str(uuid.uuid4()),
+                user_id=user.id,
+                name="acc",
+                initial_cash=Decimal(100_000),
+                cash=Decimal(100_000),
+            )
+            session.add_all([agent, account])
+            session.flush()
+            for status in ("running", "running", "failed"):
+                session.add(
+                    PaperSession(
+                        id=str(uuid.uuid4()),
+                        agent_id=agent.id,
+                        user_id=user.id,
+                        account_id=account.id,
+                        status=status,
+                        symbols=["SPY"],
+                        initial_cash=Decimal(100_000),
+                    )
+                )
+        samples = scrape(client)
+    assert value(samples, "farm_paper_sessions", status="running") == 2
+    assert value(samples, "farm_paper_sessions", status="failed") == 1
