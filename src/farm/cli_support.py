@@ -6,7 +6,7 @@ import json
 import os
 import re
 import unicodedata
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Annotated, Any
 
@@ -53,6 +53,27 @@ def api(url: str, token: str | None) -> Iterator[FarmClient]:
     except ApiError as exc:
         errors.print(f"[red]error[/red] ({exc.status}): {inert(exc.message)}")
         raise typer.Exit(1) from None
+
+
+def respond(
+    url: str,
+    token: str | None,
+    method: str,
+    path: str,
+    *,
+    as_json: bool,
+    show: Callable[[Any], object],
+    **request: Any,
+) -> None:
+    """One API request for a command (``request`` goes to :meth:`FarmClient.request`, e.g.
+    ``params=`` or ``json=``): its JSON body printed as is with ``--json``, else rendered by
+    ``show``; an API error exits 1 with the server's message (see :func:`api`)."""
+    with api(url, token) as client:
+        result = client.request(method, path, **request)
+    if as_json:
+        print_json(result)
+    else:
+        show(result)
 
 
 def print_json(data: Any) -> None:
