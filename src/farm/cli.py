@@ -20,6 +20,7 @@ from farm.cli_support import (
     console,
     errors,
     inert,
+    numbered_title,
     print_json,
     respond,
     table,
@@ -183,9 +184,8 @@ def agents_list(
 
 
 def _print_agents(result: Any) -> None:
-    p = result["pagination"]
     table(
-        f"Agents (page {p['page']} of {max(p['pages'], 1)}, {p['total']} in all)",
+        numbered_title("Agents", result["pagination"]),
         ["id", "name", "status", "tags", "created"],
         [
             (a["agentId"], a["agentName"], a["status"], ",".join(a["tags"]), a["createdAt"])

@@ -81,6 +81,12 @@ def print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, default=str))
 
 
+def numbered_title(title: str, pagination: Any) -> str:
+    """A table title for one page of a numbered list (the API's ``pagination`` object)."""
+    p = pagination
+    return f"{title} (page {p['page']} of {max(p['pages'], 1)}, {p['total']} in all)"
+
+
 def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     """Print a readable table; the first column is kept whole (ids must stay copyable)."""
     out = make_table(title, columns, rows)

@@ -17,6 +17,7 @@ from farm.cli_support import (
     UrlOpt,
     console,
     inert,
+    numbered_title,
     respond,
     table,
 )
@@ -69,9 +70,8 @@ def list_accounts(
 
 
 def _print_accounts(result: Any) -> None:
-    p = result["pagination"]
     table(
-        f"Accounts (page {p['page']} of {max(p['pages'], 1)}, {p['total']} in all)",
+        numbered_title("Accounts", result["pagination"]),
         ["id", "name", "broker", "cash", "equity", "created"],
         [
             (
