@@ -20,7 +20,9 @@ from farm.cli_support import (
     console,
     errors,
     inert,
+    numbered_title,
     print_json,
+    respond,
     table,
 )
 from farm.config import Settings
@@ -176,14 +178,14 @@ def agents_list(
     params: dict[str, Any] = {"page": page, "limit": limit}
     if status:
         params["status"] = status
-    with api(url, token) as client:
-        result = client.request("GET", "/api/agents/list", params=params)
-    if as_json:
-        print_json(result)
-        return
-    p = result["pagination"]
+    respond(
+        url, token, "GET", "/api/agents/list", as_json=as_json, show=_print_agents, params=params
+    )
+
+
+def _print_agents(result: Any) -> None:
     table(
-        f"Agents (page {p['page']} of {max(p['pages'], 1)}, {p['total']} in all)",
+        numbered_title("Agents", result["pagination"]),
         ["id", "name", "status", "tags", "created"],
         [
             (a["agentId"], a["agentName"], a["status"], ",".join(a["tags"]), a["createdAt"])
@@ -202,15 +204,14 @@ def agents_show(
 ) -> None:
     """Show one agent."""
     params = {"include": "source"} if source else {}
-    with api(url, token) as client:
-        agent = client.request("GET", f"/api/agents/{agent_id}", params=params)
-    if as_json:
-        print_json(agent)
-        return
-    code = agent.pop("source", None)
-    table(f"Agent {agent_id}", ["field", "value"], [(k, v) for k, v in agent.items()])
-    if code:
-        console.print(inert(code, multiline=True), highlight=False)
+
+    def show(agent: Any) -> None:
+        code = agent.pop("source", None)
+        table(f"Agent {agent_id}", ["field", "value"], [(k, v) for k, v in agent.items()])
+        if code:
+            console.print(inert(code, multiline=True), highlight=False)
+
+    respond(url, token, "GET", f"/api/agents/{agent_id}", as_json=as_json, show=show, params=params)
 
 
 @agents_app.command("delete")
@@ -218,12 +219,14 @@ def agents_delete(
     agent_id: str, url: UrlOpt = DEFAULT_URL, token: TokenOpt = None, as_json: JsonOpt = False
 ) -> None:
     """Delete one of your agents."""
-    with api(url, token) as client:
-        result = client.request("DELETE", f"/api/agents/{agent_id}")
-    if as_json:
-        print_json(result)
-    else:
-        console.print(f"Deleted agent {inert(agent_id)}")
+    respond(
+        url,
+        token,
+        "DELETE",
+        f"/api/agents/{agent_id}",
+        as_json=as_json,
+        show=lambda _: console.print(f"Deleted agent {inert(agent_id)}"),
+    )
 
 
 @app.command()

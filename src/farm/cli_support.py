@@ -6,7 +6,7 @@ import json
 import os
 import re
 import unicodedata
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Annotated, Any
 
@@ -55,9 +55,36 @@ def api(url: str, token: str | None) -> Iterator[FarmClient]:
         raise typer.Exit(1) from None
 
 
+def respond(
+    url: str,
+    token: str | None,
+    method: str,
+    path: str,
+    *,
+    as_json: bool,
+    show: Callable[[Any], object],
+    **request: Any,
+) -> None:
+    """One API request for a command (``request`` goes to :meth:`FarmClient.request`, e.g.
+    ``params=`` or ``json=``): its JSON body printed as is with ``--json``, else rendered by
+    ``show``; an API error exits 1 with the server's message (see :func:`api`)."""
+    with api(url, token) as client:
+        result = client.request(method, path, **request)
+    if as_json:
+        print_json(result)
+    else:
+        show(result)
+
+
 def print_json(data: Any) -> None:
     """Machine-readable output."""
     typer.echo(json.dumps(data, indent=2, default=str))
+
+
+def numbered_title(title: str, pagination: Any) -> str:
+    """A table title for one page of a numbered list (the API's ``pagination`` object)."""
+    p = pagination
+    return f"{title} (page {p['page']} of {max(p['pages'], 1)}, {p['total']} in all)"
 
 
 def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

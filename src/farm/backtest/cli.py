@@ -7,6 +7,7 @@ import csv
 import json
 import sys
 import time
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 import typer
@@ -21,6 +22,7 @@ from farm.cli_support import (
     console,
     inert,
     print_json,
+    respond,
     table,
 )
 
@@ -105,12 +107,14 @@ def cancel(
     session_id: str, url: UrlOpt = DEFAULT_URL, token: TokenOpt = None, as_json: JsonOpt = False
 ) -> None:
     """Cancel a queued or running backtest (a running agent is stopped at once)."""
-    with api(url, token) as client:
-        result = client.request("POST", f"/api/backtest/{session_id}/cancel")
-    if as_json:
-        print_json(result)
-    else:
-        console.print(f"Cancelled backtest {session_id}")
+    respond(
+        url,
+        token,
+        "POST",
+        f"/api/backtest/{session_id}/cancel",
+        as_json=as_json,
+        show=lambda _: console.print(f"Cancelled backtest {session_id}"),
+    )
 
 
 def _param(text: str) -> tuple[str, Any]:
@@ -147,43 +151,41 @@ def results(
     session_id: str, url: UrlOpt = DEFAULT_URL, token: TokenOpt = None, as_json: JsonOpt = False
 ) -> None:
     """Show a backtest's status and metrics."""
-    with api(url, token) as client:
-        result = client.request("GET", f"/api/backtest/{session_id}/results")
-    if as_json:
-        print_json(result)
-    else:
-        _print_results(result)
+    path = f"/api/backtest/{session_id}/results"
+    respond(url, token, "GET", path, as_json=as_json, show=_print_results)
 
 
 def logs(
     session_id: str, url: UrlOpt = DEFAULT_URL, token: TokenOpt = None, as_json: JsonOpt = False
 ) -> None:
     """Show what a backtest's agent printed (the first and the last 32 KiB)."""
-    with api(url, token) as client:
-        result = client.request("GET", f"/api/backtest/{session_id}/logs")
-    if as_json:
-        print_json(result)
-        return
-    if not result["totalBytes"]:
-        console.print(f"The agent of backtest {inert(session_id)} printed nothing.")
-        return
-    console.print(inert(result["head"], multiline=True), highlight=False, soft_wrap=True, end="")
-    if result["omittedBytes"]:
-        console.print(f"\n[dim][... {result['omittedBytes']:,} bytes not kept ...][/]")
-    console.print(inert(result["tail"], multiline=True), highlight=False, soft_wrap=True, end="")
-    console.print()
+
+    def show(result: Any) -> None:
+        if not result["totalBytes"]:
+            console.print(f"The agent of backtest {inert(session_id)} printed nothing.")
+            return
+        head, tail = result["head"], result["tail"]
+        console.print(inert(head, multiline=True), highlight=False, soft_wrap=True, end="")
+        if result["omittedBytes"]:
+            console.print(f"\n[dim][... {result['omittedBytes']:,} bytes not kept ...][/]")
+        console.print(inert(tail, multiline=True), highlight=False, soft_wrap=True, end="")
+        console.print()
+
+    respond(url, token, "GET", f"/api/backtest/{session_id}/logs", as_json=as_json, show=show)
 
 
 def evaluate(
     agent_id: str, url: UrlOpt = DEFAULT_URL, token: TokenOpt = None, as_json: JsonOpt = False
 ) -> None:
     """Re-run an agent's standard evaluation (e.g. after new data); rate-limited."""
-    with api(url, token) as client:
-        result = client.request("POST", f"/api/agents/{agent_id}/evaluate")
-    if as_json:
-        print_json(result)
-    else:
-        console.print(f"Queued standard evaluation {inert(result['sessionId'])}")
+    respond(
+        url,
+        token,
+        "POST",
+        f"/api/agents/{agent_id}/evaluate",
+        as_json=as_json,
+        show=lambda r: console.print(f"Queued standard evaluation {inert(r['sessionId'])}"),
+    )
 
 
 def backtests(
@@ -195,29 +197,25 @@ def backtests(
     as_json: JsonOpt = False,
 ) -> None:
     """List an agent's backtests, newest first."""
-    params = {"limit": limit, "offset": offset}
-    with api(url, token) as client:
-        result = client.request("GET", f"/api/agents/{agent_id}/backtests", params=params)
-    if as_json:
-        print_json(result)
-        return
-    rows = [
-        (
-            s["sessionId"],
-            s["kind"],
-            s["status"],
-            s["dataSource"] or "-",
-            f"{s['parameters']['startDate']} to {s['parameters']['endDate']}",
-            _fmt((s.get("metrics") or {}).get("sharpeRatio")),
-            s["createdAt"],
-        )
-        for s in result["sessions"]
-    ]
-    table(
-        _page_title(f"Backtests of agent {agent_id}", result, len(rows)),
-        ["session", "kind", "status", "data", "dates", "sharpe", "created"],
-        rows,
-    )
+
+    def show(result: Any) -> None:
+        rows = [
+            (
+                s["sessionId"],
+                s["kind"],
+                s["status"],
+                s["dataSource"] or "-",
+                f"{s['parameters']['startDate']} to {s['parameters']['endDate']}",
+                _fmt((s.get("metrics") or {}).get("sharpeRatio")),
+                s["createdAt"],
+            )
+            for s in result["sessions"]
+        ]
+        columns = ["session", "kind", "status", "data", "dates", "sharpe", "created"]
+        _page_table(f"Backtests of agent {agent_id}", result, columns, rows)
+
+    path = f"/api/agents/{agent_id}/backtests"
+    _get_page(url, token, path, limit=limit, offset=offset, as_json=as_json, show=show)
 
 
 def trades(
@@ -229,19 +227,15 @@ def trades(
     as_json: JsonOpt = False,
 ) -> None:
     """List a page of a completed backtest's closed trades."""
-    params = {"limit": limit, "offset": offset}
-    with api(url, token) as client:
-        result = client.request("GET", f"/api/backtest/{session_id}/trades", params=params)
-    if as_json:
-        print_json(result)
-        return
-    keys = ("symbol", "size", "entryTime", "exitTime", "entryPrice", "exitPrice", "pnlNet")
-    rows = [[_fmt(t[k]) for k in keys] for t in result["trades"]]
-    table(
-        _page_title(f"Trades of backtest {session_id}", result, len(rows)),
-        ["symbol", "size", "entry", "exit", "entry price", "exit price", "net pnl"],
-        rows,
-    )
+
+    def show(result: Any) -> None:
+        keys = ("symbol", "size", "entryTime", "exitTime", "entryPrice", "exitPrice", "pnlNet")
+        rows = [[_fmt(t[k]) for k in keys] for t in result["trades"]]
+        columns = ["symbol", "size", "entry", "exit", "entry price", "exit price", "net pnl"]
+        _page_table(f"Trades of backtest {session_id}", result, columns, rows)
+
+    path = f"/api/backtest/{session_id}/trades"
+    _get_page(url, token, path, limit=limit, offset=offset, as_json=as_json, show=show)
 
 
 def equity(
@@ -257,8 +251,8 @@ def equity(
 ) -> None:
     """Show a page of a completed backtest's equity curve, or all of it with --csv."""
     path = f"/api/backtest/{session_id}/equity"
-    with api(url, token) as client:
-        if as_csv:
+    if as_csv:
+        with api(url, token) as client:
             out = csv.writer(sys.stdout, lineterminator="\n")
             out.writerow(["timestamp", "equity", "drawdown"])
             start, total = 0, 1
@@ -266,22 +260,36 @@ def equity(
                 page = client.request("GET", path, params={"limit": CSV_PAGE, "offset": start})
                 out.writerows((p["timestamp"], p["equity"], p["drawdown"]) for p in page["points"])
                 start, total = start + CSV_PAGE, page["total"]
-            return
-        result = client.request("GET", path, params={"limit": limit, "offset": offset})
-    if as_json:
-        print_json(result)
         return
-    rows = [(p["timestamp"], _fmt(p["equity"]), _fmt(p["drawdown"])) for p in result["points"]]
-    table(
-        _page_title(f"Equity of backtest {session_id}", result, len(rows)),
-        ["timestamp", "equity", "drawdown"],
-        rows,
-    )
+
+    def show(result: Any) -> None:
+        rows = [(p["timestamp"], _fmt(p["equity"]), _fmt(p["drawdown"])) for p in result["points"]]
+        columns = ["timestamp", "equity", "drawdown"]
+        _page_table(f"Equity of backtest {session_id}", result, columns, rows)
+
+    _get_page(url, token, path, limit=limit, offset=offset, as_json=as_json, show=show)
 
 
-def _page_title(title: str, page: Any, shown: int) -> str:
+def _get_page(
+    url: str,
+    token: str | None,
+    path: str,
+    *,
+    limit: int,
+    offset: int,
+    as_json: bool,
+    show: Callable[[Any], None],
+) -> None:
+    """GET one page (``limit``, ``offset``) of a paged list and print it (see ``respond``)."""
+    params = {"limit": limit, "offset": offset}
+    respond(url, token, "GET", path, as_json=as_json, show=show, params=params)
+
+
+def _page_table(title: str, page: Any, columns: list[str], rows: Sequence[Sequence[Any]]) -> None:
+    """A table of one page of a list, titled with the items it shows out of the total."""
+    shown = len(rows)
     first = page["offset"] + 1 if shown else page["offset"]
-    return f"{title} ({first}-{page['offset'] + shown} of {page['total']})"
+    table(f"{title} ({first}-{page['offset'] + shown} of {page['total']})", columns, rows)
 
 
 def _print_results(result: Any) -> None:

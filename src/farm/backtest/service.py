@@ -33,7 +33,6 @@ from farm.backtest.schemas import (
 from farm.config import Settings
 from farm.errors import (
     Conflict,
-    Forbidden,
     InvalidInput,
     NotFound,
     QuotaExceeded,
@@ -42,6 +41,7 @@ from farm.errors import (
 )
 from farm.events import Event
 from farm.marketdata.store import BarStore, normalize_symbol
+from farm.ownership import owned
 from farm.storage.artifacts import ArtifactStore
 from farm.storage.db import Database
 from farm.storage.models import Agent, BacktestSession, User, utcnow
@@ -351,12 +351,7 @@ def _queued_standard(session: Session, agent_ids: list[str]) -> set[str]:
 
 
 def _owned_session(session: Session, user: User, session_id: str) -> BacktestSession:
-    row = session.get(BacktestSession, session_id)
-    if row is None:
-        raise NotFound(f"no backtest with id {session_id}")
-    if row.user_id != user.id:
-        raise Forbidden("this backtest belongs to another user")
-    return row
+    return owned(session.get(BacktestSession, session_id), user, "backtest", session_id)
 
 
 def to_results(row: BacktestSession) -> BacktestResults:

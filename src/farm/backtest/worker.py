@@ -29,6 +29,7 @@ from typing import Any
 from farm.backtest.scheduler import Job
 from farm.config import Settings
 from farm.events import Event, EventBus, Handler
+from farm.processes import launch_module
 
 log = logging.getLogger("farm.backtest.worker")
 
@@ -109,25 +110,7 @@ class _Worker:
     """One worker process and the two pipes that drive it."""
 
     def __init__(self, factory: JobFactory, settings: Settings) -> None:
-        control_read, control_write = os.pipe()
-        reply_read, reply_write = os.pipe()
-        try:
-            self._process = subprocess.Popen(  # noqa: S603 - this interpreter, a fixed module
-                [
-                    sys.executable,
-                    "-m",
-                    "farm.backtest.worker",
-                    str(control_read),
-                    str(reply_write),
-                ],
-                pass_fds=(control_read, reply_write),
-                stdin=subprocess.DEVNULL,
-            )
-        finally:
-            os.close(control_read)
-            os.close(reply_write)
-        self._control = Connection(control_write, readable=False)
-        self._replies = Connection(reply_read, writable=False)
+        self._process, self._control, self._replies = launch_module("farm.backtest.worker")
         self._control.send((factory, settings))
 
     def run(self, session_id: str, stopping: threading.Event) -> list[tuple[str, Event]]:

@@ -15,10 +15,9 @@ from farm.cli_support import (
     JsonOpt,
     TokenOpt,
     UrlOpt,
-    api,
     console,
     inert,
-    print_json,
+    respond,
     table,
 )
 
@@ -40,33 +39,32 @@ def decisions(
     params: dict[str, Any] = {"sessionId": session_id, "limit": limit}
     if action:
         params["action"] = action
-    with api(url, token) as client:
-        result = client.request("GET", "/api/fmel/decisions", params=params)
-    if as_json:
-        print_json(result)
-        return
-    rows = []
-    for d in result["decisions"]:
-        said = d["agentReported"]
-        reasoning = said["reasoning"] or ""
-        if len(reasoning) > REASONING_PREVIEW:
-            reasoning = reasoning[: REASONING_PREVIEW - 1] + "…"
-        rows.append(
-            (
-                d["decisionId"],
-                d["barTime"],
-                d["action"],
-                "; ".join(_order(o) for o in d["orders"]),
-                _percent(said["confidence"]),
-                reasoning,
+
+    def show(result: Any) -> None:
+        rows = []
+        for d in result["decisions"]:
+            said = d["agentReported"]
+            reasoning = said["reasoning"] or ""
+            if len(reasoning) > REASONING_PREVIEW:
+                reasoning = reasoning[: REASONING_PREVIEW - 1] + "…"
+            rows.append(
+                (
+                    d["decisionId"],
+                    d["barTime"],
+                    d["action"],
+                    "; ".join(_order(o) for o in d["orders"]),
+                    _percent(said["confidence"]),
+                    reasoning,
+                )
             )
+        shown = len(result["decisions"])
+        table(
+            f"Decisions of session {session_id} ({shown} of {result['total']}, newest first)",
+            ["decision", "bar time", "action", "orders", "confidence", "reasoning"],
+            rows,
         )
-    shown = len(result["decisions"])
-    table(
-        f"Decisions of session {session_id} ({shown} of {result['total']}, newest first)",
-        ["decision", "bar time", "action", "orders", "confidence", "reasoning"],
-        rows,
-    )
+
+    respond(url, token, "GET", "/api/fmel/decisions", as_json=as_json, show=show, params=params)
 
 
 def explain(
@@ -76,11 +74,11 @@ def explain(
     as_json: JsonOpt = False,
 ) -> None:
     """Explain one decision: what the agent saw, read and said, what it did, how it turned out."""
-    with api(url, token) as client:
-        detail = client.request("GET", f"/api/fmel/decisions/{decision_id}")
-    if as_json:
-        print_json(detail)
-        return
+    path = f"/api/fmel/decisions/{decision_id}"
+    respond(url, token, "GET", path, as_json=as_json, show=_print_explanation)
+
+
+def _print_explanation(detail: dict[str, Any]) -> None:
     for line in explanation(detail):
         console.print(inert(line), highlight=False, soft_wrap=True)
 

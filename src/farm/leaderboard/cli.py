@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from farm.cli_support import DEFAULT_URL, JsonOpt, TokenOpt, UrlOpt, api, print_json, table
+from farm.cli_support import DEFAULT_URL, JsonOpt, TokenOpt, UrlOpt, respond, table
 
 
 def leaderboard(
@@ -25,27 +25,26 @@ def leaderboard(
 ) -> None:
     """Show a leaderboard (GET /api/leaderboard)."""
     params = {"type": board, "metric": metric, "timeframe": timeframe, "limit": limit}
-    with api(url, token) as client:
-        result = client.request("GET", "/api/leaderboard", params=params)
-    if as_json:
-        print_json(result)
-        return
-    rows = [
-        (
-            r["agentId"],
-            r["rank"] or "-",
-            r["agentName"],
-            r["userId"],
-            _num(r["metric"]),
-            r["status"],
+
+    def show(result: Any) -> None:
+        rows = [
+            (
+                r["agentId"],
+                r["rank"] or "-",
+                r["agentName"],
+                r["userId"],
+                _num(r["metric"]),
+                r["status"],
+            )
+            for r in result["leaderboard"]
+        ]
+        table(
+            f"Leaderboard: {board}, {metric}, {timeframe}",
+            ["agent", "rank", "name", "owner", metric, "status"],
+            rows,
         )
-        for r in result["leaderboard"]
-    ]
-    table(
-        f"Leaderboard: {board}, {metric}, {timeframe}",
-        ["agent", "rank", "name", "owner", metric, "status"],
-        rows,
-    )
+
+    respond(url, token, "GET", "/api/leaderboard", as_json=as_json, show=show, params=params)
 
 
 def _num(value: Any) -> str:

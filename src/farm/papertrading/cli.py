@@ -15,10 +15,10 @@ from farm.cli_support import (
     JsonOpt,
     TokenOpt,
     UrlOpt,
-    api,
     console,
     inert,
-    print_json,
+    numbered_title,
+    respond,
     table,
 )
 
@@ -44,15 +44,14 @@ def create(
         body["name"] = name
     if cash is not None:
         body["initialCash"] = cash  # sent as written: the API parses it exactly
-    with api(url, token) as client:
-        account = client.request("POST", "/api/accounts", json=body)
-    if as_json:
-        print_json(account)
-    else:
-        console.print(
-            f"Created account [bold]{inert(account['accountId'])}[/] "
-            f"({inert(account['name'])}) with {money(account['cash'])}"
-        )
+    respond(url, token, "POST", "/api/accounts", as_json=as_json, show=_print_created, json=body)
+
+
+def _print_created(account: Any) -> None:
+    console.print(
+        f"Created account [bold]{inert(account['accountId'])}[/] "
+        f"({inert(account['name'])}) with {money(account['cash'])}"
+    )
 
 
 @app.command("list")
@@ -64,14 +63,15 @@ def list_accounts(
     as_json: JsonOpt = False,
 ) -> None:
     """List your accounts, newest first."""
-    with api(url, token) as client:
-        result = client.request("GET", "/api/accounts", params={"page": page, "limit": limit})
-    if as_json:
-        print_json(result)
-        return
-    p = result["pagination"]
+    params = {"page": page, "limit": limit}
+    respond(
+        url, token, "GET", "/api/accounts", as_json=as_json, show=_print_accounts, params=params
+    )
+
+
+def _print_accounts(result: Any) -> None:
     table(
-        f"Accounts (page {p['page']} of {max(p['pages'], 1)}, {p['total']} in all)",
+        numbered_title("Accounts", result["pagination"]),
         ["id", "name", "broker", "cash", "equity", "created"],
         [
             (
@@ -92,12 +92,7 @@ def show(
     account_id: str, url: UrlOpt = DEFAULT_URL, token: TokenOpt = None, as_json: JsonOpt = False
 ) -> None:
     """Show an account: cash, equity, positions, open orders and the session trading it."""
-    with api(url, token) as client:
-        account = client.request("GET", f"/api/accounts/{account_id}")
-    if as_json:
-        print_json(account)
-    else:
-        print_account(account)
+    respond(url, token, "GET", f"/api/accounts/{account_id}", as_json=as_json, show=print_account)
 
 
 @app.command("fund")
@@ -109,14 +104,15 @@ def fund(
     as_json: JsonOpt = False,
 ) -> None:
     """Add cash to an account (refused while a paper session trades it)."""
-    with api(url, token) as client:
-        account = client.request(
-            "POST", f"/api/accounts/{account_id}/fund", json={"amount": amount}
-        )
-    if as_json:
-        print_json(account)
-    else:
-        console.print(f"Cash is now {money(account['cash'])}")
+    respond(
+        url,
+        token,
+        "POST",
+        f"/api/accounts/{account_id}/fund",
+        as_json=as_json,
+        show=lambda account: console.print(f"Cash is now {money(account['cash'])}"),
+        json={"amount": amount},
+    )
 
 
 @app.command("reset")
@@ -130,12 +126,14 @@ def reset(
     """Put an account back to its initial cash with no positions or orders."""
     if not yes:
         typer.confirm(f"Reset account {account_id}? Positions and orders are dropped", abort=True)
-    with api(url, token) as client:
-        account = client.request("POST", f"/api/accounts/{account_id}/reset")
-    if as_json:
-        print_json(account)
-    else:
-        console.print(f"Reset: cash is {money(account['cash'])}")
+    respond(
+        url,
+        token,
+        "POST",
+        f"/api/accounts/{account_id}/reset",
+        as_json=as_json,
+        show=lambda account: console.print(f"Reset: cash is {money(account['cash'])}"),
+    )
 
 
 def print_account(account: Any) -> None:

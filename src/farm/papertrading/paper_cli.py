@@ -24,6 +24,7 @@ from farm.cli_support import (
     inert,
     make_table,
     print_json,
+    respond,
 )
 from farm.papertrading.cli import money
 
@@ -78,11 +79,11 @@ def status(
     agent_id: str, url: UrlOpt = DEFAULT_URL, token: TokenOpt = None, as_json: JsonOpt = False
 ) -> None:
     """The agent's latest session: status, bars, account, positions, orders, failure."""
-    with api(url, token) as client:
-        result = client.request("GET", f"/api/paper-trading/status/{agent_id}")
-    if as_json:
-        print_json(result)
-        return
+    path = f"/api/paper-trading/status/{agent_id}"
+    respond(url, token, "GET", path, as_json=as_json, show=_print_status)
+
+
+def _print_status(result: Any) -> None:
     console.print(view(result))
     failure = result.get("failure")
     if failure and failure.get("traceback"):
@@ -100,14 +101,15 @@ def stop(
     as_json: JsonOpt = False,
 ) -> None:
     """Stop the agent's session: cancel its open orders (and close its positions)."""
-    with api(url, token) as client:
-        result = client.request(
-            "POST", "/api/paper-trading/stop", json={"agentId": agent_id, "liquidate": liquidate}
-        )
-    if as_json:
-        print_json(result)
-    else:
-        console.print(f"Stopping paper session {inert(result['sessionId'])}")
+    respond(
+        url,
+        token,
+        "POST",
+        "/api/paper-trading/stop",
+        as_json=as_json,
+        show=lambda r: console.print(f"Stopping paper session {inert(r['sessionId'])}"),
+        json={"agentId": agent_id, "liquidate": liquidate},
+    )
 
 
 @app.command("watch")

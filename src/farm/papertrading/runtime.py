@@ -58,6 +58,7 @@ from farm.marketdata.feed import FeedRunner, FeedState
 from farm.marketdata.store import BarStore
 from farm.papertrading.live import LiveSession
 from farm.papertrading.repository import OPEN_STATUSES
+from farm.processes import launch_module
 from farm.sandbox.host import AgentFailure, AgentSession, DecisionRecord, SessionConfig
 from farm.sandbox.launcher import SandboxLimits
 from farm.storage.artifacts import ArtifactStore, open_artifact_store
@@ -791,26 +792,8 @@ class RuntimeProcess:
 
     def start(self) -> None:
         """Launch the runtime; it loads the platform and resumes the sessions that were running."""
-        control_read, control_write = os.pipe()
-        events_read, events_write = os.pipe()
-        try:
-            self._process = subprocess.Popen(  # noqa: S603 - this interpreter, a fixed module
-                [
-                    sys.executable,
-                    "-m",
-                    "farm.papertrading.runtime",
-                    str(control_read),
-                    str(events_write),
-                ],
-                pass_fds=(control_read, events_write),
-                stdin=subprocess.DEVNULL,
-            )
-        finally:
-            os.close(control_read)
-            os.close(events_write)
-        self._control = Connection(control_write, readable=False)
+        self._process, self._control, events = launch_module("farm.papertrading.runtime")
         self._control.send(self._settings)
-        events = Connection(events_read, writable=False)
         if events.poll(READY_TIMEOUT_S + STOP_GRACE_S):  # up when its feed runs
             try:
                 events.recv()

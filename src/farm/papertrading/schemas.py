@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, PlainSerializer
 
+from farm.backtest.schemas import TradeOut
 from farm.schemas import ApiModel, Pagination
 
 DEFAULT_INITIAL_CASH = Decimal(100_000)
@@ -205,19 +206,8 @@ class PaperEquityOut(ApiModel):
     equity: list[EquityPoint]
 
 
-class PaperTradeOut(ApiModel):
+class PaperTradeOut(TradeOut):
     """A round trip the session closed."""
-
-    symbol: str
-    size: float
-    entry_time: datetime
-    exit_time: datetime
-    entry_price: float
-    exit_price: float
-    pnl: float
-    pnl_net: float
-    commission: float
-    bars_held: int
 
 
 class PaperTradesOut(ApiModel):

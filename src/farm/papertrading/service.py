@@ -10,7 +10,8 @@ from decimal import ROUND_HALF_EVEN, Decimal
 
 from sqlalchemy.orm import Session
 
-from farm.errors import Conflict, Forbidden, InvalidInput, NotFound
+from farm.errors import Conflict, InvalidInput
+from farm.ownership import owned
 from farm.papertrading import repository
 from farm.papertrading.schemas import (
     MAX_NAME_CHARS,
@@ -116,12 +117,7 @@ class AccountService:
 
 def owned_account(session: Session, user: User, account_id: str) -> PaperAccount:
     """The account ``account_id`` if ``user`` owns it: 404 if none, 403 if someone else's."""
-    account = repository.get(session, account_id)
-    if account is None:
-        raise NotFound(f"no account with id {account_id}")
-    if account.user_id != user.id:
-        raise Forbidden("this account belongs to another user")
-    return account
+    return owned(repository.get(session, account_id), user, "account", account_id)
 
 
 def _refuse_while_trading(account: PaperAccount, action: str) -> None:

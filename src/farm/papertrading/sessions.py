@@ -15,8 +15,9 @@ from sqlalchemy.orm import Session
 
 from farm.agents.service import owned_agent
 from farm.config import Settings
-from farm.errors import Conflict, Forbidden, InvalidInput, NotFound, ServiceUnavailable
+from farm.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
 from farm.marketdata.store import BarStore, normalize_symbol
+from farm.ownership import owned
 from farm.papertrading import repository
 from farm.papertrading.schemas import (
     DEFAULT_INITIAL_CASH,
@@ -252,12 +253,7 @@ def _active(session: Session, where: object) -> PaperSession | None:
 
 
 def _owned(session: Session, user: User, session_id: str) -> PaperSession:
-    row = session.get(PaperSession, session_id)
-    if row is None:
-        raise NotFound(f"no paper session with id {session_id}")
-    if row.user_id != user.id:
-        raise Forbidden("this paper session belongs to another user")
-    return row
+    return owned(session.get(PaperSession, session_id), user, "paper session", session_id)
 
 
 def _public(status: str) -> SessionStatus:
