@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 from datetime import date, datetime
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
@@ -19,6 +20,14 @@ class ApiModel(BaseModel):
     """Base of every API body: camelCase on the wire, snake_case in Python."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+MAX_PAGE = 1_000_000
+MAX_PAGE_SIZE = 100
+PageNumber = Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"1 to {MAX_PAGE}")]
+PageSize = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description=f"1 to {MAX_PAGE_SIZE}")]
+"""The ``page`` and ``limit`` query parameters of numbered lists (bounded: a huge page number
+would overflow the database's OFFSET)."""
 
 
 class Pagination(ApiModel):

@@ -78,10 +78,20 @@ def api(tmp_path: Path, real_bars: Path) -> Iterator[Api]:
         ("POST", "/api/agents/submit", b"import os\x00\n", "NUL byte (line 1)"),
         ("POST", "/api/agents/submit", b"x = " + b"a+" * 200_000 + b"a\n", "too complex"),
         ("GET", f"/api/agents/list?page={2**62}", None, "page: Input should be less than"),
+        ("GET", f"/api/accounts?page={2**62}", None, "page: Input should be less than"),
+        ("GET", f"/api/paper-trading/sessions?page={2**62}", None, "page: Input should be less"),
         ("POST", "START", b'{"endDate": "9999-12-31"}', "endDate: Input should be less than"),
         ("POST", "START", b'{"startDate": "0001-01-01"}', "startDate: Input should be greater"),
     ],
-    ids=["nul-byte", "deep-expression", "huge-page", "end-9999", "start-0001"],
+    ids=[
+        "nul-byte",
+        "deep-expression",
+        "huge-page",
+        "huge-accounts-page",
+        "huge-sessions-page",
+        "end-9999",
+        "start-0001",
+    ],
 )
 def test_a_former_500_is_a_400_and_the_connection_lives_on(
     api: Api, method: str, path: str, payload: bytes | None, fragment: str

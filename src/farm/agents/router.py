@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, Query, UploadFile, status
+from fastapi import APIRouter, File, Form, UploadFile, status
 
 from farm.agents.schemas import (
     AgentList,
@@ -16,10 +16,10 @@ from farm.agents.schemas import (
     RuntimeInfo,
     SubmitResponse,
 )
-from farm.agents.service import MAX_PAGE, MAX_PAGE_SIZE, Submission
+from farm.agents.service import Submission
 from farm.deps import ContextDep, CurrentUser
 from farm.sandbox.packages import installed_packages, python_version
-from farm.schemas import errors
+from farm.schemas import PageNumber, PageSize, errors
 
 router = APIRouter(prefix="/api/agents", tags=["agents"])
 runtime_router = APIRouter(tags=["agents"])
@@ -71,8 +71,8 @@ async def submit_agent(
 def list_agents(
     context: ContextDep,
     user: CurrentUser,
-    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 20,
+    page: PageNumber = 1,
+    limit: PageSize = 20,
     status: Literal["active", "paper_trading"] | None = None,
 ) -> AgentList:
     """Your agents, newest first; deleted agents never appear."""

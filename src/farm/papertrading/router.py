@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query, status
+from fastapi import APIRouter, Body, status
 
 from farm.deps import CurrentUser
 from farm.papertrading.dependencies import AccountsDep, PaperDep
@@ -22,9 +22,7 @@ from farm.papertrading.schemas import (
     PaperStop,
     PaperTradesOut,
 )
-from farm.schemas import errors
-
-MAX_PAGE_SIZE = 100
+from farm.schemas import PageNumber, PageSize, errors
 
 router = APIRouter(prefix="/api/accounts", tags=["paper-trading"])
 
@@ -46,8 +44,8 @@ def create_account(
 def list_accounts(
     accounts: AccountsDep,
     user: CurrentUser,
-    page: Annotated[int, Query(ge=1)] = 1,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 20,
+    page: PageNumber = 1,
+    limit: PageSize = 20,
 ) -> AccountList:
     """Your paper accounts, newest first, with cash and equity."""
     return accounts.list(user, page=page, limit=limit)
@@ -113,8 +111,8 @@ def stop_paper(paper: PaperDep, user: CurrentUser, request: PaperStop) -> PaperS
 def list_paper_sessions(
     paper: PaperDep,
     user: CurrentUser,
-    page: Annotated[int, Query(ge=1)] = 1,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 20,
+    page: PageNumber = 1,
+    limit: PageSize = 20,
 ) -> PaperSessionList:
     """Your paper sessions, newest first."""
     return paper.list(user, page=page, limit=limit)
