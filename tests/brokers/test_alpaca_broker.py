@@ -227,6 +227,18 @@ def test_a_restart_reattaches_and_never_sends_twice(fake: tuple[FakeAlpaca, str]
     finally:
         second.close()
 
+    third = _broker(server, url)  # a restart with nothing to replay (a live feed) restores too
+    try:
+        s3 = Session(third)
+        s3.until(lambda: len(third.account.fills) == 3)
+        assert third.account.cash == pytest.approx(float(server.cash))
+        assert third.account.positions["AAPL"].size == 15
+        assert third.differences == []
+        assert not third.open_orders
+        assert server.posted == ["o-1", "o-2", "o-3"]
+    finally:
+        third.close()
+
 
 def test_the_budget_holds_requests_past_its_rate() -> None:
     budget = RateBudget(per_minute=3)

@@ -309,7 +309,7 @@ class _Tracked:
     symbol: str
     size: float  # signed
     seq: int
-    request: AlpacaOrderRequest
+    request: AlpacaOrderRequest | None  # None for an order restored after a restart
     booked: float = 0.0  # shares booked on the account
     notional: float = 0.0  # their value at the fill prices
     accepted: bool = False
@@ -363,7 +363,6 @@ class AlpacaBroker:
         self.differences: list[str] = []
         self.reconciled_at: datetime | None = None
         self.reconciliations = 0
-        self.awaiting: list[str] = []  # orders from before a restart not re-attached yet
         self._ts: datetime | None = None
         self.link = AlpacaLink(key, self._on_update, self._on_connect, budget)
         self.link.work.put(("reconcile", "start"))
@@ -443,7 +442,6 @@ class AlpacaBroker:
             "reconciledAt": self.reconciled_at.isoformat() if self.reconciled_at else None,
             "reconciliations": self.reconciliations,
             "differences": list(self.differences[-20:]),
-            "awaitingReattachment": list(self.awaiting),
             "retries": self.link.retries,
         }
 
@@ -452,6 +450,9 @@ class AlpacaBroker:
     def _apply(self, kind: str, remote: str, payload: Any, step: Step) -> None:
         if kind == "truth":
             self._align(payload, step)
+            return
+        if kind == "restore":
+            self._restore(payload, step)
             return
         tracked = self._orders.get(remote)
         if tracked is None:
@@ -473,6 +474,23 @@ class AlpacaBroker:
         elif kind in TERMINAL and not tracked.done:
             tracked.done = True
             self._events.append(OrderEvent(tracked.cid, TERMINAL[kind], ts))
+
+    def _restore(self, order: AlpacaOrder, step: Step) -> None:
+        """An order this session placed before a restart: tracked again and its fills booked
+        (once: a replay submitting it again meets it here and sends nothing)."""
+        remote = order.client_order_id
+        tracked = self._orders.get(remote)
+        if tracked is None:
+            qty = float(order.qty or 0)
+            size = qty if order.side == OrderSide.BUY else -qty
+            tail = remote.rsplit("-", 2)
+            seq = int(tail[1]) if len(tail) == 3 and tail[1].isdigit() else -1
+            tracked = _Tracked(remote, remote, order.symbol or "", size, seq, None)
+            with self._lock:
+                self._orders[remote] = tracked
+            self._by_cid[remote] = tracked
+            self.account.track(tracked.symbol)
+        self._catch_up(tracked, _snapshot(order), step, recovered=False)
 
     def _accepted(self, tracked: _Tracked, ts: datetime) -> None:
         """ACCEPTED once, before any fill (the stream can beat the POST's response)."""
@@ -585,6 +603,7 @@ class AlpacaBroker:
             return
         link = self.link
         try:
+            assert tracked.request is not None
             for _ in range(MAX_ATTEMPTS):
                 try:
                     link.call(link.client.submit_order, tracked.request)
@@ -636,8 +655,10 @@ class AlpacaBroker:
             client.get_orders, GetOrdersRequest(status=QueryOrderStatus.ALL, after=self._since)
         )
         remote = {o.client_order_id: o for o in listed}
-        if self._remote is None:
+        if self._remote is None:  # at start: the orders placed before a restart come back
             self._remote = remote
+            for order in listed:
+                self._post("restore", order.client_order_id, order)
         with self._lock:
             tracked = [t for t in self._orders.values() if not t.done]
         for order in tracked:
@@ -654,19 +675,6 @@ class AlpacaBroker:
         held = {
             p.symbol: (float(Decimal(p.qty)), float(Decimal(p.avg_entry_price))) for p in positions
         }
-        # Orders placed before a restart that the replay has not met again yet: their fills
-        # are booked when it does, so the account is compared without them until then.
-        with self._lock:
-            unmet = [o for cid, o in (self._remote or {}).items() if cid not in self._orders]
-        self.awaiting = sorted(o.client_order_id for o in unmet)
-        for placed in unmet:
-            filled = float(placed.filled_qty or 0)
-            if not filled or placed.symbol is None:
-                continue
-            signed = filled if placed.side == OrderSide.BUY else -filled
-            cash += signed * float(placed.filled_avg_price or 0)
-            size, price = held.get(placed.symbol, (0.0, 0.0))
-            held[placed.symbol] = (size - signed, price)
         truth = _Truth(cash, {s: Position(q, p) for s, (q, p) in held.items() if abs(q) > 1e-9})
         self._post("truth", "", truth)
         self.reconciled_at = datetime.now().astimezone()
