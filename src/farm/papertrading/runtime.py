@@ -42,9 +42,8 @@ import pyarrow.parquet as pq
 from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
-from farm.brokers.simulated import SimulatedBroker
+from farm.brokers.factory import session_broker
 from farm.config import Settings
-from farm.core.account import Account
 from farm.core.bars import Step
 from farm.core.orders import Fill, OrderEvent, OrderRequest
 from farm.events import FORWARD_RECORDED, MARKET_BARS, Event, EventBus, InProcessBus
@@ -274,6 +273,7 @@ class PaperRuntime:
             assert agent is not None
             assert account is not None
             resuming = row.last_bar_time is not None
+            problem = ""
             plan = _Plan(
                 agent_file=self._artifacts.local_path(agent.artifact_key),
                 symbols=list(row.symbols),
@@ -286,7 +286,14 @@ class PaperRuntime:
                 bound=taken,
                 replay_start=feed.replay_start if feed is not None else None,
             )
-            live = self._session(row, plan)
+            try:
+                live = self._session(row, plan, account)
+            except Exception as exc:  # e.g. Alpaca unreachable or the key refused
+                log.warning("paper session %s: no broker: %s", session_id, exc)
+                problem = f"the broker could not be reached: {type(exc).__name__}: {exc}"
+        if problem:
+            self._finish(session_id, "failed", SessionFailed("internal_error", problem))
+            return
         settings = self._settings
         recorder = FmelRecorder(
             settings.fmel_dir,
@@ -312,8 +319,8 @@ class PaperRuntime:
         recorder.close()
         self._finish(session_id, "failed", failure)
 
-    def _session(self, row: PaperSession, plan: _Plan) -> LiveSession:
-        """The session's agent (not started yet), its account and its simulated broker."""
+    def _session(self, row: PaperSession, plan: _Plan, account: PaperAccount) -> LiveSession:
+        """The session's agent (not started yet), its account and its broker."""
         settings = self._settings
         limits = SandboxLimits.from_settings(settings)
         limits = dataclasses.replace(limits, cpu_s=LIVE_LIMIT_S, wall_s=LIVE_LIMIT_S)
@@ -330,12 +337,8 @@ class PaperRuntime:
                 step_timeout_s=settings.paper_step_timeout_s,
             ),
         )
-        broker = SimulatedBroker(
-            Account(plan.cash),
-            plan.commission,
-            max_leverage=settings.max_leverage,
-            max_open_orders=settings.max_open_orders,
-        )
+        resumed = plan.cash if plan.last is not None else None
+        broker = session_broker(account, resumed, plan.commission, row.created_at, settings)
         live = LiveSession(
             row.id,
             row.agent_id,
@@ -346,7 +349,7 @@ class PaperRuntime:
             broker,
             settings.max_fills,
         )
-        live.last_equity = plan.cash
+        live.last_equity = broker.account.cash
         return live
 
     def _warm_up(self, live: LiveSession, capture: StepCapture, plan: _Plan) -> None:
@@ -624,6 +627,7 @@ class PaperRuntime:
         row.last_bar_time = step.ts
         row.bars_processed = live.live_bars
         row.missing_at_last_step = [s for s in live.symbols if s not in step.bars]
+        row.broker_status = live.ids.broker.status()
         if row.status == "starting":
             row.status = "running"
         acct = session.get(PaperAccount, live.account_id)
@@ -676,6 +680,7 @@ class PaperRuntime:
         """Forget a session here: its agent is killed, its FMEL records flushed."""
         self.sessions.pop(live.id, None)
         live.agent.close()
+        live.ids.broker.close()
         capture = self._captures.pop(live.id, None)
         if capture is not None:
             capture.on_trades(live.account.trades)
