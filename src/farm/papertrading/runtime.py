@@ -53,6 +53,7 @@ from farm.fmel.recorder import FmelRecorder
 from farm.fmel.records import Mode
 from farm.leaderboard.forward import ForwardBar
 from farm.leaderboard.service import record_forward_result, record_paper_result
+from farm.marketdata.alpaca import history_steps
 from farm.marketdata.feed import FeedRunner, FeedState
 from farm.marketdata.store import BarStore
 from farm.papertrading.live import LiveSession
@@ -387,7 +388,10 @@ class PaperRuntime:
     def _warmup_steps(
         self, symbols: Sequence[str], bound: datetime | None, n: int, *, inclusive: bool
     ) -> list[Step]:
-        """The last ``n`` stored steps of ``symbols`` up to ``bound``."""
+        """The last ``n`` stored steps of ``symbols`` up to ``bound`` (Alpaca's historical
+        bars before ``bound`` or now on the Alpaca feed)."""
+        if n > 0 and self._settings.feed == "alpaca":
+            return history_steps(self._settings, symbols, bound or utcnow(), n)
         if n <= 0 or bound is None:
             return []
         lo = self._bars_start(symbols)
