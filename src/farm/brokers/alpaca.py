@@ -340,6 +340,7 @@ class AlpacaBroker:
     """A session's orders at Alpaca, booked on its :class:`Account` (see the module doc).
 
     ``since`` is when the session began: orders the key placed since then are this session's.
+    ``refused`` are the client ids Alpaca refused before a restart (a replay meets them again).
     """
 
     def __init__(
@@ -350,8 +351,10 @@ class AlpacaBroker:
         since: datetime,
         reconcile_every_s: float = 60.0,
         budget: RateBudget | None = None,
+        refused: frozenset[str] = frozenset(),
     ) -> None:
         self.account = account
+        self._refused = refused  # client ids Alpaca refused before a restart: never resent
         self._since = since
         self._every = reconcile_every_s
         self._orders: dict[str, _Tracked] = {}  # by Alpaca client id
@@ -384,6 +387,8 @@ class AlpacaBroker:
         remote = alpaca_client_id(cid)
         ts = order.created_ts
         try:
+            if cid in self._refused:
+                raise Refused("Alpaca refused this order before the server restarted")
             request = order_request(order, remote)
         except Refused as exc:
             self._events.append(OrderEvent(cid, OrderStatus.REJECTED, ts, reason=str(exc)))

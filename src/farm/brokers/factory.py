@@ -27,14 +27,20 @@ def session_broker(
     commission: float,
     since: datetime,
     settings: Settings,
+    refused: frozenset[str] = frozenset(),
 ) -> SessionBroker:
     """The broker trading ``account`` for a session that began at ``since``. ``cash`` is the
-    session's starting cash when it resumes; a new Alpaca session starts from Alpaca's."""
+    session's starting cash when it resumes; a new Alpaca session starts from Alpaca's.
+    ``refused``: the session's orders rejected before a restart (never sent again)."""
     if account.broker == "alpaca":
         key = alpaca_key(account, settings)
         start = float(verify_key(key).cash or 0) if cash is None else cash
         return AlpacaBroker(
-            Account(start), key, since=since, reconcile_every_s=settings.alpaca_reconcile_s
+            Account(start),
+            key,
+            since=since,
+            reconcile_every_s=settings.alpaca_reconcile_s,
+            refused=refused,
         )
     return SimulatedBroker(
         Account(float(account.cash) if cash is None else cash),

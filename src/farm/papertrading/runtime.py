@@ -287,8 +287,13 @@ class PaperRuntime:
                 bound=taken,
                 replay_start=feed.replay_start if feed is not None else None,
             )
+            refused = session.scalars(
+                select(PaperOrder.client_order_id).where(
+                    PaperOrder.session_id == session_id, PaperOrder.status == "rejected"
+                )
+            ).all()
             try:
-                live = self._session(row, plan, account)
+                live = self._session(row, plan, account, frozenset(refused))
             except Exception as exc:  # e.g. Alpaca unreachable or the key refused
                 log.warning("paper session %s: no broker: %s", session_id, exc)
                 problem = f"the broker could not be reached: {type(exc).__name__}: {exc}"
@@ -320,7 +325,9 @@ class PaperRuntime:
         recorder.close()
         self._finish(session_id, "failed", failure)
 
-    def _session(self, row: PaperSession, plan: _Plan, account: PaperAccount) -> LiveSession:
+    def _session(
+        self, row: PaperSession, plan: _Plan, account: PaperAccount, refused: frozenset[str]
+    ) -> LiveSession:
         """The session's agent (not started yet), its account and its broker."""
         settings = self._settings
         limits = SandboxLimits.from_settings(settings)
@@ -339,7 +346,9 @@ class PaperRuntime:
             ),
         )
         resumed = plan.cash if plan.last is not None else None
-        broker = session_broker(account, resumed, plan.commission, row.created_at, settings)
+        broker = session_broker(
+            account, resumed, plan.commission, row.created_at, settings, refused
+        )
         live = LiveSession(
             row.id,
             row.agent_id,
