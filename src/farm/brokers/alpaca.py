@@ -35,7 +35,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -340,7 +340,8 @@ class AlpacaBroker:
     """A session's orders at Alpaca, booked on its :class:`Account` (see the module doc).
 
     ``since`` is when the session began: orders the key placed since then are this session's.
-    ``refused`` are the client ids Alpaca refused before a restart (a replay meets them again).
+    ``refused`` maps the client ids Alpaca refused before a restart (a replay meets them again)
+    to the reasons it gave.
     """
 
     def __init__(
@@ -351,10 +352,10 @@ class AlpacaBroker:
         since: datetime,
         reconcile_every_s: float = 60.0,
         budget: RateBudget | None = None,
-        refused: frozenset[str] = frozenset(),
+        refused: Mapping[str, str] | None = None,
     ) -> None:
         self.account = account
-        self._refused = refused  # client ids Alpaca refused before a restart: never resent
+        self._refused = dict(refused or {})  # refused before a restart: never sent again
         self._since = since
         self._every = reconcile_every_s
         self._orders: dict[str, _Tracked] = {}  # by Alpaca client id
@@ -388,7 +389,7 @@ class AlpacaBroker:
         ts = order.created_ts
         try:
             if cid in self._refused:
-                raise Refused("Alpaca refused this order before the server restarted")
+                raise Refused(self._refused[cid] or "Alpaca refused it before a restart")
             request = order_request(order, remote)
         except Refused as exc:
             self._events.append(OrderEvent(cid, OrderStatus.REJECTED, ts, reason=str(exc)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 from farm.brokers.alpaca import AlpacaBroker, AlpacaKey, verify_key
@@ -27,11 +28,12 @@ def session_broker(
     commission: float,
     since: datetime,
     settings: Settings,
-    refused: frozenset[str] = frozenset(),
+    refused: Mapping[str, str] | None = None,
 ) -> SessionBroker:
     """The broker trading ``account`` for a session that began at ``since``. ``cash`` is the
     session's starting cash when it resumes; a new Alpaca session starts from Alpaca's.
-    ``refused``: the session's orders rejected before a restart (never sent again)."""
+    ``refused``: the session's orders rejected before a restart, with the reasons (never sent
+    again)."""
     if account.broker == "alpaca":
         key = alpaca_key(account, settings)
         start = float(verify_key(key).cash or 0) if cash is None else cash
@@ -40,7 +42,7 @@ def session_broker(
             key,
             since=since,
             reconcile_every_s=settings.alpaca_reconcile_s,
-            refused=refused,
+            refused=refused or {},
         )
     return SimulatedBroker(
         Account(float(account.cash) if cash is None else cash),

@@ -287,13 +287,13 @@ class PaperRuntime:
                 bound=taken,
                 replay_start=feed.replay_start if feed is not None else None,
             )
-            refused = session.scalars(
-                select(PaperOrder.client_order_id).where(
+            refused = session.execute(
+                select(PaperOrder.client_order_id, PaperOrder.reason).where(
                     PaperOrder.session_id == session_id, PaperOrder.status == "rejected"
                 )
             ).all()
             try:
-                live = self._session(row, plan, account, frozenset(refused))
+                live = self._session(row, plan, account, {c: r or "" for c, r in refused})
             except Exception as exc:  # e.g. Alpaca unreachable or the key refused
                 log.warning("paper session %s: no broker: %s", session_id, exc)
                 problem = f"the broker could not be reached: {type(exc).__name__}: {exc}"
@@ -326,7 +326,7 @@ class PaperRuntime:
         self._finish(session_id, "failed", failure)
 
     def _session(
-        self, row: PaperSession, plan: _Plan, account: PaperAccount, refused: frozenset[str]
+        self, row: PaperSession, plan: _Plan, account: PaperAccount, refused: dict[str, str]
     ) -> LiveSession:
         """The session's agent (not started yet), its account and its broker."""
         settings = self._settings
@@ -788,6 +788,7 @@ def _apply_events(
         row = session.get(PaperOrder, (account_id, event.client_order_id))
         if row is not None:
             row.status = event.status.value
+            row.reason = event.reason or row.reason
     for fill in fills:
         row = session.get(PaperOrder, (account_id, fill.client_order_id))
         if row is not None:

@@ -305,6 +305,8 @@ class PaperOrder(Base):
     valid_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     status: Mapped[str] = mapped_column(String(20))
     filled: Mapped[float] = mapped_column(default=0.0)
+    #: Why the broker rejected or ended the order, when it said.
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     bar_time: Mapped[datetime] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -1,4 +1,4 @@
-"""alpaca accounts: encrypted broker keys, a session's broker status
+"""alpaca accounts: encrypted broker keys, a session's broker status, order reasons
 
 Revision ID: 0010_alpaca_accounts
 Revises: 0009
@@ -23,9 +23,11 @@ def upgrade() -> None:
         "ix_paper_accounts_broker_key", "paper_accounts", ["broker_key_id"], unique=True
     )
     op.add_column("paper_sessions", sa.Column("broker_status", sa.JSON(), nullable=True))
+    op.add_column("paper_orders", sa.Column("reason", sa.Text(), nullable=True))
 
 
 def downgrade() -> None:
+    op.drop_column("paper_orders", "reason")
     op.drop_column("paper_sessions", "broker_status")
     op.drop_index("ix_paper_accounts_broker_key", table_name="paper_accounts")
     with op.batch_alter_table("paper_accounts") as batch:
