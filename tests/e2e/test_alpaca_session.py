@@ -188,6 +188,8 @@ def test_an_alpaca_session_survives_a_kill_and_keeps_its_key_secret(
             time.sleep(3)  # a periodic reconciliation
             status = wait_until(api, trader, lambda s: s["barsProcessed"] >= 21, timeout=60)
             assert status["status"] == "running"
+            assert status["broker"]["broker"] == "alpaca"
+            assert status["broker"]["reconciliations"] >= 1
 
             # No client order id reached Alpaca twice; every one is the session's.
             assert len(fake.posted) == len(set(fake.posted)), sorted(fake.posted)

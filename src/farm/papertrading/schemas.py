@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, PlainSerializer, SecretStr
 
@@ -172,6 +172,10 @@ class PaperStatus(ApiModel):
     last_bar_time: datetime | None = None
     bars_processed: int = 0
     missing_at_last_step: list[str] = Field(default_factory=list)
+    broker: dict[str, Any] | None = Field(
+        default=None,
+        description="A real broker's reconciliation: when it last ran and the differences found",
+    )
     cash: MoneyOut | None = None
     equity: MoneyOut | None = None
     total_pnl: MoneyOut | None = None
