@@ -128,6 +128,7 @@ class FakeAlpaca:
     split_fills: bool = False  # ... in two partial fills
     market_open: bool = True
     history: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    other_keys: dict[str, str] = field(default_factory=dict)  # more key pairs, one account
     data_connections: int = 0  # data stream connections opened in all
     refused_406: int = 0
 
@@ -220,16 +221,19 @@ class FakeAlpaca:
         with self.lock:
             self.requests.append((self.loop.time(), request.method, request.url.path))
             fail = self.fail_next.pop(0) if self.fail_next else None
-        if (
-            request.headers.get("apca-api-key-id") != self.key_id
-            or request.headers.get("apca-api-secret-key") != self.secret_key
-        ):
+        key = request.headers.get("apca-api-key-id", "")
+        if not self._authorized(key, request.headers.get("apca-api-secret-key", "")):
             return _error(401, ERR_UNAUTHORIZED, "request is not authorized")
         if fail == 429:
             return _error(429, ERR_RATE, "rate limit exceeded")
         if fail is not None:
             return _error(fail, 50010000, "internal server error")
         return None
+
+    def _authorized(self, key: str, secret: str) -> bool:
+        return (key, secret) == (self.key_id, self.secret_key) or (
+            key in self.other_keys and self.other_keys[key] == secret
+        )
 
     async def _account(self, request: Request) -> Response:
         if (refused := self._gate(request)) is not None:
@@ -487,10 +491,8 @@ class FakeAlpaca:
         try:
             msg = json.loads(await ws.receive_text())
             data = msg.get("data", {})
-            ok = (
-                msg.get("action") == "authenticate"
-                and data.get("key_id") == self.key_id
-                and data.get("secret_key") == self.secret_key
+            ok = msg.get("action") == "authenticate" and self._authorized(
+                str(data.get("key_id")), str(data.get("secret_key"))
             )
             status = "authorized" if ok else "unauthorized"
             auth = {"stream": "authorization", "data": {"action": "authenticate", "status": status}}
