@@ -45,6 +45,9 @@ PENDING_SETTINGS = {"FARM_BARS_URL", "FARM_SECRET_KEY"}
 S3_VARIABLES = {"AWS_REGION", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
 # The paper worker's memory per session (bench/paper.py, N=100, PSS), in MiB.
 PAPER_SESSION_MIB = 33.3 * 1e6 / 2**20
+# A farm process after its imports, and one backtest's host at its peak (deploy/sizing.py,
+# 100 symbols), in MiB.
+PROCESS_MIB, BACKTEST_HOST_MIB = 150, 230
 
 
 def kubectl() -> str | None:
@@ -254,8 +257,9 @@ def test_backtest_worker_fits_its_agents(rendered: list[dict[str, Any]]) -> None
     concurrent = int(env["FARM_BACKTEST_WORKERS"]["value"])
     agent_cap = int(env["FARM_SANDBOX_MEMORY_MB"]["value"])
     limits = worker["resources"]["limits"]
-    # Every agent at its cgroup cap still fits beside the host processes (~250 MiB).
-    assert quantity(limits["memory"]) >= concurrent * agent_cap + 250
+    # Every agent at its cgroup cap still fits beside its host and the worker process.
+    needed = PROCESS_MIB + concurrent * (BACKTEST_HOST_MIB + agent_cap)
+    assert quantity(limits["memory"]) >= needed
     assert quantity(worker["resources"]["requests"]["cpu"]) >= concurrent  # ~1 core each
     (hpa,) = [
         o
