@@ -25,8 +25,9 @@ K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 KUBERNETES_VERSION = "1.34.0"  # the schema every rendered object must satisfy
 COMMANDS = {
     "api": ["farm", "serve"],
-    "backtest-worker": ["farm", "worker", "backtest"],
-    "paper-worker": ["farm", "worker", "paper"],
+    # The sandboxing workers start through deploy/cgroup-leaf.sh (tests/deploy/test_cgroup_leaf.py).
+    "backtest-worker": ["farm-cgroup-leaf", "farm", "worker", "backtest"],
+    "paper-worker": ["farm-cgroup-leaf", "farm", "worker", "paper"],
     "feed": ["farm", "feed"],
     "migrate": ["farm", "migrate"],
 }
