@@ -37,13 +37,22 @@ SECRETS = {
     "FARM_DATABASE_URL",
     "FARM_REDIS_URL",
     "FARM_METRICS_TOKEN",
+    "FARM_ALPACA_KEY_ID",
+    "FARM_ALPACA_SECRET_KEY",
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
 }
 # Settings the scale-out work adds beside this one (issue 13); everything else must exist.
-PENDING_SETTINGS = {"FARM_BARS_URL", "FARM_SECRET_KEY"}
-# Non-FARM_ variables the S3 client reads.
-S3_VARIABLES = {"AWS_REGION", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+PENDING_SETTINGS = {
+    "FARM_BARS_URL",
+    "FARM_S3_ENDPOINT_URL",
+    "FARM_BUS",
+    "FARM_SECRET_KEY",
+    "FARM_ALPACA_KEY_ID",
+    "FARM_ALPACA_SECRET_KEY",
+}
+# Non-FARM_ variables the S3 client (s3fs, botocore) reads.
+S3_VARIABLES = {"AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
 # The paper worker's memory per session (bench/paper.py, N=100, PSS), in MiB.
 PAPER_SESSION_MIB = 33.3 * 1e6 / 2**20
 # A farm process after its imports, and one backtest's host at its peak (deploy/sizing.py,
@@ -190,7 +199,13 @@ def test_least_secrets_per_process(base: list[dict[str, Any]]) -> None:
         for name, w in workloads(base).items()
     }
     assert given["migrate"] == {"FARM_DATABASE_URL"}
-    assert "FARM_SECRET_KEY" not in given["backtest-worker"]
+    assert {n for n, names in given.items() if "FARM_SECRET_KEY" in names} == {
+        "api",
+        "backtest-worker",
+        "paper-worker",
+        "feed",
+    }  # scaled out, every process that runs must agree on it
+    assert {n for n, names in given.items() if "FARM_ALPACA_KEY_ID" in names} == {"feed"}
     assert "FARM_METRICS_TOKEN" not in given["backtest-worker"] | given["paper-worker"]
 
 
@@ -201,7 +216,8 @@ def test_settings_named_exist(rendered: list[dict[str, Any]]) -> None:
     for workload in workloads(rendered).values():
         names |= set(env_of(containers(workload)[0]))
     assert names - known - S3_VARIABLES == set()
-    assert {"FARM_ARTIFACTS_URL", "FARM_BARS_URL", "FARM_FMEL_URL"} <= names
+    assert {"FARM_ARTIFACTS_URL", "FARM_BARS_URL", "FARM_FMEL_URL", "FARM_S3_ENDPOINT_URL"} <= names
+    assert config["data"]["FARM_BUS"] == "redis"  # events cross processes
 
 
 def test_pod_security(rendered: list[dict[str, Any]]) -> None:
