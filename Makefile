@@ -29,13 +29,13 @@ test: $(STAMP) sandbox-deps
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench examples
-	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/ruff check src tests bench examples deploy
+	$(BIN)/ruff format --check src tests bench examples deploy
 	$(BIN)/mypy src
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix src tests bench examples
-	$(BIN)/ruff format src tests bench examples
+	$(BIN)/ruff check --fix src tests bench examples deploy
+	$(BIN)/ruff format src tests bench examples deploy
 
 openapi: $(STAMP)
 	$(BIN)/farm openapi --output docs/openapi.json
