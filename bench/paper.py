@@ -56,6 +56,7 @@ DATA = Path(os.environ.get("FARM_TEST_DATA", REPO.parent / "shared" / "data"))
 AGENT = REPO / "examples" / "agents" / "sma_cross.py"
 STANDARD = ["SPY", "QQQ", "AAPL", "MSFT", "GOOGL", "AMZN", "TSLA", "NVDA", "META", "JPM"]
 REPLAY_START = date(2024, 1, 2)
+BROKERS_REPLAY_START = date(2021, 1, 4)
 WARMUP_BARS = 40  # the SMA(30) crossover is ready on the first live bar
 
 # The baseline agent process: Backtrader's own loop over bars read from stdin, one step a line.
@@ -277,7 +278,7 @@ def brokers(n: int, steps: int, interval: float, root: Path, alpaca: bool) -> No
         settings = Settings(
             home=home,
             feed="replay",
-            feed_replay_start=REPLAY_START,
+            feed_replay_start=BROKERS_REPLAY_START,  # enough bars for N sessions to start
             feed_interval_s=interval,
             feed_symbols=symbols,
             paper_step_timeout_s=60,
@@ -350,6 +351,7 @@ def brokers(n: int, steps: int, interval: float, root: Path, alpaca: bool) -> No
         if before and before[-1] >= measured_from:
             latencies.append(t - before[-1])
     label = "alpaca broker (local server)" if alpaca else "simulated broker"
+    assert latencies, f"no order measured ({len(sent)} sent, {len(marks)} steps published)"
     print(
         f"{label:<30} N={n:<4} orders {len(latencies):<5} bar-received to order-sent "
         f"p50 {percentile(latencies, 0.5) * 1000:7.1f} ms  "
