@@ -351,7 +351,11 @@ def brokers(n: int, steps: int, interval: float, root: Path, alpaca: bool) -> No
         if before and before[-1] >= measured_from:
             latencies.append(t - before[-1])
     label = "alpaca broker (local server)" if alpaca else "simulated broker"
-    assert latencies, f"no order measured ({len(sent)} sent, {len(marks)} steps published)"
+    first, last = min(sent, default=0.0), max(sent, default=0.0)
+    assert latencies, (
+        f"no order measured ({len(sent)} sent, {len(marks)} steps published, sent "
+        f"{first - measured_from:.1f}..{last - measured_from:.1f} s from the measurement's start)"
+    )
     print(
         f"{label:<30} N={n:<4} orders {len(latencies):<5} bar-received to order-sent "
         f"p50 {percentile(latencies, 0.5) * 1000:7.1f} ms  "

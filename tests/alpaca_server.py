@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -68,6 +69,7 @@ class FakeOrder:
     limit_price: Decimal | None
     stop_price: Decimal | None
     created_at: datetime
+    key_id: str = ""  # the key that placed it: its trade updates go to that key's streams
     status: str = "new"
     filled_qty: Decimal = Decimal(0)
     notional: Decimal = Decimal(0)  # sum of fill qty * price
@@ -135,7 +137,7 @@ class FakeAlpaca:
     def __post_init__(self) -> None:
         self.lock = threading.RLock()
         self.loop: asyncio.AbstractEventLoop | None = None
-        self._trade_sockets: set[WebSocket] = set()
+        self._trade_sockets: dict[WebSocket, str] = {}  # socket: its key id
         self._data_socket: WebSocket | None = None
         self._subscribed: set[str] = set()
         self.trade_stream_down = False  # refuse trade stream connections
@@ -147,7 +149,7 @@ class FakeAlpaca:
         with self.lock:
             order = self.orders[client_order_id]
             event = self._execute(order, Decimal(str(qty)), Decimal(str(price)))
-        self._broadcast(event)
+        self._broadcast(event, order.key_id)
 
     def cancel_from_broker(self, client_order_id: str) -> None:
         """The broker cancels an open order (e.g. at the day's end)."""
@@ -155,7 +157,7 @@ class FakeAlpaca:
             order = self.orders[client_order_id]
             order.status = "canceled"
             event = self._update("canceled", order)
-        self._broadcast(event)
+        self._broadcast(event, order.key_id)
 
     def drop_trade_streams(self, *, stay_down: bool = False) -> None:
         """Close every trade stream connection (``stay_down``: refuse new ones until
@@ -219,7 +221,7 @@ class FakeAlpaca:
         """Authentication and the injected failures, for every REST request."""
         self.loop = asyncio.get_running_loop()
         with self.lock:
-            self.requests.append((self.loop.time(), request.method, request.url.path))
+            self.requests.append((time.monotonic(), request.method, request.url.path))
             fail = self.fail_next.pop(0) if self.fail_next else None
         key = request.headers.get("apca-api-key-id", "")
         if not self._authorized(key, request.headers.get("apca-api-secret-key", "")):
@@ -275,12 +277,13 @@ class FakeAlpaca:
             return JSONResponse(orders)
         if request.method == "DELETE":
             return JSONResponse([], status_code=207)
-        response, events = self._place(await request.json())
+        key = request.headers.get("apca-api-key-id", "")
+        response, events = self._place(await request.json(), key)
         for event in events:
-            await self._send_trade(json.dumps(event))
+            await self._send_trade(json.dumps(event), key)
         return response
 
-    def _place(self, body: dict[str, Any]) -> tuple[Response, list[dict[str, Any]]]:
+    def _place(self, body: dict[str, Any], key_id: str) -> tuple[Response, list[dict[str, Any]]]:
         """Take or refuse an order; the response and the trade updates it causes."""
         cid = str(body.get("client_order_id") or uuid.uuid4())
         with self.lock:
@@ -321,6 +324,7 @@ class FakeAlpaca:
                 limit,
                 stop,
                 datetime.now(UTC),
+                key_id,
             )
             self.orders[cid] = order
             events = [self._update("new", order)]
@@ -359,7 +363,7 @@ class FakeAlpaca:
                 return _error(422, ERR_UNPROCESSABLE, "order is not cancelable")
             order.status = "canceled"
             event = self._update("canceled", order)
-        await self._send_trade(json.dumps(event))
+        await self._send_trade(json.dumps(event), order.key_id)
         return Response(status_code=204)
 
     async def _positions(self, request: Request) -> Response:
@@ -467,19 +471,21 @@ class FakeAlpaca:
             return
         asyncio.run_coroutine_threadsafe(coro, loop).result(10)
 
-    def _broadcast(self, event: dict[str, Any]) -> None:
-        self._on_loop(self._send_trade(json.dumps(event)))
+    def _broadcast(self, event: dict[str, Any], key_id: str) -> None:
+        self._on_loop(self._send_trade(json.dumps(event), key_id))
 
-    async def _send_trade(self, text: str) -> None:
-        for ws in list(self._trade_sockets):
+    async def _send_trade(self, text: str, key_id: str) -> None:
+        for ws, key in list(self._trade_sockets.items()):
+            if key != key_id:
+                continue
             try:
                 await ws.send_text(text)
             except Exception:
-                self._trade_sockets.discard(ws)
+                self._trade_sockets.pop(ws, None)
 
     async def _close_all_trade(self) -> None:
         for ws in list(self._trade_sockets):
-            self._trade_sockets.discard(ws)
+            self._trade_sockets.pop(ws, None)
             await ws.close()
 
     async def _trade_stream(self, ws: WebSocket) -> None:
@@ -504,13 +510,13 @@ class FakeAlpaca:
             streams = msg.get("data", {}).get("streams", [])
             await ws.send_text(json.dumps({"stream": "listening", "data": {"streams": streams}}))
             if "trade_updates" in streams:
-                self._trade_sockets.add(ws)
+                self._trade_sockets[ws] = str(data.get("key_id"))
             while True:
                 await ws.receive_text()
         except WebSocketDisconnect:
             pass
         finally:
-            self._trade_sockets.discard(ws)
+            self._trade_sockets.pop(ws, None)
 
     async def _send_data(self, msgs: list[dict[str, Any]]) -> None:
         ws = self._data_socket
