@@ -4,6 +4,8 @@ readable through the API and ``farm logs``."""
 
 from __future__ import annotations
 
+import importlib.util
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -111,6 +113,36 @@ def test_scipy_sklearn_statsmodels_and_ta_run_in_the_sandbox(
     assert computed, said
     assert "nan" not in computed[-1]
     assert any(s.endswith(" parallel=14") and " forest=" in s for s in computed), computed
+    assert result["metrics"]["totalTrades"] is not None
+
+
+@pytest.mark.sandbox
+@pytest.mark.skipif(
+    importlib.util.find_spec("torch") is None,
+    reason="PyTorch is an opt-in, not installed here (`make torch-cpu` installs the CPU wheel)",
+)
+def test_an_agent_importing_torch_runs_in_the_sandbox(
+    client: TestClient, user: Callable[[str], tuple[Headers, str]]
+) -> None:
+    """With the opt-in installed, submission accepts ``import torch`` and the agent trains in
+    the sandbox within the default memory limit; it reports its import time and peak memory."""
+    alice, _ = user("alice")
+    runtime = client.get("/api/runtime").json()
+    assert any(p["name"] == "torch" for p in runtime["packages"]), runtime
+    agent_id = submit(client, alice, agent("torch_agent.py"))
+    session_id = start(client, alice, agent_id, **RANGE).json()["sessionId"]
+    result = wait_for(client, alice, session_id, timeout=240)
+    assert result["status"] == "completed", result
+    said = [s for s in reasoning(client, alice, session_id) if s.startswith("torch=")]
+    assert said, reasoning(client, alice, session_id)
+    fitted = re.fullmatch(
+        r"torch=\S+ slope=(\S+) loss=(\S+) import_s=(\S+) peak_mb=(\d+)", said[-1]
+    )
+    assert fitted, said[-1]
+    slope, loss, import_s, peak_mb = (float(v) for v in fitted.groups())
+    assert abs(slope) > 0.01, said[-1]  # it learned something from the closes
+    assert loss < 1.0, said[-1]  # better than predicting the mean
+    print(f"in the sandbox: import torch {import_s:.2f} s, peak memory {peak_mb:.0f} MB")
     assert result["metrics"]["totalTrades"] is not None
 
 
