@@ -8,6 +8,7 @@ import importlib.util
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from backtest_support import AGENTS
@@ -44,6 +45,13 @@ def user(client: TestClient) -> Callable[[str], tuple[Headers, str]]:
 
 def agent(name: str) -> bytes:
     return (AGENTS / name).read_bytes()
+
+
+def run(client: TestClient, headers: Headers, name: str, timeout: float = 120) -> tuple[str, Any]:
+    """Submit the agent file ``name``, backtest it on ``RANGE``; its session id and result."""
+    agent_id = submit(client, headers, agent(name))
+    session_id = start(client, headers, agent_id, **RANGE).json()["sessionId"]
+    return session_id, wait_for(client, headers, session_id, timeout=timeout)
 
 
 def reasoning(client: TestClient, headers: Headers, session_id: str) -> list[str]:
@@ -104,9 +112,7 @@ def test_scipy_sklearn_statsmodels_and_ta_run_in_the_sandbox(
     client: TestClient, user: Callable[[str], tuple[Headers, str]]
 ) -> None:
     alice, _ = user("alice")
-    agent_id = submit(client, alice, agent("scientific.py"))
-    session_id = start(client, alice, agent_id, **RANGE).json()["sessionId"]
-    result = wait_for(client, alice, session_id, timeout=240)
+    session_id, result = run(client, alice, "scientific.py", timeout=240)
     assert result["status"] == "completed", result
     said = reasoning(client, alice, session_id)
     computed = [s for s in said if s.startswith("slope=")]
@@ -129,9 +135,7 @@ def test_an_agent_importing_torch_runs_in_the_sandbox(
     alice, _ = user("alice")
     runtime = client.get("/api/runtime").json()
     assert any(p["name"] == "torch" for p in runtime["packages"]), runtime
-    agent_id = submit(client, alice, agent("torch_agent.py"))
-    session_id = start(client, alice, agent_id, **RANGE).json()["sessionId"]
-    result = wait_for(client, alice, session_id, timeout=240)
+    session_id, result = run(client, alice, "torch_agent.py", timeout=240)
     assert result["status"] == "completed", result
     said = [s for s in reasoning(client, alice, session_id) if s.startswith("torch=")]
     assert said, reasoning(client, alice, session_id)
@@ -153,9 +157,7 @@ def test_a_failing_agents_output_is_readable_through_the_api_and_the_cli(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     (alice, token), (bob, _) = user("alice"), user("bob")
-    agent_id = submit(client, alice, agent("chatty_failure.py"))
-    session_id = start(client, alice, agent_id, **RANGE).json()["sessionId"]
-    result = wait_for(client, alice, session_id)
+    session_id, result = run(client, alice, "chatty_failure.py")
     assert result["status"] == "failed"
     assert result["failure"]["reason"] == "agent_error"
 
@@ -186,9 +188,7 @@ def test_an_output_flood_is_killed_at_the_cap_and_its_head_and_tail_are_kept(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     alice, token = user("alice")
-    agent_id = submit(client, alice, agent("flood.py"))
-    session_id = start(client, alice, agent_id, **RANGE).json()["sessionId"]
-    result = wait_for(client, alice, session_id)
+    session_id, result = run(client, alice, "flood.py")
     assert result["status"] == "failed"
     assert "output limit exceeded" in result["failure"]["message"]
 

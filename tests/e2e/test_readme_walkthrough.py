@@ -34,8 +34,6 @@ START, END = "<!-- walkthrough: start", "<!-- walkthrough: end -->"
 MARK = "::walkthrough block {}::"
 STANDARD = ["SPY", "QQQ", "AAPL", "MSFT", "GOOGL", "AMZN", "TSLA", "NVDA", "META", "JPM"]
 
-pytestmark = pytest.mark.sandbox
-
 
 def walkthrough_blocks(readme: str) -> list[str]:
     """The bash blocks between the walkthrough markers, in order."""
@@ -78,6 +76,7 @@ def terminal(server: Server) -> dict[str, str]:
     return {**env, **exports, "COLUMNS": "200"}
 
 
+@pytest.mark.sandbox
 def test_the_readme_walkthrough_runs_verbatim(server: Server, tmp_path: Path) -> None:
     require_backend("the project's .venv (make .venv/.installed)", _venv_problem())
     blocks = walkthrough_blocks(README.read_text())
