@@ -41,6 +41,7 @@ ERR_UNPROCESSABLE = 42210000
 ERR_DUPLICATE = 40010001
 ERR_NOT_FOUND = 40410000
 ERR_RATE = 42910000
+OPEN = ("new", "partially_filled")
 
 
 def _iso(ts: datetime) -> str:
@@ -266,15 +267,21 @@ class FakeAlpaca:
         if (refused := self._gate(request)) is not None:
             return refused
         if request.method == "GET":
-            status = request.query_params.get("status", "open")
+            params = request.query_params
+            status = params.get("status", "open")
+            after = params.get("after")
+            lo = datetime.fromisoformat(after.replace("Z", "+00:00")) if after else None
             with self.lock:
                 orders = [
-                    o.wire()
+                    o
                     for o in self.orders.values()
-                    if status == "all"
-                    or (status == "open") == (o.status in ("new", "partially_filled"))
+                    if (status == "all" or (status == "open") == (o.status in OPEN))
+                    and (lo is None or o.created_at > lo)
+                    and o.key_id in ("", request.headers.get("apca-api-key-id"))
                 ]
-            return JSONResponse(orders)
+            orders.sort(key=lambda o: o.created_at, reverse=params.get("direction") != "asc")
+            limit = min(int(params.get("limit", 50)), 500)  # Alpaca's default page and maximum
+            return JSONResponse([o.wire() for o in orders[:limit]])
         if request.method == "DELETE":
             return JSONResponse([], status_code=207)
         key = request.headers.get("apca-api-key-id", "")

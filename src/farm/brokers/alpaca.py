@@ -42,6 +42,7 @@ from decimal import Decimal
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+from alpaca.common.enums import Sort
 from alpaca.common.exceptions import APIError
 from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import OrderSide, QueryOrderStatus, TimeInForce
@@ -71,6 +72,8 @@ MAX_ATTEMPTS = 6
 """Tries of one request on 429/5xx before the order is rejected to the agent."""
 BACKOFF_S = 0.25
 BACKOFF_MAX_S = 4.0
+PAGE = 500
+"""Orders per page when listing (Alpaca's maximum; its default is 50)."""
 CASH_TOLERANCE = 0.01
 """A cash difference below a cent is rounding, not a difference."""
 NEW_YORK = ZoneInfo("America/New_York")
@@ -653,18 +656,30 @@ class AlpacaBroker:
         except SendFailed as exc:
             log.warning("cancel of %s could not be sent: %s", tracked.cid, exc)
 
+    def _orders_since(self, since: datetime) -> list[AlpacaOrder]:
+        """Every order the key placed after ``since``, oldest first (pages of ``PAGE``)."""
+        link = self.link
+        orders: list[AlpacaOrder] = []
+        while True:
+            request = GetOrdersRequest(
+                status=QueryOrderStatus.ALL, after=since, limit=PAGE, direction=Sort.ASC
+            )
+            page: list[AlpacaOrder] = link.call(link.client.get_orders, request)
+            orders += page
+            if len(page) < PAGE:
+                return orders
+            since = page[-1].submitted_at
+
     def _reconcile_now(self) -> None:
         """Orders by client id, then positions and cash; queued for the loop to apply."""
         link = self.link
         client = link.client
-        listed = link.call(
-            client.get_orders, GetOrdersRequest(status=QueryOrderStatus.ALL, after=self._since)
-        )
+        listed = self._orders_since(self._since)
         remote = {o.client_order_id: o for o in listed}
         if self._remote is None:  # at start: the orders placed before a restart come back
             self._remote = remote
-            for order in listed:
-                self._post("restore", order.client_order_id, order)
+            for placed in listed:
+                self._post("restore", placed.client_order_id, placed)
         with self._lock:
             tracked = [t for t in self._orders.values() if not t.done]
         for order in tracked:
