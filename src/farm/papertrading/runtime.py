@@ -56,8 +56,9 @@ from farm.leaderboard.forward import ForwardBar
 from farm.leaderboard.service import record_forward_result, record_paper_result
 from farm.marketdata.feed import FeedRunner, FeedState
 from farm.marketdata.store import BarStore
-from farm.papertrading.live import LiveSession
+from farm.papertrading.live import LiveSession, same_order
 from farm.papertrading.repository import OPEN_STATUSES
+from farm.papertrading.restore import MICRO, Books, books_json, load_books
 from farm.processes import launch_module
 from farm.sandbox.host import AgentFailure, AgentSession, DecisionRecord, SessionConfig
 from farm.sandbox.launcher import SandboxLimits
@@ -77,7 +78,6 @@ from farm.storage.models import (
 
 log = logging.getLogger("farm.paper")
 
-MICRO = Decimal("0.000001")
 #: A live agent has no total time limit; its step budget bounds it instead.
 LIVE_LIMIT_S = 10 * 365 * 86_400
 ACTIVE = ("starting", "running")
@@ -104,6 +104,7 @@ class _Plan:
     published: datetime | None  # the feed's saved position
     bound: datetime | None  # the last step the loop had taken when it asked for the session
     replay_start: date | None  # the replay's first date: live bars start there at the earliest
+    books: Books | None  # resumed: what its steps persisted
 
 
 class SessionFailed(Exception):
@@ -285,6 +286,7 @@ class PaperRuntime:
                 published=feed.last_bar_time if feed is not None else None,
                 bound=taken,
                 replay_start=feed.replay_start if feed is not None else None,
+                books=load_books(session, row) if resuming else None,
             )
             live = self._session(row, plan)
         settings = self._settings
@@ -330,12 +332,6 @@ class PaperRuntime:
                 step_timeout_s=settings.paper_step_timeout_s,
             ),
         )
-        broker = SimulatedBroker(
-            Account(plan.cash),
-            plan.commission,
-            max_leverage=settings.max_leverage,
-            max_open_orders=settings.max_open_orders,
-        )
         live = LiveSession(
             row.id,
             row.agent_id,
@@ -343,15 +339,24 @@ class PaperRuntime:
             row.account_id,
             plan.symbols,
             agent,
-            broker,
+            self._broker(Account(plan.cash), plan.commission),
             settings.max_fills,
         )
         live.last_equity = plan.cash
         return live
 
+    def _broker(self, account: Account, commission: float) -> SimulatedBroker:
+        settings = self._settings
+        return SimulatedBroker(
+            account,
+            commission,
+            max_leverage=settings.max_leverage,
+            max_open_orders=settings.max_open_orders,
+        )
+
     def _warm_up(self, live: LiveSession, capture: StepCapture, plan: _Plan) -> None:
-        """Stream the warm-up bars; after a restart, replay the bars already traded and queue
-        those published while the server was down. FMEL gets what it does not hold yet."""
+        """Stream the warm-up bars; after a restart, re-warm the agent on the bars already
+        traded and restore the persisted books. FMEL gets what it does not hold yet."""
         budget = self._settings.paper_step_timeout_s
         recorded = recorded_until(self._settings.fmel_dir, live.agent_id, live.id)
         first, last, symbols = plan.first, plan.last, plan.symbols
@@ -367,14 +372,36 @@ class PaperRuntime:
         for record in live.warm(steps, budget):
             if record.seq > recorded:
                 capture.on_step(record, warmup=True)
-        if first is None or last is None:
+        if first is None or last is None or plan.books is None:
             return
-        for record in live.replay(self._stored_steps(symbols, first, last), budget):
-            if record.seq > recorded:  # lost with the process that crashed
+        books = plan.books
+        sent = books.orders_by_seq()
+        records = live.replay(self._stored_steps(symbols, first, last), budget)
+        agrees = True  # the re-warm decided every order the session sent, so far
+        for record in records:
+            placed = sent.get(record.seq, [])
+            agrees = agrees and len(placed) == len(record.orders)
+            agrees = agrees and all(map(same_order, record.orders, placed))
+            if record.seq <= recorded:
+                continue
+            # Lost with the process that crashed: the re-run is the original while it agrees;
+            # after that, the orders are those really sent and its executions are not known.
+            if agrees:
                 capture.on_step(record)
             else:
-                capture.track(record)
-        account = live.account
+                capture.on_step(
+                    dataclasses.replace(record, orders=placed, cancels=(), fills=(), events=())
+                )
+        account = books.account()
+        broker = books.broker(self._broker(account, plan.commission))
+        for agent_id, order in live.restore(broker, books.open_orders, records):
+            capture.expect(agent_id, order.decision_seq, order.symbol, order.size)
+        if not agrees:
+            log.warning(
+                "paper session %s: its agent decided differently when re-warmed; "
+                "the persisted books stand",
+                live.id,
+            )
         live.trades_saved = len(account.trades)
         live.fills_saved = len(account.fills)
         live.forward_saved = len(account.equity)  # recorded before, or refused
@@ -626,6 +653,7 @@ class PaperRuntime:
         row.missing_at_last_step = [s for s in live.symbols if s not in step.bars]
         if row.status == "starting":
             row.status = "running"
+        row.books = books_json(account, live.ids.broker)
         acct = session.get(PaperAccount, live.account_id)
         if acct is not None:
             acct.cash = Decimal(account.cash).quantize(MICRO)
@@ -665,6 +693,8 @@ class PaperRuntime:
                 "pnl_net": trade.pnl_net,
                 "commission": trade.commission,
                 "bars_held": trade.bars_held,
+                "opened_by_seq": trade.opened_by_seq,
+                "closed_by_seq": trade.closed_by_seq,
             }
             for n, trade in enumerate(account.trades[live.trades_saved :], live.trades_saved)
         ]
@@ -734,6 +764,7 @@ def _order_row(live: LiveSession, cid: str, order: OrderRequest) -> dict[str, An
         "status": "submitted",
         "filled": 0.0,
         "bar_time": order.created_ts,
+        "created_price": order.created_price,
     }
 
 
