@@ -62,9 +62,7 @@ class Books:
 
     def account(self) -> Account:
         """The account as persisted (see :meth:`Account.restore`)."""
-        return Account.restore(
-            self.cash, self.positions, self.trades, self.equity, self.internals
-        )
+        return Account.restore(self.cash, self.positions, self.trades, self.equity, self.internals)
 
     def broker(self, broker: SimulatedBroker) -> SimulatedBroker:
         """Put the persisted open orders back on ``broker`` (which trades :meth:`account`)."""
