@@ -12,6 +12,11 @@ Fan-out without a thread per session: the feed's thread publishes a step; the ru
 to every session's agent, then collects the decisions with ``selectors`` until the step budget
 (``FARM_PAPER_STEP_TIMEOUT_S``) runs out. An agent that overruns it fails its own session with
 ``timeout``; one that crashes fails its own with its traceback; the others are not delayed.
+One thread (:class:`~farm.fmel.recorder.FmelFlusher`) flushes every session's FMEL records.
+
+A resumed session's account and open orders are restored from the rows its steps persisted
+(:mod:`farm.papertrading.restore`); its agent is re-warmed on the bars it had seen without
+anything it decides being sent (:meth:`~farm.papertrading.live.LiveSession.restore`).
 
 Run as ``python -m farm.papertrading.runtime CONTROL_FD EVENTS_FD``; the first message on the
 control pipe is the settings; events for the API process's bus go back on the other.
@@ -50,7 +55,7 @@ from farm.core.orders import Fill, OrderEvent, OrderRequest
 from farm.events import FORWARD_RECORDED, MARKET_BARS, Event, EventBus, InProcessBus
 from farm.fmel.capture import StepCapture
 from farm.fmel.layout import part_names, session_dir
-from farm.fmel.recorder import FmelRecorder
+from farm.fmel.recorder import FmelFlusher, FmelRecorder
 from farm.fmel.records import Mode
 from farm.leaderboard.forward import ForwardBar
 from farm.leaderboard.service import record_forward_result, record_paper_result
@@ -162,6 +167,7 @@ class PaperRuntime:
         os.set_blocking(self._wake_read, False)
         self.sessions: dict[str, LiveSession] = {}
         self._captures: dict[str, StepCapture] = {}
+        self._flusher = FmelFlusher()  # one thread flushes every session's FMEL records
         #: Called with each bar-to-decision latency (publication to orders at the broker), s.
         self.latency_probe: Callable[[float], None] | None = None
 
@@ -201,6 +207,7 @@ class PaperRuntime:
             self._adopt()
             for live in list(self.sessions.values()):
                 self._close(live)
+            self._flusher.close()
 
     def stop(self) -> None:
         """End :meth:`run` (sessions stay ``running`` in the database and resume next time)."""
@@ -296,6 +303,7 @@ class PaperRuntime:
             session_id,
             live.user_id,
             Mode.PAPER,
+            flusher=self._flusher,
         )
         capture = StepCapture(recorder)
         try:
