@@ -25,6 +25,7 @@ control pipe is the settings; events for the API process's bus go back on the ot
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -91,8 +92,15 @@ READY = "paper.ready"
 READY_TIMEOUT_S = 30.0
 #: How long a stopping runtime waits for a session being opened.
 STOP_GRACE_S = 30.0
-#: How often a session's leaderboard rows and forward bars are brought up to date.
+#: How often a session's leaderboard rows and forward bars are brought up to date; with many
+#: sessions, each is ranked every ``RANK_SPACING_S`` times the number of sessions at most, so
+#: ranking keeps a bounded share of the loop.
 RANK_EVERY_S = 2.0
+RANK_SPACING_S = 0.02
+#: Sessions launched and warmed up at once (their agents start while others warm up).
+OPENERS = 4
+#: Stored step ranges kept in memory: sessions opening together read their bars once.
+STEP_CACHE = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +157,7 @@ class PaperRuntime:
         self._publish = publish  # events for the API process's bus
         self._db = db
         self._bars = bars
+        self._read_steps = functools.lru_cache(maxsize=STEP_CACHE)(self._read)
         self._artifacts = artifacts
         self._settings = settings
         self._bus = InProcessBus()
@@ -175,8 +184,12 @@ class PaperRuntime:
         """The runtime's loop until :meth:`stop`: take the feed's steps, serve start and stop
         requests, send each session its next step and collect the decisions as they come.
         ``ready`` is called once the feed has left its ``starting`` state."""
-        opener = threading.Thread(target=self._open_sessions, name="paper-opener", daemon=True)
-        opener.start()
+        openers = [
+            threading.Thread(target=self._open_sessions, name=f"paper-opener-{i}", daemon=True)
+            for i in range(OPENERS)
+        ]
+        for opener in openers:
+            opener.start()
         self._feed.start()
         deadline = time.monotonic() + READY_TIMEOUT_S
         while self._feed.status().state == FeedState.STARTING and time.monotonic() < deadline:
@@ -201,9 +214,12 @@ class PaperRuntime:
                         log.exception("the paper runtime's loop failed; going on")
                         self._stop.wait(self._settings.paper_poll_s)
         finally:
-            self._to_open.put(("", None))
+            for _ in openers:
+                self._to_open.put(("", None))
             self._feed.stop()
-            opener.join(STOP_GRACE_S)
+            deadline = time.monotonic() + STOP_GRACE_S
+            for opener in openers:
+                opener.join(max(deadline - time.monotonic(), 0.0))
             self._adopt()
             for live in list(self.sessions.values()):
                 self._close(live)
@@ -239,8 +255,8 @@ class PaperRuntime:
                 self._stop_session(live, liquidate)
 
     def _open_sessions(self) -> None:
-        """The opener thread: launches and warms up the sessions requested, one at a time, so
-        the loop never waits for an agent to start."""
+        """An opener thread (``OPENERS`` of them): launches and warms up the sessions
+        requested, so the loop never waits for an agent to start."""
         while True:
             session_id, taken = self._to_open.get()
             if not session_id:
@@ -427,15 +443,28 @@ class PaperRuntime:
             return []
         steps = [
             s
-            for s in self._bars.steps(symbols, lo, bound.date())
+            for s in self._steps_between(symbols, lo, bound.date())
             if s.ts < bound or (inclusive and s.ts == bound)
         ]
         return steps[-n:]
 
     def _stored_steps(self, symbols: Sequence[str], first: datetime, last: datetime) -> list[Step]:
         return [
-            s for s in self._bars.steps(symbols, first.date(), last.date()) if first <= s.ts <= last
+            s
+            for s in self._steps_between(symbols, first.date(), last.date())
+            if first <= s.ts <= last
         ]
+
+    def _steps_between(self, symbols: Sequence[str], lo: date, hi: date) -> tuple[Step, ...]:
+        """The stored steps of ``symbols`` from ``lo`` to ``hi`` (UTC dates), read once while
+        the store holds the same bars (its infos are part of the key)."""
+        infos = tuple(self._bars.info(s) for s in symbols)
+        return self._read_steps(tuple(symbols), infos, lo, hi)
+
+    def _read(
+        self, symbols: tuple[str, ...], infos: tuple[Any, ...], lo: date, hi: date
+    ) -> tuple[Step, ...]:
+        return tuple(self._bars.steps(symbols, lo, hi))
 
     def _bars_start(self, symbols: Sequence[str]) -> Any:
         infos = [i for s in symbols if (i := self._bars.info(s)) is not None]
@@ -558,7 +587,7 @@ class PaperRuntime:
         ended: list[LiveSession] = []
         ranked: list[str] = []
         with self._db.transaction() as session:
-            _preload(session, [self.sessions[sid] for sid in results])
+            loaded = _preload(session, [self.sessions[sid] for sid in results])
             rows = _Rows()
             for sid, (step, record) in results.items():
                 live = self.sessions[sid]
@@ -571,6 +600,7 @@ class PaperRuntime:
                 if stopped is not None or live.liquidating:
                     ranked.append(live.agent_id)
             rows.write(session)
+            del loaded
             for sid in results:
                 live = self.sessions[sid]
                 if live.agent_id in ranked:
@@ -587,13 +617,14 @@ class PaperRuntime:
 
     def _rank_due(self) -> None:
         """Bring the leaderboard up to date with the sessions that progressed, at most every
-        ``RANK_EVERY_S`` each."""
+        ``RANK_EVERY_S`` each (less often past 100 sessions)."""
         now = time.monotonic()
+        every = max(RANK_EVERY_S, RANK_SPACING_S * len(self.sessions))
         due = [
             live
             for live in self.sessions.values()
             if len(live.account.equity) > live.forward_saved
-            and now >= live.ranked_at + RANK_EVERY_S
+            and now >= live.ranked_at + every
         ]
         if not due:
             return
@@ -745,16 +776,21 @@ class PaperRuntime:
                 agent.status = "active"
 
 
-def _preload(session: Session, sessions: Sequence[LiveSession]) -> None:
-    """Load the rows a step of these sessions updates in three queries (not three each)."""
+def _preload(session: Session, sessions: Sequence[LiveSession]) -> list[object]:
+    """Load the rows a step of these sessions updates in three queries (not three each).
+    Keep what it returns while using them: the session's identity map holds unchanged rows
+    only while they are referenced, and ``session.get`` finds them there without a query."""
     accounts = [live.account_id for live in sessions]
-    session.scalars(select(PaperSession).where(PaperSession.id.in_([s.id for s in sessions]))).all()
-    session.scalars(select(PaperAccount).where(PaperAccount.id.in_(accounts))).all()
-    session.scalars(
-        select(PaperOrder).where(
-            PaperOrder.account_id.in_(accounts), PaperOrder.status.in_(OPEN_STATUSES)
-        )
-    ).all()
+    ids = [s.id for s in sessions]
+    return [
+        *session.scalars(select(PaperSession).where(PaperSession.id.in_(ids))),
+        *session.scalars(select(PaperAccount).where(PaperAccount.id.in_(accounts))),
+        *session.scalars(
+            select(PaperOrder).where(
+                PaperOrder.account_id.in_(accounts), PaperOrder.status.in_(OPEN_STATUSES)
+            )
+        ),
+    ]
 
 
 def _order_row(live: LiveSession, cid: str, order: OrderRequest) -> dict[str, Any]:
