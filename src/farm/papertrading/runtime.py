@@ -623,8 +623,7 @@ class PaperRuntime:
         due = [
             live
             for live in self.sessions.values()
-            if len(live.account.equity) > live.forward_saved
-            and now >= live.ranked_at + every
+            if len(live.account.equity) > live.forward_saved and now >= live.ranked_at + every
         ]
         if not due:
             return
