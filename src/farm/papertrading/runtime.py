@@ -36,23 +36,21 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from datetime import time as time_of_day
-from decimal import Decimal
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-from sqlalchemy import delete, insert, select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from farm.brokers.simulated import SimulatedBroker
 from farm.config import Settings
 from farm.core.account import Account
 from farm.core.bars import Step
-from farm.core.orders import Fill, OrderEvent, OrderRequest
 from farm.events import FORWARD_RECORDED, MARKET_BARS, Event, EventBus, InProcessBus
 from farm.fmel.capture import StepCapture
 from farm.fmel.layout import part_names, session_dir
@@ -63,8 +61,9 @@ from farm.leaderboard.service import record_forward_result, record_paper_result
 from farm.marketdata.feed import FeedRunner, FeedState
 from farm.marketdata.store import BarStore
 from farm.papertrading.live import LiveSession, same_order
+from farm.papertrading.persistence import StepRows, apply_events, order_row, preload
 from farm.papertrading.repository import OPEN_STATUSES
-from farm.papertrading.restore import MICRO, Books, books_json, load_books
+from farm.papertrading.restore import Books, load_books
 from farm.processes import launch_module
 from farm.sandbox.host import AgentFailure, AgentSession, DecisionRecord, SessionConfig
 from farm.sandbox.launcher import SandboxLimits
@@ -74,11 +73,8 @@ from farm.storage.models import (
     Agent,
     MarketFeed,
     PaperAccount,
-    PaperEquity,
     PaperOrder,
-    PaperPosition,
     PaperSession,
-    PaperTrade,
     utcnow,
 )
 
@@ -476,14 +472,14 @@ class PaperRuntime:
         ts = live.engine.last_ts or utcnow()
         events = live.ids.broker.cancel_all(ts)
         with self._db.transaction() as session:
-            _apply_events(session, live.account_id, events, [])
+            apply_events(session, live.account_id, events, [])
         if liquidate and live.account.positions:
             live.liquidating = True
             for n, order in enumerate(live.liquidation_orders(ts), 1):
                 cid = live.ids.client_id(order.decision_seq, n)
                 live.ids.broker.submit(dataclasses.replace(order, client_order_id=cid))
                 with self._db.transaction() as session:
-                    session.execute(insert(PaperOrder), [_order_row(live, cid, order)])
+                    session.execute(insert(PaperOrder), [order_row(live, cid, order)])
             return
         self._close(live)
         self._finish(live.id, "stopped")
@@ -587,11 +583,11 @@ class PaperRuntime:
         ended: list[LiveSession] = []
         ranked: list[str] = []
         with self._db.transaction() as session:
-            loaded = _preload(session, [self.sessions[sid] for sid in results])
-            rows = _Rows()
+            loaded = preload(session, [self.sessions[sid] for sid in results])
+            rows = StepRows()
             for sid, (step, record) in results.items():
                 live = self.sessions[sid]
-                self._save_session_step(session, live, step, record, rows)
+                rows.add(session, live, step, record)
                 stopped = live.engine.stopped() if record is not None else None
                 if stopped is not None:
                     failures[sid] = SessionFailed(stopped.reason, stopped.message)
@@ -664,80 +660,6 @@ class PaperRuntime:
             self._close(live)
             self._finish(sid, "failed", failure)
 
-    def _save_session_step(
-        self,
-        session: Session,
-        live: LiveSession,
-        step: Step,
-        record: DecisionRecord | None,
-        rows: _Rows,
-    ) -> None:
-        """Update the session's and its account's rows; queue the new rows in ``rows``."""
-        row = session.get(PaperSession, live.id)
-        if row is None:
-            return
-        account = live.account
-        fills = account.fills[live.fills_saved :]
-        live.fills_saved = len(account.fills)
-        _apply_events(session, live.account_id, live.ids.last_events, fills)
-        for order in [] if record is None else record.orders:
-            rows.orders.append(_order_row(live, live.ids.to_client[order.client_order_id], order))
-        live.live_bars += 1
-        if row.first_bar_time is None:
-            row.first_bar_time = step.ts
-            row.started_at = row.started_at or utcnow()
-        row.last_bar_time = step.ts
-        row.bars_processed = live.live_bars
-        row.missing_at_last_step = [s for s in live.symbols if s not in step.bars]
-        if row.status == "starting":
-            row.status = "running"
-        row.books = books_json(account, live.ids.broker)
-        acct = session.get(PaperAccount, live.account_id)
-        if acct is not None:
-            acct.cash = Decimal(account.cash).quantize(MICRO)
-        rows.accounts.append(live.account_id)
-        closes = account.closes
-        rows.positions += [
-            {
-                "account_id": live.account_id,
-                "symbol": symbol,
-                "size": position.size,
-                "average_price": position.price,
-                "last_price": closes[symbol],
-                "marked_at": step.ts,
-            }
-            for symbol, position in account.positions.items()
-        ]
-        rows.equity.append(
-            {
-                "session_id": live.id,
-                "seq": live.live_bars - 1,
-                "bar_time": step.ts,
-                "cash": account.cash,
-                "equity": account.equity[-1][1],
-            }
-        )
-        rows.trades += [
-            {
-                "session_id": live.id,
-                "n": n,
-                "symbol": trade.symbol,
-                "size": trade.size,
-                "entry_time": trade.entry_ts,
-                "exit_time": trade.exit_ts,
-                "entry_price": trade.entry_price,
-                "exit_price": trade.exit_price,
-                "pnl": trade.pnl,
-                "pnl_net": trade.pnl_net,
-                "commission": trade.commission,
-                "bars_held": trade.bars_held,
-                "opened_by_seq": trade.opened_by_seq,
-                "closed_by_seq": trade.closed_by_seq,
-            }
-            for n, trade in enumerate(account.trades[live.trades_saved :], live.trades_saved)
-        ]
-        live.trades_saved = len(account.trades)
-
     # -- ending sessions --------------------------------------------------------------------
 
     def _close(self, live: LiveSession) -> None:
@@ -773,81 +695,6 @@ class PaperRuntime:
             agent = session.get(Agent, row.agent_id)
             if agent is not None and agent.status == "paper_trading":
                 agent.status = "active"
-
-
-def _preload(session: Session, sessions: Sequence[LiveSession]) -> list[object]:
-    """Load the rows a step of these sessions updates in three queries (not three each).
-    Keep what it returns while using them: the session's identity map holds unchanged rows
-    only while they are referenced, and ``session.get`` finds them there without a query."""
-    accounts = [live.account_id for live in sessions]
-    ids = [s.id for s in sessions]
-    return [
-        *session.scalars(select(PaperSession).where(PaperSession.id.in_(ids))),
-        *session.scalars(select(PaperAccount).where(PaperAccount.id.in_(accounts))),
-        *session.scalars(
-            select(PaperOrder).where(
-                PaperOrder.account_id.in_(accounts), PaperOrder.status.in_(OPEN_STATUSES)
-            )
-        ),
-    ]
-
-
-def _order_row(live: LiveSession, cid: str, order: OrderRequest) -> dict[str, Any]:
-    """The ``paper_orders`` row of an order just sent."""
-    return {
-        "account_id": live.account_id,
-        "client_order_id": cid,
-        "session_id": live.id,
-        "symbol": order.symbol,
-        "size": order.size,
-        "type": order.type.value,
-        "price": order.price,
-        "limit_price": order.limit_price,
-        "valid_until": order.valid_until,
-        "status": "submitted",
-        "filled": 0.0,
-        "bar_time": order.created_ts,
-        "created_price": order.created_price,
-    }
-
-
-@dataclass
-class _Rows:
-    """The rows one loop turn inserts, written in one statement per table."""
-
-    accounts: list[str] = field(default_factory=list)  # their positions are replaced
-    positions: list[dict[str, Any]] = field(default_factory=list)
-    equity: list[dict[str, Any]] = field(default_factory=list)
-    trades: list[dict[str, Any]] = field(default_factory=list)
-    orders: list[dict[str, Any]] = field(default_factory=list)
-
-    def write(self, session: Session) -> None:
-        if self.accounts:
-            session.execute(
-                delete(PaperPosition).where(PaperPosition.account_id.in_(self.accounts))
-            )
-        for model, rows in (
-            (PaperPosition, self.positions),
-            (PaperEquity, self.equity),
-            (PaperTrade, self.trades),
-            (PaperOrder, self.orders),
-        ):
-            if rows:
-                session.execute(insert(model), rows)
-
-
-def _apply_events(
-    session: Session, account_id: str, events: Sequence[OrderEvent], fills: Sequence[Fill]
-) -> None:
-    """Bring the order rows up to date with the broker's events and fills (client ids)."""
-    for event in events:
-        row = session.get(PaperOrder, (account_id, event.client_order_id))
-        if row is not None:
-            row.status = event.status.value
-    for fill in fills:
-        row = session.get(PaperOrder, (account_id, fill.client_order_id))
-        if row is not None:
-            row.filled += fill.size
 
 
 class RuntimeProcess:
