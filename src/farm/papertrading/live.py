@@ -106,7 +106,8 @@ class LiveSession:
         self.forward_saved = 0  # equity points sent to the forward record
         self.last_equity = 0.0  # the equity before the next forward bar
         self.backlog: deque[tuple[Step, float]] = deque()
-        self.inflight: tuple[Step, float] | None = None  # the step sent, its deadline
+        #: The step sent, when the feed published it and the deadline of its decision.
+        self.inflight: tuple[Step, float, float] | None = None
         self._queued: datetime | None = None
 
     @property

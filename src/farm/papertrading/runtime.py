@@ -516,14 +516,17 @@ class PaperRuntime:
                     break
                 try:
                     if live.engine.send(step):
-                        live.inflight = (step, published + self._settings.paper_step_timeout_s)
+                        # The budget is the agent's: it runs from the send, not from the
+                        # publication (a step may wait in the backlog of a busy host).
+                        deadline = time.monotonic() + self._settings.paper_step_timeout_s
+                        live.inflight = (step, published, deadline)
                 except AgentFailure as exc:
                     failures[live.id] = SessionFailed(exc.reason, exc.message, exc.traceback)
                     break
         self._end_failed(failures)
 
     def _next_deadline(self) -> float:
-        deadlines = [live.inflight[1] for live in self.sessions.values() if live.inflight]
+        deadlines = [live.inflight[2] for live in self.sessions.values() if live.inflight]
         return min(deadlines, default=math.inf)
 
     def _collect(self, selector: selectors.BaseSelector, until: float) -> None:
@@ -550,20 +553,19 @@ class PaperRuntime:
                 continue
             live = key.data
             assert live.inflight is not None
-            step, deadline = live.inflight
+            step, published, deadline = live.inflight
             live.inflight = None
             try:
                 record = live.engine.receive(max(deadline - time.monotonic(), 0.001))
                 results[live.id] = (step, record)
                 if self.latency_probe is not None:
-                    published = deadline - self._settings.paper_step_timeout_s
                     self.latency_probe(time.monotonic() - published)
             except AgentFailure as exc:
                 failures[live.id] = SessionFailed(exc.reason, exc.message, exc.traceback)
         now = time.monotonic()
         budget = self._settings.paper_step_timeout_s
         for live in self.sessions.values():
-            if live.inflight is not None and live.id not in results and live.inflight[1] <= now:
+            if live.inflight is not None and live.id not in results and live.inflight[2] <= now:
                 live.agent.kill()
                 failures[live.id] = SessionFailed(
                     "timeout", f"no decision within the step budget of {budget:g} s"
