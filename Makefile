@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format openapi bench sandbox-deps torch-cpu clean
+.PHONY: run test lint format openapi bench sandbox-deps torch-cpu image manifests clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 is required"; exit 1; }
@@ -29,13 +29,13 @@ test: $(STAMP) sandbox-deps
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench examples
-	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/ruff check src tests bench examples deploy
+	$(BIN)/ruff format --check src tests bench examples deploy
 	$(BIN)/mypy src
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix src tests bench examples
-	$(BIN)/ruff format src tests bench examples
+	$(BIN)/ruff check --fix src tests bench examples deploy
+	$(BIN)/ruff format src tests bench examples deploy
 
 openapi: $(STAMP)
 	$(BIN)/farm openapi --output docs/openapi.json
@@ -46,6 +46,18 @@ bench: $(STAMP) sandbox-deps
 # Opt-in PyTorch for agents: the CPU wheel (+cpu, preferred by pip), never PyPI's CUDA build.
 torch-cpu: $(STAMP)
 	$(BIN)/pip install -e '.[torch]' --extra-index-url https://download.pytorch.org/whl/cpu
+
+# The container image (deploy/Dockerfile; needs a Docker engine with BuildKit): builds it, runs
+# `farm --help` in it and prints its size. Not part of `make test` (minutes, and a daemon).
+IMAGE ?= the-farm:dev
+image:
+	DOCKER_BUILDKIT=1 docker build -f deploy/Dockerfile -t $(IMAGE) .
+	docker run --rm $(IMAGE) farm --help >/dev/null
+	@docker image inspect $(IMAGE) --format 'built $(IMAGE): {{.Size}} bytes'
+
+# The production manifests, rendered by the kustomize inside kubectl (docs/deploying.md).
+manifests: $(STAMP)
+	@$(BIN)/kubectl kustomize deploy/k8s/overlays/production
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
