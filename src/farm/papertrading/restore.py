@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -55,7 +56,7 @@ class Books:
     cash: float
     positions: dict[str, tuple[Position, float]]
     trades: list[ClosedTrade]
-    equity: list[tuple[Any, float]]
+    equity: list[tuple[datetime, float]]
     internals: dict[str, Any]
     triggered: frozenset[str]
     orders: list[PersistedOrder] = field(default_factory=list)
