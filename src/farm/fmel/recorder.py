@@ -8,7 +8,9 @@ worth).
 
 With ``max_bytes`` set, a session stops recording once its parts would pass that many bytes:
 every later record is dropped and counted, and ``_capped.json`` in the session folder says so.
-Pending records are flushed by count, age or estimated size (``batch_bytes``).
+Pending records are flushed by count, age or estimated size (``batch_bytes``). By age, each
+recorder's own thread flushes them; recorders given an :class:`FmelFlusher` share its one thread
+instead (the paper runtime's hundreds of sessions).
 """
 
 from __future__ import annotations
@@ -96,6 +98,7 @@ class FmelRecorder:
         batch_bytes: int = 16 * 1024 * 1024,
         max_bytes: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        flusher: FmelFlusher | None = None,
     ) -> None:
         if batch_size < 1 or flush_seconds <= 0:
             raise ValueError("batch_size must be >= 1 and flush_seconds > 0")
@@ -125,10 +128,15 @@ class FmelRecorder:
         self._stop = threading.Event()
         self._error: BaseException | None = None
         self._closed = False
-        self._ticker = threading.Thread(
-            target=self._tick, name=f"fmel-flush-{session_id}", daemon=True
-        )
-        self._ticker.start()
+        self._flusher = flusher
+        self._ticker: threading.Thread | None = None
+        if flusher is None:
+            self._ticker = threading.Thread(
+                target=self._tick, name=f"fmel-flush-{session_id}", daemon=True
+            )
+            self._ticker.start()
+        else:
+            flusher.add(self)
 
     def __enter__(self) -> FmelRecorder:
         return self
@@ -365,7 +373,10 @@ class FmelRecorder:
             return
         self._closed = True
         self._stop.set()
-        self._ticker.join()
+        if self._ticker is not None:
+            self._ticker.join()
+        if self._flusher is not None:
+            self._flusher.discard(self)
         self.flush()
         if self.report.capped:
             self._write_report()
@@ -423,22 +434,61 @@ class FmelRecorder:
 
     def _tick(self) -> None:
         interval = min(self.flush_seconds / 4, 1.0)
-        while not self._stop.wait(interval):
-            with self._lock:
-                due = (
-                    self._oldest is not None and self._clock() - self._oldest >= self.flush_seconds
-                )
-            if due:
-                try:
-                    self.flush()
-                except Exception as exc:  # reported to the producer on its next call
-                    self._error = exc
-                    return
+        while not self._stop.wait(interval) and self.flush_if_due():
+            pass
+
+    def flush_if_due(self) -> bool:
+        """Flush when the oldest pending record is ``flush_seconds`` old. False when the flush
+        failed: the error is raised to the producer on its next call, and no more are due."""
+        with self._lock:
+            due = self._oldest is not None and self._clock() - self._oldest >= self.flush_seconds
+        if due:
+            try:
+                self.flush()
+            except Exception as exc:  # reported to the producer on its next call
+                self._error = exc
+                return False
+        return True
 
     def _raise_background_error(self) -> None:
         if self._error is not None:
             error, self._error = self._error, None
             raise RuntimeError(f"an FMEL flush failed: {error}") from error
+
+
+class FmelFlusher:
+    """One thread that flushes the due records of many recorders, in place of one each."""
+
+    def __init__(self, interval: float = 0.5) -> None:
+        self._interval = interval
+        self._recorders: set[FmelRecorder] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fmel-flusher", daemon=True)
+        self._thread.start()
+
+    def add(self, recorder: FmelRecorder) -> None:
+        """Flush ``recorder``'s records as they come due, until :meth:`discard`."""
+        with self._lock:
+            self._recorders.add(recorder)
+
+    def discard(self, recorder: FmelRecorder) -> None:
+        """Stop flushing ``recorder`` (its ``close`` flushes the rest)."""
+        with self._lock:
+            self._recorders.discard(recorder)
+
+    def close(self) -> None:
+        """Stop the thread (recorders still registered keep their records until closed)."""
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            with self._lock:
+                recorders = list(self._recorders)
+            for recorder in recorders:
+                if not recorder.flush_if_due():
+                    self.discard(recorder)
 
 
 def _action(sides: set[str]) -> str:
