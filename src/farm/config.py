@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     artifacts_url: str | None = Field(default=None, description="Default: FARM_HOME/artifacts.")
     fmel_url: str | None = Field(default=None, description="Default: FARM_HOME/fmel.")
     redis_url: str | None = None
+    redis_cluster: bool = Field(
+        default=False, description="FARM_REDIS_URL names a node of a Redis Cluster."
+    )
     data_dir: Path | None = Field(default=None, description="Folder of bars imported at start.")
     max_request_bytes: int = 2 * 1024 * 1024
     max_agent_bytes: int = 1024 * 1024
@@ -130,6 +133,12 @@ class Settings(BaseSettings):
         default=20,
         ge=1,
         description="Bars dated after submission an agent needs before the headline ranks it.",
+    )
+    leaderboard_cache_ttl_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="Seconds a cached board is served before it is rebuilt from SQL (a missed "
+        "event cannot leave it stale longer).",
     )
 
     # Paper trading: accounts and the live feed (issue 9).
