@@ -186,7 +186,7 @@ def platform(n: int, steps: int, interval: float, root: Path) -> None:
         for symbol in STANDARD:
             shutil.copy(DATA / "daily" / f"{symbol}.csv", csvs)
     assert import_path(bars, csvs).ok
-    artifacts = open_artifact_store(settings.artifacts_url, settings.artifacts_dir)
+    artifacts = open_artifact_store(settings)
     code = AGENT.read_bytes()
     artifacts.put("agents/sma.py", code)
     service = PaperService(db, bars, settings)
