@@ -32,7 +32,7 @@ from pathlib import Path
 
 from farm.config import Settings
 from farm.marketdata.importer import import_path
-from farm.marketdata.store import BarStore
+from farm.marketdata.store import open_bar_store
 from farm.papertrading.runtime import PaperRuntime
 from farm.papertrading.schemas import PaperStart
 from farm.papertrading.sessions import PaperService
@@ -179,7 +179,7 @@ def platform(n: int, steps: int, interval: float, root: Path) -> None:
     )
     db = Database(settings.resolved_database_url)
     db.migrate()
-    bars = BarStore(settings.bars_dir)
+    bars = open_bar_store(settings)
     csvs = root / "csv"
     if not csvs.exists():
         csvs.mkdir()

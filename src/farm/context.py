@@ -18,7 +18,7 @@ from farm.fmel.store import FmelStore, open_fmel_root
 from farm.leaderboard.service import LeaderboardService, record_backtest_result
 from farm.marketdata.bootstrap import ensure_data
 from farm.marketdata.feed import FeedRunner
-from farm.marketdata.store import BarStore
+from farm.marketdata.store import BarStore, open_bar_store
 from farm.papertrading.runtime import RuntimeProcess
 from farm.retention import RetentionSweeper
 from farm.sandbox.launcher import SandboxUnavailable, check_sandbox
@@ -54,7 +54,7 @@ class Context:
         db = Database(settings.resolved_database_url)
         artifacts = open_artifact_store(settings)
         bus = InProcessBus()
-        bars = BarStore(settings.bars_dir)
+        bars = open_bar_store(settings)
         workers = WorkerPool(backtest_job, settings, bus)
         scheduler = Scheduler(
             db,
@@ -135,4 +135,4 @@ def backtest_job(settings: Settings, bus: EventBus) -> BacktestJob:
     db = Database(settings.resolved_database_url)
     artifacts = open_artifact_store(settings)
     ranked = partial(record_backtest_result, risk_free_rate=settings.risk_free_rate)
-    return BacktestJob(db, artifacts, BarStore(settings.bars_dir), bus, settings, [ranked])
+    return BacktestJob(db, artifacts, open_bar_store(settings), bus, settings, [ranked])

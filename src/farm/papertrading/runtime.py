@@ -56,7 +56,7 @@ from farm.fmel.store import fmel_staging, open_fmel_root
 from farm.leaderboard.forward import ForwardBar
 from farm.leaderboard.service import record_forward_result, record_paper_result
 from farm.marketdata.feed import FeedRunner, FeedState
-from farm.marketdata.store import BarStore
+from farm.marketdata.store import BarStore, open_bar_store
 from farm.papertrading.live import LiveSession
 from farm.papertrading.repository import OPEN_STATUSES
 from farm.processes import launch_module
@@ -849,7 +849,7 @@ def main(argv: list[str]) -> None:
 
     runtime = PaperRuntime(
         Database(settings.resolved_database_url),
-        BarStore(settings.bars_dir),
+        open_bar_store(settings),
         open_artifact_store(settings),
         settings,
         publish,
