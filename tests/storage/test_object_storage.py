@@ -175,3 +175,18 @@ def test_fmel_on_s3_is_staged_put_queried_and_exported(bucket: Bucket, tmp_path:
         assert len(csv.strip().splitlines()) == 6
     finally:
         store.close()
+
+
+def test_fmel_retention_sweeps_s3_by_last_write(bucket: Bucket, tmp_path: Path) -> None:
+    from farm.retention import _sweep_fmel
+
+    root = S3Root(bucket.url("fmel"), bucket.endpoint)
+    with FmelRecorder(root, "agent-1", "old", "u1", "BACKTEST", staging=tmp_path) as rec:
+        rec.record_decision(
+            seq=0, bar_ts=datetime(2024, 1, 2, tzinfo=UTC), bars=[], cash=1, value=1
+        )
+    written = datetime.now(UTC)
+    assert _sweep_fmel(root, written - timedelta(hours=1)) == 0
+    assert root.names(root.join("agent=agent-1")) == ("session=old",)
+    assert _sweep_fmel(root, written + timedelta(hours=1)) == 1
+    assert root.names(root.join("agent=agent-1")) == ()

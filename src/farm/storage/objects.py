@@ -57,6 +57,10 @@ class Root(Protocol):
     def is_dir(self, path: str) -> bool:
         """True when something is stored below ``path``."""
 
+    def last_write(self, folder: str) -> float:
+        """When ``folder`` or a file directly in it last changed (epoch seconds; inf when it
+        does not exist)."""
+
 
 class LocalRoot:
     """A local folder; folder listings are cached while a folder's mtime is unchanged.
@@ -134,6 +138,14 @@ class LocalRoot:
     def is_dir(self, path: str) -> bool:
         return Path(path).is_dir()
 
+    def last_write(self, folder: str) -> float:
+        try:
+            with os.scandir(folder) as entries:
+                times = [e.stat().st_mtime for e in entries]
+            return max([os.stat(folder).st_mtime, *times])
+        except FileNotFoundError:
+            return float("inf")  # already gone
+
 
 class S3Root:
     """``s3://bucket/prefix`` on an S3-compatible server, through fsspec's s3fs."""
@@ -193,6 +205,14 @@ class S3Root:
 
     def is_dir(self, path: str) -> bool:
         return bool(self.names(path))
+
+    def last_write(self, folder: str) -> float:
+        try:
+            found = self.fs.ls(folder, detail=True, refresh=True)
+        except FileNotFoundError:
+            return float("inf")
+        times = [e["LastModified"].timestamp() for e in found if "LastModified" in e]
+        return max(times, default=float("inf"))
 
 
 def open_root(url: str | None, folder: Path, endpoint_url: str | None = None) -> Root:
