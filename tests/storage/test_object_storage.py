@@ -79,6 +79,8 @@ def test_storage_urls_are_checked() -> None:
 def test_artifacts_on_s3_round_trip_and_bind_a_local_copy(bucket: Bucket, tmp_path: Path) -> None:
     store = RootArtifactStore(S3Root(bucket.url("artifacts"), bucket.endpoint), tmp_path / "c")
     assert store.healthy()
+    missing = S3Root(f"s3://{bucket.name}-missing/artifacts", bucket.endpoint)
+    assert not RootArtifactStore(missing, tmp_path).healthy()
     store.put("agents/a1.py", b"print('v1')\n")
     assert store.get("agents/a1.py") == b"print('v1')\n"
     local = store.local_path("agents/a1.py")

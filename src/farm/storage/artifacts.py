@@ -82,18 +82,7 @@ class RootArtifactStore:
         self.root.delete(self._path(key))
 
     def healthy(self) -> bool:
-        if self.root.remote:
-            try:
-                self.root.names(self.root.url)
-            except OSError:
-                return False
-            return True
-        folder = Path(self.root.url)
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            return False
-        return os.access(folder, os.W_OK)
+        return self.root.reachable()
 
 
 def open_artifact_store(settings: Settings) -> ArtifactStore:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import IO, Any, Final, Protocol
@@ -60,6 +59,9 @@ class Root(Protocol):
     def last_write(self, folder: str) -> float:
         """When ``folder`` or a file directly in it last changed (epoch seconds; inf when it
         does not exist)."""
+
+    def reachable(self) -> bool:
+        """True when the root can be used (the folder is writable, the bucket answers)."""
 
 
 class LocalRoot:
@@ -146,6 +148,13 @@ class LocalRoot:
         except FileNotFoundError:
             return float("inf")  # already gone
 
+    def reachable(self) -> bool:
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            return False
+        return os.access(self.folder, os.W_OK)
+
 
 class S3Root:
     """``s3://bucket/prefix`` on an S3-compatible server, through fsspec's s3fs."""
@@ -214,6 +223,14 @@ class S3Root:
         times = [e["LastModified"].timestamp() for e in found if "LastModified" in e]
         return max(times, default=float("inf"))
 
+    def reachable(self) -> bool:
+        bucket = self.url.removeprefix(S3_SCHEME).split("/", 1)[0]
+        try:
+            self.fs.ls(bucket, refresh=True)
+        except OSError:
+            return False
+        return True
+
 
 def open_root(url: str | None, folder: Path, endpoint_url: str | None = None) -> Root:
     """The root a ``FARM_*_URL`` setting names: an :class:`S3Root` for ``s3://bucket/prefix``,
@@ -232,11 +249,7 @@ def check_url(url: str | None) -> str | None:
     raise ValueError(f"unsupported storage URL {url!r}: use a folder path or s3://bucket/prefix")
 
 
-_REGISTER = threading.Lock()
-
-
 def register(db: duckdb.DuckDBPyConnection, root: Root) -> None:
     """Let DuckDB read ``root``'s paths (S3 goes through the same s3fs client)."""
     if isinstance(root, S3Root):
-        with _REGISTER:
-            db.register_filesystem(root.fs)
+        db.register_filesystem(root.fs)
