@@ -9,6 +9,7 @@ Layout under ``root``::
 Every write goes to a temporary file that is fsynced and then ``os.replace``-d over the old one, so
 a reader sees either the old or the new file, never a partial one. The manifest is cached per
 ``BarStore`` and reloaded when its file changes, so a running server sees a CLI import at once.
+On object storage (``FARM_BARS_URL=s3://...``) the same layout holds one object per file.
 """
 
 from __future__ import annotations
