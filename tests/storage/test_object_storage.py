@@ -18,6 +18,7 @@ from farm.fmel.layout import part_files
 from farm.fmel.recorder import FmelRecorder
 from farm.fmel.store import FmelStore
 from farm.marketdata.store import BarStore, SymbolData
+from farm.papertrading.runtime import recorded_until
 from farm.storage.artifacts import RootArtifactStore
 from farm.storage.objects import LocalRoot, Root, S3Root, check_url, open_root
 
@@ -158,6 +159,7 @@ def test_fmel_on_s3_is_staged_put_queried_and_exported(bucket: Bucket, tmp_path:
     assert not (staging / "agent=agent-1" / "session=sess-1").exists()  # all on S3 now
     assert len(part_files(root, ["agent-1"], "decisions")) == 3
     assert "_summary.json" in root.names(root.join("agent=agent-1", "session=sess-1"))
+    assert recorded_until(root, "agent-1", "sess-1") == 4  # where a resumed paper session goes on
 
     store = FmelStore(root)
     try:
