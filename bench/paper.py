@@ -34,7 +34,7 @@ from pathlib import Path
 
 from farm.config import Settings
 from farm.marketdata.importer import import_path
-from farm.marketdata.store import BarStore
+from farm.marketdata.store import open_bar_store
 from farm.papertrading.runtime import PaperRuntime
 from farm.papertrading.schemas import PaperStart
 from farm.papertrading.sessions import PaperService
@@ -181,14 +181,14 @@ def platform(n: int, steps: int, interval: float, root: Path, replay_start: date
     )
     db = Database(settings.resolved_database_url)
     db.migrate()
-    bars = BarStore(settings.bars_dir)
+    bars = open_bar_store(settings)
     csvs = root / "csv"
     if not csvs.exists():
         csvs.mkdir()
         for symbol in STANDARD:
             shutil.copy(DATA / "daily" / f"{symbol}.csv", csvs)
     assert import_path(bars, csvs).ok
-    artifacts = open_artifact_store(settings.artifacts_url, settings.artifacts_dir)
+    artifacts = open_artifact_store(settings)
     code = AGENT.read_bytes()
     artifacts.put("agents/sma.py", code)
     service = PaperService(db, bars, settings)

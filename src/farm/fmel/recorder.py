@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import threading
 import time
 import uuid
@@ -36,6 +37,7 @@ from farm.fmel.layout import (
     micros,
     part_name,
     session_dir,
+    session_folder,
     write_part,
 )
 from farm.fmel.records import (
@@ -60,7 +62,8 @@ from farm.fmel.records import (
     to_table,
 )
 from farm.fmel.store import connect
-from farm.fmel.summary import SUMMARIZED_KINDS, summarize, write_summary
+from farm.fmel.summary import SUMMARIZED_KINDS, SUMMARY_NAME, summarize, write_summary
+from farm.storage.objects import LocalRoot, Root
 
 log = logging.getLogger("farm.fmel.recorder")
 
@@ -87,7 +90,7 @@ class FmelRecorder:
 
     def __init__(
         self,
-        root: Path,
+        root: Path | Root,
         agent_id: str,
         session_id: str,
         user_id: str,
@@ -99,6 +102,7 @@ class FmelRecorder:
         max_bytes: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         flusher: FmelFlusher | None = None,
+        staging: Path | None = None,
     ) -> None:
         if batch_size < 1 or flush_seconds <= 0:
             raise ValueError("batch_size must be >= 1 and flush_seconds > 0")
@@ -106,7 +110,15 @@ class FmelRecorder:
         self.session_id = check_id("session_id", session_id)
         self.user_id = user_id
         self.mode = Mode(mode).value
-        self.directory = session_dir(root, agent_id, session_id)
+        self._remote: tuple[Root, str] | None = None
+        if isinstance(root, Path | LocalRoot):
+            local = root if isinstance(root, Path) else root.folder
+            self.directory = session_dir(local, agent_id, session_id)
+        else:  # written locally first, each committed file then PUT (atomic per object)
+            if staging is None:
+                raise ValueError("an FMEL recorder on object storage needs a staging folder")
+            self.directory = session_dir(staging, agent_id, session_id)
+            self._remote = (root, session_folder(root, agent_id, session_id))
         self.batch_size = batch_size
         self.flush_seconds = flush_seconds
         self.batch_bytes = batch_bytes
@@ -384,8 +396,11 @@ class FmelRecorder:
             try:
                 with closing(connect()) as db:
                     write_summary(self.directory, summarize(db, self.directory, self._summarized))
+                self._publish(self.directory / SUMMARY_NAME)
             except Exception:
                 log.warning("no FMEL summary for session %s", self.session_id, exc_info=True)
+        if self._remote is not None:  # every file is on object storage now
+            shutil.rmtree(self.directory, ignore_errors=True)
         self._raise_background_error()
 
     def _add(self, kind: str, record: Record) -> None:
@@ -417,7 +432,13 @@ class FmelRecorder:
 
     def _write_report(self) -> None:
         data = msgspec.json.encode(self.report)
-        commit(self.directory, CAPPED_NAME, lambda path: path.write_bytes(data))
+        self._publish(commit(self.directory, CAPPED_NAME, lambda path: path.write_bytes(data)))
+
+    def _publish(self, path: Path) -> None:
+        """Copy a committed file to object storage (nothing to do on a local root)."""
+        if self._remote is not None:
+            root, folder = self._remote
+            root.upload(path, f"{folder}/{path.name}")
 
     def _write(self, kind: str, records: list[Record]) -> int:
         """Commit one part of ``kind``; returns its size in bytes."""
@@ -428,6 +449,7 @@ class FmelRecorder:
             span = (min(times), max(times))
         name = part_name(kind, self._parts, self._token, span)
         path = write_part(self.directory, name, to_table(records, KINDS[kind]))
+        self._publish(path)
         if kind in SUMMARIZED_KINDS:
             self._summarized.append(name)
         return path.stat().st_size

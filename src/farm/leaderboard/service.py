@@ -300,7 +300,12 @@ class LeaderboardService:
     def open(cls, db: Database, bus: EventBus, settings: Settings) -> LeaderboardService:
         """The service with the cache and rules ``settings`` choose."""
         n = settings.leaderboard_min_forward_bars
-        cache = open_leaderboard_cache(settings.redis_url, rules=f"n{n}")
+        cache = open_leaderboard_cache(
+            settings.redis_url,
+            rules=f"n{n}",
+            ttl_s=settings.leaderboard_cache_ttl_s,
+            cluster=settings.redis_cluster,
+        )
         return cls(db, cache, bus, min_forward_bars=n)
 
     def page(self, board: Board, metric: Metric, limit: int) -> bytes:

@@ -53,13 +53,14 @@ from farm.core.account import Account
 from farm.core.bars import Step
 from farm.events import FORWARD_RECORDED, MARKET_BARS, Event, EventBus, InProcessBus
 from farm.fmel.capture import StepCapture
-from farm.fmel.layout import part_names, session_dir
+from farm.fmel.layout import part_names, session_folder
 from farm.fmel.recorder import FmelFlusher, FmelRecorder
 from farm.fmel.records import Mode
+from farm.fmel.store import fmel_staging, open_fmel_root
 from farm.leaderboard.forward import ForwardBar
 from farm.leaderboard.service import record_forward_result, record_paper_result
 from farm.marketdata.feed import FeedRunner, FeedState
-from farm.marketdata.store import BarStore
+from farm.marketdata.store import BarStore, open_bar_store
 from farm.papertrading.live import LiveSession, same_order
 from farm.papertrading.persistence import StepRows, apply_events, order_row, preload
 from farm.papertrading.repository import OPEN_STATUSES
@@ -77,6 +78,7 @@ from farm.storage.models import (
     PaperSession,
     utcnow,
 )
+from farm.storage.objects import Root
 
 log = logging.getLogger("farm.paper")
 
@@ -126,17 +128,14 @@ class SessionFailed(Exception):
         self.traceback = traceback
 
 
-def recorded_until(root: Path, agent_id: str, session_id: str) -> int:
+def recorded_until(root: Root, agent_id: str, session_id: str) -> int:
     """The last decision seq of a session already in FMEL (-1 when none)."""
-    folder = session_dir(root, agent_id, session_id)
-    if not folder.is_dir():
-        return -1
-    names = part_names(os.listdir(folder), "decisions")
-    seqs = [
-        max(pq.read_table(folder / name, columns=["seq"]).column("seq").to_pylist(), default=-1)
-        for name in names
-    ]
-    return max(seqs, default=-1)
+    folder = session_folder(root, agent_id, session_id)
+    seqs = [-1]
+    for name in part_names(root.names(folder), "decisions"):
+        with root.open(f"{folder}/{name}") as handle:
+            seqs.extend(pq.read_table(handle, columns=["seq"]).column("seq").to_pylist())
+    return max(seqs)
 
 
 class PaperRuntime:
@@ -310,12 +309,13 @@ class PaperRuntime:
             live = self._session(row, plan)
         settings = self._settings
         recorder = FmelRecorder(
-            settings.fmel_dir,
+            open_fmel_root(settings),
             live.agent_id,
             session_id,
             live.user_id,
             Mode.PAPER,
             flusher=self._flusher,
+            staging=fmel_staging(settings),
         )
         capture = StepCapture(recorder)
         try:
@@ -378,7 +378,7 @@ class PaperRuntime:
         """Stream the warm-up bars; after a restart, re-warm the agent on the bars already
         traded and restore the persisted books. FMEL gets what it does not hold yet."""
         budget = self._settings.paper_step_timeout_s
-        recorded = recorded_until(self._settings.fmel_dir, live.agent_id, live.id)
+        recorded = recorded_until(open_fmel_root(self._settings), live.agent_id, live.id)
         first, last, symbols = plan.first, plan.last, plan.symbols
         if first is not None:  # resumed: the bars before its first live one
             steps = self._warmup_steps(symbols, first, plan.warmup, inclusive=False)
@@ -772,8 +772,8 @@ def main(argv: list[str]) -> None:
 
     runtime = PaperRuntime(
         Database(settings.resolved_database_url),
-        BarStore(settings.bars_dir),
-        open_artifact_store(settings.artifacts_url, settings.artifacts_dir),
+        open_bar_store(settings),
+        open_artifact_store(settings),
         settings,
         publish,
     )
