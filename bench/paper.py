@@ -18,6 +18,8 @@ broker (the simulated broker's ``submit``, or the POST arriving at the Alpaca se
 
 Data: ../shared/data (FARM_TEST_DATA). The machine is shared: run it briefly.
 Run: .venv/bin/python bench/paper.py [--sizes 10,50] [--steps 20] [--interval 1.0] [--brokers]
+     [--replay-start 2024-01-02] (start earlier when N sessions take longer to start than the
+     replay lasts)
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from typing import Any
 from farm.config import Settings
 from farm.events import MARKET_BARS
 from farm.marketdata.importer import import_path
-from farm.marketdata.store import BarStore
+from farm.marketdata.store import BarStore, open_bar_store
 from farm.papertrading.runtime import PaperRuntime
 from farm.papertrading.schemas import PaperStart
 from farm.papertrading.sessions import PaperService
@@ -55,7 +57,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("FARM_TEST_DATA", REPO.parent / "shared" / "data"))
 AGENT = REPO / "examples" / "agents" / "sma_cross.py"
 STANDARD = ["SPY", "QQQ", "AAPL", "MSFT", "GOOGL", "AMZN", "TSLA", "NVDA", "META", "JPM"]
-REPLAY_START = date(2024, 1, 2)
+REPLAY_START = date(2024, 1, 2)  # about 315 steps before the last stored bar
 BROKERS_REPLAY_START = date(2021, 1, 4)
 WARMUP_BARS = 40  # the SMA(30) crossover is ready on the first live bar
 
@@ -176,13 +178,13 @@ def report(
     )
 
 
-def platform(n: int, steps: int, interval: float, root: Path) -> None:
+def platform(n: int, steps: int, interval: float, root: Path, replay_start: date) -> None:
     """N paper sessions in one runtime (this process), fed by the replay."""
     home = root / f"platform-{n}"
     settings = Settings(
         home=home,
         feed="replay",
-        feed_replay_start=REPLAY_START,
+        feed_replay_start=replay_start,
         feed_interval_s=interval,
         feed_symbols=STANDARD,
         paper_step_timeout_s=60,
@@ -190,14 +192,14 @@ def platform(n: int, steps: int, interval: float, root: Path) -> None:
     )
     db = Database(settings.resolved_database_url)
     db.migrate()
-    bars = BarStore(settings.bars_dir)
+    bars = open_bar_store(settings)
     csvs = root / "csv"
     if not csvs.exists():
         csvs.mkdir()
         for symbol in STANDARD:
             shutil.copy(DATA / "daily" / f"{symbol}.csv", csvs)
     assert import_path(bars, csvs).ok
-    artifacts = open_artifact_store(settings.artifacts_url, settings.artifacts_dir)
+    artifacts = open_artifact_store(settings)
     code = AGENT.read_bytes()
     artifacts.put("agents/sma.py", code)
     service = PaperService(db, bars, settings)
@@ -383,7 +385,7 @@ def _platform_home(settings: Settings, root: Path) -> tuple[Database, BarStore, 
     """A migrated database and the standard symbols' bars in ``settings.home``."""
     db = Database(settings.resolved_database_url)
     db.migrate()
-    bars = BarStore(settings.bars_dir)
+    bars = open_bar_store(settings)
     csvs = root / "csv"
     if not csvs.exists():
         csvs.mkdir()
@@ -393,7 +395,7 @@ def _platform_home(settings: Settings, root: Path) -> tuple[Database, BarStore, 
     return db, bars, open_artifact_store(settings.artifacts_url, settings.artifacts_dir)
 
 
-def baseline(n: int, steps: int, interval: float) -> None:
+def baseline(n: int, steps: int, interval: float, replay_start: date) -> None:
     """N processes each running its own Backtrader loop; a publisher writes every step."""
     store_rows = {}
     for symbol in STANDARD:
@@ -403,7 +405,7 @@ def baseline(n: int, steps: int, interval: float) -> None:
             for row in (line.split(",") for line in lines)
         }
     times = sorted(set.intersection(*(set(r) for r in store_rows.values())))
-    times = [t for t in times if t >= REPLAY_START.isoformat()]
+    times = [t for t in times if t >= replay_start.isoformat()]
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", BASELINE, str(AGENT), ",".join(STANDARD)],
@@ -457,6 +459,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="measured steps per size")
     parser.add_argument("--interval", type=float, default=1.0, help="wall seconds per step")
     parser.add_argument("--brokers", action="store_true", help="simulated vs Alpaca latency")
+    parser.add_argument(
+        "--replay-start", type=date.fromisoformat, default=REPLAY_START, help="the replay's start"
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory(prefix="farm-bench-paper-") as tmp:
@@ -465,8 +470,8 @@ def main() -> None:
                 brokers(n, args.steps, args.interval, Path(tmp), alpaca=False)
                 brokers(n, args.steps, args.interval, Path(tmp), alpaca=True)
                 continue
-            platform(n, args.steps, args.interval, Path(tmp))
-            baseline(n, args.steps, args.interval)
+            platform(n, args.steps, args.interval, Path(tmp), args.replay_start)
+            baseline(n, args.steps, args.interval, args.replay_start)
 
 
 if __name__ == "__main__":

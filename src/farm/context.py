@@ -14,11 +14,11 @@ from farm.backtest.service import BacktestService
 from farm.backtest.worker import WorkerPool
 from farm.config import Settings
 from farm.events import AGENT_DELETED, AGENT_SUBMITTED, EventBus, InProcessBus
-from farm.fmel.store import FmelStore
+from farm.fmel.store import FmelStore, open_fmel_root
 from farm.leaderboard.service import LeaderboardService, record_backtest_result
 from farm.marketdata.bootstrap import ensure_data
 from farm.marketdata.feed import FeedRunner
-from farm.marketdata.store import BarStore
+from farm.marketdata.store import BarStore, open_bar_store
 from farm.papertrading.runtime import RuntimeProcess
 from farm.retention import RetentionSweeper
 from farm.sandbox.launcher import SandboxUnavailable, check_sandbox
@@ -52,9 +52,9 @@ class Context:
         """Wire the backends chosen by ``settings`` (nothing is connected until first use)."""
         settings.home.mkdir(parents=True, exist_ok=True)
         db = Database(settings.resolved_database_url)
-        artifacts = open_artifact_store(settings.artifacts_url, settings.artifacts_dir)
+        artifacts = open_artifact_store(settings)
         bus = InProcessBus()
-        bars = BarStore(settings.bars_dir)
+        bars = open_bar_store(settings)
         workers = WorkerPool(backtest_job, settings, bus)
         scheduler = Scheduler(
             db,
@@ -83,7 +83,7 @@ class Context:
                 settings.max_agent_bytes,
             ),
             leaderboard=LeaderboardService.open(db, bus, settings),
-            fmel=FmelStore(settings.fmel_dir),
+            fmel=FmelStore(open_fmel_root(settings)),
             backtests=backtests,
             scheduler=scheduler,
             feed=FeedRunner(db, bars, bus, settings),
@@ -133,6 +133,6 @@ class Context:
 def backtest_job(settings: Settings, bus: EventBus) -> BacktestJob:
     """The backtest job of a worker process, wired from ``settings``; it publishes on ``bus``."""
     db = Database(settings.resolved_database_url)
-    artifacts = open_artifact_store(settings.artifacts_url, settings.artifacts_dir)
+    artifacts = open_artifact_store(settings)
     ranked = partial(record_backtest_result, risk_free_rate=settings.risk_free_rate)
-    return BacktestJob(db, artifacts, BarStore(settings.bars_dir), bus, settings, [ranked])
+    return BacktestJob(db, artifacts, open_bar_store(settings), bus, settings, [ranked])

@@ -28,9 +28,10 @@ from farm.engine.session import RunStopped
 from farm.errors import FarmError
 from farm.events import BACKTEST_COMPLETED, EventBus
 from farm.fmel.capture import StepCapture
-from farm.fmel.layout import session_dir
+from farm.fmel.layout import session_dir, session_folder
 from farm.fmel.recorder import CapReport, FmelRecorder
 from farm.fmel.records import Mode
+from farm.fmel.store import fmel_staging, open_fmel_root
 from farm.marketdata.store import BarStore
 from farm.sandbox.host import AgentFailure, AgentSession, DecisionRecord
 from farm.sandbox.launcher import SandboxLimits
@@ -193,14 +194,17 @@ class BacktestJob:
         if not request.fmel:
             return None
         agent_id, user_id = owner
-        shutil.rmtree(session_dir(self._settings.fmel_dir, agent_id, session_id), True)
+        root, staging = open_fmel_root(self._settings), fmel_staging(self._settings)
+        root.delete(session_folder(root, agent_id, session_id))
+        shutil.rmtree(session_dir(staging, agent_id, session_id), True)
         return FmelRecorder(
-            self._settings.fmel_dir,
+            root,
             agent_id,
             session_id,
             user_id,
             Mode.BACKTEST,
             max_bytes=self._settings.fmel_max_session_mb * MB,
+            staging=staging,
         )
 
     def _fail_agent(self, session_id: str, failure: AgentFailure, steps: int) -> None:

@@ -308,6 +308,8 @@ class PaperOrder(Base):
     #: Why the broker rejected or ended the order, when it said.
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     bar_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: Backtrader's ``created.price`` (the close at the decision for a market order).
+    created_price: Mapped[float | None] = mapped_column(nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -364,6 +366,9 @@ class PaperSession(Base):
     failure_reason: Mapped[str | None] = mapped_column(String(30), nullable=True)
     failure_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     failure_traceback: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: What the account's rows do not hold, for a restart to restore it exactly: the open
+    #: trades, the positions' valuation order, the fill count, the triggered stop-limits.
+    books: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -403,3 +408,5 @@ class PaperTrade(Base):
     pnl_net: Mapped[float]
     commission: Mapped[float]
     bars_held: Mapped[int] = mapped_column(Integer)
+    opened_by_seq: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    closed_by_seq: Mapped[int | None] = mapped_column(Integer, nullable=True)

@@ -1,7 +1,7 @@
 """alpaca accounts: encrypted broker keys, a session's broker status, order reasons
 
-Revision ID: 0010_alpaca_accounts
-Revises: 0009
+Revision ID: 0011_alpaca_accounts
+Revises: 0010_paper_books
 Create Date: 2026-12-05 13:30:00
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010_alpaca_accounts"
-down_revision = "0009"
+revision = "0011_alpaca_accounts"
+down_revision = "0010_paper_books"
 branch_labels = None
 depends_on = None
 
