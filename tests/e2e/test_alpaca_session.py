@@ -179,14 +179,14 @@ def test_an_alpaca_session_survives_a_kill_and_keeps_its_key_secret(
                 "/api/paper-trading/start", json={"agentId": seeker, "symbols": ["SPY"]}
             )
             assert hostile.status_code == 202, hostile.text
-            wait_until(api, trader, lambda s: s["barsProcessed"] >= 12)
+            wait_until(api, trader, lambda s: s["barsProcessed"] >= 30)
             crash(server)
             placed_before = list(fake.posted)
 
             server = start_server(home, FARM_PORT=server.env["FARM_PORT"], **env)
-            wait_until(api, trader, lambda s: s["barsProcessed"] >= 20, timeout=180)
+            wait_until(api, trader, lambda s: s["barsProcessed"] >= 38, timeout=180)
             time.sleep(3)  # a periodic reconciliation
-            status = wait_until(api, trader, lambda s: s["barsProcessed"] >= 21, timeout=60)
+            status = wait_until(api, trader, lambda s: s["barsProcessed"] >= 39, timeout=60)
             assert status["status"] == "running"
             assert status["broker"]["broker"] == "alpaca"
             assert status["broker"]["reconciliations"] >= 1
