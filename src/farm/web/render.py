@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -68,6 +68,11 @@ def _finite(value: object) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def query_with(query: Mapping[str, str], name: str, value: object) -> str:
+    """``query`` (a page's query string) with ``name`` set to ``value``, URL-encoded."""
+    return urlencode({**query, name: str(value)})
+
+
 @cache
 def environment() -> Environment:
     """The templates, autoescaped: everything a user wrote is text, never markup."""
@@ -78,7 +83,7 @@ def environment() -> Environment:
         lstrip_blocks=True,
     )
     env.filters.update(money=money, pct=pct, num=num, when=when)
-    env.globals.update(version=__version__, csrf_field=CSRF_FIELD)
+    env.globals.update(version=__version__, csrf_field=CSRF_FIELD, query_with=query_with)
     return env
 
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
+from contextlib import suppress
 from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import select
 
 from farm.backtest.results import read_page
+from farm.backtest.schemas import BacktestResults, EquityPoint, TradeOut
+from farm.errors import InvalidInput
 from farm.marketdata.store import BarStore
 from farm.storage.artifacts import ArtifactStore
 from farm.storage.db import Database
@@ -111,3 +115,66 @@ def price_points(
         for ts, close in zip(frame.index, frame["close"], strict=True)
     ]
     return thin(points, CHART_POINTS)  # type: ignore[return-value]
+
+
+MAX_MARKERS = 400
+"""Trades drawn on the price chart (the first ones of the chosen symbol)."""
+
+
+def backtest_charts(
+    bars: BarStore,
+    results: BacktestResults,
+    equity: Sequence[EquityPoint],
+    trades: Sequence[TradeOut],
+    symbol: str,
+) -> dict[str, Any]:
+    """The series of a completed backtest's charts: equity, the benchmark bought and held with
+    the same starting value, drawdown (negative percent) and the chosen symbol's closes with
+    its trades as markers."""
+    used = results.data_range
+    start = used.start_date if used else results.parameters.start_date
+    end = used.end_date if used else results.parameters.end_date
+    curve = [{"time": chart_time(p.timestamp), "value": p.equity} for p in equity]
+    drawdown = [{"time": chart_time(p.timestamp), "value": -100 * p.drawdown} for p in equity]
+    benchmark: list[dict[str, float | int]] = []
+    with suppress(InvalidInput):
+        closes = price_points(bars, results.parameters.benchmark, start, end)
+        if closes and curve:
+            scale = float(curve[0]["value"]) / float(closes[0]["value"])
+            benchmark = [{"time": c["time"], "value": c["value"] * scale} for c in closes]
+    return {
+        "equity": thin(curve, CHART_POINTS),
+        "benchmark": benchmark,
+        "benchmarkName": results.parameters.benchmark,
+        "drawdown": thin(drawdown, CHART_POINTS),
+        "price": price_points(bars, symbol, start, end),
+        "markers": trade_markers(trades, symbol),
+    }
+
+
+def trade_markers(trades: Iterable[TradeOut], symbol: str) -> list[dict[str, Any]]:
+    """Entry and exit markers of ``symbol``'s trades, in time order."""
+    markers: list[dict[str, Any]] = []
+    for trade in (t for t in trades if t.symbol == symbol):
+        if len(markers) >= 2 * MAX_MARKERS:
+            break
+        long = trade.size > 0
+        markers.append(
+            {
+                "time": chart_time(trade.entry_time),
+                "position": "belowBar" if long else "aboveBar",
+                "shape": "arrowUp" if long else "arrowDown",
+                "color": "#067647" if long else "#b42318",
+                "text": "buy" if long else "short",
+            }
+        )
+        markers.append(
+            {
+                "time": chart_time(trade.exit_time),
+                "position": "aboveBar" if long else "belowBar",
+                "shape": "circle",
+                "color": "#067647" if trade.pnl_net >= 0 else "#b42318",
+                "text": f"{'+' if trade.pnl_net >= 0 else ''}{trade.pnl_net:,.0f}",
+            }
+        )
+    return sorted(markers, key=lambda m: int(m["time"]))
