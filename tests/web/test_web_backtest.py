@@ -25,6 +25,12 @@ class Flipper(bt.Strategy):
         print("bar", len(self))
         if len(self) % 5 == 0:
             self.close() if self.position else self.buy(size=10)
+
+    def get_decision_reasoning(self):
+        return "</script><script>alert(1)</script> close is " + str(self.data.close[0])
+
+    def get_decision_confidence(self):
+        return 0.75
 """
 FAILS = b"""import backtrader as bt
 
@@ -101,6 +107,30 @@ def test_a_completed_backtest_page_has_cards_charts_tables_and_logs(worked: Test
     spy = worked.get(f"{url}?symbol=SPY&trades_from=1")
     assert "Trades on SPY" in spy.text
     assert worked.get(f"{url}?symbol=NOPE").status_code == 400
+
+    session_id = url.rsplit("/", 1)[1]
+    listed = worked.get(f"/decisions?session={session_id}&action=buy")
+    assert listed.status_code == 200
+    assert "<script>alert(1)" not in listed.text
+    assert "&lt;/script&gt;&lt;script&gt;alert(1)" in listed.text
+    assert 'id="actions-chart"' in listed.text
+    assert "P&amp;L by confidence" in listed.text
+    decision_url = re.search(r'href="(/decisions/[^"?]+:\d+)"', listed.text).group(1)  # type: ignore[union-attr]
+    decision = worked.get(decision_url).text
+    assert "<strong>Saw</strong> On the bar of" in decision
+    assert "<strong>Did</strong> Buy: buy 10 AAPL" in decision
+    assert "confidence 75%" in decision
+    assert "filled at" in decision
+    exported = worked.get(f"/decisions/export?agent={data_agent(page)}&session={session_id}")
+    assert exported.status_code == 200
+    assert exported.headers["content-type"].startswith("text/csv")
+    assert exported.text.count("\n") > 10
+    compared = worked.get(f"/decisions/compare?a={session_id}&b={session_id}")
+    assert compared.text.count(f"Session {session_id}") == 2
+
+
+def data_agent(page: str) -> str:
+    return re.search(r'href="/agents/([0-9a-f-]{36})"', page).group(1)  # type: ignore[union-attr]
 
 
 @pytest.mark.sandbox

@@ -55,6 +55,16 @@
         pc.timeScale().fitContent();
       }
     }
+    if (data.actions) {
+      var ac = chart("actions-chart");
+      if (ac) {
+        var colors = { buy: "#067647", sell: "#b42318", hold: "#98a2b3", mixed: "#b54708" };
+        Object.keys(data.actions).forEach(function (name) {
+          if (data.actions[name].length) line(ac, data.actions[name], colors[name], name);
+        });
+        ac.timeScale().fitContent();
+      }
+    }
     if (data.live) {
       var lc = chart("equity-chart");
       if (lc) { charts.live = line(lc, data.live, "#1f6feb", "equity"); lc.timeScale().fitContent(); }
