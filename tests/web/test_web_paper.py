@@ -1,5 +1,5 @@
 """Paper-trading pages through the ASGI app: accounts, start refused without a feed, escaping
-and ownership. (The live view with a running feed is in test_browser_e2e.py.)"""
+and ownership. (The live view with a running feed is in tests/e2e/test_web_browser.py.)"""
 
 from __future__ import annotations
 
