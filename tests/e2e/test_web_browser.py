@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
 from server_support import FARM, Server, start_server
 
 from support import require_backend
@@ -65,11 +66,9 @@ def server(tmp_path: Path, shared_data: Path) -> Iterator[Server]:
 
 
 @pytest.fixture
-def chromium() -> Iterator[object]:
+def chromium() -> Iterator[Browser]:
     problem = None if Path(CHROMIUM).exists() else f"{CHROMIUM} is missing (make browser-deps)"
     require_backend("Chromium", problem)
-    from playwright.sync_api import sync_playwright
-
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
@@ -78,16 +77,18 @@ def chromium() -> Iterator[object]:
             browser.close()
 
 
-def canvas_is_drawn(page: object, selector: str) -> bool:
+def canvas_is_drawn(page: Page, selector: str) -> bool:
     """True when a canvas inside ``selector`` has many distinct pixel colours (not blank)."""
-    colours: int = page.evaluate(  # type: ignore[attr-defined]
+    colours: int = page.evaluate(
         """(sel) => {
             let most = 0;
             for (const c of document.querySelectorAll(sel + ' canvas')) {
                 if (!c.width || !c.height) continue;
                 const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
                 const seen = new Set();
-                for (let i = 0; i < px.length; i += 4 * 7) seen.add(px[i] << 16 | px[i+1] << 8 | px[i+2]);
+                for (let i = 0; i < px.length; i += 28) {
+                    seen.add(px[i] << 16 | px[i + 1] << 8 | px[i + 2]);
+                }
                 most = Math.max(most, seen.size);
             }
             return most;
@@ -97,10 +98,10 @@ def canvas_is_drawn(page: object, selector: str) -> bool:
     return colours > 10
 
 
-def test_the_web_app_in_a_browser(server: Server, chromium: object) -> None:  # noqa: PLR0915
+def test_the_web_app_in_a_browser(server: Server, chromium: Browser) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     browser = chromium
-    context = browser.new_context(viewport={"width": 1200, "height": 900})  # type: ignore[attr-defined]
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
     page = context.new_page()
     url = server.url
 
@@ -194,7 +195,7 @@ def test_the_web_app_in_a_browser(server: Server, chromium: object) -> None:  # 
         page.wait_for_timeout(1000)
     assert page.locator("svg.spark polyline").count() >= 1
     shot("09-leaderboard")
-    phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)  # type: ignore[attr-defined]
+    phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
     small = phone.new_page()
     small.goto(f"{url}/?type=backtest")
     small.screenshot(path=str(SHOTS / "10-leaderboard-phone.png"), full_page=True)
