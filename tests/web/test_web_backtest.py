@@ -113,8 +113,10 @@ def test_a_completed_backtest_page_has_cards_charts_tables_and_logs(worked: Test
     assert listed.status_code == 200
     assert "<script>alert(1)" not in listed.text
     assert "&lt;/script&gt;&lt;script&gt;alert(1)" in listed.text
-    assert 'id="actions-chart"' in listed.text
-    assert "P&amp;L by confidence" in listed.text
+    analytics = worked.get(f"/decisions/analytics?session={session_id}").text
+    assert 'id="actions-chart"' in analytics
+    assert "P&amp;L by confidence" in analytics
+    assert "format=csv&amp;records=trades" in analytics
     decision_url = re.search(r'href="(/decisions/[^"?]+:\d+)"', listed.text).group(1)  # type: ignore[union-attr]
     decision = worked.get(decision_url).text
     assert "<strong>Saw</strong> On the bar of" in decision

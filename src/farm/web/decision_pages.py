@@ -50,7 +50,7 @@ def decisions(
     end: DateText = "",
     offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
 ) -> Response:
-    """Decisions of the user's agents, newest first, filtered; analytics for one agent."""
+    """Decisions of the user's agents, newest first, filtered."""
     fmel = _service(context)
     if session and not agent:
         agent = _agent_of(context, session)
@@ -62,7 +62,6 @@ def decisions(
         _blank(agent), _blank(session), _blank(start), _blank(end), chosen, _blank(symbol)
     )
     found = fmel.decisions(user, filters, limit=ROWS_PER_PAGE, offset=offset)
-    analytics = fmel.analytics(user, agent, _blank(session), DateRange.ALL) if agent else None
     return page(
         request,
         "decisions.html",
@@ -78,9 +77,6 @@ def decisions(
             "end": end,
         },
         actions=[a.value for a in Action],
-        analytics=analytics,
-        charts=_charts(analytics) if analytics else None,
-        exports=EXPORTS,
         rows=ROWS_PER_PAGE,
         offset=offset,
     )
@@ -94,6 +90,29 @@ def _charts(analytics: Analytics) -> dict[str, Any]:
         for name, points in series.items():
             points.append({"time": t, "value": getattr(day, name)})
     return {"actions": series}
+
+
+@router.get("/decisions/analytics", response_class=HTMLResponse)
+def analytics(
+    request: Request, context: ContextDep, user: PageUser, agent: Text = "", session: Text = ""
+) -> Response:
+    """One agent's (or one session's) analytics: actions over time, P&L by confidence,
+    most-read fields, and export links."""
+    if session and not agent:
+        agent = _agent_of(context, session)
+    if not agent:
+        raise InvalidInput("choose an agent or a session")
+    found = _service(context).analytics(user, agent, _blank(session), DateRange.ALL)
+    return page(
+        request,
+        "analytics.html",
+        user=user,
+        analytics=found,
+        charts=_charts(found),
+        agent=agent,
+        session=session,
+        exports=EXPORTS,
+    )
 
 
 @router.get("/decisions/compare", response_class=HTMLResponse)
