@@ -104,6 +104,8 @@ def test_the_web_app_in_a_browser(server: Server, chromium: Browser) -> None:
     context = browser.new_context(viewport={"width": 1200, "height": 900})
     page = context.new_page()
     url = server.url
+    refused: list[str] = []  # what the pages' Content-Security-Policy had to block
+    page.on("console", lambda m: refused.append(m.text) if "Content Security" in m.text else None)
 
     def shot(name: str) -> None:
         page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
@@ -144,7 +146,7 @@ def test_the_web_app_in_a_browser(server: Server, chromium: Browser) -> None:
     page.wait_for_url(f"{url}/backtests/*")
     backtest_url = page.url
     page.wait_for_selector("#status:text('completed')", timeout=90_000)
-    page.wait_for_function("window.farmCharts && window.farmCharts.equity")
+    page.wait_for_function("() => window.farmCharts && window.farmCharts.equity")
     page.wait_for_timeout(300)  # one animation frame or two to paint
     assert canvas_is_drawn(page, "#equity-chart")
     assert canvas_is_drawn(page, "#price-chart")
@@ -165,12 +167,15 @@ def test_the_web_app_in_a_browser(server: Server, chromium: Browser) -> None:
     page.select_option("#paper-symbols", ["AAPL"])
     page.click("form[action='/paper/start'] button[type=submit]")
     page.wait_for_url(f"{url}/paper/{agent_id}")
-    page.evaluate("window.__same_page = true")
+    page.evaluate("() => { window.__same_page = true; }")
     page.wait_for_function(
-        "Number(document.querySelector('[data-field=bars]').textContent) >= 2", timeout=60_000
+        "() => Number(document.querySelector('[data-field=bars]').textContent) >= 2",
+        timeout=60_000,
     )
-    assert page.evaluate("window.__same_page") is True  # it came over SSE, not a reload
-    page.wait_for_function("window.farmCharts.live && window.farmCharts.live.data().length >= 2")
+    assert page.evaluate("() => window.__same_page") is True  # it came over SSE, not a reload
+    page.wait_for_function(
+        "() => window.farmCharts.live && window.farmCharts.live.data().length >= 2"
+    )
     shot("07-paper-live")
     page.check("input[name=liquidate]")
     page.click("form[action$='/stop'] button[type=submit]")
@@ -179,7 +184,7 @@ def test_the_web_app_in_a_browser(server: Server, chromium: Browser) -> None:
 
     # CSRF: a form post without the token is refused.
     status = page.evaluate(
-        "fetch('/signout', {method: 'POST', body: new URLSearchParams({csrf: 'forged'})})"
+        "() => fetch('/signout', {method: 'POST', body: new URLSearchParams({csrf: 'forged'})})"
         ".then(r => r.status)"
     )
     assert status == 403
@@ -195,11 +200,15 @@ def test_the_web_app_in_a_browser(server: Server, chromium: Browser) -> None:
         page.wait_for_timeout(1000)
     assert page.locator("svg.spark polyline").count() >= 1
     shot("09-leaderboard")
+    page.click(f"a[href='/a/{agent_id}']")
+    assert "Ranks" in page.locator("main").inner_text()
+    assert page.locator(".codebox").count() == 0  # the public page never shows the code
+    shot("09b-public-agent")
     phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
     small = phone.new_page()
     small.goto(f"{url}/?type=backtest")
     small.screenshot(path=str(SHOTS / "10-leaderboard-phone.png"), full_page=True)
-    wide: int = small.evaluate("document.documentElement.scrollWidth")
+    wide: int = small.evaluate("() => document.documentElement.scrollWidth")
     assert wide <= 400, "the page must fit a phone's width (tables scroll inside their box)"
 
     # Another user sees none of it.
@@ -219,3 +228,4 @@ def test_the_web_app_in_a_browser(server: Server, chromium: Browser) -> None:
     small.screenshot(path=str(SHOTS / "11-not-yours.png"), full_page=True)
     phone.close()
     context.close()
+    assert not refused, refused

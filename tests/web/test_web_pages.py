@@ -33,6 +33,9 @@ def test_leaderboard_is_public_and_explains_psr_and_dsr(web: TestClient) -> None
     assert '<option value="returns" selected>' in in_sample.text
     assert web.get("/?metric=nonsense").status_code == 400
     assert "farm_csrf" in page.cookies
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'self'" in policy  # no inline script would run, whatever got in
+    assert "frame-ancestors 'none'" in policy
 
 
 def test_pages_that_need_a_user_send_visitors_to_sign_in(web: TestClient) -> None:
@@ -173,3 +176,20 @@ def test_start_backtest_form_errors_come_back_inline(signed_in: TestClient) -> N
     started = signed_in.post(f"{agent_url}/backtests", data={**form, "end_date": "2023-06-01"})
     assert started.status_code == 303
     assert re.fullmatch(r"/backtests/[0-9a-f-]{36}", started.headers["location"])
+
+
+def test_static_files_are_served_locally_beside_the_api_docs_assets(web: TestClient) -> None:
+    page = web.get("/").text
+    assert not re.search(r'(?:src|href)="(?:https?:)?//', page), "no CDN, no other host"
+    chart = web.get("/static/vendor/lightweight-charts.standalone.production.js")
+    assert chart.status_code == 200
+    assert "Lightweight Charts" in chart.text[:400]
+    assert "Apache License" in web.get("/static/vendor/lightweight-charts.LICENSE").text
+    assert web.get("/static/app.css").status_code == 200
+    assert web.get("/static/docs/swagger-ui.css").status_code == 200  # the API docs' own mount
+    assert web.get("/docs").status_code == 200
+
+
+def test_pages_are_not_in_the_api_contract(web: TestClient) -> None:
+    paths = web.get("/openapi.json").json()["paths"]
+    assert not [p for p in paths if not p.startswith(("/api/", "/health", "/metrics"))]

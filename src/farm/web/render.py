@@ -87,6 +87,18 @@ def environment() -> Environment:
     return env
 
 
+SECURITY_HEADERS = {
+    # Scripts only from this site (no inline script runs, whatever a page contains), no
+    # framing (no clickjacking of a form), forms post only here.
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+    "style-src 'self' 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; "
+    "form-action 'self'; object-src 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+}
+
+
 def page(request: Request, template: str, status_code: int = 200, **values: Any) -> HTMLResponse:
     """Render ``template`` with ``values``, the request and this browser's CSRF token."""
     html = (
@@ -94,7 +106,7 @@ def page(request: Request, template: str, status_code: int = 200, **values: Any)
         .get_template(template)
         .render(request=request, csrf=csrf_token(request), **values)
     )
-    response = HTMLResponse(html, status_code=status_code)
+    response = HTMLResponse(html, status_code=status_code, headers=SECURITY_HEADERS)
     keep_csrf_cookie(request, response)
     return response
 
