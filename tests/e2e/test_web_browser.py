@@ -180,6 +180,7 @@ def test_the_web_app_in_a_browser(server: Server, chromium: Browser) -> None:
     page.check("input[name=liquidate]")
     page.click("form[action$='/stop'] button[type=submit]")
     page.wait_for_selector("[data-field=status]:text('stopped')", timeout=60_000)
+    assert page.locator("form[action$='/stop']").is_hidden()
     shot("08-paper-stopped")
 
     # CSRF: a form post without the token is refused.

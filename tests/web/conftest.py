@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import re
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from web_support import sign_in
 
 from farm.app import create_app
 from farm.config import Settings
 from farm.context import Context
 from farm.users.service import create_user
-
-CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
 @pytest.fixture
@@ -44,22 +42,6 @@ def make_token(web_context: Context) -> Callable[[str], str]:
         return token
 
     return make
-
-
-def csrf_of(html: str) -> str:
-    """The CSRF token of the first form of a page."""
-    found = CSRF.search(html)
-    assert found, "the page has no form with a CSRF token"
-    return found.group(1)
-
-
-def sign_in(client: TestClient, token: str) -> None:
-    """Sign ``client`` in through the form, as a browser would (signing out anyone else)."""
-    client.cookies.clear()
-    form = client.get("/signin")
-    response = client.post("/signin", data={"token": token, "csrf": csrf_of(form.text)})
-    assert response.status_code == 303, response.text
-    assert "farm_session" in client.cookies
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from web_support import csrf_of, sign_in
 
-from conftest import csrf_of, sign_in
 from farm.app import create_app
 from farm.config import Settings
 from farm.context import Context

@@ -6,8 +6,7 @@ import re
 from collections.abc import Callable
 
 from fastapi.testclient import TestClient
-
-from conftest import csrf_of, sign_in
+from web_support import csrf_of, sign_in
 
 GOOD = b"""import backtrader as bt
 

@@ -7,8 +7,7 @@ import re
 from collections.abc import Callable
 
 from fastapi.testclient import TestClient
-
-from conftest import csrf_of, sign_in
+from web_support import csrf_of, sign_in
 
 NAME = "<img src=x onerror=alert(1)>"
 

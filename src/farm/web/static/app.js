@@ -96,7 +96,10 @@
       var rows = live.querySelector("[data-rows]");
       if (rows && v.rows !== undefined) rows.innerHTML = v.rows;  // server-rendered, escaped
       if (charts.live && v.point) charts.live.update(v.point);
-      if (v.final) source.close();
+      if (v.final) {
+        source.close();
+        live.querySelectorAll("[data-while-live]").forEach(function (el) { el.hidden = true; });
+      }
     });
   }
 })();
