@@ -16,9 +16,12 @@ from pygments.lexers import PythonLexer
 
 from farm.agents.service import Submission
 from farm.backtest.schemas import DEFAULT_SYMBOLS, BacktestRequest
+from farm.context import Context
 from farm.deps import ContextDep
 from farm.errors import Conflict, InvalidInput
 from farm.papertrading.dependencies import AccountsDep, PaperDep
+from farm.papertrading.service import AccountService
+from farm.papertrading.sessions import PaperService
 from farm.schemas import MAX_PAGE
 from farm.storage.models import User
 from farm.web.auth import CSRF_FIELD, PageUser, check_csrf
@@ -45,7 +48,7 @@ def agents(
 
 def _agents_page(
     request: Request,
-    context: Any,
+    context: Context,
     user: User,
     page_number: int = 1,
     status_code: int = 200,
@@ -114,9 +117,9 @@ def agent(
 
 def _agent_page(
     request: Request,
-    context: Any,
-    paper: Any,
-    accounts: Any,
+    context: Context,
+    paper: PaperService,
+    accounts: AccountService,
     user: User,
     agent_id: str,
     status_code: int = 200,
@@ -130,7 +133,7 @@ def _agent_page(
     )
     backtests = context.backtests.list_for_agent(user, agent_id, limit=BACKTESTS_SHOWN, offset=0)
     symbols = [info.symbol for info in context.bars.symbols()]
-    form = extra.pop("form", None) or _default_form(context, symbols)
+    form = extra.pop("form", None) or _default_form(symbols)
     return page(
         request,
         "agent.html",
@@ -147,7 +150,7 @@ def _agent_page(
     )
 
 
-def _default_form(context: Any, symbols: list[str]) -> dict[str, Any]:
+def _default_form(symbols: list[str]) -> dict[str, Any]:
     request = BacktestRequest()
     chosen = [s for s in DEFAULT_SYMBOLS if s in symbols] or symbols[:1]
     return {

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import HTMLResponse
 
 from farm.backtest.schemas import BacktestResults, FailureReason, SessionStatus
+from farm.context import Context
 from farm.deps import ContextDep
 from farm.errors import InvalidInput
 from farm.storage.models import User
@@ -72,7 +73,7 @@ def backtest(
 
 
 def _completed(
-    context: Any,
+    context: Context,
     user: User,
     results: BacktestResults,
     symbol: str | None,

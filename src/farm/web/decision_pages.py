@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import HTMLResponse, StreamingResponse
 
+from farm.context import Context
 from farm.deps import ContextDep
 from farm.errors import InvalidInput, NotFound
 from farm.fmel.layout import agent_of_session, is_valid_id
@@ -29,7 +30,7 @@ DateText = Annotated[str, Query(max_length=MAX_DATE_CHARS)]
 EXPORTS = [(f.value, r.value) for r in RecordKind for f in (ExportFormat.CSV, ExportFormat.JSONL)]
 
 
-def _service(context: Any) -> FmelService:
+def _service(context: Context) -> FmelService:
     return FmelService(context.db, context.fmel)
 
 
@@ -124,7 +125,7 @@ def compare(
     return page(request, "compare.html", user=user, sides=sides, a=a, b=b)
 
 
-def _agent_of(context: Any, session_id: str) -> str:
+def _agent_of(context: Context, session_id: str) -> str:
     """The agent whose decisions of ``session_id`` are recorded (404 when there are none)."""
     agent_id = agent_of_session(context.fmel.root, session_id) if is_valid_id(session_id) else None
     if agent_id is None:
@@ -132,7 +133,7 @@ def _agent_of(context: Any, session_id: str) -> str:
     return agent_id
 
 
-def _session_analytics(context: Any, user: User, session_id: str) -> Analytics:
+def _session_analytics(context: Context, user: User, session_id: str) -> Analytics:
     agent_id = _agent_of(context, session_id)
     return _service(context).analytics(user, agent_id, session_id, DateRange.ALL)
 

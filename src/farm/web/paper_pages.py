@@ -10,6 +10,7 @@ from fastapi import APIRouter, Form, Query, Request, Response
 from fastapi.responses import HTMLResponse
 from pydantic import ValidationError
 
+from farm.context import Context
 from farm.deps import ContextDep
 from farm.errors import InvalidInput
 from farm.marketdata.schemas import FeedOut
@@ -181,7 +182,7 @@ def live(
     )
 
 
-def _state(context: Any, paper: PaperService, user: User, agent_id: str) -> dict[str, Any]:
+def _state(context: Context, paper: PaperService, user: User, agent_id: str) -> dict[str, Any]:
     status: PaperStatus = paper.status(user, agent_id)
     last_bars = []
     if status.last_bar_time is not None:
