@@ -30,7 +30,10 @@ def test_leaderboard_is_public_and_explains_psr_and_dsr(web: TestClient) -> None
     in_sample = web.get("/?type=backtest&metric=returns&timeframe=weekly")
     assert "In-sample:" in in_sample.text
     assert '<option value="returns" selected>' in in_sample.text
-    assert web.get("/?metric=nonsense").status_code == 400
+    nonsense = web.get("/?metric=nonsense")
+    assert nonsense.status_code == 400
+    assert nonsense.headers["content-type"].startswith("text/html")  # a page, not JSON
+    assert "metric: Input should be" in nonsense.text
     assert "farm_csrf" in page.cookies
     policy = page.headers["content-security-policy"]
     assert "default-src 'self'" in policy  # no inline script would run, whatever got in

@@ -10,12 +10,13 @@ from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from farm import __version__
-from farm.errors import FarmError, Forbidden
+from farm.errors import FarmError, Forbidden, InvalidInput
 from farm.web import TEMPLATES_DIR
 from farm.web.auth import (
     CSRF_FIELD,
@@ -131,7 +132,8 @@ def error_page(request: Request, exc: FarmError) -> Response:
 
 
 class PageRoute(APIRoute):
-    """A route answering errors a user can cause with an HTML page rather than JSON."""
+    """A route answering errors a user can cause (and malformed queries and forms) with an
+    HTML page rather than JSON."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -141,5 +143,10 @@ class PageRoute(APIRoute):
                 return await handler(request)
             except FarmError as exc:
                 return error_page(request, exc)
+            except RequestValidationError as exc:
+                problems = "; ".join(
+                    f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in exc.errors()
+                )
+                return error_page(request, InvalidInput(problems or "invalid request"))
 
         return handle
