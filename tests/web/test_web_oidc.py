@@ -19,6 +19,7 @@ from web_support import csrf_of
 
 from farm.app import create_app
 from farm.config import Settings
+from support import free_port
 
 KEY = RSAKey.generate_key(2048, parameters={"kid": "web-1"})
 ISSUER = "https://id.example.test"
@@ -76,3 +77,19 @@ def test_an_id_token_signs_in_and_a_forged_one_does_not(tmp_path: Path, jwks_url
         agents = client.get("/agents")
         assert agents.status_code == 200
         assert "Sign out ann-" in agents.text  # the user made on the first sign-in
+
+
+def test_an_unreachable_issuer_is_a_503_page_not_a_failed_sign_in(tmp_path: Path) -> None:
+    settings = Settings(
+        home=tmp_path / "farm",
+        backtest_workers=0,
+        oidc_issuer=ISSUER,
+        oidc_audience=AUDIENCE,
+        oidc_jwks_url=f"http://127.0.0.1:{free_port()}/jwks",  # nobody listens
+    )
+    with TestClient(create_app(settings), follow_redirects=False) as client:
+        csrf = csrf_of(client.get("/signin").text)
+        response = client.post("/signin", data={"token": id_token(), "csrf": csrf})
+        assert response.status_code == 503
+        assert "cannot fetch the signing keys" in response.text
+        assert "Retry-After" in response.headers

@@ -86,7 +86,8 @@ class BacktestJob:
         except Exception as exc:
             if abort.reason is None:
                 log.exception("backtest %s failed unexpectedly", session_id)
-                self._fail(
+                fail_while_running(
+                    self._db,
                     session_id,
                     FailureReason.INTERNAL_ERROR,
                     f"internal error (a platform bug): {exc}",
@@ -96,7 +97,8 @@ class BacktestJob:
             watcher.join()
         if abort.reason is AbortReason.INTERRUPTED:
             log.info("backtest %s interrupted by shutdown; back in the queue", session_id)
-            self._update(
+            update_while_running(
+                self._db,
                 session_id,
                 status=SessionStatus.QUEUED,
                 attempts=BacktestSession.attempts - 1,
@@ -134,7 +136,9 @@ class BacktestJob:
             artifact_key = agent.artifact_key if agent else None
             owner = (row.agent_id, row.user_id)
         if artifact_key is None:
-            self._fail(session_id, FailureReason.INVALID_AGENT, "the agent no longer exists")
+            fail_while_running(
+                self._db, session_id, FailureReason.INVALID_AGENT, "the agent no longer exists"
+            )
             return
         try:
             self._bars.coverage(request.symbols, request.start_date, request.end_date).check()
@@ -142,9 +146,9 @@ class BacktestJob:
             benchmark = self._bars.frame(request.benchmark, request.start_date, request.end_date)
             source = self._bars.source_of([*request.symbols, request.benchmark])
         except FarmError as exc:
-            self._fail(session_id, FailureReason.DATA_ERROR, exc.message)
+            fail_while_running(self._db, session_id, FailureReason.DATA_ERROR, exc.message)
             return
-        self._update(session_id, bars_total=len(steps), data_source=source)
+        update_while_running(self._db, session_id, bars_total=len(steps), data_source=source)
         if abort.reason is not None:
             return
 
@@ -205,12 +209,14 @@ class BacktestJob:
             reason, message = FailureReason.KILLED, f"output limit exceeded: {failure.message}"
         else:
             reason, message = FailureReason(failure.reason), failure.message
-        self._fail(session_id, reason, message, failure.traceback or None, bars_done=steps)
+        fail_while_running(
+            self._db, session_id, reason, message, failure.traceback or None, bars_done=steps
+        )
 
     def _fail_stopped(self, session_id: str, stopped: RunStopped, steps: int) -> None:
         """Record why the host ended the run (the fill cap counts as ``killed``, as output does)."""
         reason = FailureReason.BANKRUPT if stopped.reason == "bankrupt" else FailureReason.KILLED
-        self._fail(session_id, reason, stopped.message, bars_done=steps)
+        fail_while_running(self._db, session_id, reason, stopped.message, bars_done=steps)
 
     def _config(self, request: BacktestRequest) -> BacktestConfig:
         return BacktestConfig(
@@ -236,7 +242,7 @@ class BacktestJob:
             now = time.monotonic()
             if now - last >= PROGRESS_SECONDS:
                 last = now
-                self._update(session_id, bars_done=done)
+                update_while_running(self._db, session_id, bars_done=done)
 
         return report
 
@@ -270,37 +276,40 @@ class BacktestJob:
             event["kind"] = row.kind
         self._bus.publish(BACKTEST_COMPLETED, event)
 
-    def _fail(
-        self,
-        session_id: str,
-        reason: FailureReason,
-        message: str,
-        traceback: str | None = None,
-        *,
-        bars_done: int | None = None,
-    ) -> None:
-        values: dict[str, Any] = {
-            "status": SessionStatus.FAILED,
-            "failure_reason": reason,
-            "failure_message": message,
-            "failure_traceback": traceback,
-            "finished_at": utcnow(),
-        }
-        if bars_done is not None:
-            values["bars_done"] = bars_done
-        self._update(session_id, **values)
 
-    def _update(self, session_id: str, **values: Any) -> None:
-        """Update the session while it runs (never one cancelled meanwhile)."""
-        with self._db.transaction() as session:
-            session.execute(
-                update(BacktestSession)
-                .where(
-                    BacktestSession.id == session_id,
-                    BacktestSession.status == SessionStatus.RUNNING,
-                )
-                .values(**values)
+def fail_while_running(
+    db: Database,
+    session_id: str,
+    reason: FailureReason,
+    message: str,
+    traceback: str | None = None,
+    *,
+    bars_done: int | None = None,
+) -> None:
+    """Fail a session unless it ended (or was cancelled) meanwhile."""
+    values: dict[str, Any] = {
+        "status": SessionStatus.FAILED,
+        "failure_reason": reason,
+        "failure_message": message,
+        "failure_traceback": traceback,
+        "finished_at": utcnow(),
+    }
+    if bars_done is not None:
+        values["bars_done"] = bars_done
+    update_while_running(db, session_id, **values)
+
+
+def update_while_running(db: Database, session_id: str, **values: Any) -> None:
+    """Update a session while it runs (never one that ended or was cancelled meanwhile)."""
+    with db.transaction() as session:
+        session.execute(
+            update(BacktestSession)
+            .where(
+                BacktestSession.id == session_id,
+                BacktestSession.status == SessionStatus.RUNNING,
             )
+            .values(**values)
+        )
 
 
 class AbortReason(StrEnum):

@@ -26,6 +26,7 @@ from sqlalchemy import false, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from farm.backtest.job import fail_while_running
 from farm.backtest.schemas import FailureReason, SessionStatus
 from farm.backtest.service import STANDARD
 from farm.storage.db import Database
@@ -196,24 +197,9 @@ class Scheduler:
                 self._job(session_id, self._stopping)
             except Exception as exc:
                 log.exception("backtest job %s crashed", session_id)
-                self._abandon(session_id, f"internal error: {exc}")
-
-    def _abandon(self, session_id: str, message: str) -> None:
-        """Fail a session whose job crashed, unless it ended (or was cancelled) already."""
-        with self._db.transaction() as session:
-            session.execute(
-                update(BacktestSession)
-                .where(
-                    BacktestSession.id == session_id,
-                    BacktestSession.status == SessionStatus.RUNNING,
+                fail_while_running(
+                    self._db, session_id, FailureReason.KILLED, f"internal error: {exc}"
                 )
-                .values(
-                    status=SessionStatus.FAILED,
-                    failure_reason=FailureReason.KILLED,
-                    failure_message=message,
-                    finished_at=utcnow(),
-                )
-            )
 
 
 def _lock_claims(session: Session) -> None:

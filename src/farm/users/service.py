@@ -116,7 +116,8 @@ def count_users(session: Session) -> int:
 
 def user_for_bearer(db: Database, oidc: OidcVerifier | None, token: str) -> User | None:
     """The user of an API token or, when OIDC is configured (``oidc``), of a valid ID token
-    (created on its first sign-in); None for anything else. Blocking: call it off the loop."""
+    (created on its first sign-in); None for anything else. Raises ``IssuerUnreachable`` when
+    the issuer's keys cannot be fetched. Blocking: call it off the loop."""
     if oidc is not None and looks_like_jwt(token):
         identity = oidc.verify(token)
         if identity is None:
