@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format openapi bench sandbox-deps torch-cpu image manifests clean
+.PHONY: run test lint format openapi bench bench-web sandbox-deps browser-deps torch-cpu image manifests clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 is required"; exit 1; }
@@ -22,10 +22,18 @@ sandbox-deps:
 	  elif command -v sudo >/dev/null 2>&1; then sudo apt-get update -qq && sudo apt-get install -y -qq bubblewrap libseccomp2; \
 	  else echo "warning: install bubblewrap and libseccomp2 (apt-get install bubblewrap libseccomp2) to run agents"; fi; }
 
+# Debian's Chromium: the web app's browser tests drive it through Playwright (never a download).
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "Installing chromium (the web app's browser tests)..."; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
+	  elif command -v sudo >/dev/null 2>&1; then sudo apt-get update -qq && sudo apt-get install -y -qq chromium; \
+	  else echo "warning: install chromium (apt-get install chromium) to run the browser tests"; fi; }
+
 run: $(STAMP) sandbox-deps
 	$(BIN)/farm up
 
-test: $(STAMP) sandbox-deps
+test: $(STAMP) sandbox-deps browser-deps
 	$(BIN)/pytest
 
 lint: $(STAMP)
@@ -42,6 +50,9 @@ openapi: $(STAMP)
 
 bench: $(STAMP) sandbox-deps
 	$(BIN)/python bench/backtest.py
+
+bench-web: $(STAMP)
+	$(BIN)/python bench/web.py
 
 # Opt-in PyTorch for agents, never PyPI's multi-GB CUDA build. On Linux the pin names the CPU
 # build (`+cpu`; PyPI has no such version), taken from PyTorch's CPU index or, where that index

@@ -39,9 +39,10 @@ from farm.papertrading.router import router as accounts_router
 from farm.papertrading.router import sessions_router as paper_router
 from farm.ratelimit import RateLimits
 from farm.schemas import errors
-from farm.storage.models import User
-from farm.users.oidc import IssuerUnreachable, OidcVerifier, looks_like_jwt
-from farm.users.service import user_for_identity, user_for_token
+from farm.users.oidc import IssuerUnreachable, OidcVerifier
+from farm.users.service import user_for_bearer
+from farm.web import mount_static
+from farm.web.router import router as web_router
 
 log = logging.getLogger("farm.app")
 
@@ -52,6 +53,7 @@ SERVICES: dict[str, list[APIRouter]] = {
     "fmel": [fmel_router],
     "leaderboard": [leaderboard_router],
     "paper-trading": [accounts_router, paper_router],
+    "web": [web_router],
 }
 
 
@@ -69,6 +71,7 @@ def create_app(
         raise ValueError(f"unknown services: {sorted(unknown)}; known: {sorted(SERVICES)}")
 
     rate_limits = RateLimits(settings)
+    oidc = _oidc(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -91,14 +94,18 @@ def create_app(
         redoc_url=None,
     )
     install_contract(app)
+    app.state.oidc = oidc  # the web pages sign in with the same tokens as the gateway
+    app.state.rate_limits = rate_limits
     app.include_router(health_router)
     app.include_router(metrics_router)
     for name in chosen:
         for router in SERVICES[name]:
             app.include_router(router, responses=errors(429))
+    if "web" in chosen:
+        mount_static(app)
     _install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
-    app.add_middleware(Gateway, limits=rate_limits, oidc=_oidc(settings))
+    app.add_middleware(Gateway, limits=rate_limits, oidc=oidc)
     app.add_middleware(Observer)  # outermost: every answer is counted and has a request id
     return app
 
@@ -281,7 +288,7 @@ class Gateway:
         else:
             context: Context = scope["app"].state.context
             try:
-                user = await anyio.to_thread.run_sync(_user_for_token, context, self.oidc, token)
+                user = await anyio.to_thread.run_sync(user_for_bearer, context.db, self.oidc, token)
             except IssuerUnreachable as exc:
                 unavailable = IdentityProviderUnavailable(str(exc), exc.retry_after_s)
                 user = None
@@ -309,16 +316,3 @@ def _bearer_token(scope: Scope) -> str | None:
     """The Bearer token of the request, parsed exactly as ``fastapi.security.HTTPBearer``."""
     scheme, token = get_authorization_scheme_param(Headers(scope=scope).get("authorization"))
     return token if scheme.lower() == "bearer" and token else None
-
-
-def _user_for_token(context: Context, oidc: OidcVerifier | None, token: str) -> User | None:
-    """The user of an API token or, when OIDC is configured, of a valid ID token (created on
-    its first sign-in)."""
-    if oidc is not None and looks_like_jwt(token):
-        identity = oidc.verify(token)
-        if identity is None:
-            return None
-        with context.db.transaction() as session:
-            return user_for_identity(session, identity)
-    with context.db.transaction() as session:
-        return user_for_token(session, token)

@@ -12,8 +12,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from farm.errors import Conflict, InvalidInput, NotFound
+from farm.storage.db import Database
 from farm.storage.models import ApiToken, OidcIdentity, User
-from farm.users.oidc import Identity
+from farm.users.oidc import Identity, OidcVerifier, looks_like_jwt
 
 TOKEN_PREFIX = "farm_"  # noqa: S105 - a prefix, not a secret
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -111,3 +112,17 @@ def user_for_token(session: Session, token: str) -> User | None:
 def count_users(session: Session) -> int:
     """How many users exist."""
     return session.scalar(select(func.count()).select_from(User)) or 0
+
+
+def user_for_bearer(db: Database, oidc: OidcVerifier | None, token: str) -> User | None:
+    """The user of an API token or, when OIDC is configured (``oidc``), of a valid ID token
+    (created on its first sign-in); None for anything else. Raises ``IssuerUnreachable`` when
+    the issuer's keys cannot be fetched. Blocking: call it off the loop."""
+    if oidc is not None and looks_like_jwt(token):
+        identity = oidc.verify(token)
+        if identity is None:
+            return None
+        with db.transaction() as session:
+            return user_for_identity(session, identity)
+    with db.transaction() as session:
+        return user_for_token(session, token)
