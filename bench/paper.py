@@ -10,8 +10,14 @@ the bars a publisher writes to it (no sandbox). Printed per shape:
   * host CPU per bar (the runtime process, or the publisher) and agent CPU per bar, in ms;
   * memory per session: the proportional set size (PSS) of every process of the shape / N.
 
+With ``--brokers``, it instead compares the two brokers in the same run: N sessions of an agent
+that buys one share on every bar, on simulated accounts, then on Alpaca accounts against the
+local Alpaca server of the tests (tests/alpaca_server.py, one key per account), printing the
+bar-received to order-sent latency p50 / p99: the step's publication to the order reaching the
+broker (the simulated broker's ``submit``, or the POST arriving at the Alpaca server).
+
 Data: ../shared/data (FARM_TEST_DATA). The machine is shared: run it briefly.
-Run: .venv/bin/python bench/paper.py [--sizes 10,50] [--steps 20] [--interval 1.0]
+Run: .venv/bin/python bench/paper.py [--sizes 10,50] [--steps 20] [--interval 1.0] [--brokers]
      [--replay-start 2024-01-02] (start earlier when N sessions take longer to start than the
      replay lasts)
 """
@@ -30,17 +36,21 @@ import threading
 import time
 import uuid
 from datetime import date
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from farm.config import Settings
+from farm.events import MARKET_BARS
 from farm.marketdata.importer import import_path
-from farm.marketdata.store import open_bar_store
+from farm.marketdata.store import BarStore, open_bar_store
 from farm.papertrading.runtime import PaperRuntime
 from farm.papertrading.schemas import PaperStart
 from farm.papertrading.sessions import PaperService
+from farm.secretbox import SecretBox
 from farm.storage.artifacts import open_artifact_store
 from farm.storage.db import Database
-from farm.storage.models import Agent, PaperSession
+from farm.storage.models import Agent, PaperAccount, PaperSession
 from farm.users.service import create_user
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,6 +58,7 @@ DATA = Path(os.environ.get("FARM_TEST_DATA", REPO.parent / "shared" / "data"))
 AGENT = REPO / "examples" / "agents" / "sma_cross.py"
 STANDARD = ["SPY", "QQQ", "AAPL", "MSFT", "GOOGL", "AMZN", "TSLA", "NVDA", "META", "JPM"]
 REPLAY_START = date(2024, 1, 2)  # about 315 steps before the last stored bar
+BROKERS_REPLAY_START = date(2021, 1, 4)
 WARMUP_BARS = 40  # the SMA(30) crossover is ready on the first live bar
 
 # The baseline agent process: Backtrader's own loop over bars read from stdin, one step a line.
@@ -242,6 +253,148 @@ def platform(n: int, steps: int, interval: float, root: Path, replay_start: date
     report("platform (one runtime)", n, latencies, host, agent_cpu, count, pss)
 
 
+BUYER = b"""
+import backtrader as bt
+
+
+class Buyer(bt.Strategy):
+    def next(self):
+        self.buy(data=self.datas[0], size=1)
+"""
+
+
+def brokers(n: int, steps: int, interval: float, root: Path, alpaca: bool) -> None:
+    """N sessions of BUYER on simulated or Alpaca accounts: publication to order sent."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from alpaca_server import FakeAlpaca, alpaca_server
+
+    symbols = STANDARD[:3]
+    fake = FakeAlpaca(
+        cash=Decimal(10**12),
+        prices={s: Decimal(100) for s in symbols},
+        auto_fill=True,
+        other_keys={f"PKBENCH{i}": f"bench-secret-{i}" for i in range(n)},
+    )
+    with alpaca_server(fake) as (_, url):
+        home = root / f"{'alpaca' if alpaca else 'simulated'}-{n}"
+        settings = Settings(
+            home=home,
+            feed="replay",
+            feed_replay_start=BROKERS_REPLAY_START,  # enough bars for N sessions to start
+            feed_interval_s=interval,
+            feed_symbols=symbols,
+            paper_step_timeout_s=60,
+            paper_poll_s=0.2,
+            alpaca_trading_url=url,
+            alpaca_reconcile_s=3600,  # the accounts share one book here: no alignment
+        )
+        db, bars, artifacts = _platform_home(settings, root)
+        artifacts.put("agents/buyer.py", BUYER)
+        box = SecretBox.from_settings(settings)
+        service = PaperService(db, bars, settings)
+        with db.transaction() as session:
+            user, _ = create_user(session, "bench")
+            starts = []
+            for i in range(n):
+                agent_id, account_id = str(uuid.uuid4()), str(uuid.uuid4())
+                session.add(
+                    Agent(
+                        id=agent_id,
+                        user_id=user.id,
+                        name="buyer",
+                        strategy_class="Buyer",
+                        code_sha256="0" * 64,
+                        code_bytes=len(BUYER),
+                        artifact_key="agents/buyer.py",
+                        status="active",
+                    )
+                )
+                session.add(
+                    PaperAccount(
+                        id=account_id,
+                        user_id=user.id,
+                        name=f"bench {i}",
+                        broker="alpaca" if alpaca else "simulated",
+                        initial_cash=Decimal(10**8),
+                        cash=Decimal(10**8),
+                        funded=Decimal(0),
+                        broker_key_id=f"PKBENCH{i}" if alpaca else None,
+                        broker_secret=box.seal(f"bench-secret-{i}") if alpaca else None,
+                    )
+                )
+                starts.append(PaperStart(agent_id=agent_id, account_id=account_id, symbols=symbols))
+        for start in starts:
+            service.start(user, start)
+        published: list[float] = []
+        sent: list[float] = []
+        runtime = PaperRuntime(db, bars, artifacts, settings, lambda topic, event: None)
+        runtime._bus.subscribe(MARKET_BARS, lambda event: published.append(time.monotonic()))
+        if not alpaca:
+            # called once a decision's orders went to the broker (submit), at that moment
+            runtime.latency_probe = lambda _: sent.append(time.monotonic())
+        thread = threading.Thread(target=runtime.run, daemon=True)
+        thread.start()
+        _all_running(db, runtime, n, interval)
+        measured_from = time.monotonic()
+        first = len(published)
+        while len(published) < first + steps:
+            assert thread.is_alive()
+            time.sleep(0.05)
+        time.sleep(interval / 2)
+        runtime.stop()
+        thread.join(60)
+        if alpaca:
+            sent = [t for t, method, path in fake.requests if method == "POST"]
+    # Each order was decided on the last step published before it was sent.
+    marks = sorted(published)
+    latencies = []
+    for t in sent:
+        before = [p for p in marks if p <= t]
+        if before and before[-1] >= measured_from:
+            latencies.append(t - before[-1])
+    label = "alpaca broker (local server)" if alpaca else "simulated broker"
+    first, last = min(sent, default=0.0), max(sent, default=0.0)
+    assert latencies, (
+        f"no order measured ({len(sent)} sent, {len(marks)} steps published, sent "
+        f"{first - measured_from:.1f}..{last - measured_from:.1f} s from the measurement's start)"
+    )
+    print(
+        f"{label:<30} N={n:<4} orders {len(latencies):<5} bar-received to order-sent "
+        f"p50 {percentile(latencies, 0.5) * 1000:7.1f} ms  "
+        f"p99 {percentile(latencies, 0.99) * 1000:7.1f} ms",
+        flush=True,
+    )
+
+
+def _all_running(db: Database, runtime: PaperRuntime, n: int, interval: float) -> None:
+    """Wait until every session decided on a live bar and none has a backlog left."""
+    started = time.monotonic()
+    while True:
+        with db.transaction() as session:
+            running = session.query(PaperSession).filter_by(status="running").count()
+        if running == n:
+            break
+        assert time.monotonic() - started < 60 + n * 5, f"only {running} of {n} running"
+        time.sleep(0.2)
+    while any(live.backlog for live in list(runtime.sessions.values())):
+        time.sleep(0.1)
+    time.sleep(2 * interval)
+
+
+def _platform_home(settings: Settings, root: Path) -> tuple[Database, BarStore, Any]:
+    """A migrated database and the standard symbols' bars in ``settings.home``."""
+    db = Database(settings.resolved_database_url)
+    db.migrate()
+    bars = open_bar_store(settings)
+    csvs = root / "csv"
+    if not csvs.exists():
+        csvs.mkdir()
+        for symbol in STANDARD:
+            shutil.copy(DATA / "daily" / f"{symbol}.csv", csvs)
+    assert import_path(bars, csvs).ok
+    return db, bars, open_artifact_store(settings.artifacts_url, settings.artifacts_dir)
+
+
 def baseline(n: int, steps: int, interval: float, replay_start: date) -> None:
     """N processes each running its own Backtrader loop; a publisher writes every step."""
     store_rows = {}
@@ -305,6 +458,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="10,50")
     parser.add_argument("--steps", type=int, default=20, help="measured steps per size")
     parser.add_argument("--interval", type=float, default=1.0, help="wall seconds per step")
+    parser.add_argument("--brokers", action="store_true", help="simulated vs Alpaca latency")
     parser.add_argument(
         "--replay-start", type=date.fromisoformat, default=REPLAY_START, help="the replay's start"
     )
@@ -312,6 +466,10 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory(prefix="farm-bench-paper-") as tmp:
         for n in sizes:
+            if args.brokers:
+                brokers(n, args.steps, args.interval, Path(tmp), alpaca=False)
+                brokers(n, args.steps, args.interval, Path(tmp), alpaca=True)
+                continue
             platform(n, args.steps, args.interval, Path(tmp), args.replay_start)
             baseline(n, args.steps, args.interval, args.replay_start)
 

@@ -8,14 +8,15 @@ from pathlib import Path
 from typing import Literal
 
 from limits import parse as parse_rate
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from farm.brokers.simulated import FILL_LIMIT, MARGIN_LEVERAGE, OPEN_ORDER_LIMIT
 from farm.storage.objects import check_url
 
 SandboxMode = Literal["bwrap", "unsafe-local"]
-FeedMode = Literal["replay", "off"]
+FeedMode = Literal["replay", "alpaca", "off"]
+AlpacaFeed = Literal["iex", "sip"]
 
 
 class Settings(BaseSettings):
@@ -159,7 +160,8 @@ class Settings(BaseSettings):
         default=1_000_000_000, gt=0, description="The most cash one paper account may hold."
     )
     feed: FeedMode = Field(
-        default="replay", description="The live feed: a replay of stored bars, or none."
+        default="replay",
+        description="The live feed: a replay of stored bars, Alpaca's stream, or none.",
     )
     feed_replay_start: date | None = Field(
         default=None, description="First replayed date; default one year before the last bar."
@@ -169,6 +171,33 @@ class Settings(BaseSettings):
     )
     feed_symbols: list[str] = Field(
         default_factory=list, description="Symbols the feed carries; default every stored one."
+    )
+
+    # Alpaca (issue 10): accounts of broker `alpaca` and the `alpaca` live feed.
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Encrypts brokers' keys at rest; generated into FARM_HOME when unset "
+        "(embedded), required with FARM_REDIS_URL (scaled out).",
+    )
+    alpaca_trading_url: str = Field(
+        default="https://paper-api.alpaca.markets",
+        description="Alpaca's paper REST base; its trade stream is the same host's /stream.",
+    )
+    alpaca_data_url: str = Field(
+        default="wss://stream.data.alpaca.markets",
+        description="Alpaca's data stream base; /v2/{FARM_ALPACA_FEED} is appended.",
+    )
+    alpaca_history_url: str = Field(
+        default="https://data.alpaca.markets",
+        description="Alpaca's historical data REST base (warm-up bars).",
+    )
+    alpaca_key_id: str | None = Field(default=None, description="The operator's data key id.")
+    alpaca_secret_key: SecretStr | None = Field(
+        default=None, description="The operator's data secret key."
+    )
+    alpaca_feed: AlpacaFeed = Field(default="iex", description="Alpaca's data feed.")
+    alpaca_reconcile_s: float = Field(
+        default=60.0, gt=0, description="How often an Alpaca session reconciles its account."
     )
 
     # Paper sessions (issue 9): a runtime process under `farm up` owns the feed and every session.

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from datetime import datetime
+from typing import Any, Protocol
 
 from farm.core.account import Account
 from farm.core.bars import Step
@@ -32,3 +33,16 @@ class Broker(Protocol):
 
     def process(self, step: Step) -> list[OrderEvent]:
         """Apply what happened up to ``step``'s bars; the order events since the last call."""
+
+
+class SessionBroker(Broker, Protocol):
+    """What a paper session needs beyond :class:`Broker` (the simulated broker and Alpaca's)."""
+
+    def cancel_all(self, ts: datetime) -> list[OrderEvent]:
+        """Cancel every order not yet done (the session stops); their CANCELLED events."""
+
+    def status(self) -> dict[str, Any] | None:
+        """What the session status shows of the broker (None: nothing to show)."""
+
+    def close(self) -> None:
+        """The session is gone: release what the broker holds (threads, connections)."""

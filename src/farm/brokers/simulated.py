@@ -376,6 +376,13 @@ class SimulatedBroker:
         events, self._notifs = self._notifs, []
         return events
 
+    def status(self) -> None:
+        """Nothing to show beyond the account (a real broker reports its reconciliation)."""
+        return None
+
+    def close(self) -> None:
+        """Nothing to release."""
+
     def process(self, step: Step) -> list[OrderEvent]:
         """Run ``BackBroker.next`` for ``step``: accept or reject submitted orders, then match.
 

@@ -326,6 +326,39 @@ class Account:
         self._book_trade(fill, closed, closedcomm, opened, openedcomm)
         return fill, refused
 
+    def align(
+        self, ts: datetime, cash: float, positions: Mapping[str, Position], tolerance: float
+    ) -> list[str]:
+        """Bring cash and positions to a real broker's (reconciliation at ``ts``); returns the
+        differences beyond ``tolerance`` (cash) or any share, as sentences. A position the
+        broker changed restarts its open trade at the broker's average price."""
+        found = []
+        if abs(self.cash - cash) > tolerance:
+            found.append(f"cash was {self.cash:,.2f}, the broker has {cash:,.2f}")
+        self.cash = float(cash)
+        for sym in sorted(set(self._positions) | set(positions)):
+            mine, theirs = self._positions.get(sym), positions.get(sym)
+            if mine == theirs or (
+                mine is not None and theirs is not None and abs(mine.size - theirs.size) < 1e-9
+            ):
+                continue
+            found.append(
+                f"{sym}: held {mine.size if mine else 0:g}, "
+                f"the broker has {theirs.size if theirs else 0:g}"
+            )
+            self._open.pop(sym, None)
+            if theirs is None:
+                del self._positions[sym]
+                continue
+            self._positions[sym] = theirs
+            self._rank.setdefault(sym, len(self._rank))
+            self._closes.setdefault(sym, theirs.price)
+            trade = self._open[sym] = _Trade(sym, ts, -1)
+            trade.size = trade.peak = theirs.size
+            trade.price = theirs.price
+        self._exposure = None
+        return found
+
     def _gross_net(self) -> list[float]:
         """[gross, net] value of the positions at their last known closes, kept current through
         this step's executions."""

@@ -18,18 +18,22 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
+from sqlalchemy import select
+
 from farm.config import Settings
 from farm.core.bars import Step
 from farm.errors import InvalidInput
 from farm.events import MARKET_BARS, EventBus
+from farm.marketdata.alpaca import AlpacaFeed
 from farm.marketdata.replay import ReplayFeed, default_replay_start
 from farm.marketdata.store import BarStore, normalize_symbol
 from farm.storage.db import Database
-from farm.storage.models import MarketFeed, utcnow
+from farm.storage.models import MarketFeed, PaperSession, utcnow
 
 log = logging.getLogger("farm.feed")
 
 STOP_TIMEOUT_S = 30.0
+LIVE_STATUSES = ("starting", "running")
 
 
 class FeedState(StrEnum):
@@ -54,6 +58,12 @@ class BarFeed(Protocol):
     def next_step(self, after: datetime | None, stop: threading.Event) -> Step | None:
         """Block until the first step after ``after`` is due and return it; None when the feed
         has no more steps (the end of a replay) or ``stop`` is set."""
+
+    def note(self) -> str | None:
+        """What the feed status shows beyond its steps (None: nothing)."""
+
+    def close(self) -> None:
+        """Release the feed's connections (after the last ``next_step``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +95,7 @@ class FeedRunner:
 
     @property
     def source(self) -> str:
-        """The configured source: ``replay`` or ``off``."""
+        """The configured source: ``replay``, ``alpaca`` or ``off``."""
         return self._settings.feed
 
     def start(self) -> None:
@@ -123,16 +133,19 @@ class FeedRunner:
                 self._save(state=FeedState.ENDED, message="nothing to replay: no stored bars")
                 return
             feed, after, seq = opened
-            while not self._stop.is_set():
-                step = feed.next_step(after, self._stop)
-                if step is None:
-                    break
-                seq += 1
-                missing = [s for s in feed.symbols() if s not in step.bars]
-                event = {"source": self.source, "seq": seq, "step": step, "missing": missing}
-                self._bus.publish(MARKET_BARS, event)
-                self._saved_step(step, seq, missing)
-                after = step.ts
+            try:
+                while not self._stop.is_set():
+                    step = feed.next_step(after, self._stop)
+                    if step is None:
+                        break
+                    seq += 1
+                    missing = [s for s in feed.symbols() if s not in step.bars]
+                    event = {"source": self.source, "seq": seq, "step": step, "missing": missing}
+                    self._bus.publish(MARKET_BARS, event)
+                    self._saved_step(step, seq, missing, feed.note())
+                    after = step.ts
+            finally:
+                feed.close()
         except Exception as exc:
             log.exception("feed %s failed", self.source)
             self._save(state=FeedState.FAILED, message=f"{type(exc).__name__}: {exc}")
@@ -146,6 +159,8 @@ class FeedRunner:
     def _open(self) -> tuple[BarFeed, datetime | None, int] | None:
         """The replay over the configured symbols, the saved position to resume after and the
         steps published so far; None when there is nothing to replay."""
+        if self.source == "alpaca":
+            return self._open_alpaca()
         symbols = self._symbols()
         configured = self._settings.feed_replay_start
         with self._db.transaction() as session:
@@ -171,6 +186,27 @@ class FeedRunner:
         feed = ReplayFeed(self._bars, symbols, start, self._settings.feed_interval_s)
         return feed, after, seq
 
+    def _open_alpaca(self) -> tuple[BarFeed, datetime | None, int]:
+        """Alpaca's stream, resuming after the saved position."""
+        with self._db.transaction() as session:
+            row = session.get(MarketFeed, self.source)
+            if row is None:
+                row = _new_row(self.source)
+                session.add(row)
+            row.state, row.message = FeedState.RUNNING, None
+            after, seq = row.last_bar_time, row.steps_published
+        return AlpacaFeed(self._settings, self._live_symbols), after, seq
+
+    def _live_symbols(self) -> list[str]:
+        """``FARM_FEED_SYMBOLS`` and the symbols of every session starting or running."""
+        wanted = {normalize_symbol(s) for s in self._settings.feed_symbols}
+        with self._db.transaction() as session:
+            for symbols in session.scalars(
+                select(PaperSession.symbols).where(PaperSession.status.in_(LIVE_STATUSES))
+            ):
+                wanted.update(symbols)
+        return sorted(wanted)
+
     def _symbols(self) -> list[str]:
         configured = self._settings.feed_symbols
         if not configured:
@@ -181,7 +217,7 @@ class FeedRunner:
             raise InvalidInput(f"FARM_FEED_SYMBOLS has unknown symbols: {', '.join(unknown)}")
         return symbols
 
-    def _saved_step(self, step: Step, seq: int, missing: list[str]) -> None:
+    def _saved_step(self, step: Step, seq: int, missing: list[str], note: str | None) -> None:
         """Save the position a published step reached."""
         with self._db.transaction() as session:
             row = session.get(MarketFeed, self.source)
@@ -191,6 +227,7 @@ class FeedRunner:
             row.steps_published = seq
             row.bars_published += len(step.bars)
             row.missing_at_last_step = missing
+            row.message = note
 
     def _save(self, **values: Any) -> None:
         with self._db.transaction() as session:

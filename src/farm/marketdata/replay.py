@@ -44,6 +44,13 @@ class ReplayFeed:
     def symbols(self) -> list[str]:
         return list(self._symbols)
 
+    def note(self) -> None:
+        """Nothing beyond the steps."""
+        return None
+
+    def close(self) -> None:
+        """Nothing to release."""
+
     def next_step(self, after: datetime | None, stop: threading.Event) -> Step | None:
         """The first step after ``after`` (from ``start`` when None), once its tick is due;
         None at the end of the stored bars or when ``stop`` is set."""

@@ -7,13 +7,16 @@ from typing import Annotated
 from fastapi import Depends
 
 from farm.deps import ContextDep
-from farm.papertrading.service import AccountService
+from farm.papertrading.service import AccountService, AlpacaBinding
 from farm.papertrading.sessions import PaperService
+from farm.secretbox import SecretBox
 
 
 def get_accounts(context: ContextDep) -> AccountService:
     """The accounts service over the platform's database."""
-    return AccountService(context.db, context.settings.account_max_cash)
+    settings = context.settings
+    alpaca = AlpacaBinding(settings.alpaca_trading_url, SecretBox.from_settings(settings))
+    return AccountService(context.db, settings.account_max_cash, alpaca)
 
 
 AccountsDep = Annotated[AccountService, Depends(get_accounts)]

@@ -1,4 +1,5 @@
-"""One paper session in the runtime: its agent, the simulated broker, its account and its sinks.
+"""One paper session in the runtime: its agent, its broker (simulated or Alpaca), its account and
+its sinks.
 
 A :class:`LiveSession` wraps the :class:`~farm.engine.session.SessionEngine` that backtests run
 too, with what paper trading adds: deterministic client order ids (``<session>-<step>-<n>``),
@@ -18,6 +19,7 @@ from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
+from farm.brokers.base import SessionBroker
 from farm.brokers.simulated import SimulatedBroker
 from farm.core.account import Account
 from farm.core.bars import Step
@@ -31,7 +33,7 @@ class ClientIds:
     (``<session>-<step>-<n>``, n from 1 in the agent's order), events go back under the ids the
     agent chose (a :class:`~farm.brokers.base.Broker`)."""
 
-    def __init__(self, broker: SimulatedBroker, session_id: str) -> None:
+    def __init__(self, broker: SessionBroker, session_id: str) -> None:
         self.broker = broker
         self.account: Account = broker.account
         self._session = session_id
@@ -87,7 +89,7 @@ class LiveSession:
         account_id: str,
         symbols: Sequence[str],
         agent: AgentSession,
-        broker: SimulatedBroker,
+        broker: SessionBroker,
         max_fills: int,
     ) -> None:
         self.id = session_id

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
+from farm.brokers.simulated import SimulatedBroker
 from farm.core.bars import Step
 from farm.core.orders import Fill, OrderEvent, OrderRequest
 from farm.papertrading.live import LiveSession
@@ -101,9 +102,11 @@ class StepRows:
         row.last_bar_time = step.ts
         row.bars_processed = live.live_bars
         row.missing_at_last_step = [s for s in live.symbols if s not in step.bars]
+        row.broker_status = live.ids.broker.status()
         if row.status == "starting":
             row.status = "running"
-        row.books = books_json(account, live.ids.broker)
+        broker = live.ids.broker  # a real broker's books are the broker's: nothing to keep
+        row.books = books_json(account, broker) if isinstance(broker, SimulatedBroker) else None
         acct = session.get(PaperAccount, live.account_id)
         if acct is not None:
             acct.cash = Decimal(account.cash).quantize(MICRO)
@@ -174,6 +177,7 @@ def apply_events(
         row = session.get(PaperOrder, (account_id, event.client_order_id))
         if row is not None:
             row.status = event.status.value
+            row.reason = event.reason or row.reason
     for fill in fills:
         row = session.get(PaperOrder, (account_id, fill.client_order_id))
         if row is not None:

@@ -47,6 +47,7 @@ import pyarrow.parquet as pq
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+from farm.brokers.factory import session_broker
 from farm.brokers.simulated import SimulatedBroker
 from farm.config import Settings
 from farm.core.account import Account
@@ -59,6 +60,7 @@ from farm.fmel.records import Mode
 from farm.fmel.store import fmel_staging, open_fmel_root
 from farm.leaderboard.forward import ForwardBar
 from farm.leaderboard.service import record_forward_result, record_paper_result
+from farm.marketdata.alpaca import history_steps
 from farm.marketdata.feed import FeedRunner, FeedState
 from farm.marketdata.store import BarStore, open_bar_store
 from farm.papertrading.live import LiveSession, same_order
@@ -293,6 +295,7 @@ class PaperRuntime:
             assert agent is not None
             assert account is not None
             resuming = row.last_bar_time is not None
+            problem = ""
             plan = _Plan(
                 agent_file=self._artifacts.local_path(agent.artifact_key),
                 symbols=list(row.symbols),
@@ -306,7 +309,19 @@ class PaperRuntime:
                 replay_start=feed.replay_start if feed is not None else None,
                 books=load_books(session, row) if resuming else None,
             )
-            live = self._session(row, plan)
+            refused = session.execute(
+                select(PaperOrder.client_order_id, PaperOrder.reason).where(
+                    PaperOrder.session_id == session_id, PaperOrder.status == "rejected"
+                )
+            ).all()
+            try:
+                live = self._session(row, plan, account, {c: r or "" for c, r in refused})
+            except Exception as exc:  # e.g. Alpaca unreachable or the key refused
+                log.warning("paper session %s: no broker: %s", session_id, exc)
+                problem = f"the broker could not be reached: {type(exc).__name__}: {exc}"
+        if problem:
+            self._finish(session_id, "failed", SessionFailed("internal_error", problem))
+            return
         settings = self._settings
         recorder = FmelRecorder(
             open_fmel_root(settings),
@@ -334,8 +349,10 @@ class PaperRuntime:
         recorder.close()
         self._finish(session_id, "failed", failure)
 
-    def _session(self, row: PaperSession, plan: _Plan) -> LiveSession:
-        """The session's agent (not started yet), its account and its simulated broker."""
+    def _session(
+        self, row: PaperSession, plan: _Plan, account: PaperAccount, refused: dict[str, str]
+    ) -> LiveSession:
+        """The session's agent (not started yet), its account and its broker."""
         settings = self._settings
         limits = SandboxLimits.from_settings(settings)
         limits = dataclasses.replace(limits, cpu_s=LIVE_LIMIT_S, wall_s=LIVE_LIMIT_S)
@@ -352,6 +369,10 @@ class PaperRuntime:
                 step_timeout_s=settings.paper_step_timeout_s,
             ),
         )
+        resumed = plan.cash if plan.last is not None else None
+        broker = session_broker(
+            account, resumed, plan.commission, row.created_at, settings, refused
+        )
         live = LiveSession(
             row.id,
             row.agent_id,
@@ -359,11 +380,26 @@ class PaperRuntime:
             row.account_id,
             plan.symbols,
             agent,
-            self._broker(Account(plan.cash), plan.commission),
+            broker,
             settings.max_fills,
         )
-        live.last_equity = plan.cash
+        live.last_equity = broker.account.cash
         return live
+
+    def _restore_books(
+        self,
+        live: LiveSession,
+        capture: StepCapture,
+        commission: float,
+        books: Books,
+        records: Sequence[DecisionRecord],
+    ) -> None:
+        """Put the persisted books back under a simulated session (a real broker restores
+        from the broker itself)."""
+        if isinstance(live.ids.broker, SimulatedBroker):
+            broker = books.broker(self._broker(books.account(), commission))
+            for agent_id, order in live.restore(broker, books.open_orders, records):
+                capture.expect(agent_id, order.decision_seq, order.symbol, order.size)
 
     def _broker(self, account: Account, commission: float) -> SimulatedBroker:
         settings = self._settings
@@ -412,10 +448,8 @@ class PaperRuntime:
                 capture.on_step(
                     dataclasses.replace(record, orders=placed, cancels=(), fills=(), events=())
                 )
-        account = books.account()
-        broker = books.broker(self._broker(account, plan.commission))
-        for agent_id, order in live.restore(broker, books.open_orders, records):
-            capture.expect(agent_id, order.decision_seq, order.symbol, order.size)
+        self._restore_books(live, capture, plan.commission, books, records)
+        account = live.account
         if not agrees:
             log.warning(
                 "paper session %s: its agent decided differently when re-warmed; "
@@ -431,7 +465,10 @@ class PaperRuntime:
     def _warmup_steps(
         self, symbols: Sequence[str], bound: datetime | None, n: int, *, inclusive: bool
     ) -> list[Step]:
-        """The last ``n`` stored steps of ``symbols`` up to ``bound``."""
+        """The last ``n`` stored steps of ``symbols`` up to ``bound`` (Alpaca's historical
+        bars before ``bound`` or now on the Alpaca feed)."""
+        if n > 0 and self._settings.feed == "alpaca":
+            return history_steps(self._settings, symbols, bound or utcnow(), n)
         if n <= 0 or bound is None:
             return []
         lo = self._bars_start(symbols)
@@ -668,6 +705,7 @@ class PaperRuntime:
         """Forget a session here: its agent is killed, its FMEL records flushed."""
         self.sessions.pop(live.id, None)
         live.agent.close()
+        live.ids.broker.close()
         capture = self._captures.pop(live.id, None)
         if capture is not None:
             capture.on_trades(live.account.trades)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, PlainSerializer
+from pydantic import ConfigDict, Field, PlainSerializer, SecretStr
 
 from farm.backtest.schemas import TradeOut
 from farm.schemas import ApiModel, Pagination
@@ -21,13 +21,24 @@ MoneyOut = Annotated[Decimal, PlainSerializer(float, return_type=float, when_use
 
 
 class AccountCreate(ApiModel):
-    """A new simulated paper account."""
+    """A new paper account: simulated (the host holds ``initialCash``), or bound to an Alpaca
+    paper key pair (cash and equity come from Alpaca)."""
 
     model_config = ConfigDict(extra="forbid")
 
+    broker: Literal["simulated", "alpaca"] = "simulated"
     name: str | None = Field(default=None, description=f"1 to {MAX_NAME_CHARS} characters")
     initial_cash: AmountIn = Field(
-        default=DEFAULT_INITIAL_CASH, description="Starting cash, in whole cents"
+        default=DEFAULT_INITIAL_CASH, description="Starting cash, in whole cents (simulated)"
+    )
+    key_id: str | None = Field(
+        default=None, min_length=1, max_length=64, description="Alpaca paper key id (alpaca)"
+    )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description="Alpaca paper secret key (alpaca): stored encrypted, never returned",
     )
 
 
@@ -161,6 +172,10 @@ class PaperStatus(ApiModel):
     last_bar_time: datetime | None = None
     bars_processed: int = 0
     missing_at_last_step: list[str] = Field(default_factory=list)
+    broker: dict[str, Any] | None = Field(
+        default=None,
+        description="A real broker's reconciliation: when it last ran and the differences found",
+    )
     cash: MoneyOut | None = None
     equity: MoneyOut | None = None
     total_pnl: MoneyOut | None = None

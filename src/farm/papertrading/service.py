@@ -8,8 +8,11 @@ from collections import defaultdict
 from collections.abc import Sequence
 from decimal import ROUND_HALF_EVEN, Decimal
 
+from alpaca.common.exceptions import APIError
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from farm.brokers.alpaca import AlpacaKey, verify_key
 from farm.errors import Conflict, InvalidInput
 from farm.ownership import owned
 from farm.papertrading import repository
@@ -24,45 +27,72 @@ from farm.papertrading.schemas import (
     RunningSession,
 )
 from farm.schemas import Pagination
+from farm.secretbox import SecretBox
 from farm.storage.db import Database
 from farm.storage.models import PaperAccount, PaperOrder, PaperPosition, User
 
 DEFAULT_NAME = "Paper account"
 SIMULATED = "simulated"
+ALPACA = "alpaca"
 CENT = Decimal("0.01")
 
 
 class AccountService:
-    """The accounts of the paper-trading service."""
+    """The accounts of the paper-trading service. ``alpaca`` (the check of a key and the box
+    that seals it) is needed for accounts of broker ``alpaca`` only."""
 
-    def __init__(self, db: Database, max_cash: int) -> None:
+    def __init__(self, db: Database, max_cash: int, alpaca: AlpacaBinding | None = None) -> None:
         self._db = db
         self._max_cash = Decimal(max_cash)
+        self._alpaca = alpaca
 
     def create(self, user: User, request: AccountCreate) -> AccountOut:
-        """A new simulated account holding ``initialCash``."""
+        """A new account: simulated holding ``initialCash``, or bound to an Alpaca key pair
+        (verified with Alpaca, stored encrypted) whose cash Alpaca reports."""
         name = DEFAULT_NAME if request.name is None else request.name.strip()
         if not 1 <= len(name) <= MAX_NAME_CHARS:
             raise InvalidInput(f"name must be 1 to {MAX_NAME_CHARS} characters")
         if any(unicodedata.category(c) in ("Cc", "Cf") for c in name):
             raise InvalidInput("name must not contain control or format characters")
-        if request.initial_cash > self._max_cash:
+        key_id = sealed = None
+        cash = request.initial_cash
+        if request.broker == ALPACA:
+            key_id, sealed, cash = self._bind(request)
+        elif request.key_id is not None or request.secret_key is not None:
+            raise InvalidInput("keyId and secretKey are for accounts of broker alpaca")
+        if cash > self._max_cash:
             raise InvalidInput(
                 f"initialCash must be at most {self._max_cash:,} (FARM_ACCOUNT_MAX_CASH)"
             )
         with self._db.transaction() as session:
+            if key_id is not None and session.scalar(
+                select(PaperAccount.id).where(PaperAccount.broker_key_id == key_id)
+            ):
+                raise Conflict("this Alpaca key is already bound to an account")
             account = PaperAccount(
                 id=str(uuid.uuid4()),
                 user_id=user.id,
                 name=name,
-                broker=SIMULATED,
-                initial_cash=request.initial_cash,
-                cash=request.initial_cash,
+                broker=request.broker,
+                initial_cash=cash,
+                cash=cash,
                 funded=Decimal(0),
+                broker_key_id=key_id,
+                broker_secret=sealed,
             )
             session.add(account)
             session.flush()
             return _out(account, [])
+
+    def _bind(self, request: AccountCreate) -> tuple[str, str, Decimal]:
+        """Verify an Alpaca key pair: its key id, the sealed secret and Alpaca's cash."""
+        if request.key_id is None or request.secret_key is None:
+            raise InvalidInput("an alpaca account needs keyId and secretKey (a paper key pair)")
+        if self._alpaca is None:
+            raise InvalidInput("Alpaca accounts are not available on this server")
+        secret = request.secret_key.get_secret_value()
+        cash = self._alpaca.verify(request.key_id, secret)
+        return request.key_id, self._alpaca.box.seal(secret), cash.quantize(CENT)
 
     def list(self, user: User, *, page: int, limit: int) -> AccountList:
         """A page of the user's accounts, newest first, with the real total."""
@@ -85,6 +115,7 @@ class AccountService:
         """Add ``amount`` to the account's cash (refused while a session trades it)."""
         with self._db.transaction() as session:
             account = owned_account(session, user, account_id)
+            _refuse_real(account, "funded")
             room = max(self._max_cash - account.cash, Decimal(0)).quantize(CENT)
             if amount > room:
                 _refuse_while_trading(account, "fund")
@@ -109,6 +140,7 @@ class AccountService:
         trades it)."""
         with self._db.transaction() as session:
             account = owned_account(session, user, account_id)
+            _refuse_real(account, "reset")
             if not repository.reset(session, account_id):
                 _refuse_while_trading(account, "reset")
             session.refresh(account)
@@ -118,6 +150,44 @@ class AccountService:
 def owned_account(session: Session, user: User, account_id: str) -> PaperAccount:
     """The account ``account_id`` if ``user`` owns it: 404 if none, 403 if someone else's."""
     return owned(repository.get(session, account_id), user, "account", account_id)
+
+
+class AlpacaBinding:
+    """What binding an Alpaca key needs: where Alpaca is, and the box sealing secrets."""
+
+    def __init__(self, trading_url: str, box: SecretBox) -> None:
+        self.trading_url = trading_url
+        self.box = box
+
+    def verify(self, key_id: str, secret_key: str) -> Decimal:
+        """Alpaca's cash for the key pair (``GET /v2/account``); 400 saying why when refused."""
+        try:
+            account = verify_key(AlpacaKey(key_id, secret_key, self.trading_url))
+        except APIError as exc:
+            raise InvalidInput(
+                f"Alpaca refused the key (HTTP {exc.status_code}): {_api_message(exc)}"
+            ) from None
+        except Exception as exc:  # connection refused, DNS, TLS: Alpaca was not reached
+            raise InvalidInput(
+                f"Alpaca could not be reached at {self.trading_url}: {type(exc).__name__}"
+            ) from None
+        if account.trading_blocked or account.account_blocked:
+            raise InvalidInput("Alpaca reports this account as blocked from trading")
+        return Decimal(account.cash or "0")
+
+
+def _api_message(exc: Exception) -> str:
+    try:
+        return str(exc.message)  # type: ignore[attr-defined]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return "no reason given"
+
+
+def _refuse_real(account: PaperAccount, action: str) -> None:
+    if account.broker != SIMULATED:
+        raise InvalidInput(
+            f"an {account.broker} account cannot be {action}: its cash comes from {account.broker}"
+        )
 
 
 def _refuse_while_trading(account: PaperAccount, action: str) -> None:

@@ -287,6 +287,7 @@ def _status(session: Session, row: PaperSession) -> PaperStatus:
         last_bar_time=row.last_bar_time,
         bars_processed=row.bars_processed,
         missing_at_last_step=list(row.missing_at_last_step),
+        broker=row.broker_status,
         cash=account.cash.quantize(CENT, ROUND_HALF_EVEN),
         equity=equity.quantize(CENT, ROUND_HALF_EVEN),
         total_pnl=pnl.quantize(CENT, ROUND_HALF_EVEN),

@@ -246,7 +246,10 @@ class PaperAccount(Base):
     """
 
     __tablename__ = "paper_accounts"
-    __table_args__ = (Index("ix_paper_accounts_user_created", "user_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_paper_accounts_user_created", "user_id", "created_at"),
+        Index("ix_paper_accounts_broker_key", "broker_key_id", unique=True),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
@@ -256,6 +259,9 @@ class PaperAccount(Base):
     cash: Mapped[Decimal] = mapped_column(Money)
     funded: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
     running_session_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    #: An Alpaca account's key id and its secret key, encrypted with FARM_SECRET_KEY.
+    broker_key_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    broker_secret: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -299,6 +305,8 @@ class PaperOrder(Base):
     valid_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     status: Mapped[str] = mapped_column(String(20))
     filled: Mapped[float] = mapped_column(default=0.0)
+    #: Why the broker rejected or ended the order, when it said.
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     bar_time: Mapped[datetime] = mapped_column(UTCDateTime)
     #: Backtrader's ``created.price`` (the close at the decision for a market order).
     created_price: Mapped[float | None] = mapped_column(nullable=True)
@@ -353,6 +361,8 @@ class PaperSession(Base):
     last_bar_time: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     bars_processed: Mapped[int] = mapped_column(Integer, default=0)
     missing_at_last_step: Mapped[list[str]] = mapped_column(JSON, default=list)
+    #: A real broker's reconciliation state (differences found, last run); None when simulated.
+    broker_status: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     failure_reason: Mapped[str | None] = mapped_column(String(30), nullable=True)
     failure_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     failure_traceback: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -1,0 +1,153 @@
+"""The Alpaca feed against the local Alpaca server, through alpaca-py's StockDataStream."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from alpaca_server import FakeAlpaca, alpaca_server
+from farm.config import Settings
+from farm.core.bars import Step
+from farm.marketdata.alpaca import AlpacaFeed, data_stream_url, history_steps
+
+T0 = datetime(2026, 12, 1, 15, 0, tzinfo=UTC)
+
+
+def _minute(n: int) -> datetime:
+    return T0 + timedelta(minutes=n)
+
+
+@pytest.fixture
+def fake() -> Iterator[tuple[FakeAlpaca, str]]:
+    with alpaca_server(FakeAlpaca(prices={"AAPL": Decimal(100)})) as served:
+        yield served
+
+
+def _settings(tmp_path: Path, server: FakeAlpaca, url: str) -> Settings:
+    return Settings(
+        home=tmp_path,
+        feed="alpaca",
+        alpaca_key_id=server.key_id,
+        alpaca_secret_key=server.secret_key,
+        alpaca_trading_url=url,
+        alpaca_history_url=url,
+        alpaca_data_url=url.replace("http://", "ws://"),
+    )
+
+
+def _until(check: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+class Reader:
+    """Runs the feed's ``next_step`` loop on a thread, as the FeedRunner does."""
+
+    def __init__(self, feed: AlpacaFeed) -> None:
+        self.feed = feed
+        self.steps: list[Step] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        after = None
+        while (step := self.feed.next_step(after, self.stop)) is not None:
+            self.steps.append(step)
+            after = step.ts
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(10)
+        self.feed.close()
+
+
+def test_minutes_missing_bars_corrections_and_a_drop(
+    tmp_path: Path, fake: tuple[FakeAlpaca, str]
+) -> None:
+    server, url = fake
+    settings = _settings(tmp_path, server, url)
+    assert data_stream_url(settings).endswith("/v2/iex")
+    reader = Reader(AlpacaFeed(settings, lambda: ["AAPL", "MSFT"], grace_s=0.5))
+    try:
+        _until(lambda: server.subscribed == {"AAPL", "MSFT"})
+        server.push_bar("AAPL", _minute(1), 100.0)
+        server.push_bar("MSFT", _minute(1), 50.0)
+        _until(lambda: len(reader.steps) == 1)
+        assert set(reader.steps[0].bars) == {"AAPL", "MSFT"}
+        server.push_bar("AAPL", _minute(2), 101.0)  # MSFT has no bar this minute
+        server.push_bar("MSFT", _minute(1), 51.0, updated=True)  # a correction, published
+        _until(lambda: len(reader.steps) == 2)
+        assert set(reader.steps[1].bars) == {"AAPL"}
+        assert reader.feed.symbols() == ["AAPL", "MSFT"]  # so MSFT is reported missing
+
+        server.push_bar("AAPL", _minute(3), 102.0)
+        server.push_bar("AAPL", _minute(3), 102.5, updated=True)  # corrected while waiting
+        server.push_bar("MSFT", _minute(3), 52.0)
+        _until(lambda: len(reader.steps) == 3)
+        assert reader.steps[2].bars["AAPL"].close == 102.5
+
+        server.drop_data_stream()  # alpaca-py reconnects with backoff, on the one connection
+        _until(lambda: server.data_connected and server.subscribed == {"AAPL", "MSFT"})
+        server.push_bar("AAPL", _minute(6), 103.0)
+        server.push_bar("MSFT", _minute(6), 53.0)
+        _until(lambda: len(reader.steps) == 4)
+        assert reader.steps[3].ts == _minute(6)
+        assert server.data_connections == 2
+        note = reader.feed.note() or ""
+        assert "2 minute(s) without any bar" in note
+        assert "1 corrected bar(s) after publication" in note
+        assert [s.ts for s in reader.steps] == [_minute(n) for n in (1, 2, 3, 6)]
+    finally:
+        reader.close()
+
+
+def test_a_second_data_connection_is_refused_with_406(
+    tmp_path: Path, fake: tuple[FakeAlpaca, str]
+) -> None:
+    server, url = fake
+    settings = _settings(tmp_path, server, url)
+    first = Reader(AlpacaFeed(settings, lambda: ["AAPL"], grace_s=0.2))
+    second: Reader | None = None
+    try:
+        _until(lambda: server.data_connected)
+        second = Reader(AlpacaFeed(settings, lambda: ["AAPL"], grace_s=0.2))
+        _until(lambda: server.refused_406 >= 1)
+        server.push_bar("AAPL", _minute(1), 100.0)
+        _until(lambda: len(first.steps) == 1)
+        assert second.steps == []  # the platform runs one feed: a second one gets nothing
+    finally:
+        if second is not None:
+            second.close()
+        first.close()
+
+
+def test_warm_up_bars_come_from_the_historical_endpoint(
+    tmp_path: Path, fake: tuple[FakeAlpaca, str]
+) -> None:
+    server, url = fake
+    for n in range(5):
+        ts = _minute(n).isoformat().replace("+00:00", "Z")
+        bar = {
+            "t": ts,
+            "o": 1.0 + n,
+            "h": 2.0 + n,
+            "l": 0.5,
+            "c": 1.5 + n,
+            "v": 10,
+            "n": 1,
+            "vw": 1.2,
+        }
+        server.history.setdefault("AAPL", []).append(bar)
+    steps = history_steps(_settings(tmp_path, server, url), ["AAPL"], _minute(4), 3)
+    assert [s.ts for s in steps] == [_minute(1), _minute(2), _minute(3)]
+    assert steps[-1].bars["AAPL"].close == 4.5
+    assert any(p == "/v2/stocks/bars" for _, _, p in server.requests)

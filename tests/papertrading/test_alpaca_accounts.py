@@ -1,0 +1,121 @@
+"""Accounts of broker ``alpaca`` over real HTTP: the key is verified with the local Alpaca
+server, stored encrypted, never returned."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from alpaca_server import FakeAlpaca, alpaca_server
+from farm.config import Settings
+from farm.context import Context
+from farm.secretbox import KEY_FILE, SecretBox
+from farm.storage.models import PaperAccount
+
+Headers = dict[str, str]
+
+
+@pytest.fixture
+def fake() -> Iterator[tuple[FakeAlpaca, str]]:
+    with alpaca_server(FakeAlpaca(cash=Decimal("25000.5"))) as served:
+        yield served
+
+
+@pytest.fixture
+def db_settings(tmp_path: Path, fake: tuple[FakeAlpaca, str]) -> Settings:
+    return Settings(
+        home=tmp_path / "farm",
+        backtest_workers=0,
+        paper_runtime=False,
+        feed="off",
+        alpaca_trading_url=fake[1],
+    )
+
+
+@pytest.fixture
+def alice(make_user: Callable[[str], Headers]) -> Headers:
+    return make_user("alice")
+
+
+def _post(client: TestClient, headers: Headers, **body: Any) -> Any:
+    return client.post("/api/accounts", headers=headers, json=body)
+
+
+def test_an_alpaca_account_is_verified_and_its_secret_sealed(
+    client: TestClient, context: Context, alice: Headers, fake: tuple[FakeAlpaca, str]
+) -> None:
+    server, _ = fake
+    response = _post(
+        client,
+        alice,
+        broker="alpaca",
+        name="Live paper",
+        keyId=server.key_id,
+        secretKey=server.secret_key,
+    )
+    assert response.status_code == 201, response.text
+    created = response.json()
+    assert created["broker"] == "alpaca"
+    assert created["cash"] == created["initialCash"] == 25000.5  # Alpaca's cash
+    assert ("GET", "/v2/account") in [(m, p) for _, m, p in server.requests]
+    shown = client.get(f"/api/accounts/{created['accountId']}", headers=alice)
+    listed = client.get("/api/accounts", headers=alice)
+    for text in (response.text, shown.text, listed.text):
+        assert server.secret_key not in text
+    with context.db.transaction() as session:
+        row = session.get(PaperAccount, created["accountId"])
+        assert row is not None
+        assert row.broker_secret is not None
+        sealed = row.broker_secret
+    assert server.secret_key not in sealed
+    box = SecretBox.from_settings(context.settings)
+    assert box.open(sealed) == server.secret_key
+    key_file = context.settings.home / KEY_FILE
+    assert key_file.stat().st_mode & 0o777 == 0o600  # generated in FARM_HOME, private
+
+    again = _post(client, alice, broker="alpaca", keyId=server.key_id, secretKey=server.secret_key)
+    assert again.status_code == 409
+    fund = client.post(
+        f"/api/accounts/{created['accountId']}/fund", headers=alice, json={"amount": 10}
+    )
+    assert fund.status_code == 400
+    assert "its cash comes from alpaca" in fund.text
+
+
+def test_a_refused_key_is_a_400_saying_why(
+    client: TestClient, alice: Headers, fake: tuple[FakeAlpaca, str], caplog: Any
+) -> None:
+    server, _ = fake
+    bad = _post(client, alice, broker="alpaca", keyId=server.key_id, secretKey="wrong-secret")
+    assert bad.status_code == 400
+    assert "Alpaca refused the key (HTTP 401)" in bad.text
+    assert "not authorized" in bad.text
+    assert "wrong-secret" not in bad.text
+    assert "wrong-secret" not in caplog.text
+    missing = _post(client, alice, broker="alpaca", keyId=server.key_id)
+    assert missing.status_code == 400
+    assert "secretKey" in missing.text
+    stray = _post(client, alice, keyId="PK", secretKey="x")
+    assert stray.status_code == 400
+
+
+def test_an_unreachable_alpaca_is_a_400(
+    tmp_path: Path, make_user: Callable[[str], Headers], client: TestClient, context: Context
+) -> None:
+    context.settings.alpaca_trading_url = "http://127.0.0.1:9"  # nothing listens there
+    response = _post(client, make_user("bob"), broker="alpaca", keyId="PK", secretKey="s")
+    assert response.status_code == 400
+    assert "could not be reached" in response.text
+
+
+def test_scaled_out_needs_the_secret_key(tmp_path: Path) -> None:
+    with pytest.raises(Exception, match="FARM_SECRET_KEY"):
+        SecretBox.from_settings(Settings(home=tmp_path, redis_url="redis://127.0.0.1:1/0"))
+    box = SecretBox.from_settings(Settings(home=tmp_path, secret_key="operator-key"))
+    assert box.open(box.seal("abc")) == "abc"
+    assert not (tmp_path / KEY_FILE).exists()
