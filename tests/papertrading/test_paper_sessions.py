@@ -201,10 +201,16 @@ def test_a_paper_session_ends_with_the_numbers_of_a_backtest_over_the_bars_it_sa
     assert paper_filled == sorted(backtest_filled.values())
 
     # The paper_trading board ranks the agent with the session's numbers (one row per window).
-    board = client.get(
-        "/api/leaderboard", params={"type": "paper_trading", "metric": "returns"}
-    ).json()
-    (row,) = [r for r in board["leaderboard"] if r["agentId"] == agent_id]
+    deadline = time.monotonic() + 20
+    while True:  # the board follows the session within a few seconds (RANK_EVERY_S)
+        board = client.get(
+            "/api/leaderboard", params={"type": "paper_trading", "metric": "returns"}
+        ).json()
+        (row,) = [r for r in board["leaderboard"] if r["agentId"] == agent_id]
+        if row["returns"] == pytest.approx(outcome.value / 100_000 - 1):
+            break
+        assert time.monotonic() < deadline, row
+        time.sleep(0.5)
     assert row["sessionId"] == session_id
     assert row["returns"] == pytest.approx(outcome.value / 100_000 - 1)
     assert row["totalTrades"] == len(outcome.trades)
