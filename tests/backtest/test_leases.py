@@ -9,23 +9,26 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
 from service_support import app_settings, start, submit, wait_for
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from farm.app import create_app
-from farm.backtest.scheduler import Scheduler
+from farm.backtest.scheduler import HOST, Scheduler
 from farm.config import Settings
 from farm.context import Context, backtest_job
 from farm.fmel.layout import session_dir
-from farm.storage.models import BacktestSession, utcnow
+from farm.storage.db import Database
+from farm.storage.models import Agent, BacktestSession, User, utcnow
 from farm.users.service import create_user
 from support import free_port
 
@@ -37,6 +40,7 @@ class Slow(bt.Strategy):
     def next(self):
         time.sleep({})
 """
+CAPTURE: Any = {"capture_output": True, "text": True, "check": True}
 LEASE_S = 6  # (a shorter one can expire on a loaded machine: the heartbeat runs at nice 5)
 YEAR = {"symbols": ["AAPL"], "startDate": "2024-01-01", "endDate": "2024-12-31"}
 
@@ -201,3 +205,60 @@ def test_a_sigkilled_workers_backtest_is_finished_by_another_once_and_new_worker
             if process.poll() is None:
                 process.kill()
                 process.wait()
+
+
+def test_only_expired_leases_and_those_of_ended_local_processes_are_recovered(
+    db_settings: Settings,
+) -> None:
+    db = Database(db_settings.resolved_database_url)
+    db.migrate()
+    with db.transaction() as session:
+        session.add(User(id="u", name="u"))
+        session.flush()
+        session.add(
+            Agent(
+                id="a",
+                user_id="u",
+                name="a",
+                strategy_class="A",
+                code_sha256="0" * 64,
+                code_bytes=1,
+                artifact_key="k",
+            )
+        )
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], **CAPTURE)
+    later, earlier = utcnow() + timedelta(minutes=5), utcnow() - timedelta(seconds=1)
+    leases = {
+        "live here": (f"{HOST}-{os.getpid()}-aaaaaa", later),
+        "ended here": (f"{HOST}-{int(ended.stdout)}-bbbbbb", later),
+        "elsewhere": ("other-host:1-4242-cccccc", later),
+        "expired elsewhere": ("other-host:1-4242-dddddd", earlier),
+    }
+    with db.transaction() as session:
+        for name, (owner, expires) in leases.items():
+            session.add(
+                BacktestSession(
+                    id=name,
+                    agent_id="a",
+                    user_id="u",
+                    kind="custom",
+                    status="running",
+                    params={},
+                    attempts=1,
+                    lease_owner=owner,
+                    lease_token=str(uuid.uuid4()),
+                    lease_expires_at=expires,
+                )
+            )
+    newcomer = Scheduler(db, lambda *_: None, 1, max_running_per_user=2)
+    assert newcomer.recover() == 2
+    with db.transaction() as session:
+        status = dict(session.execute(select(BacktestSession.id, BacktestSession.status)).all())
+    assert status == {
+        "live here": "running",
+        "ended here": "queued",
+        "elsewhere": "running",
+        "expired elsewhere": "queued",
+    }
+    assert newcomer.recover() == 0
+    db.dispose()

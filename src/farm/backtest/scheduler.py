@@ -17,7 +17,9 @@ heartbeat keeps moving while it runs. Every write of the job names the token (:m
 so a worker that lost its lease writes nothing more. Any live scheduler recovers sessions whose
 lease expired (their worker died or hung), at start and every few seconds after
 (``FOR UPDATE SKIP LOCKED`` on PostgreSQL): re-queued once, then failed as ``interrupted``.
-Sessions that live workers hold are never touched, so a new worker disturbs nobody.
+A lease of a process of the same host and pid namespace that has ended counts as expired at
+once (a restarted ``farm up`` resumes its backtests without waiting). Sessions that live
+workers hold are never touched, so a new worker disturbs nobody.
 """
 
 from __future__ import annotations
@@ -86,9 +88,38 @@ Job = Callable[[Lease, threading.Event], None]
 """Runs one claimed session; it should return early once the event (stopping) is set."""
 
 
+def _this_host() -> str:
+    """The host name and the pid namespace: processes that can see each other's pids."""
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        namespace = 0
+    return f"{socket.gethostname()}:{namespace}"
+
+
+HOST = _this_host()
+
+
 def worker_name() -> str:
-    """A name for this process's leases: host, pid and a random suffix."""
-    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    """A name for this process's leases: host (and pid namespace), pid, a random suffix."""
+    return f"{HOST}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def _gone(owner: str | None) -> bool:
+    """Whether ``owner`` (a :func:`worker_name`) was a process of this host (and pid
+    namespace) that has ended."""
+    if owner is None:
+        return True
+    host, _, rest = owner.rpartition("-")[0].rpartition("-")
+    if host != HOST or not rest.isdigit():
+        return False
+    try:
+        os.kill(int(rest), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # it exists (another user's)
+    return False
 
 
 class _Head(NamedTuple):
@@ -158,16 +189,28 @@ class Scheduler:
 
     def recover(self) -> int:
         """Re-queue once the running sessions whose lease expired (their worker died or hung),
-        fail those that expired twice; returns how many. Live leases are never touched."""
+        fail those that expired twice; returns how many. Live leases are never touched.
+
+        A lease of a process of this host that no longer exists (a restarted ``farm up``) counts
+        as expired at once, without waiting for its expiry."""
         s = BacktestSession
         expired = or_(s.lease_expires_at.is_(None), s.lease_expires_at < utcnow())
+        local = s.lease_owner.startswith(f"{HOST}-", autoescape=True)
         with self._db.transaction() as session:
             sqlite_write_lock(session, s.id)
-            stuck = session.scalars(
+            candidates = session.scalars(
                 select(s)
-                .where(s.status == SessionStatus.RUNNING, expired)
+                .where(s.status == SessionStatus.RUNNING, or_(expired, local))
                 .with_for_update(skip_locked=True)
             ).all()
+            now = utcnow()
+            stuck = [
+                row
+                for row in candidates
+                if row.lease_expires_at is None
+                or row.lease_expires_at < now
+                or _gone(row.lease_owner)
+            ]
             for row in stuck:
                 owner, row.lease_owner, row.lease_token, row.lease_expires_at = (
                     row.lease_owner,
