@@ -136,11 +136,11 @@ class BacktestJob:
             except Exception:
                 log.exception("cannot renew the lease of backtest %s; retrying", lease.session_id)
                 continue
+            if row is not None and row.lease_token != lease.token:
+                abort.trip(AbortReason.LOST)
+                return
             if row is None or row.status != SessionStatus.RUNNING:
                 abort.trip(AbortReason.CANCELLED)
-                return
-            if row.lease_token != lease.token:
-                abort.trip(AbortReason.LOST)
                 return
 
     def _holds(self, lease: Lease) -> bool:
