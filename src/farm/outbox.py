@@ -96,6 +96,9 @@ class OutboxRelay:
         """Lease the next rows nobody holds (in id order) to this pass."""
         token, now = str(uuid.uuid4()), utcnow()
         free = or_(OutboxEvent.claimed_until.is_(None), OutboxEvent.claimed_until < now)
+        with self._db.transaction() as session:  # a read first: most polls find nothing
+            if session.scalar(select(OutboxEvent.id).where(free).limit(1)) is None:
+                return []
         with self._db.transaction() as session:
             sqlite_write_lock(session, OutboxEvent.id)
             ids = list(

@@ -196,6 +196,10 @@ class Scheduler:
         s = BacktestSession
         expired = or_(s.lease_expires_at.is_(None), s.lease_expires_at < utcnow())
         local = s.lease_owner.startswith(f"{HOST}-", autoescape=True)
+        candidate = select(s.id).where(s.status == SessionStatus.RUNNING, or_(expired, local))
+        with self._db.transaction() as session:  # a read first: most passes find nothing
+            if session.scalar(candidate.limit(1)) is None:
+                return 0
         with self._db.transaction() as session:
             sqlite_write_lock(session, s.id)
             candidates = session.scalars(
