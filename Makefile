@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format openapi bench sandbox-deps torch-cpu clean
+.PHONY: run test lint format openapi bench sandbox-deps torch-cpu image manifests clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 is required"; exit 1; }
@@ -29,13 +29,13 @@ test: $(STAMP) sandbox-deps
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench examples
-	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/ruff check src tests bench examples deploy
+	$(BIN)/ruff format --check src tests bench examples deploy
 	$(BIN)/mypy src
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix src tests bench examples
-	$(BIN)/ruff format src tests bench examples
+	$(BIN)/ruff check --fix src tests bench examples deploy
+	$(BIN)/ruff format src tests bench examples deploy
 
 openapi: $(STAMP)
 	$(BIN)/farm openapi --output docs/openapi.json
@@ -43,9 +43,28 @@ openapi: $(STAMP)
 bench: $(STAMP) sandbox-deps
 	$(BIN)/python bench/backtest.py
 
-# Opt-in PyTorch for agents: the CPU wheel (+cpu, preferred by pip), never PyPI's CUDA build.
+# Opt-in PyTorch for agents, never PyPI's multi-GB CUDA build. On Linux the pin names the CPU
+# build (`+cpu`; PyPI has no such version), taken from PyTorch's CPU index or, where that index
+# is out of reach, from a wheel pip finds locally (its find-links or another index); elsewhere
+# PyPI's wheel is CPU-only already. TORCH_VERSION=... picks another release.
+TORCH_VERSION ?= 2.13.0
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_PIN := torch==$(TORCH_VERSION)$(if $(filter Linux,$(shell uname -s)),+cpu)
 torch-cpu: $(STAMP)
-	$(BIN)/pip install -e '.[torch]' --extra-index-url https://download.pytorch.org/whl/cpu
+	$(BIN)/pip install --retries 1 --timeout 15 --extra-index-url $(TORCH_INDEX) '$(TORCH_PIN)'
+	$(BIN)/python -c 'import torch; print("torch", torch.__version__, "CUDA:", torch.version.cuda)'
+
+# The container image (deploy/Dockerfile; needs a Docker engine with BuildKit): builds it, runs
+# `farm --help` in it and prints its size. Not part of `make test` (minutes, and a daemon).
+IMAGE ?= the-farm:dev
+image:
+	DOCKER_BUILDKIT=1 docker build -f deploy/Dockerfile -t $(IMAGE) .
+	docker run --rm $(IMAGE) farm --help >/dev/null
+	@docker image inspect $(IMAGE) --format 'built $(IMAGE): {{.Size}} bytes'
+
+# The production manifests, rendered by the kustomize inside kubectl (docs/deploying.md).
+manifests: $(STAMP)
+	@$(BIN)/kubectl kustomize deploy/k8s/overlays/production
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -12,6 +12,8 @@ the bars a publisher writes to it (no sandbox). Printed per shape:
 
 Data: ../shared/data (FARM_TEST_DATA). The machine is shared: run it briefly.
 Run: .venv/bin/python bench/paper.py [--sizes 10,50] [--steps 20] [--interval 1.0]
+     [--replay-start 2024-01-02] (start earlier when N sessions take longer to start than the
+     replay lasts)
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from pathlib import Path
 
 from farm.config import Settings
 from farm.marketdata.importer import import_path
-from farm.marketdata.store import BarStore
+from farm.marketdata.store import open_bar_store
 from farm.papertrading.runtime import PaperRuntime
 from farm.papertrading.schemas import PaperStart
 from farm.papertrading.sessions import PaperService
@@ -45,7 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("FARM_TEST_DATA", REPO.parent / "shared" / "data"))
 AGENT = REPO / "examples" / "agents" / "sma_cross.py"
 STANDARD = ["SPY", "QQQ", "AAPL", "MSFT", "GOOGL", "AMZN", "TSLA", "NVDA", "META", "JPM"]
-REPLAY_START = date(2024, 1, 2)
+REPLAY_START = date(2024, 1, 2)  # about 315 steps before the last stored bar
 WARMUP_BARS = 40  # the SMA(30) crossover is ready on the first live bar
 
 # The baseline agent process: Backtrader's own loop over bars read from stdin, one step a line.
@@ -165,13 +167,13 @@ def report(
     )
 
 
-def platform(n: int, steps: int, interval: float, root: Path) -> None:
+def platform(n: int, steps: int, interval: float, root: Path, replay_start: date) -> None:
     """N paper sessions in one runtime (this process), fed by the replay."""
     home = root / f"platform-{n}"
     settings = Settings(
         home=home,
         feed="replay",
-        feed_replay_start=REPLAY_START,
+        feed_replay_start=replay_start,
         feed_interval_s=interval,
         feed_symbols=STANDARD,
         paper_step_timeout_s=60,
@@ -179,14 +181,14 @@ def platform(n: int, steps: int, interval: float, root: Path) -> None:
     )
     db = Database(settings.resolved_database_url)
     db.migrate()
-    bars = BarStore(settings.bars_dir)
+    bars = open_bar_store(settings)
     csvs = root / "csv"
     if not csvs.exists():
         csvs.mkdir()
         for symbol in STANDARD:
             shutil.copy(DATA / "daily" / f"{symbol}.csv", csvs)
     assert import_path(bars, csvs).ok
-    artifacts = open_artifact_store(settings.artifacts_url, settings.artifacts_dir)
+    artifacts = open_artifact_store(settings)
     code = AGENT.read_bytes()
     artifacts.put("agents/sma.py", code)
     service = PaperService(db, bars, settings)
@@ -240,7 +242,7 @@ def platform(n: int, steps: int, interval: float, root: Path) -> None:
     report("platform (one runtime)", n, latencies, host, agent_cpu, count, pss)
 
 
-def baseline(n: int, steps: int, interval: float) -> None:
+def baseline(n: int, steps: int, interval: float, replay_start: date) -> None:
     """N processes each running its own Backtrader loop; a publisher writes every step."""
     store_rows = {}
     for symbol in STANDARD:
@@ -250,7 +252,7 @@ def baseline(n: int, steps: int, interval: float) -> None:
             for row in (line.split(",") for line in lines)
         }
     times = sorted(set.intersection(*(set(r) for r in store_rows.values())))
-    times = [t for t in times if t >= REPLAY_START.isoformat()]
+    times = [t for t in times if t >= replay_start.isoformat()]
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", BASELINE, str(AGENT), ",".join(STANDARD)],
@@ -303,12 +305,15 @@ def main() -> None:
     parser.add_argument("--sizes", default="10,50")
     parser.add_argument("--steps", type=int, default=20, help="measured steps per size")
     parser.add_argument("--interval", type=float, default=1.0, help="wall seconds per step")
+    parser.add_argument(
+        "--replay-start", type=date.fromisoformat, default=REPLAY_START, help="the replay's start"
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory(prefix="farm-bench-paper-") as tmp:
         for n in sizes:
-            platform(n, args.steps, args.interval, Path(tmp))
-            baseline(n, args.steps, args.interval)
+            platform(n, args.steps, args.interval, Path(tmp), args.replay_start)
+            baseline(n, args.steps, args.interval, args.replay_start)
 
 
 if __name__ == "__main__":

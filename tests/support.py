@@ -137,3 +137,35 @@ def command_of(pid: int) -> str:
         return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return ""
+
+
+@contextmanager
+def moto_s3(folder: Path) -> Iterator[str]:
+    """moto's standalone S3 server on a free loopback port (a subprocess); yields its URL.
+
+    Skips (fails under CI=true) when ``moto[server]`` is not installed.
+    """
+    import importlib.util
+    import re
+    import subprocess
+    import sys
+
+    missing = importlib.util.find_spec("moto") is None or importlib.util.find_spec("flask") is None
+    require_backend("moto's S3 server", "moto[server] is not installed" if missing else None)
+    log = folder / "moto.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", "0"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while not (found := re.search(rb"Running on (http://127\.0\.0\.1:\d+)", log.read_bytes())):
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "moto's S3 server did not start"
+            time.sleep(0.05)
+        yield found.group(1).decode()
+    finally:
+        process.kill()
+        process.wait(timeout=10)

@@ -26,7 +26,7 @@ from farm.backtest.router import router as backtest_router
 from farm.config import Settings
 from farm.context import Context
 from farm.contract import install_contract
-from farm.errors import FarmError, PayloadTooLarge, RateLimited
+from farm.errors import FarmError, IdentityProviderUnavailable, PayloadTooLarge, RateLimited
 from farm.fmel.router import router as fmel_router
 from farm.health import router as health_router
 from farm.leaderboard.router import router as leaderboard_router
@@ -40,7 +40,7 @@ from farm.papertrading.router import sessions_router as paper_router
 from farm.ratelimit import RateLimits
 from farm.schemas import errors
 from farm.storage.models import User
-from farm.users.oidc import OidcVerifier, looks_like_jwt
+from farm.users.oidc import IssuerUnreachable, OidcVerifier, looks_like_jwt
 from farm.users.service import user_for_identity, user_for_token
 
 log = logging.getLogger("farm.app")
@@ -120,12 +120,17 @@ def error_response(status: int, error: str, message: str, **extra: Any) -> JSONR
     return JSONResponse({**body, **extra}, status_code=status)
 
 
+def farm_error_response(exc: FarmError) -> JSONResponse:
+    """The answer to a user-facing error: its status, body and headers (``Retry-After``)."""
+    response = error_response(exc.status_code, exc.error, exc.message, **exc.extra)
+    response.headers.update(exc.headers)
+    return response
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(FarmError)
     async def farm_error(_: Request, exc: FarmError) -> JSONResponse:
-        response = error_response(exc.status_code, exc.error, exc.message, **exc.extra)
-        response.headers.update(exc.headers)
-        return response
+        return farm_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -201,8 +206,7 @@ class BodySizeLimit:
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
         too_large = PayloadTooLarge(f"request body is over {self.max_bytes} bytes")
-        response = error_response(too_large.status_code, too_large.error, too_large.message)
-        await response(scope, receive, send)
+        await farm_error_response(too_large)(scope, receive, send)
 
 
 class Observer:
@@ -250,8 +254,10 @@ class Gateway:
     the ``current_user`` dependency reads the result from ``request.state.user``. A valid token
     counts against its user's rate, anything else against the client address's. After too
     many invalid tokens (of either kind) from an address, every request carrying a token from
-    it, valid or not, gets 429 until the window passes, so guessing earns no answers.
-    ``/health`` and ``/metrics`` are never limited.
+    it, valid or not, gets 429 until the window passes, so guessing earns no answers. An ID
+    token whose issuer's keys cannot be fetched gets 503 (the caller is not at fault: no
+    failure is counted, only the address's rate). ``/health`` and ``/metrics`` are never
+    limited.
     """
 
     def __init__(self, app: ASGIApp, limits: RateLimits, oidc: OidcVerifier | None) -> None:
@@ -266,6 +272,7 @@ class Gateway:
         limits = self.limits
         address = scope["client"][0] if scope.get("client") else "unknown"
         token = _bearer_token(scope)
+        unavailable: IdentityProviderUnavailable | None = None
         if token is None:
             wait = await limits.hit(limits.address, "address", address)
             why = f"too many requests from your address (limit: {limits.address})"
@@ -273,22 +280,29 @@ class Gateway:
             why = f"too many invalid API tokens from your address (limit: {limits.auth_failures})"
         else:
             context: Context = scope["app"].state.context
-            user = await anyio.to_thread.run_sync(_user_for_token, context, self.oidc, token)
+            try:
+                user = await anyio.to_thread.run_sync(_user_for_token, context, self.oidc, token)
+            except IssuerUnreachable as exc:
+                unavailable = IdentityProviderUnavailable(str(exc), exc.retry_after_s)
+                user = None
+            else:
+                if user is None:
+                    await limits.hit(limits.auth_failures, "auth", address)
             scope.setdefault("state", {})["user"] = user
             if user is None:
-                await limits.hit(limits.auth_failures, "auth", address)
                 wait = await limits.hit(limits.address, "address", address)
                 why = f"too many requests from your address (limit: {limits.address})"
             else:
                 wait = await limits.hit(limits.user, "user", user.id)
                 why = f"too many requests with your API token (limit: {limits.user})"
-        if wait is None:
+        if wait is not None:
+            await farm_error_response(RateLimited(f"{why}; retry in {wait} s", wait))(
+                scope, receive, send
+            )
+        elif unavailable is not None:
+            await farm_error_response(unavailable)(scope, receive, send)
+        else:
             await self.app(scope, receive, send)
-            return
-        limited = RateLimited(f"{why}; retry in {wait} s", wait)
-        response = error_response(limited.status_code, limited.error, limited.message)
-        response.headers.update(limited.headers)
-        await response(scope, receive, send)
 
 
 def _bearer_token(scope: Scope) -> str | None:

@@ -8,11 +8,23 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from rich.console import Console
 
-from farm.backtest.cli import backtest_app, backtests, equity, evaluate, logs, results, trades
+from farm.backtest.cli import (
+    backtest_app,
+    backtests,
+    equity,
+    evaluate,
+    follow,
+    logs,
+    progress_console,
+    results,
+    trades,
+)
 from farm.cli_support import (
     DEFAULT_URL,
     JsonOpt,
+    QuietOpt,
     TokenOpt,
     UrlOpt,
     api,
@@ -212,17 +224,44 @@ def agents_submit(
     name: Annotated[str, typer.Option("--name", help="Agent name (1-100 chars)")],
     description: Annotated[str, typer.Option(help="Up to 500 chars")] = "",
     tags: Annotated[str, typer.Option(help="Comma separated")] = "",
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Follow its standard evaluation until it ends")
+    ] = False,
     url: UrlOpt = DEFAULT_URL,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
-    """Submit an agent file."""
+    """Submit an agent file (--quiet: print only its id)."""
     with api(url, token) as client:
         result = client.submit_agent(file, name, description, tags)
-    if as_json:
+        agent_id = result["agentId"]
+        if not (quiet or as_json):
+            console.print(f"Submitted agent [bold]{inert(agent_id)}[/]")
+        evaluation = None
+        if wait:
+            evaluation = _standard_evaluation(client, agent_id, progress_console(as_json, quiet))
+    if quiet:
+        typer.echo(agent_id)
+    elif as_json:
         print_json(result)
-    else:
-        console.print(f"Submitted agent [bold]{inert(result['agentId'])}[/]")
+    if evaluation is not None and evaluation["status"] != "completed":
+        failure = evaluation.get("failure") or {}
+        errors.print(
+            f"[red]its standard evaluation {inert(evaluation['status'])}[/]: "
+            f"{inert(failure.get('message', ''))} (farm results {inert(evaluation['sessionId'])})"
+        )
+        raise typer.Exit(1)
+
+
+def _standard_evaluation(client: Any, agent_id: str, progress_on: Console | None) -> Any:
+    """Wait for the standard evaluation queued by the agent's submission to end; its results."""
+    sessions = client.request("GET", f"/api/agents/{agent_id}/backtests")["sessions"]
+    standard = [s["sessionId"] for s in sessions if s["kind"] == "standard"]
+    if not standard:
+        errors.print("[red]no standard evaluation was queued[/] (no stored bars?)")
+        raise typer.Exit(1)
+    return follow(client, standard[0], progress_on=progress_on)
 
 
 @agents_app.command("list")

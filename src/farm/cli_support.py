@@ -23,6 +23,10 @@ errors = Console(stderr=True, emoji=False)
 UrlOpt = Annotated[str, typer.Option("--url", envvar="FARM_URL", help="API base URL")]
 TokenOpt = Annotated[str | None, typer.Option("--token", envvar="FARM_TOKEN", help="API token")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print raw JSON for scripts")]
+QuietOpt = Annotated[
+    bool,
+    typer.Option("--quiet", "-q", help="Print only the id, for scripts: ID=$(farm ... -q)"),
+]
 
 
 def client_url(host: str, port: int) -> str:
@@ -74,6 +78,17 @@ def respond(
         print_json(result)
     else:
         show(result)
+
+
+def print_id(key: str, *, each_of: str | None = None) -> Callable[[Any], None]:
+    """For --quiet: print an answer's ``key`` (``print_id("accountId")``), or that of each item
+    of its list ``each_of``, one a line (``print_id("decisionId", each_of="decisions")``)."""
+
+    def show(result: Any) -> None:
+        for item in result[each_of] if each_of else [result]:
+            typer.echo(item[key])
+
+    return show
 
 
 def print_json(data: Any) -> None:

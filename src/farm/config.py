@@ -12,6 +12,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from farm.brokers.simulated import FILL_LIMIT, MARGIN_LEVERAGE, OPEN_ORDER_LIMIT
+from farm.storage.objects import check_url
 
 SandboxMode = Literal["bwrap", "unsafe-local"]
 FeedMode = Literal["replay", "off"]
@@ -28,8 +29,20 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     database_url: str | None = Field(default=None, description="Default: SQLite in FARM_HOME.")
-    artifacts_url: str | None = Field(default=None, description="Default: FARM_HOME/artifacts.")
-    fmel_url: str | None = Field(default=None, description="Default: FARM_HOME/fmel.")
+    artifacts_url: str | None = Field(
+        default=None, description="A folder or s3://bucket/prefix. Default: FARM_HOME/artifacts."
+    )
+    bars_url: str | None = Field(
+        default=None, description="A folder or s3://bucket/prefix. Default: FARM_HOME/bars."
+    )
+    fmel_url: str | None = Field(
+        default=None, description="A folder or s3://bucket/prefix. Default: FARM_HOME/fmel."
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="The S3-compatible server of s3:// URLs (default AWS); credentials come "
+        "from the standard AWS_* variables.",
+    )
     redis_url: str | None = None
     bus: Literal["memory", "redis"] = Field(
         default="memory",
@@ -46,6 +59,9 @@ class Settings(BaseSettings):
     )
     outbox_poll_s: float = Field(
         default=1.0, gt=0, description="How often the outbox relay looks for unrelayed events."
+    )
+    redis_cluster: bool = Field(
+        default=False, description="FARM_REDIS_URL names a node of a Redis Cluster."
     )
     data_dir: Path | None = Field(default=None, description="Folder of bars imported at start.")
     max_request_bytes: int = 2 * 1024 * 1024
@@ -159,6 +175,12 @@ class Settings(BaseSettings):
         ge=1,
         description="Bars dated after submission an agent needs before the headline ranks it.",
     )
+    leaderboard_cache_ttl_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="Seconds a cached board is served before it is rebuilt from SQL (a missed "
+        "event cannot leave it stale longer).",
+    )
 
     # Paper trading: accounts and the live feed (issue 9).
     account_max_cash: int = Field(
@@ -236,6 +258,11 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="How often retention runs (also once at start)."
     )
 
+    @field_validator("artifacts_url", "bars_url", "fmel_url")
+    @classmethod
+    def _storage_url(cls, value: str | None) -> str | None:
+        return check_url(value)
+
     @field_validator("home", mode="after")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:
@@ -263,7 +290,7 @@ class Settings(BaseSettings):
 
     @property
     def bars_dir(self) -> Path:
-        return self.home / "bars"
+        return Path(self.bars_url.removeprefix("file://")) if self.bars_url else self.home / "bars"
 
     @property
     def fmel_dir(self) -> Path:

@@ -18,16 +18,17 @@ from typing import Literal
 from farm.agents.checker import AgentChecker
 from farm.agents.service import AgentService
 from farm.backtest.job import BacktestJob
-from farm.backtest.scheduler import Scheduler, renew_lease
+from farm.backtest.lease import renew_lease
+from farm.backtest.scheduler import Scheduler
 from farm.backtest.service import BacktestService
 from farm.backtest.worker import WorkerPool
 from farm.config import Settings
 from farm.events import AGENT_DELETED, AGENT_SUBMITTED, EventBus, open_bus
-from farm.fmel.store import FmelStore
+from farm.fmel.store import FmelStore, open_fmel_root
 from farm.leaderboard.service import LeaderboardService, record_backtest_result
 from farm.marketdata.bootstrap import ensure_data
 from farm.marketdata.feed import FeedRunner
-from farm.marketdata.store import BarStore
+from farm.marketdata.store import BarStore, open_bar_store
 from farm.outbox import OutboxRelay
 from farm.papertrading.runtime import RuntimeProcess
 from farm.retention import RetentionSweeper
@@ -68,13 +69,13 @@ class Context:
         first use)."""
         settings.home.mkdir(parents=True, exist_ok=True)
         db = Database(settings.resolved_database_url)
-        artifacts = open_artifact_store(settings.artifacts_url, settings.artifacts_dir)
+        artifacts = open_artifact_store(settings)
         bus = open_bus(settings)
         relay = OutboxRelay(db, bus, poll_s=settings.outbox_poll_s)
         relays = role in ("all", "api") or settings.bus != "memory"
         if relays:
             relay.hook()
-        bars = BarStore(settings.bars_dir)
+        bars = open_bar_store(settings)
         workers = WorkerPool(
             backtest_job,
             settings,
@@ -109,7 +110,7 @@ class Context:
                 settings.max_agent_bytes,
             ),
             leaderboard=LeaderboardService.open(db, bus, settings),
-            fmel=FmelStore(settings.fmel_dir),
+            fmel=FmelStore(open_fmel_root(settings)),
             backtests=backtests,
             scheduler=scheduler,
             feed=FeedRunner(db, bars, bus, settings),
@@ -174,6 +175,6 @@ def backtest_job(settings: Settings) -> BacktestJob:
     """The backtest job of a worker process, wired from ``settings`` (its events go through
     the outbox)."""
     db = Database(settings.resolved_database_url)
-    artifacts = open_artifact_store(settings.artifacts_url, settings.artifacts_dir)
+    artifacts = open_artifact_store(settings)
     ranked = partial(record_backtest_result, risk_free_rate=settings.risk_free_rate)
-    return BacktestJob(db, artifacts, BarStore(settings.bars_dir), settings, [ranked])
+    return BacktestJob(db, artifacts, open_bar_store(settings), settings, [ranked])

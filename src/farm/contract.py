@@ -21,9 +21,16 @@ from fastapi.staticfiles import StaticFiles
 
 ASSETS = "/static/docs"
 _VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
+_ERROR_BODY = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
 _INVALID_INPUT = {
     "description": "Invalid input; the message says what to fix",
-    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+    "content": _ERROR_BODY,
+}
+# Every route that takes a token: an OIDC ID token cannot be checked while the issuer is down.
+_UNAVAILABLE = {
+    "description": "A backend this needs is unavailable (for an OIDC ID token: the issuer's "
+    "keys cannot be fetched; Retry-After says when to retry); says why",
+    "content": _ERROR_BODY,
 }
 
 
@@ -70,6 +77,8 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                 responses = operation.get("responses", {})
                 if responses.pop("422", None) is not None:
                     responses.setdefault("400", _INVALID_INPUT)
+                if "401" in responses:
+                    responses.setdefault("503", _UNAVAILABLE)
         schemas = spec.get("components", {}).get("schemas", {})
         for name in _VALIDATION_SCHEMAS:
             schemas.pop(name, None)

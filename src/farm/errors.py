@@ -84,6 +84,17 @@ class ServiceUnavailable(FarmError):
     error = "service_unavailable"
 
 
+class IdentityProviderUnavailable(ServiceUnavailable):
+    """The OIDC issuer's keys cannot be fetched, so an ID token cannot be checked (503, with
+    ``Retry-After``)."""
+
+    error = "identity_provider_unavailable"
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.headers["Retry-After"] = str(retry_after_s)
+
+
 class QuotaExceeded(TooManyRequests):
     """A per-user limit on queued or running work is reached."""
 

@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import threading
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from sqlalchemy import select, update
 
 from farm.config import Settings
+from farm.fmel.store import open_fmel_root
 from farm.storage.artifacts import ArtifactStore
 from farm.storage.db import Database
 from farm.storage.models import BacktestSession
+from farm.storage.objects import LocalRoot, Root
 
 log = logging.getLogger("farm.retention")
 
@@ -41,36 +42,30 @@ def sweep(
     now = now or datetime.now(UTC)
     fmel = results = 0
     if settings.fmel_retention_days is not None:
-        fmel = _sweep_fmel(settings.fmel_dir, now - timedelta(days=settings.fmel_retention_days))
+        cutoff = now - timedelta(days=settings.fmel_retention_days)
+        fmel = _sweep_fmel(open_fmel_root(settings), cutoff)
     if settings.results_retention_days is not None:
         cutoff = now - timedelta(days=settings.results_retention_days)
         results = _sweep_results(db, artifacts, cutoff)
     return Swept(fmel, results)
 
 
-def _sweep_fmel(root: Path, cutoff: datetime) -> int:
+def _sweep_fmel(root: Root, cutoff: datetime) -> int:
     """Delete the session folders last written before ``cutoff`` (and agent folders left empty)."""
     deleted = 0
-    for agent in root.glob("agent=*"):
-        for folder in agent.glob("session=*"):
-            if _last_write(folder) < cutoff.timestamp():
-                shutil.rmtree(folder, ignore_errors=True)
+    for agent in root.names(root.url):
+        if not agent.startswith("agent="):
+            continue
+        agent_folder = root.join(agent)
+        for name in root.names(agent_folder):
+            folder = f"{agent_folder}/{name}"
+            if name.startswith("session=") and root.last_write(folder) < cutoff.timestamp():
+                root.delete(folder)
                 deleted += 1
-        try:
-            agent.rmdir()
-        except OSError:
-            pass  # not empty
+        if isinstance(root, LocalRoot):
+            with suppress(OSError):  # not empty
+                os.rmdir(agent_folder)
     return deleted
-
-
-def _last_write(folder: Path) -> float:
-    """The newest modification time of ``folder`` and its files (epoch seconds)."""
-    try:
-        with os.scandir(folder) as entries:
-            times = [e.stat().st_mtime for e in entries]
-        return max([folder.stat().st_mtime, *times])
-    except FileNotFoundError:
-        return float("inf")  # already gone
 
 
 def _sweep_results(db: Database, artifacts: ArtifactStore, cutoff: datetime) -> int:

@@ -4,8 +4,11 @@ readable through the API and ``farm logs``."""
 
 from __future__ import annotations
 
+import importlib.util
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from backtest_support import AGENTS
@@ -42,6 +45,13 @@ def user(client: TestClient) -> Callable[[str], tuple[Headers, str]]:
 
 def agent(name: str) -> bytes:
     return (AGENTS / name).read_bytes()
+
+
+def run(client: TestClient, headers: Headers, name: str, timeout: float = 120) -> tuple[str, Any]:
+    """Submit the agent file ``name``, backtest it on ``RANGE``; its session id and result."""
+    agent_id = submit(client, headers, agent(name))
+    session_id = start(client, headers, agent_id, **RANGE).json()["sessionId"]
+    return session_id, wait_for(client, headers, session_id, timeout=timeout)
 
 
 def reasoning(client: TestClient, headers: Headers, session_id: str) -> list[str]:
@@ -102,9 +112,7 @@ def test_scipy_sklearn_statsmodels_and_ta_run_in_the_sandbox(
     client: TestClient, user: Callable[[str], tuple[Headers, str]]
 ) -> None:
     alice, _ = user("alice")
-    agent_id = submit(client, alice, agent("scientific.py"))
-    session_id = start(client, alice, agent_id, **RANGE).json()["sessionId"]
-    result = wait_for(client, alice, session_id, timeout=240)
+    session_id, result = run(client, alice, "scientific.py", timeout=240)
     assert result["status"] == "completed", result
     said = reasoning(client, alice, session_id)
     computed = [s for s in said if s.startswith("slope=")]
@@ -115,15 +123,41 @@ def test_scipy_sklearn_statsmodels_and_ta_run_in_the_sandbox(
 
 
 @pytest.mark.sandbox
+@pytest.mark.skipif(
+    importlib.util.find_spec("torch") is None,
+    reason="PyTorch is an opt-in, not installed here (`make torch-cpu` installs the CPU wheel)",
+)
+def test_an_agent_importing_torch_runs_in_the_sandbox(
+    client: TestClient, user: Callable[[str], tuple[Headers, str]]
+) -> None:
+    """With the opt-in installed, submission accepts ``import torch`` and the agent trains in
+    the sandbox within the default memory limit; it reports its import time and peak memory."""
+    alice, _ = user("alice")
+    runtime = client.get("/api/runtime").json()
+    assert any(p["name"] == "torch" for p in runtime["packages"]), runtime
+    session_id, result = run(client, alice, "torch_agent.py", timeout=240)
+    assert result["status"] == "completed", result
+    said = [s for s in reasoning(client, alice, session_id) if s.startswith("torch=")]
+    assert said, reasoning(client, alice, session_id)
+    fitted = re.fullmatch(
+        r"torch=\S+ slope=(\S+) loss=(\S+) import_s=(\S+) peak_mb=(\d+)", said[-1]
+    )
+    assert fitted, said[-1]
+    slope, loss, import_s, peak_mb = (float(v) for v in fitted.groups())
+    assert abs(slope) > 0.01, said[-1]  # it learned something from the closes
+    assert loss < 1.0, said[-1]  # better than predicting the mean
+    print(f"in the sandbox: import torch {import_s:.2f} s, peak memory {peak_mb:.0f} MB")
+    assert result["metrics"]["totalTrades"] is not None
+
+
+@pytest.mark.sandbox
 def test_a_failing_agents_output_is_readable_through_the_api_and_the_cli(
     client: TestClient,
     user: Callable[[str], tuple[Headers, str]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     (alice, token), (bob, _) = user("alice"), user("bob")
-    agent_id = submit(client, alice, agent("chatty_failure.py"))
-    session_id = start(client, alice, agent_id, **RANGE).json()["sessionId"]
-    result = wait_for(client, alice, session_id)
+    session_id, result = run(client, alice, "chatty_failure.py")
     assert result["status"] == "failed"
     assert result["failure"]["reason"] == "agent_error"
 
@@ -154,9 +188,7 @@ def test_an_output_flood_is_killed_at_the_cap_and_its_head_and_tail_are_kept(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     alice, token = user("alice")
-    agent_id = submit(client, alice, agent("flood.py"))
-    session_id = start(client, alice, agent_id, **RANGE).json()["sessionId"]
-    result = wait_for(client, alice, session_id)
+    session_id, result = run(client, alice, "flood.py")
     assert result["status"] == "failed"
     assert "output limit exceeded" in result["failure"]["message"]
 

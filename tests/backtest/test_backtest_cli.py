@@ -110,3 +110,32 @@ def test_leaderboard_and_evaluate(world: World, farm: Any) -> None:
     busy = farm("evaluate", agent_id)
     assert busy.exit_code == 1
     assert "FARM_EVALUATE_COOLDOWN_S" in " ".join(busy.output.split())
+
+
+def test_quiet_prints_only_ids_for_scripts(world: World, farm: Any) -> None:
+    """``ID=$(farm ... --quiet)``: the session id once the backtest ended, the decision ids."""
+    client, token, agent_id = world
+    ran = farm(
+        "backtest", agent_id, "--symbols", "AAPL", "--start", "2023-01-01", "--end",
+        "2023-03-31", "--wait", "--quiet",
+    )  # fmt: skip
+    assert ran.exit_code == 0, ran.output
+    session_id = ran.stdout.strip()
+    headers = {"Authorization": f"Bearer {token}"}
+    result = client.get(f"/api/backtest/{session_id}/results", headers=headers).json()
+    assert result["status"] == "completed"
+    decisions = farm("decisions", session_id, "--limit", "3", "--quiet")
+    assert decisions.exit_code == 0, decisions.output
+    ids = decisions.stdout.split()
+    assert len(ids) == 3
+    assert farm("explain", ids[0]).exit_code == 0
+
+
+def test_submit_wait_follows_the_standard_evaluation_and_fails_with_it(farm: Any) -> None:
+    broken = REPO / "tests/backtest/agents/broken.py"
+    ran = farm("agents", "submit", str(broken), "--name", "broken", "--wait", "--quiet")
+    assert ran.exit_code == 1, ran.output
+    agent_id = ran.stdout.strip()
+    assert len(agent_id) == 36  # the id still comes out on stdout
+    assert "its standard evaluation failed" in ran.stderr
+    assert "boom at bar 7" in ran.stderr

@@ -72,7 +72,7 @@ def world(context: Context, make_account: MakeAccount, make_agent: MakeAgent) ->
     alice, bob = make_account("alice"), make_account("bob")
     agent, other, bobs = make_agent(alice), make_agent(alice), make_agent(bob)
     small, old = new_id(), new_id()
-    root = context.fmel.root
+    root = context.settings.fmel_dir
     write_small(root, agent, small, alice.user_id)
     write_old(root, agent, old, alice.user_id)
     write_small(root, other, new_id(), alice.user_id)

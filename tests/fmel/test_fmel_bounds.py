@@ -5,7 +5,6 @@ from date arithmetic)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from fmel_helpers import new_id, write_small
@@ -40,7 +39,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[KeepAlive
                     artifact_key=f"agents/{user.id}/{agent_id}.py",
                 )
             )
-        write_small(Path(context.fmel.root), agent_id, new_id(), user.id)
+        write_small(context.settings.fmel_dir, agent_id, new_id(), user.id)
         with KeepAlive(url, {"Authorization": f"Bearer {token}"}) as conn:
             yield conn, agent_id
 

@@ -12,7 +12,7 @@ import pytest
 from fmel_helpers import stored
 
 from farm.fmel.layout import part_files, session_dir
-from farm.fmel.recorder import FmelRecorder
+from farm.fmel.recorder import FmelFlusher, FmelRecorder
 from farm.fmel.records import (
     DECISION_SCHEMA,
     MAX_DATA_ACCESSES,
@@ -68,6 +68,37 @@ def test_batches_by_time_without_a_new_record(tmp_path: Path) -> None:
     assert seqs(tmp_path) == [0, 1]
     rec.close()
     assert rec.parts_written == 1
+
+
+def test_recorders_sharing_a_flusher_start_no_thread_and_flush_by_time(tmp_path: Path) -> None:
+    flusher = FmelFlusher(interval=0.02)
+    threads = threading.active_count()
+    recs = [
+        FmelRecorder(
+            tmp_path,
+            "agent-1",
+            f"session-{i}",
+            "user-1",
+            "PAPER",
+            flush_seconds=0.2,
+            flusher=flusher,
+        )
+        for i in range(20)
+    ]
+    assert threading.active_count() == threads, "no thread per recorder"
+    for rec in recs:
+        decide(rec, 0)
+    deadline = time.monotonic() + 5
+    while not all(rec.parts_written for rec in recs) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert [rec.parts_written for rec in recs] == [1] * 20, "each flushed once its record aged"
+    for rec in recs:
+        decide(rec, 1)
+        rec.close()
+    flusher.close()
+    assert threading.active_count() == threads - 1
+    decisions = stored(tmp_path, "agent-1", "decisions").column("seq").to_pylist()
+    assert sorted(decisions) == [0] * 20 + [1] * 20, "close() flushed the rest"
 
 
 def test_parts_are_atomic_for_a_concurrent_reader(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ from farm.context import Context
 from farm.storage.models import OidcIdentity, User
 from farm.users.oidc import Identity
 from farm.users.service import user_for_identity
-from support import serving
+from support import free_port, serving
 
 AUDIENCE = "farm-test"
 RSA1 = RSAKey.generate_key(2048, parameters={"kid": "rsa-1"})
@@ -44,6 +44,7 @@ class Issuer:
     keys: list[Any] = field(default_factory=lambda: [RSA1, EC1])
     hits: dict[str, int] = field(default_factory=dict)
     delay_s: float = 0.0  # a slow issuer
+    jwks_status: int = 200  # an issuer whose key endpoint fails
 
     def token(self, key: Any, alg: str, **claims: Any) -> str:
         now = int(time.time())
@@ -63,6 +64,9 @@ def issuer() -> Iterator[Issuer]:
             time.sleep(state.delay_s)
             if self.path == "/.well-known/openid-configuration":
                 body: Any = {"issuer": state.url, "jwks_uri": f"{state.url}/jwks"}
+            elif self.path == "/jwks" and state.jwks_status != 200:
+                self.send_error(state.jwks_status)
+                return
             elif self.path == "/jwks":
                 body = {"keys": [k.as_dict(private=False) for k in state.keys]}
             else:
@@ -99,6 +103,10 @@ def app(tmp_path: Path, issuer: Issuer, **overrides: Any) -> TestClient:
         **overrides,
     )
     return TestClient(create_app(settings))
+
+
+def answer(client: TestClient, token: str) -> httpx.Response:
+    return client.get("/api/agents/list", headers={"Authorization": f"Bearer {token}"})
 
 
 def call(client: TestClient, token: str) -> int:
@@ -230,6 +238,55 @@ def test_a_slow_issuer_does_not_stall_other_requests(tmp_path: Path, issuer: Iss
         signing_in.join(timeout=30)
     assert statuses == [200]
     assert waited < 1.0, f"/health waited {waited:.2f} s for the issuer"
+
+
+def test_an_unreachable_issuer_is_503_naming_it_not_401(tmp_path: Path, issuer: Issuer) -> None:
+    """Nobody listens where the keys should be: the token cannot be judged, so 503 (with
+    Retry-After and the issuer's name), and no failed-token count toward a 429."""
+    down = f"http://127.0.0.1:{free_port()}"
+    token = issuer.token(RSA1, "RS256", iss=down)
+    settings = {"rate_limit_auth_failures": "2/minute"}
+    with TestClient(
+        create_app(
+            Settings(
+                home=tmp_path / "farm",
+                backtest_workers=0,
+                feed="off",
+                oidc_issuer=down,
+                oidc_audience=AUDIENCE,
+                **settings,
+            )
+        )
+    ) as client:
+        answers = [answer(client, token) for _ in range(4)]
+    assert [a.status_code for a in answers] == [503, 503, 503, 503]
+    body = answers[0].json()
+    assert body["error"] == "identity_provider_unavailable"
+    assert down in body["message"]
+    assert "unreachable" in body["message"]
+    assert 1 <= int(answers[0].headers["Retry-After"]) <= 5
+
+
+def test_a_failing_jwks_endpoint_is_503_until_it_recovers(tmp_path: Path, issuer: Issuer) -> None:
+    """The JWKS answers 500: 503 naming the issuer; once it answers again (after Retry-After),
+    good tokens sign in and bad ones are 401 as before."""
+    issuer.jwks_status = 500
+    with app(tmp_path, issuer, oidc_jwks_refresh_s=1.0) as client:
+        failed = answer(client, issuer.token(RSA1, "RS256"))
+        assert failed.status_code == 503
+        assert issuer.url in failed.json()["message"]
+        assert "answered 500" in failed.json()["message"]
+        retry_after = int(failed.headers["Retry-After"])
+        assert retry_after == 1
+        again = answer(client, issuer.token(RSA1, "RS256"))  # within the interval: no refetch
+        assert again.status_code == 503
+        assert issuer.hits["/jwks"] == 1
+        issuer.jwks_status = 200
+        time.sleep(retry_after)
+        assert call(client, issuer.token(RSA1, "RS256")) == 200
+        assert call(client, issuer.token(RSA1, "RS256", aud="someone-else")) == 401
+        assert call(client, issuer.token(RSA2, "RS256")) == 401  # an unknown kid, issuer up
+    assert issuer.hits["/jwks"] == 2
 
 
 def test_an_issuer_without_an_audience_is_a_configuration_error(tmp_path: Path) -> None:

@@ -212,7 +212,7 @@ def test_reimport_replaces_and_a_failed_reimport_keeps_the_old_bars(
 
     assert not report.ok
     assert store.frame("ABC")["open"].tolist() == [20.0, 21.0, 22.0, 23.0, 24.0]
-    assert not list(store.path_of("ABC").parent.glob(".*.tmp"))
+    assert not list(Path(store.path_of("ABC")).parent.glob(".*.tmp"))
 
 
 def test_a_reader_during_reimport_sees_old_or_new_never_partial(

@@ -11,15 +11,18 @@ from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from farm.cli_support import (
     DEFAULT_URL,
     JsonOpt,
+    QuietOpt,
     TokenOpt,
     UrlOpt,
     api,
     console,
+    errors,
     inert,
     print_json,
     respond,
@@ -67,38 +70,36 @@ def backtest(
     url: UrlOpt = DEFAULT_URL,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
-    """Backtest one of your agents (defaults: SPY,QQQ,AAPL over 2023)."""
-    body: dict[str, Any] = {}
-    if symbols:
-        body["symbols"] = [s.strip() for s in symbols.split(",") if s.strip()]
-    if start:
-        body["startDate"] = start
-    if end:
-        body["endDate"] = end
-    if cash is not None:
-        body["initialCash"] = cash
-    if commission is not None:
-        body["commission"] = commission
-    if slippage is not None:
-        body["slippageBps"] = slippage
-    if param:
-        body["params"] = dict(_param(p) for p in param)
+    """Backtest one of your agents (defaults: SPY,QQQ,AAPL over 2023). With --quiet only the
+    session id is printed (with --wait, once it ended; progress goes to stderr)."""
+    body: dict[str, Any] = {
+        "symbols": [s.strip() for s in symbols.split(",") if s.strip()] if symbols else None,
+        "startDate": start,
+        "endDate": end,
+        "initialCash": cash,
+        "commission": commission,
+        "slippageBps": slippage,
+        "params": dict(_param(p) for p in param) if param else None,
+    }
+    body = {key: value for key, value in body.items() if value is not None}
     with api(url, token) as client:
         started = client.request("POST", f"/api/backtest/{agent_id}/start", json=body)
         session_id = started["sessionId"]
-        if not wait:
-            if as_json:
-                print_json(started)
-            else:
-                console.print(f"Queued backtest {inert(session_id)}")
-            return
-        result = _follow(client, session_id, quiet=as_json)
-    if as_json:
+        if wait:
+            result = follow(client, session_id, progress_on=progress_console(as_json, quiet))
+        else:
+            result = started
+    if quiet:
+        typer.echo(session_id)
+    elif as_json:
         print_json(result)
+    elif not wait:
+        console.print(f"Queued backtest {inert(session_id)}")
     else:
         _print_results(result)
-    if result["status"] != "completed":
+    if wait and result["status"] != "completed":
         raise typer.Exit(1)
 
 
@@ -128,10 +129,20 @@ def _param(text: str) -> tuple[str, Any]:
         return key.strip(), value
 
 
-def _follow(client: Any, session_id: str, *, quiet: bool) -> Any:
+def progress_console(as_json: bool, quiet: bool) -> Console | None:
+    """Where a command that follows a backtest shows its progress: stdout, stderr when stdout
+    carries only an id (--quiet), nowhere with --json."""
+    if as_json:
+        return None
+    return errors if quiet else console
+
+
+def follow(client: Any, session_id: str, *, progress_on: Console | None) -> Any:
+    """Poll a backtest until it ends (a progress bar on ``progress_on``); its results."""
     path = f"/api/backtest/{session_id}/results"
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
-    with Progress(*columns, TimeElapsedColumn(), console=console, disable=quiet) as bar:
+    shown = progress_on or console
+    with Progress(*columns, TimeElapsedColumn(), console=shown, disable=progress_on is None) as bar:
         task = bar.add_task(f"backtest {inert(session_id[:8])} queued", total=None)
         while True:
             result = client.request("GET", path)

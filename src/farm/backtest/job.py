@@ -17,9 +17,9 @@ from pydantic.alias_generators import to_camel
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from farm.backtest.lease import Lease
 from farm.backtest.results import Stored, write_logs, write_results
 from farm.backtest.runner import BacktestConfig, BacktestOutcome, run_backtest
-from farm.backtest.scheduler import Lease
 from farm.backtest.schemas import BacktestRequest, FailureReason, SessionStatus
 from farm.config import Settings
 from farm.core.bars import EXCHANGE_TZ
@@ -29,9 +29,10 @@ from farm.engine.session import RunStopped
 from farm.errors import FarmError
 from farm.events import BACKTEST_COMPLETED
 from farm.fmel.capture import StepCapture
-from farm.fmel.layout import session_dir
+from farm.fmel.layout import session_dir, session_folder
 from farm.fmel.recorder import CapReport, FmelRecorder
 from farm.fmel.records import Mode
+from farm.fmel.store import fmel_staging, open_fmel_root
 from farm.marketdata.store import BarStore
 from farm.outbox import emit
 from farm.sandbox.host import AgentFailure, AgentSession, DecisionRecord
@@ -91,7 +92,8 @@ class BacktestJob:
         except Exception as exc:
             if abort.reason is None:
                 log.exception("backtest %s failed unexpectedly", session_id)
-                self._fail(
+                fail_while_running(
+                    self._db,
                     lease,
                     FailureReason.INTERNAL_ERROR,
                     f"internal error (a platform bug): {exc}",
@@ -101,7 +103,8 @@ class BacktestJob:
             watcher.join()
         if abort.reason is AbortReason.INTERRUPTED:
             log.info("backtest %s interrupted by shutdown; back in the queue", session_id)
-            self._update(
+            update_while_running(
+                self._db,
                 lease,
                 status=SessionStatus.QUEUED,
                 attempts=BacktestSession.attempts - 1,
@@ -162,7 +165,9 @@ class BacktestJob:
             artifact_key = agent.artifact_key if agent else None
             owner = (row.agent_id, row.user_id)
         if artifact_key is None:
-            self._fail(lease, FailureReason.INVALID_AGENT, "the agent no longer exists")
+            fail_while_running(
+                self._db, lease, FailureReason.INVALID_AGENT, "the agent no longer exists"
+            )
             return
         try:
             self._bars.coverage(request.symbols, request.start_date, request.end_date).check()
@@ -170,9 +175,9 @@ class BacktestJob:
             benchmark = self._bars.frame(request.benchmark, request.start_date, request.end_date)
             source = self._bars.source_of([*request.symbols, request.benchmark])
         except FarmError as exc:
-            self._fail(lease, FailureReason.DATA_ERROR, exc.message)
+            fail_while_running(self._db, lease, FailureReason.DATA_ERROR, exc.message)
             return
-        self._update(lease, bars_total=len(steps), data_source=source)
+        update_while_running(self._db, lease, bars_total=len(steps), data_source=source)
         if abort.reason is not None:
             return
 
@@ -220,14 +225,17 @@ class BacktestJob:
         if not request.fmel:
             return None
         agent_id, user_id = owner
-        shutil.rmtree(session_dir(self._settings.fmel_dir, agent_id, lease.session_id), True)
+        root, staging = open_fmel_root(self._settings), fmel_staging(self._settings)
+        root.delete(session_folder(root, agent_id, lease.session_id))
+        shutil.rmtree(session_dir(staging, agent_id, lease.session_id), True)
         return FmelRecorder(
-            self._settings.fmel_dir,
+            root,
             agent_id,
             lease.session_id,
             user_id,
             Mode.BACKTEST,
             max_bytes=self._settings.fmel_max_session_mb * MB,
+            staging=staging,
             fence=lambda: self._holds(lease),
         )
 
@@ -237,12 +245,14 @@ class BacktestJob:
             reason, message = FailureReason.KILLED, f"output limit exceeded: {failure.message}"
         else:
             reason, message = FailureReason(failure.reason), failure.message
-        self._fail(lease, reason, message, failure.traceback or None, bars_done=steps)
+        fail_while_running(
+            self._db, lease, reason, message, failure.traceback or None, bars_done=steps
+        )
 
     def _fail_stopped(self, lease: Lease, stopped: RunStopped, steps: int) -> None:
         """Record why the host ended the run (the fill cap counts as ``killed``, as output does)."""
         reason = FailureReason.BANKRUPT if stopped.reason == "bankrupt" else FailureReason.KILLED
-        self._fail(lease, reason, stopped.message, bars_done=steps)
+        fail_while_running(self._db, lease, reason, stopped.message, bars_done=steps)
 
     def _config(self, request: BacktestRequest) -> BacktestConfig:
         return BacktestConfig(
@@ -268,7 +278,7 @@ class BacktestJob:
             now = time.monotonic()
             if now - last >= PROGRESS_SECONDS:
                 last = now
-                self._update(lease, bars_done=done)
+                update_while_running(self._db, lease, bars_done=done)
 
         return report
 
@@ -308,31 +318,34 @@ class BacktestJob:
             event = {"sessionId": row.id, "agentId": row.agent_id, "userId": row.user_id}
             emit(session, BACKTEST_COMPLETED, {**event, "kind": row.kind})
 
-    def _fail(
-        self,
-        lease: Lease,
-        reason: FailureReason,
-        message: str,
-        traceback: str | None = None,
-        *,
-        bars_done: int | None = None,
-    ) -> None:
-        values: dict[str, Any] = {
-            "status": SessionStatus.FAILED,
-            "failure_reason": reason,
-            "failure_message": message,
-            "failure_traceback": traceback,
-            "finished_at": utcnow(),
-        }
-        if bars_done is not None:
-            values["bars_done"] = bars_done
-        self._update(lease, **values)
 
-    def _update(self, lease: Lease, **values: Any) -> None:
-        """Update the session while it runs under ``lease`` (never one cancelled meanwhile,
-        nor one whose lease was lost)."""
-        with self._db.transaction() as session:
-            session.execute(update(BacktestSession).where(lease.holds()).values(**values))
+def fail_while_running(
+    db: Database,
+    lease: Lease,
+    reason: FailureReason,
+    message: str,
+    traceback: str | None = None,
+    *,
+    bars_done: int | None = None,
+) -> None:
+    """Fail a session unless it ended, was cancelled or lost ``lease`` meanwhile."""
+    values: dict[str, Any] = {
+        "status": SessionStatus.FAILED,
+        "failure_reason": reason,
+        "failure_message": message,
+        "failure_traceback": traceback,
+        "finished_at": utcnow(),
+    }
+    if bars_done is not None:
+        values["bars_done"] = bars_done
+    update_while_running(db, lease, **values)
+
+
+def update_while_running(db: Database, lease: Lease, **values: Any) -> None:
+    """Update a session while it runs under ``lease`` (never one that ended, was cancelled or
+    whose lease was lost meanwhile)."""
+    with db.transaction() as session:
+        session.execute(update(BacktestSession).where(lease.holds()).values(**values))
 
 
 class AbortReason(StrEnum):

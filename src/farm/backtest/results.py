@@ -141,7 +141,10 @@ def read_page(
     artifacts: ArtifactStore, prefix: str, name: str, *, limit: int, offset: int
 ) -> tuple[list[dict[str, Any]], int]:
     """Rows ``offset`` to ``offset + limit`` of series ``name`` and how many it holds."""
-    with pq.ParquetFile(artifacts.local_path(series_key(prefix, name))) as part:
+    with (
+        artifacts.open(series_key(prefix, name)) as handle,
+        pq.ParquetFile(handle) as part,
+    ):
         meta = part.metadata
         wanted: list[int] = []
         first = start = 0

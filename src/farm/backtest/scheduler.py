@@ -30,14 +30,15 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, text, update
+from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from farm.backtest.job import fail_while_running
+from farm.backtest.lease import Lease
 from farm.backtest.schemas import FailureReason, SessionStatus
 from farm.backtest.service import STANDARD
 from farm.storage.db import Database, sqlite_write_lock
@@ -51,37 +52,6 @@ CLAIM_TRIES = 5
 CLAIM_LOCK = 0x6661726D  # the PostgreSQL advisory lock that serializes claims ("farm")
 STANDARD_LANE = "standard"
 NEVER = datetime.min.replace(tzinfo=UTC)
-
-
-@dataclass(frozen=True)
-class Lease:
-    """A worker's claim on one running session; ``token`` is new at every claim."""
-
-    session_id: str
-    owner: str
-    token: str
-
-    def holds(self) -> ColumnElement[bool]:
-        """The condition every write of the job carries: the session still runs under this
-        lease (not cancelled, not recovered and claimed by another worker)."""
-        s = BacktestSession
-        return and_(
-            s.id == self.session_id, s.status == SessionStatus.RUNNING, s.lease_token == self.token
-        )
-
-    def renew(self, session: Session, seconds: float) -> bool:
-        """The heartbeat: move the expiry ``seconds`` from now; False once the lease is lost."""
-        expires = utcnow() + timedelta(seconds=seconds)
-        moved = session.execute(
-            update(BacktestSession).where(self.holds()).values(lease_expires_at=expires)
-        )
-        return bool(moved.rowcount == 1)  # type: ignore[attr-defined]
-
-
-def renew_lease(db: Database, seconds: float, lease: Lease) -> bool:
-    """:meth:`Lease.renew` in a transaction of its own."""
-    with db.transaction() as session:
-        return lease.renew(session, seconds)
 
 
 Job = Callable[[Lease, threading.Event], None]
@@ -331,21 +301,7 @@ class Scheduler:
                 self._job(lease, self._stopping)
             except Exception as exc:
                 log.exception("backtest job %s crashed", lease.session_id)
-                self._abandon(lease, f"internal error: {exc}")
-
-    def _abandon(self, lease: Lease, message: str) -> None:
-        """Fail a session whose job crashed, unless it ended, was cancelled or lost its lease."""
-        with self._db.transaction() as session:
-            session.execute(
-                update(BacktestSession)
-                .where(lease.holds())
-                .values(
-                    status=SessionStatus.FAILED,
-                    failure_reason=FailureReason.KILLED,
-                    failure_message=message,
-                    finished_at=utcnow(),
-                )
-            )
+                fail_while_running(self._db, lease, FailureReason.KILLED, f"internal error: {exc}")
 
 
 def _lock_claims(session: Session) -> None:

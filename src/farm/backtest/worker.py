@@ -27,7 +27,8 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-from farm.backtest.scheduler import Job, Lease
+from farm.backtest.lease import Lease
+from farm.backtest.scheduler import Job
 from farm.config import Settings
 from farm.processes import launch_module
 

@@ -313,6 +313,28 @@ class SimulatedBroker:
         """Client ids of orders that are submitted or accepted and not yet done."""
         return [o.id for o in self._submitted] + list(self._pending)
 
+    @property
+    def triggered(self) -> list[str]:
+        """Client ids of the pending stop-limit orders whose stop has triggered (they rest at
+        their limit)."""
+        return [o.id for o in self._pending.values() if o.triggered]
+
+    def restore(self, orders: Iterable[tuple[OrderRequest, float, bool, bool]]) -> None:
+        """Put back persisted open orders, in submission order, without events: each as
+        ``(request, remaining size, accepted, triggered)``. An order not accepted yet is
+        checked at the next :meth:`process`, as if submitted in the previous step."""
+        for req, remaining, accepted, triggered in orders:
+            self._known.add(req.client_order_id)
+            order = _Order(req, len(self._known))
+            order.remaining = remaining
+            order.triggered = triggered
+            self.account.track(req.symbol)
+            if accepted:
+                self._pending[order.id] = order
+                self._index(order)
+            else:
+                self._submitted.append(order)
+
     def submit(self, order: OrderRequest) -> None:
         """Queue an order (Backtrader ``transmit``); a client_order_id seen before is ignored."""
         if order.client_order_id in self._known:

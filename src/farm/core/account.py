@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
+from typing import Any
 
 from farm.core.bars import Bar, Step
 from farm.core.orders import ClosedTrade, Fill, Position
@@ -101,6 +102,7 @@ class Account:
     __slots__ = (
         "_closes",
         "_exposure",
+        "_fills_before",
         "_open",
         "_positions",
         "_rank",
@@ -117,9 +119,74 @@ class Account:
         self._closes: dict[str, float] = {}
         self._open: dict[str, _Trade] = {}
         self._exposure: list[float] | None = None  # [gross, net] position value this step
+        self._fills_before = 0  # fills made before a restore (not in ``fills``)
         self.fills: list[Fill] = []
         self.trades: list[ClosedTrade] = []
         self.equity: list[tuple[datetime, float]] = []
+
+    @classmethod
+    def restore(
+        cls,
+        cash: float,
+        positions: Mapping[str, tuple[Position, float]],
+        trades: list[ClosedTrade],
+        equity: list[tuple[datetime, float]],
+        internals: Mapping[str, Any],
+    ) -> Account:
+        """The account as it was persisted: ``cash``, the positions with their last closes, the
+        closed trades, the equity curve and :meth:`internals` (what those rows do not hold).
+        Its ``fills`` start empty; :attr:`fill_count` goes on from the persisted count."""
+        account = cls(cash)
+        account._rank = {s: i for i, s in enumerate(internals["rank"])}
+        for symbol, (position, close) in positions.items():
+            account._rank.setdefault(symbol, len(account._rank))
+            account._positions[symbol] = position
+            account._closes[symbol] = close
+        for symbol, entry, opened_by, *numbers in internals["open"]:
+            trade = account._open[symbol] = _Trade(symbol, datetime.fromisoformat(entry), opened_by)
+            (
+                trade.size,
+                trade.price,
+                trade.commission,
+                trade.pnl,
+                trade.bars,
+                trade.peak,
+                trade.exit_size,
+                trade.exit_value,
+            ) = numbers
+        account._fills_before = internals["fills"]
+        account.trades = list(trades)
+        account.equity = list(equity)
+        return account
+
+    def internals(self) -> dict[str, Any]:
+        """What the account's rows (cash, positions, trades, equity) do not hold, as JSON
+        values: the order positions are valued in, the fill count and the open trades."""
+        return {
+            "rank": sorted(self._rank, key=self._rank.__getitem__),
+            "fills": self.fill_count,
+            "open": [
+                [
+                    t.symbol,
+                    t.entry_ts.isoformat(),
+                    t.opened_by,
+                    t.size,
+                    t.price,
+                    t.commission,
+                    t.pnl,
+                    t.bars,
+                    t.peak,
+                    t.exit_size,
+                    t.exit_value,
+                ]
+                for t in self._open.values()
+            ],
+        }
+
+    @property
+    def fill_count(self) -> int:
+        """How many fills the account made (those before a restore included)."""
+        return self._fills_before + len(self.fills)
 
     @property
     def positions(self) -> Mapping[str, Position]:

@@ -105,7 +105,7 @@ class SessionEngine:
         """Why the session must end after the step just marked, if it must."""
         account = self.broker.account
         value, ts = account.equity[-1][1], account.equity[-1][0]
-        return run_stopped(value, len(account.fills), self.max_fills, ts)
+        return run_stopped(value, account.fill_count, self.max_fills, ts)
 
 
 def run_stopped(value: float, fills: int, max_fills: int, ts: datetime) -> RunStopped | None:

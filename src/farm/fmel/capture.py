@@ -58,7 +58,11 @@ class StepCapture:
         """Remember the orders a step placed (for a step recorded before, e.g. by the run that
         a restart resumes), so their ends are recorded against it."""
         for order in record.orders:
-            self._open[order.client_order_id] = (record.seq, order.symbol, _side(order.size))
+            self.expect(order.client_order_id, record.seq, order.symbol, order.size)
+
+    def expect(self, order_id: str, seq: int, symbol: str, size: float) -> None:
+        """Remember one order placed at step ``seq``, so its end is recorded against it."""
+        self._open[order_id] = (seq, symbol, _side(size))
 
     def _decision(self, record: HostRecord, status: str) -> None:
         reasoning = record.reasoning

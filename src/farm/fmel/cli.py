@@ -13,10 +13,12 @@ import typer
 from farm.cli_support import (
     DEFAULT_URL,
     JsonOpt,
+    QuietOpt,
     TokenOpt,
     UrlOpt,
     console,
     inert,
+    print_id,
     respond,
     table,
 )
@@ -34,8 +36,9 @@ def decisions(
     url: UrlOpt = DEFAULT_URL,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
-    """List a session's decisions, newest first."""
+    """List a session's decisions, newest first (--quiet: only their ids, one a line)."""
     params: dict[str, Any] = {"sessionId": session_id, "limit": limit}
     if action:
         params["action"] = action
@@ -64,7 +67,9 @@ def decisions(
             rows,
         )
 
-    respond(url, token, "GET", "/api/fmel/decisions", as_json=as_json, show=show, params=params)
+    path = "/api/fmel/decisions"
+    shown = print_id("decisionId", each_of="decisions") if quiet else show
+    respond(url, token, "GET", path, as_json=as_json and not quiet, show=shown, params=params)
 
 
 def explain(

@@ -7,9 +7,7 @@ queries can skip parts without opening them.
 
 from __future__ import annotations
 
-import os
 import re
-import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +15,8 @@ from typing import Final
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from farm.storage.objects import LocalRoot, Root
 
 ID_PATTERN: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 """Agent and session ids are path segments: letters, digits, ``_`` and ``-`` only."""
@@ -95,36 +95,43 @@ def part_span(path: str) -> tuple[int, int] | None:
         return None
 
 
+def as_root(root: Path | Root) -> Root:
+    """``root`` as a :class:`Root` (a bare folder is read without a listing cache)."""
+    return LocalRoot(root, cache=False) if isinstance(root, Path) else root
+
+
+def session_folder(root: Root, agent_id: str, session_id: str) -> str:
+    """The path of one session's folder below ``root`` (local or object storage)."""
+    agent = f"agent={check_id('agent_id', agent_id)}"
+    return root.join(agent, f"session={check_id('session_id', session_id)}")
+
+
 def part_files(
-    root: Path,
-    agent_ids: list[str],
-    kind: str,
-    session_id: str | None = None,
-    listings: Listings | None = None,
+    root: Path | Root, agent_ids: list[str], kind: str, session_id: str | None = None
 ) -> list[str]:
     """Every committed part file of ``kind`` for these agents (optionally one session), sorted."""
     return sorted(
         f"{folder}/{name}"
-        for folder, names in session_folders(root, agent_ids, session_id, listings)
+        for folder, names in session_folders(root, agent_ids, session_id)
         for name in part_names(names, kind)
     )
 
 
 def session_folders(
-    root: Path, agent_ids: list[str], session_id: str | None, listings: Listings | None = None
+    root: Path | Root, agent_ids: list[str], session_id: str | None
 ) -> list[tuple[str, tuple[str, ...]]]:
     """The session folders of these agents (or the one session) and the names in each."""
-    listings = listings or Listings(cache=False)
+    found = as_root(root)
     folders: list[str] = []
     for agent_id in agent_ids:
         if session_id is not None:
-            folders.append(str(session_dir(root, agent_id, session_id)))
+            folders.append(session_folder(found, agent_id, session_id))
         else:
-            folder = str(agent_dir(root, agent_id))
+            folder = found.join(f"agent={check_id('agent_id', agent_id)}")
             folders.extend(
-                f"{folder}/{name}" for name in listings.names(folder) if name.startswith("session=")
+                f"{folder}/{name}" for name in found.names(folder) if name.startswith("session=")
             )
-    return [(folder, listings.names(folder)) for folder in folders]
+    return [(folder, found.names(folder)) for folder in folders]
 
 
 def part_names(names: Iterable[str], kind: str) -> list[str]:
@@ -133,39 +140,13 @@ def part_names(names: Iterable[str], kind: str) -> list[str]:
     return [n for n in names if n.startswith(prefix) and n.endswith(".parquet")]
 
 
-class Listings:
-    """Folder listings, reused while a folder's modification time is unchanged.
-
-    A listing is only reused when it was taken at least ``RACY_SECONDS`` after the folder's last
-    change: a change within the same clock tick as the cached time would not move the mtime.
-    """
-
-    RACY_SECONDS: Final = 2.0
-
-    def __init__(self, *, cache: bool = True) -> None:
-        self._cache: dict[str, tuple[int, tuple[str, ...]]] | None = {} if cache else None
-
-    def names(self, folder: str) -> tuple[str, ...]:
-        """The names in ``folder`` (empty when it does not exist)."""
-        try:
-            mtime = os.stat(folder).st_mtime_ns
-        except (FileNotFoundError, NotADirectoryError):
-            return ()
-        if self._cache is not None and (hit := self._cache.get(folder)) and hit[0] == mtime:
-            return hit[1]
-        try:
-            names = tuple(os.listdir(folder))
-        except (FileNotFoundError, NotADirectoryError):
-            return ()
-        if self._cache is not None and time.time_ns() - mtime > self.RACY_SECONDS * 1e9:
-            self._cache[folder] = (mtime, names)
-        return names
-
-
-def agent_of_session(root: Path, session_id: str) -> str | None:
+def agent_of_session(root: Path | Root, session_id: str) -> str | None:
     """The agent whose folder holds ``session_id``, if any."""
-    for path in root.glob(f"agent=*/session={check_id('session_id', session_id)}"):
-        agent_id = path.parent.name.removeprefix("agent=")
-        if is_valid_id(agent_id):
-            return agent_id
+    found = as_root(root)
+    wanted = f"session={check_id('session_id', session_id)}"
+    for name in found.names(found.url):
+        agent_id = name.removeprefix("agent=")
+        if name.startswith("agent=") and is_valid_id(agent_id):
+            if wanted in found.names(found.join(name)):
+                return agent_id
     return None

@@ -26,6 +26,7 @@ from farm.fmel.records import DECISION_SCHEMA, KINDS, decision_id
 from farm.fmel.store import FmelStore
 from farm.fmel.summary import SOURCE, SUMMARIZED_KINDS, Aggregates, scan
 from farm.fmel.summary import analytics as summary_analytics
+from farm.storage.objects import Root
 
 DECISION_COLUMNS: Final = ", ".join(DECISION_SCHEMA.names)
 NEWEST_FIRST: Final = "bar_ts DESC, session_id DESC, seq DESC"
@@ -61,7 +62,7 @@ class DecisionQuery:
 
     def files(self, store: FmelStore, kind: str = "decisions") -> list[str]:
         """The part files of ``kind`` this query reads."""
-        return part_files(store.root, list(self.agent_ids), kind, self.session_id, store.listings)
+        return part_files(store.root, list(self.agent_ids), kind, self.session_id)
 
     def where(self) -> tuple[str, list[object]]:
         """The WHERE clause over decision columns and its parameters."""
@@ -229,9 +230,7 @@ def analytics(store: FmelStore, query: DecisionQuery) -> Row:
     parts: list[Aggregates] = []
     scanned: dict[str, list[str]] = {kind: [] for kind in SUMMARIZED_KINDS}
     capped = 0
-    for folder, names in session_folders(
-        store.root, list(query.agent_ids), query.session_id, store.listings
-    ):
+    for folder, names in session_folders(store.root, list(query.agent_ids), query.session_id):
         capped += CAPPED_NAME in names
         summary = store.summary(folder, names) if exact else None
         aggregates = summary.within(query.since) if summary else None
@@ -317,7 +316,7 @@ def export(
     else:
         writer = None
     try:
-        for batch in _batches(files, schema):
+        for batch in _batches(store.root, files, schema):
             if fmt == "parquet":
                 writer.write_batch(batch)
             elif fmt == "csv":
@@ -331,13 +330,16 @@ def export(
     yield sink.take()
 
 
-def _batches(files: Sequence[str], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+def _batches(root: Root, files: Sequence[str], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
     """The rows of ``files`` in batches of about ``EXPORT_BATCH_BYTES`` (as stored, uncompressed).
 
     Each part's batch size comes from its footer: the bytes per row of its widest row group.
     """
     for path in files:
-        with pq.ParquetFile(path, buffer_size=EXPORT_READ_BUFFER) as part:
+        with (
+            root.open(path) as handle,
+            pq.ParquetFile(handle, buffer_size=EXPORT_READ_BUFFER) as part,
+        ):
             meta = part.metadata
             groups = [meta.row_group(i) for i in range(meta.num_row_groups)]
             widest = max((g.total_byte_size / max(g.num_rows, 1) for g in groups), default=1.0)

@@ -8,13 +8,16 @@ worth).
 
 With ``max_bytes`` set, a session stops recording once its parts would pass that many bytes:
 every later record is dropped and counted, and ``_capped.json`` in the session folder says so.
-Pending records are flushed by count, age or estimated size (``batch_bytes``).
+Pending records are flushed by count, age or estimated size (``batch_bytes``). By age, each
+recorder's own thread flushes them; recorders given an :class:`FmelFlusher` share its one thread
+instead (the paper runtime's hundreds of sessions).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import shutil
 import threading
 import time
 import uuid
@@ -34,6 +37,7 @@ from farm.fmel.layout import (
     micros,
     part_name,
     session_dir,
+    session_folder,
     write_part,
 )
 from farm.fmel.records import (
@@ -58,7 +62,8 @@ from farm.fmel.records import (
     to_table,
 )
 from farm.fmel.store import connect
-from farm.fmel.summary import SUMMARIZED_KINDS, summarize, write_summary
+from farm.fmel.summary import SUMMARIZED_KINDS, SUMMARY_NAME, summarize, write_summary
+from farm.storage.objects import LocalRoot, Root
 
 log = logging.getLogger("farm.fmel.recorder")
 
@@ -85,7 +90,7 @@ class FmelRecorder:
 
     def __init__(
         self,
-        root: Path,
+        root: Path | Root,
         agent_id: str,
         session_id: str,
         user_id: str,
@@ -96,6 +101,8 @@ class FmelRecorder:
         batch_bytes: int = 16 * 1024 * 1024,
         max_bytes: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        flusher: FmelFlusher | None = None,
+        staging: Path | None = None,
         fence: Callable[[], bool] | None = None,
     ) -> None:
         if batch_size < 1 or flush_seconds <= 0:
@@ -104,7 +111,15 @@ class FmelRecorder:
         self.session_id = check_id("session_id", session_id)
         self.user_id = user_id
         self.mode = Mode(mode).value
-        self.directory = session_dir(root, agent_id, session_id)
+        self._remote: tuple[Root, str] | None = None
+        if isinstance(root, Path | LocalRoot):
+            local = root if isinstance(root, Path) else root.folder
+            self.directory = session_dir(local, agent_id, session_id)
+        else:  # written locally first, each committed file then PUT (atomic per object)
+            if staging is None:
+                raise ValueError("an FMEL recorder on object storage needs a staging folder")
+            self.directory = session_dir(staging, agent_id, session_id)
+            self._remote = (root, session_folder(root, agent_id, session_id))
         self.batch_size = batch_size
         self.flush_seconds = flush_seconds
         self.batch_bytes = batch_bytes
@@ -127,10 +142,15 @@ class FmelRecorder:
         self._stop = threading.Event()
         self._error: BaseException | None = None
         self._closed = False
-        self._ticker = threading.Thread(
-            target=self._tick, name=f"fmel-flush-{session_id}", daemon=True
-        )
-        self._ticker.start()
+        self._flusher = flusher
+        self._ticker: threading.Thread | None = None
+        if flusher is None:
+            self._ticker = threading.Thread(
+                target=self._tick, name=f"fmel-flush-{session_id}", daemon=True
+            )
+            self._ticker.start()
+        else:
+            flusher.add(self)
 
     def __enter__(self) -> FmelRecorder:
         return self
@@ -371,7 +391,10 @@ class FmelRecorder:
             return
         self._closed = True
         self._stop.set()
-        self._ticker.join()
+        if self._ticker is not None:
+            self._ticker.join()
+        if self._flusher is not None:
+            self._flusher.discard(self)
         self.flush()
         if self.report.capped:
             self._write_report()
@@ -379,8 +402,11 @@ class FmelRecorder:
             try:
                 with closing(connect()) as db:
                     write_summary(self.directory, summarize(db, self.directory, self._summarized))
+                self._publish(self.directory / SUMMARY_NAME)
             except Exception:
                 log.warning("no FMEL summary for session %s", self.session_id, exc_info=True)
+        if self._remote is not None:  # every file is on object storage now
+            shutil.rmtree(self.directory, ignore_errors=True)
         self._raise_background_error()
 
     def _add(self, kind: str, record: Record) -> None:
@@ -412,7 +438,13 @@ class FmelRecorder:
 
     def _write_report(self) -> None:
         data = msgspec.json.encode(self.report)
-        commit(self.directory, CAPPED_NAME, lambda path: path.write_bytes(data))
+        self._publish(commit(self.directory, CAPPED_NAME, lambda path: path.write_bytes(data)))
+
+    def _publish(self, path: Path) -> None:
+        """Copy a committed file to object storage (nothing to do on a local root)."""
+        if self._remote is not None:
+            root, folder = self._remote
+            root.upload(path, f"{folder}/{path.name}")
 
     def _write(self, kind: str, records: list[Record]) -> int:
         """Commit one part of ``kind``; returns its size in bytes."""
@@ -423,28 +455,68 @@ class FmelRecorder:
             span = (min(times), max(times))
         name = part_name(kind, self._parts, self._token, span)
         path = write_part(self.directory, name, to_table(records, KINDS[kind]))
+        self._publish(path)
         if kind in SUMMARIZED_KINDS:
             self._summarized.append(name)
         return path.stat().st_size
 
     def _tick(self) -> None:
         interval = min(self.flush_seconds / 4, 1.0)
-        while not self._stop.wait(interval):
-            with self._lock:
-                due = (
-                    self._oldest is not None and self._clock() - self._oldest >= self.flush_seconds
-                )
-            if due:
-                try:
-                    self.flush()
-                except Exception as exc:  # reported to the producer on its next call
-                    self._error = exc
-                    return
+        while not self._stop.wait(interval) and self.flush_if_due():
+            pass
+
+    def flush_if_due(self) -> bool:
+        """Flush when the oldest pending record is ``flush_seconds`` old. False when the flush
+        failed: the error is raised to the producer on its next call, and no more are due."""
+        with self._lock:
+            due = self._oldest is not None and self._clock() - self._oldest >= self.flush_seconds
+        if due:
+            try:
+                self.flush()
+            except Exception as exc:  # reported to the producer on its next call
+                self._error = exc
+                return False
+        return True
 
     def _raise_background_error(self) -> None:
         if self._error is not None:
             error, self._error = self._error, None
             raise RuntimeError(f"an FMEL flush failed: {error}") from error
+
+
+class FmelFlusher:
+    """One thread that flushes the due records of many recorders, in place of one each."""
+
+    def __init__(self, interval: float = 0.5) -> None:
+        self._interval = interval
+        self._recorders: set[FmelRecorder] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fmel-flusher", daemon=True)
+        self._thread.start()
+
+    def add(self, recorder: FmelRecorder) -> None:
+        """Flush ``recorder``'s records as they come due, until :meth:`discard`."""
+        with self._lock:
+            self._recorders.add(recorder)
+
+    def discard(self, recorder: FmelRecorder) -> None:
+        """Stop flushing ``recorder`` (its ``close`` flushes the rest)."""
+        with self._lock:
+            self._recorders.discard(recorder)
+
+    def close(self) -> None:
+        """Stop the thread (recorders still registered keep their records until closed)."""
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            with self._lock:
+                recorders = list(self._recorders)
+            for recorder in recorders:
+                if not recorder.flush_if_due():
+                    self.discard(recorder)
 
 
 def _action(sides: set[str]) -> str:

@@ -364,10 +364,10 @@ def write_summary(folder: Path, summary: Summary) -> None:
     commit(folder, SUMMARY_NAME, lambda path: path.write_bytes(data))
 
 
-def read_summary(path: Path) -> Summary | None:
-    """The summary stored at ``path``; None if it is missing, malformed or of another version."""
+def read_summary(data: bytes) -> Summary | None:
+    """The summary stored as ``data``; None if it is malformed or of another version."""
     try:
-        stored = msgspec.json.decode(path.read_bytes(), type=SummaryFile)
+        stored = msgspec.json.decode(data, type=SummaryFile)
         if stored.version != SUMMARY_VERSION:
             return None
         first_day, daily = _dense(

@@ -28,6 +28,8 @@ log = logging.getLogger("farm.leaderboard")
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MEMBER_PREFIX = 16
+DEFAULT_TTL_S = 300.0
+"""Seconds a board is served before it is rebuilt from SQL (both caches)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,21 +243,28 @@ return {updated, rank, redis.call('HGET', KEYS[6], member), total}
 """
 )
 
-# KEYS: meta, rows, expiries, ids, epoch, awaiting, every metric zset, every value hash. ARGV:
-# agent id, now (ISO).
+# KEYS: per board, meta, rows, expiries, ids, epoch, awaiting, every metric zset, every value
+# hash (ARGV[3] keys per board). ARGV: agent id, now (ISO), keys per board. One call for every
+# board: their keys share a hash tag, so this runs on a Redis Cluster too.
 _REMOVE = """
-local m = (#KEYS - 6) / 2
-local member = redis.call('HGET', KEYS[4], ARGV[1])
-if not member then return 0 end
-for i = 7, 6 + m do redis.call('ZREM', KEYS[i], member) end
-for i = 7 + m, #KEYS do redis.call('HDEL', KEYS[i], member) end
-redis.call('HDEL', KEYS[2], member)
-redis.call('ZREM', KEYS[3], member)
-redis.call('ZREM', KEYS[6], member)
-redis.call('HDEL', KEYS[4], ARGV[1])
-redis.call('INCR', KEYS[5])
-redis.call('SET', KEYS[1], ARGV[2], 'XX')
-return 1
+local n = tonumber(ARGV[3])
+local m = (n - 6) / 2
+local removed = 0
+for b = 0, #KEYS - n, n do
+  local member = redis.call('HGET', KEYS[b + 4], ARGV[1])
+  if member then
+    for i = b + 7, b + 6 + m do redis.call('ZREM', KEYS[i], member) end
+    for i = b + 7 + m, b + n do redis.call('HDEL', KEYS[i], member) end
+    redis.call('HDEL', KEYS[b + 2], member)
+    redis.call('ZREM', KEYS[b + 3], member)
+    redis.call('ZREM', KEYS[b + 6], member)
+    redis.call('HDEL', KEYS[b + 4], ARGV[1])
+    redis.call('INCR', KEYS[b + 5])
+    redis.call('SET', KEYS[b + 1], ARGV[2], 'XX', 'KEEPTTL')
+    removed = removed + 1
+  end
+end
+return removed
 """
 
 _UNLOCK = """
@@ -280,10 +289,12 @@ class _Keys:
 
     @classmethod
     def of(cls, prefix: str, board: Board, rules: str) -> _Keys:
+        """The board's keys; every key of every board carries the hash tag ``{prefix}``, so
+        they share one Redis Cluster slot (scripts and transactions may span boards)."""
         kind = board.type.value
         if board.type is BoardType.HEADLINE and rules:
             kind = f"{kind}@{rules}"
-        base = f"{prefix}:{kind}:{board.timeframe.value}"
+        base = f"{{{prefix}}}:{kind}:{board.timeframe.value}"
         return cls(
             meta=f"{base}:meta",
             rows=f"{base}:rows",
@@ -344,6 +355,11 @@ class RedisLeaderboardCache:
     When Redis fails the cache answers ``CacheUnavailable`` without retrying for ``retry_s``,
     logs one warning per outage, and on recovery marks every board cold: writes missed during
     the outage are then rebuilt from SQL.
+
+    ``meta`` expires ``ttl_s`` seconds after a rebuild (writes keep its expiry), so every board
+    is rebuilt from SQL at least that often: an event another process missed cannot leave a
+    board stale for longer. Every key shares one hash tag, so the cache runs on a Redis Cluster
+    (``cluster=True``) as on a single server.
     """
 
     def __init__(
@@ -352,17 +368,23 @@ class RedisLeaderboardCache:
         *,
         prefix: str = "farm:lb",
         rules: str = "",
+        ttl_s: float = DEFAULT_TTL_S,
+        cluster: bool = False,
         retry_s: float = 1.0,
         lock_ms: int = 30_000,
         wait_s: float = 10.0,
     ) -> None:
-        self._redis = redis.Redis.from_url(
-            url,
-            socket_connect_timeout=0.5,
-            socket_timeout=2.0,
-            retry=Retry(NoBackoff(), 1),
-            health_check_interval=0,
+        options: dict[str, Any] = {
+            "socket_connect_timeout": 0.5,
+            "socket_timeout": 2.0,
+            "retry": Retry(NoBackoff(), 1),
+        }
+        self._redis: Any = (
+            redis.RedisCluster.from_url(url, **options)
+            if cluster
+            else redis.Redis.from_url(url, health_check_interval=0, **options)
         )
+        self._ttl_ms = max(1, int(ttl_s * 1000))
         self._retry_s = retry_s
         self._lock_ms = lock_ms
         self._wait_s = wait_s
@@ -444,15 +466,13 @@ class RedisLeaderboardCache:
                 keys = self._keys[board]
                 _write(pipe, keys, [e for e in entries if board in e.boards], board)
                 pipe.incr(keys.epoch)
-                pipe.set(keys.meta, now, xx=True)
+                pipe.set(keys.meta, now, xx=True, keepttl=True)
             pipe.execute()
 
     def _remove(self, agent_id: str) -> None:
-        now = now_iso()
-        with self._redis.pipeline(transaction=True) as pipe:
-            for keys in self._keys.values():
-                self._remove_script(keys=keys.remove(), args=[agent_id, now], client=pipe)
-            pipe.execute()
+        boards = [keys.remove() for keys in self._keys.values()]
+        every = [key for keys in boards for key in keys]
+        self._remove_script(keys=every, args=[agent_id, now_iso(), len(boards[0])])
 
     # Cold boards: one rebuild under a lock; concurrent misses wait for it.
 
@@ -484,12 +504,12 @@ class RedisLeaderboardCache:
     def _replace(self, keys: _Keys, board: Board, load: Loader) -> bool:
         """Load the board from SQL and swap it in; False if a write landed meanwhile."""
         with self._redis.pipeline(transaction=True) as pipe:
-            pipe.watch(keys.epoch)  # type: ignore[no-untyped-call]
+            pipe.watch(keys.epoch)
             entries = load(board)
             pipe.multi()
             pipe.delete(*keys.data())
             _write(pipe, keys, entries, board)
-            pipe.set(keys.meta, now_iso())
+            pipe.set(keys.meta, now_iso(), px=self._ttl_ms)
             try:
                 pipe.execute()
             except redis.WatchError:
@@ -593,7 +613,7 @@ class InProcessLeaderboardCache:
     Windowed boards skip entries that aged out of their window at read time.
     """
 
-    def __init__(self, ttl_s: float = 300.0) -> None:
+    def __init__(self, ttl_s: float = DEFAULT_TTL_S) -> None:
         self._ttl_s = ttl_s
         self._boards: dict[Board, _LocalBoard] = {}
         self._epochs: dict[Board, int] = dict.fromkeys(ALL_BOARDS, 0)
@@ -687,9 +707,16 @@ def _live(entries: Iterable[Ranked], cutoff: datetime | None) -> Iterable[Ranked
     return entries if cutoff is None else (e for e in entries if e.evaluated_at >= cutoff)
 
 
-def open_leaderboard_cache(redis_url: str | None, rules: str) -> LeaderboardCache:
+def open_leaderboard_cache(
+    redis_url: str | None,
+    rules: str,
+    *,
+    ttl_s: float = DEFAULT_TTL_S,
+    cluster: bool = False,
+) -> LeaderboardCache:
     """Redis when ``FARM_REDIS_URL`` is set, the in-process cache otherwise (connects lazily);
-    ``rules`` tags the Redis keys of boards that depend on ranking settings."""
-    return (
-        RedisLeaderboardCache(redis_url, rules=rules) if redis_url else InProcessLeaderboardCache()
-    )
+    ``rules`` tags the Redis keys of boards that depend on ranking settings, ``ttl_s`` bounds
+    how long a board is served before a rebuild, ``cluster`` speaks Redis Cluster."""
+    if redis_url:
+        return RedisLeaderboardCache(redis_url, rules=rules, ttl_s=ttl_s, cluster=cluster)
+    return InProcessLeaderboardCache(ttl_s)

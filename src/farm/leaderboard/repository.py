@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from datetime import datetime
@@ -45,14 +46,27 @@ def _insert(session: Session) -> Any:
 
 def upsert(session: Session, values: dict[str, Any]) -> None:
     """Insert an entry, or replace the agent's entry on that board if this one is not older."""
-    statement = _insert(session)(LeaderboardEntry).values(**values)
+    upsert_many(session, [values])
+
+
+def upsert_many(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """:func:`upsert` for several entries with the same keys, in one executemany."""
+    if rows:
+        dialect = session.get_bind().dialect.name
+        session.connection().execute(_upsert_statement(dialect, tuple(rows[0])), list(rows))
+
+
+@functools.lru_cache(maxsize=16)
+def _upsert_statement(dialect: str, columns: tuple[str, ...]) -> Any:
+    """The upsert of entries with these columns (built once: building it is costly)."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(LeaderboardEntry)
     keys = ("board_type", "timeframe", "agent_id")
-    statement = statement.on_conflict_do_update(
+    return statement.on_conflict_do_update(
         index_elements=keys,
-        set_={k: statement.excluded[k] for k in values if k not in keys},
+        set_={k: statement.excluded[k] for k in columns if k not in keys},
         where=LeaderboardEntry.evaluated_at <= statement.excluded.evaluated_at,
     )
-    session.execute(statement)
 
 
 def count_agents(session: Session, user_id: str) -> int:

@@ -156,6 +156,7 @@ def record_paper_result(
         return
     last = equity[-1][0]
     now = utcnow()
+    rows = []
     for timeframe in Timeframe:
         window = timeframe.window
         start = (
@@ -167,8 +168,7 @@ def record_paper_result(
         since = points[0][0]
         closed = [t for t in trades if t.exit_ts > since or start == 0]
         metrics = compute_metrics(points, closed, risk_free_rate=risk_free_rate)
-        repository.upsert(
-            session,
+        rows.append(
             {
                 "board_type": BoardType.PAPER_TRADING.value,
                 "timeframe": timeframe.value,
@@ -185,8 +185,9 @@ def record_paper_result(
                 "total_pnl": _number(points[-1][1] - points[0][1]),
                 "total_trades": metrics.total_trades,
                 "n_trials": 1,
-            },
+            }
         )
+    repository.upsert_many(session, rows)
 
 
 def record_forward_result(
@@ -299,7 +300,12 @@ class LeaderboardService:
     def open(cls, db: Database, bus: EventBus, settings: Settings) -> LeaderboardService:
         """The service with the cache and rules ``settings`` choose."""
         n = settings.leaderboard_min_forward_bars
-        cache = open_leaderboard_cache(settings.redis_url, rules=f"n{n}")
+        cache = open_leaderboard_cache(
+            settings.redis_url,
+            rules=f"n{n}",
+            ttl_s=settings.leaderboard_cache_ttl_s,
+            cluster=settings.redis_cluster,
+        )
         return cls(db, cache, bus, min_forward_bars=n)
 
     def page(self, board: Board, metric: Metric, limit: int) -> bytes:

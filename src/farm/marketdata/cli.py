@@ -27,9 +27,9 @@ _MAX_FAILURES_SHOWN = 20
 
 
 def _store() -> BarStore:
-    from farm.marketdata.store import BarStore
+    from farm.marketdata.store import open_bar_store
 
-    return BarStore(Settings().bars_dir)
+    return open_bar_store(Settings())
 
 
 @app.command("import")

@@ -9,14 +9,17 @@ Layout under ``root``::
 Every write goes to a temporary file that is fsynced and then ``os.replace``-d over the old one, so
 a reader sees either the old or the new file, never a partial one. The manifest is cached per
 ``BarStore`` and reloaded when its file changes, so a running server sees a CLI import at once.
+On object storage (``FARM_BARS_URL=s3://...``) the same layout holds one object per file.
 """
 
 from __future__ import annotations
 
 import fcntl
+import io
 import json
 import os
 import re
+import threading
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from difflib import get_close_matches
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -34,6 +37,10 @@ import pyarrow.parquet as pq
 
 from farm.core.bars import Bar, Step
 from farm.errors import InvalidInput
+from farm.storage.objects import LocalRoot, Root, open_root
+
+if TYPE_CHECKING:
+    from farm.config import Settings
 
 Source = Literal["real", "synthetic"]
 SOURCES: tuple[Source, ...] = ("real", "synthetic")
@@ -130,7 +137,7 @@ class Coverage:
 
 @dataclass(frozen=True, slots=True)
 class _Manifest:
-    key: tuple[int, int, int]
+    key: tuple[object, ...]
     infos: Mapping[str, SymbolInfo]
     listing: tuple[SymbolInfo, ...]
 
@@ -203,42 +210,52 @@ def _to_table(symbol: str, bars: Any) -> Any:
     return table
 
 
+def open_bar_store(settings: Settings) -> BarStore:
+    """The bar store ``FARM_BARS_URL`` names (a folder, or ``s3://bucket/prefix``)."""
+    return BarStore(open_root(settings.bars_url, settings.bars_dir, settings.s3_endpoint_url))
+
+
 class BarStore:
-    """Parquet bars, one file per symbol, with a cached manifest (see the module docstring)."""
+    """Parquet bars, one file per symbol, with a cached manifest (see the module docstring).
 
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
+    ``root`` is a local folder or a :class:`Root` on object storage. There each file is one
+    object (a PUT replaces it atomically) and the manifest is re-read when its ETag changes;
+    manifest updates are serialised within a process only, so run one importer at a time.
+    """
+
+    def __init__(self, root: Path | Root) -> None:
+        self.root = Path(root) if isinstance(root, str | Path) else root
+        self._files: Root = LocalRoot(self.root) if isinstance(self.root, Path) else self.root
         self._cache: _Manifest | None = None
+        self._writing = threading.Lock()
 
     @property
-    def _manifest_path(self) -> Path:
-        return self.root / "manifest.json"
+    def _manifest_path(self) -> str:
+        return self._files.join("manifest.json")
 
     @property
-    def _symbols_dir(self) -> Path:
-        return self.root / "symbols"
+    def _symbols_dir(self) -> str:
+        return self._files.join("symbols")
 
-    def path_of(self, symbol: str) -> Path:
+    def path_of(self, symbol: str) -> str:
         """The Parquet file holding ``symbol``'s bars."""
-        return self._symbols_dir / f"{symbol}.parquet"
+        return f"{self._symbols_dir}/{symbol}.parquet"
 
     # -- reading -----------------------------------------------------------------------------
 
     def _manifest(self) -> _Manifest:
-        try:
-            st = os.stat(self._manifest_path)
-        except FileNotFoundError:
-            if self._symbols_dir.is_dir() and any(self._symbols_dir.glob("*.parquet")):
+        key = self._files.identity(self._manifest_path)
+        if key is None:
+            if self._parquet_names():
                 with self._locked():
-                    if not self._manifest_path.exists():
+                    if self._files.identity(self._manifest_path) is None:
                         self._write_manifest(self._scan_files())
                 return self._manifest()
-            return _Manifest((0, 0, 0), {}, ())
-        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+            return _Manifest((), {}, ())
         cached = self._cache
         if cached is not None and cached.key == key:
             return cached
-        raw = json.loads(self._manifest_path.read_bytes())
+        raw = json.loads(self._files.read(self._manifest_path))
         infos = {sym: _info_from_json(sym, entry) for sym, entry in raw["symbols"].items()}
         manifest = _Manifest(key, infos, tuple(infos[s] for s in sorted(infos)))
         self._cache = manifest
@@ -309,7 +326,7 @@ class BarStore:
 
         parts = []
         for symbol in symbols:
-            with pa.OSFile(str(self.path_of(symbol))) as fh:
+            with self._files.open(self.path_of(symbol)) as fh:
                 reader = pq.ParquetFile(fh, pre_buffer=False)
                 table = reader.read(columns=["timestamp", *columns], use_threads=False)
             ts = table.column("timestamp").cast(pa.int64()).to_numpy()
@@ -353,8 +370,11 @@ class BarStore:
 
     def write_many(self, items: Sequence[SymbolData]) -> list[SymbolInfo]:
         """Replace several symbols, each atomically, with one manifest update."""
+        if self._files.remote:
+            return self._put_many(items)
         staged: list[tuple[Path, Path, SymbolInfo]] = []
-        self._symbols_dir.mkdir(parents=True, exist_ok=True)
+        symbols_dir = Path(self._symbols_dir)
+        symbols_dir.mkdir(parents=True, exist_ok=True)
         try:
             # Writing and fsyncing release the GIL: a few threads overlap them.
             with ThreadPoolExecutor(max_workers=_STAGE_THREADS) as pool:
@@ -368,7 +388,7 @@ class BarStore:
                 for tmp, final, info in staged:
                     os.replace(tmp, final)
                     current[info.symbol] = info
-                _fsync_dir(self._symbols_dir)
+                _fsync_dir(symbols_dir)
                 self._write_manifest(current)
         finally:
             for tmp, _, _ in staged:
@@ -376,7 +396,31 @@ class BarStore:
                     tmp.unlink()
         return [info for _, _, info in staged]
 
+    def _put_many(self, items: Sequence[SymbolData]) -> list[SymbolInfo]:
+        """:meth:`write_many` on object storage: one PUT per symbol, then the manifest."""
+        prepared = [self._prepare(item) for item in items]
+        for table, info in prepared:
+            sink = io.BytesIO()
+            pq.write_table(table, sink, compression="zstd")
+            self._files.write(self.path_of(info.symbol), sink.getvalue())
+        with self._locked():
+            current = self._read_manifest_file()
+            current.update((info.symbol, info) for _, info in prepared)
+            self._write_manifest(current)
+        return [info for _, info in prepared]
+
     def _stage(self, item: SymbolData) -> tuple[Path, Path, SymbolInfo]:
+        table, info = self._prepare(item)
+        final = Path(self.path_of(info.symbol))
+        tmp = final.parent / f".{info.symbol}.{uuid.uuid4().hex}.tmp"
+        with open(tmp, "wb") as fh:
+            pq.write_table(table, fh, compression="zstd")
+            fh.flush()
+            os.fsync(fh.fileno())
+        return tmp, final, info
+
+    def _prepare(self, item: SymbolData) -> tuple[Any, SymbolInfo]:
+        """The checked table of ``item`` (its info in the footer metadata) and its info."""
         symbol = normalize_symbol(item.symbol)
         if item.source not in SOURCES:
             raise InvalidInput(f"source must be one of {', '.join(SOURCES)}, not {item.source!r}")
@@ -391,17 +435,15 @@ class BarStore:
             content_hash=item.content_hash,
         )
         meta = {b"farm": json.dumps(_info_to_json(info)).encode()}
-        table = table.replace_schema_metadata(meta)
-        final = self.path_of(symbol)
-        tmp = self._symbols_dir / f".{symbol}.{uuid.uuid4().hex}.tmp"
-        with open(tmp, "wb") as fh:
-            pq.write_table(table, fh, compression="zstd")
-            fh.flush()
-            os.fsync(fh.fileno())
-        return tmp, final, info
+        return table.replace_schema_metadata(meta), info
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
+        """Manifest updates one at a time: ``flock`` locally, within this process on S3."""
+        if not isinstance(self.root, Path):
+            with self._writing:
+                yield
+            return
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.root / ".lock", "a+b") as fh:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
@@ -412,18 +454,23 @@ class BarStore:
 
     def _read_manifest_file(self) -> dict[str, SymbolInfo]:
         try:
-            raw = json.loads(self._manifest_path.read_bytes())
+            raw = json.loads(self._files.read(self._manifest_path))
         except FileNotFoundError:
             return self._scan_files()
         return {sym: _info_from_json(sym, entry) for sym, entry in raw["symbols"].items()}
 
+    def _parquet_names(self) -> list[str]:
+        return sorted(n for n in self._files.names(self._symbols_dir) if n.endswith(".parquet"))
+
     def _scan_files(self) -> dict[str, SymbolInfo]:
         """Rebuild manifest entries from the metadata in each Parquet footer."""
         infos: dict[str, SymbolInfo] = {}
-        for path in sorted(self._symbols_dir.glob("*.parquet")):
-            meta = pq.read_schema(path).metadata or {}
+        for name in self._parquet_names():
+            with self._files.open(f"{self._symbols_dir}/{name}") as fh:
+                meta = pq.read_schema(fh).metadata or {}
+            symbol = name.removesuffix(".parquet")
             if b"farm" in meta:
-                infos[path.stem] = _info_from_json(path.stem, json.loads(meta[b"farm"]))
+                infos[symbol] = _info_from_json(symbol, json.loads(meta[b"farm"]))
         return infos
 
     def _write_manifest(self, infos: Mapping[str, SymbolInfo]) -> None:
@@ -431,17 +478,9 @@ class BarStore:
             "version": _MANIFEST_VERSION,
             "symbols": {s: _info_to_json(infos[s]) for s in sorted(infos)},
         }
-        tmp = self.root / f".manifest.{uuid.uuid4().hex}.tmp"
-        try:
-            with open(tmp, "wb") as fh:
-                fh.write(json.dumps(body, separators=(",", ":")).encode())
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self._manifest_path)
-        finally:
-            with suppress(FileNotFoundError):
-                tmp.unlink()
-        _fsync_dir(self.root)
+        self._files.write(self._manifest_path, json.dumps(body, separators=(",", ":")).encode())
+        if isinstance(self.root, Path):
+            _fsync_dir(self.root)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -13,11 +13,13 @@ import typer
 from farm.cli_support import (
     DEFAULT_URL,
     JsonOpt,
+    QuietOpt,
     TokenOpt,
     UrlOpt,
     console,
     inert,
     numbered_title,
+    print_id,
     respond,
     table,
 )
@@ -32,19 +34,24 @@ app = typer.Typer(
 def create(
     name: Annotated[str | None, typer.Option(help="1 to 100 characters")] = None,
     cash: Annotated[
-        str | None, typer.Option(help="Initial cash in whole cents (default 100000)")
+        str | None,
+        typer.Option(help="Initial cash, to the cent: 25000 or 2500.50 (default 100000)"),
     ] = None,
     url: UrlOpt = DEFAULT_URL,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
-    """Open a simulated paper account."""
+    """Open a simulated paper account (--quiet: print only its id)."""
     body: dict[str, Any] = {}
     if name is not None:
         body["name"] = name
     if cash is not None:
         body["initialCash"] = cash  # sent as written: the API parses it exactly
-    respond(url, token, "POST", "/api/accounts", as_json=as_json, show=_print_created, json=body)
+    show = print_id("accountId") if quiet else _print_created
+    respond(
+        url, token, "POST", "/api/accounts", as_json=as_json and not quiet, show=show, json=body
+    )
 
 
 def _print_created(account: Any) -> None:

@@ -4,19 +4,24 @@ A :class:`LiveSession` wraps the :class:`~farm.engine.session.SessionEngine` tha
 too, with what paper trading adds: deterministic client order ids (``<session>-<step>-<n>``),
 warm-up bars whose orders are never sent, a stop that cancels the open orders (and, with
 ``liquidate``, closes the positions at the next bar), and re-warming after a restart.
+
+After a restart the agent is re-warmed on a scratch account (:meth:`LiveSession.replay`): it
+re-decides the bars it had seen and gets their fills, so its own Backtrader state (orders,
+trades, indicators) is what an uninterrupted run would hold when it is deterministic. Nothing of
+it is sent: :meth:`LiveSession.restore` then swaps in the broker holding the persisted books.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from farm.brokers.simulated import SimulatedBroker
 from farm.core.account import Account
 from farm.core.bars import Step
-from farm.core.orders import OrderEvent, OrderRequest, OrderType
+from farm.core.orders import OrderEvent, OrderRequest, OrderStatus, OrderType
 from farm.engine.session import SessionEngine
 from farm.sandbox.host import AgentSession, DecisionRecord
 
@@ -34,11 +39,14 @@ class ClientIds:
         self.to_client: dict[str, str] = {}
         self.to_agent: dict[str, str] = {}
         self.last_events: list[OrderEvent] = []
+        #: Agent ids of orders the agent holds open that the broker does not (after a restart):
+        #: the next step tells the agent they were cancelled.
+        self.orphans: list[str] = []
 
     @property
     def open_orders(self) -> list[str]:
-        """The agent's ids of the orders not yet done."""
-        return [self.to_agent[c] for c in self.broker.open_orders]
+        """The agent's ids of the orders not yet done (those it knows)."""
+        return [self.to_agent[c] for c in self.broker.open_orders if c in self.to_agent]
 
     def client_id(self, seq: int, n: int) -> str:
         """The client order id of the ``n``-th order decided at step ``seq``."""
@@ -58,7 +66,11 @@ class ClientIds:
 
     def process(self, step: Step) -> list[OrderEvent]:
         self.last_events = self.broker.process(step)
+        orphans, self.orphans = self.orphans, []
         return [
+            OrderEvent(oid, OrderStatus.CANCELLED, step.ts, reason="not open after a restart")
+            for oid in orphans
+        ] + [
             dataclasses.replace(e, client_order_id=self.to_agent.get(e.client_order_id, ""))
             for e in self.last_events
         ]
@@ -94,7 +106,8 @@ class LiveSession:
         self.forward_saved = 0  # equity points sent to the forward record
         self.last_equity = 0.0  # the equity before the next forward bar
         self.backlog: deque[tuple[Step, float]] = deque()
-        self.inflight: tuple[Step, float] | None = None  # the step sent, its deadline
+        #: The step sent, when the feed published it and the deadline of its decision.
+        self.inflight: tuple[Step, float, float] | None = None
         self._queued: datetime | None = None
 
     @property
@@ -119,15 +132,48 @@ class LiveSession:
         return records
 
     def replay(self, steps: Sequence[Step], timeout: float) -> list[DecisionRecord]:
-        """Re-run bars this session already traded (after a restart): the agent re-decides and
-        the simulated broker rebuilds the same books (nothing is persisted again). Returns
-        the records."""
+        """Re-warm the agent on bars this session already traded (after a restart): it
+        re-decides them against the scratch broker it was created with, which fills its orders
+        as the bars come; nothing is sent or persisted. Returns the records."""
         records = []
         for step in steps:
             if self.engine.send(step):
                 records.append(self.engine.receive(timeout))
                 self.live_bars += 1
         return records
+
+    def restore(
+        self,
+        broker: SimulatedBroker,
+        persisted: Mapping[str, OrderRequest],
+        records: Sequence[DecisionRecord],
+    ) -> list[tuple[str, OrderRequest]]:
+        """Trade on ``broker`` (the persisted books and open orders) from now on, in place of
+        the scratch broker of :meth:`replay`.
+
+        A persisted open order stays the agent's when the re-warm (``records``) decided the
+        same order at the same step and still holds it open: its events reach the agent under
+        its id. The agent is told at the next step that its other open orders were cancelled;
+        persisted orders it does not hold are traded by the books alone. Returns the orders
+        kept as the agent's, as (agent id, persisted order)."""
+        scratch = self.ids
+        still_open = set(scratch.broker.open_orders)
+        ids = ClientIds(broker, self.id)
+        kept = []
+        for record in records:
+            for order in record.orders:
+                cid = scratch.to_client.get(order.client_order_id)
+                mine = persisted.get(cid or "")
+                if cid in still_open and mine is not None and same_order(order, mine):
+                    ids.to_client[order.client_order_id] = mine.client_order_id
+                    ids.to_agent[mine.client_order_id] = order.client_order_id
+                    kept.append((order.client_order_id, mine))
+        ids.orphans = [
+            scratch.to_agent[c] for c in scratch.broker.open_orders if c not in ids.to_agent
+        ]
+        self.ids = ids
+        self.engine.broker = ids
+        return kept
 
     def settle(self, step: Step) -> None:
         """A step while liquidating: the broker fills the closing orders; the agent is done."""
@@ -152,3 +198,15 @@ class LiveSession:
                 )
             )
         return orders
+
+
+def same_order(a: OrderRequest, b: OrderRequest) -> bool:
+    """Whether two requests ask for the same order (whatever their ids)."""
+    return (a.symbol, a.size, a.type, a.price, a.limit_price, a.valid_until) == (
+        b.symbol,
+        b.size,
+        b.type,
+        b.price,
+        b.limit_price,
+        b.valid_until,
+    )

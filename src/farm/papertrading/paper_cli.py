@@ -35,6 +35,10 @@ app = typer.Typer(
 
 ENDED = {"stopped", "failed", "not_running"}
 IntervalOpt = Annotated[float, typer.Option("--interval", help="Seconds between refreshes")]
+BarsOpt = Annotated[
+    int | None,
+    typer.Option("--bars", min=1, help="Stop watching once the session took this many live bars"),
+]
 
 
 @app.command("start")
@@ -48,6 +52,7 @@ def start(
     commission: Annotated[float, typer.Option(help="Fraction of traded value")] = 0.0,
     watch_: Annotated[bool, typer.Option("--watch", help="Then show the live view")] = False,
     interval: IntervalOpt = 1.0,
+    bars: BarsOpt = None,
     url: UrlOpt = DEFAULT_URL,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
@@ -71,7 +76,7 @@ def start(
         f"{inert(started['accountId'])} ({inert(started['status'])})"
     )
     if watch_:
-        watch(agent_id, interval=interval, url=url, token=token)
+        watch(agent_id, interval=interval, bars=bars, url=url, token=token)
 
 
 @app.command("status")
@@ -116,15 +121,19 @@ def stop(
 def watch(
     agent_id: str,
     interval: IntervalOpt = 1.0,
+    bars: BarsOpt = None,
     url: UrlOpt = DEFAULT_URL,
     token: TokenOpt = None,
 ) -> None:
-    """A live view of the session: last bar, positions, orders and P&L, until it ends."""
+    """A live view of the session: last bar, positions, orders and P&L, until it ends (or,
+    with --bars N, until it took N live bars; the session goes on)."""
     with api(url, token) as client, Live(console=console, auto_refresh=False) as live:
         while True:
             result = client.request("GET", f"/api/paper-trading/status/{agent_id}")
             live.update(view(result), refresh=True)
             if result["status"] in ENDED:
+                return
+            if bars is not None and result.get("barsProcessed", 0) >= bars:
                 return
             time.sleep(interval)
 

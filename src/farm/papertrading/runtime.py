@@ -12,6 +12,11 @@ Fan-out without a thread per session: the feed's thread publishes a step; the ru
 to every session's agent, then collects the decisions with ``selectors`` until the step budget
 (``FARM_PAPER_STEP_TIMEOUT_S``) runs out. An agent that overruns it fails its own session with
 ``timeout``; one that crashes fails its own with its traceback; the others are not delayed.
+One thread (:class:`~farm.fmel.recorder.FmelFlusher`) flushes every session's FMEL records.
+
+A resumed session's account and open orders are restored from the rows its steps persisted
+(:mod:`farm.papertrading.restore`); its agent is re-warmed on the bars it had seen without
+anything it decides being sent (:meth:`~farm.papertrading.live.LiveSession.restore`).
 
 Run as ``python -m farm.papertrading.runtime CONTROL_FD EVENTS_FD``; the first message on the
 control pipe is the settings; the other carries the runtime's ``paper.ready`` back. Its events
@@ -21,6 +26,7 @@ control pipe is the settings; the other carries the runtime's ``paper.ready`` ba
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -31,35 +37,36 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from datetime import time as time_of_day
-from decimal import Decimal
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-from sqlalchemy import delete, insert, select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from farm.brokers.simulated import SimulatedBroker
 from farm.config import Settings
 from farm.core.account import Account
 from farm.core.bars import Step
-from farm.core.orders import Fill, OrderEvent, OrderRequest
 from farm.events import FORWARD_RECORDED, MARKET_BARS, Event, EventBus, InProcessBus
 from farm.fmel.capture import StepCapture
-from farm.fmel.layout import part_names, session_dir
-from farm.fmel.recorder import FmelRecorder
+from farm.fmel.layout import part_names, session_folder
+from farm.fmel.recorder import FmelFlusher, FmelRecorder
 from farm.fmel.records import Mode
+from farm.fmel.store import fmel_staging, open_fmel_root
 from farm.leaderboard.forward import ForwardBar
 from farm.leaderboard.service import record_forward_result, record_paper_result
 from farm.marketdata.feed import FeedRunner, FeedState
-from farm.marketdata.store import BarStore
+from farm.marketdata.store import BarStore, open_bar_store
 from farm.outbox import emit
-from farm.papertrading.live import LiveSession
+from farm.papertrading.live import LiveSession, same_order
+from farm.papertrading.persistence import StepRows, apply_events, order_row, preload
 from farm.papertrading.repository import OPEN_STATUSES
+from farm.papertrading.restore import Books, load_books
 from farm.processes import launch_module
 from farm.sandbox.host import AgentFailure, AgentSession, DecisionRecord, SessionConfig
 from farm.sandbox.launcher import SandboxLimits
@@ -69,17 +76,14 @@ from farm.storage.models import (
     Agent,
     MarketFeed,
     PaperAccount,
-    PaperEquity,
     PaperOrder,
-    PaperPosition,
     PaperSession,
-    PaperTrade,
     utcnow,
 )
+from farm.storage.objects import Root
 
 log = logging.getLogger("farm.paper")
 
-MICRO = Decimal("0.000001")
 #: A live agent has no total time limit; its step budget bounds it instead.
 LIVE_LIMIT_S = 10 * 365 * 86_400
 ACTIVE = ("starting", "running")
@@ -88,8 +92,15 @@ READY = "paper.ready"
 READY_TIMEOUT_S = 30.0
 #: How long a stopping runtime waits for a session being opened.
 STOP_GRACE_S = 30.0
-#: How often a session's leaderboard rows and forward bars are brought up to date.
+#: How often a session's leaderboard rows and forward bars are brought up to date; with many
+#: sessions, each is ranked every ``RANK_SPACING_S`` times the number of sessions at most, so
+#: ranking keeps a bounded share of the loop.
 RANK_EVERY_S = 2.0
+RANK_SPACING_S = 0.02
+#: Sessions launched and warmed up at once (their agents start while others warm up).
+OPENERS = 4
+#: Stored step ranges kept in memory: sessions opening together read their bars once.
+STEP_CACHE = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +117,7 @@ class _Plan:
     published: datetime | None  # the feed's saved position
     bound: datetime | None  # the last step the loop had taken when it asked for the session
     replay_start: date | None  # the replay's first date: live bars start there at the earliest
+    books: Books | None  # resumed: what its steps persisted
 
 
 class SessionFailed(Exception):
@@ -118,17 +130,14 @@ class SessionFailed(Exception):
         self.traceback = traceback
 
 
-def recorded_until(root: Path, agent_id: str, session_id: str) -> int:
+def recorded_until(root: Root, agent_id: str, session_id: str) -> int:
     """The last decision seq of a session already in FMEL (-1 when none)."""
-    folder = session_dir(root, agent_id, session_id)
-    if not folder.is_dir():
-        return -1
-    names = part_names(os.listdir(folder), "decisions")
-    seqs = [
-        max(pq.read_table(folder / name, columns=["seq"]).column("seq").to_pylist(), default=-1)
-        for name in names
-    ]
-    return max(seqs, default=-1)
+    folder = session_folder(root, agent_id, session_id)
+    seqs = [-1]
+    for name in part_names(root.names(folder), "decisions"):
+        with root.open(f"{folder}/{name}") as handle:
+            seqs.extend(pq.read_table(handle, columns=["seq"]).column("seq").to_pylist())
+    return max(seqs)
 
 
 class PaperRuntime:
@@ -143,6 +152,7 @@ class PaperRuntime:
     ) -> None:
         self._db = db
         self._bars = bars
+        self._read_steps = functools.lru_cache(maxsize=STEP_CACHE)(self._read)
         self._artifacts = artifacts
         self._settings = settings
         self._bus = InProcessBus()
@@ -161,6 +171,7 @@ class PaperRuntime:
         os.set_blocking(self._wake_read, False)
         self.sessions: dict[str, LiveSession] = {}
         self._captures: dict[str, StepCapture] = {}
+        self._flusher = FmelFlusher()  # one thread flushes every session's FMEL records
         #: Called with each bar-to-decision latency (publication to orders at the broker), s.
         self.latency_probe: Callable[[float], None] | None = None
 
@@ -168,8 +179,12 @@ class PaperRuntime:
         """The runtime's loop until :meth:`stop`: take the feed's steps, serve start and stop
         requests, send each session its next step and collect the decisions as they come.
         ``ready`` is called once the feed has left its ``starting`` state."""
-        opener = threading.Thread(target=self._open_sessions, name="paper-opener", daemon=True)
-        opener.start()
+        openers = [
+            threading.Thread(target=self._open_sessions, name=f"paper-opener-{i}", daemon=True)
+            for i in range(OPENERS)
+        ]
+        for opener in openers:
+            opener.start()
         self._feed.start()
         deadline = time.monotonic() + READY_TIMEOUT_S
         while self._feed.status().state == FeedState.STARTING and time.monotonic() < deadline:
@@ -194,12 +209,16 @@ class PaperRuntime:
                         log.exception("the paper runtime's loop failed; going on")
                         self._stop.wait(self._settings.paper_poll_s)
         finally:
-            self._to_open.put(("", None))
+            for _ in openers:
+                self._to_open.put(("", None))
             self._feed.stop()
-            opener.join(STOP_GRACE_S)
+            deadline = time.monotonic() + STOP_GRACE_S
+            for opener in openers:
+                opener.join(max(deadline - time.monotonic(), 0.0))
             self._adopt()
             for live in list(self.sessions.values()):
                 self._close(live)
+            self._flusher.close()
 
     def stop(self) -> None:
         """End :meth:`run` (sessions stay ``running`` in the database and resume next time)."""
@@ -231,8 +250,8 @@ class PaperRuntime:
                 self._stop_session(live, liquidate)
 
     def _open_sessions(self) -> None:
-        """The opener thread: launches and warms up the sessions requested, one at a time, so
-        the loop never waits for an agent to start."""
+        """An opener thread (``OPENERS`` of them): launches and warms up the sessions
+        requested, so the loop never waits for an agent to start."""
         while True:
             session_id, taken = self._to_open.get()
             if not session_id:
@@ -285,15 +304,18 @@ class PaperRuntime:
                 published=feed.last_bar_time if feed is not None else None,
                 bound=taken,
                 replay_start=feed.replay_start if feed is not None else None,
+                books=load_books(session, row) if resuming else None,
             )
             live = self._session(row, plan)
         settings = self._settings
         recorder = FmelRecorder(
-            settings.fmel_dir,
+            open_fmel_root(settings),
             live.agent_id,
             session_id,
             live.user_id,
             Mode.PAPER,
+            flusher=self._flusher,
+            staging=fmel_staging(settings),
         )
         capture = StepCapture(recorder)
         try:
@@ -330,12 +352,6 @@ class PaperRuntime:
                 step_timeout_s=settings.paper_step_timeout_s,
             ),
         )
-        broker = SimulatedBroker(
-            Account(plan.cash),
-            plan.commission,
-            max_leverage=settings.max_leverage,
-            max_open_orders=settings.max_open_orders,
-        )
         live = LiveSession(
             row.id,
             row.agent_id,
@@ -343,17 +359,26 @@ class PaperRuntime:
             row.account_id,
             plan.symbols,
             agent,
-            broker,
+            self._broker(Account(plan.cash), plan.commission),
             settings.max_fills,
         )
         live.last_equity = plan.cash
         return live
 
+    def _broker(self, account: Account, commission: float) -> SimulatedBroker:
+        settings = self._settings
+        return SimulatedBroker(
+            account,
+            commission,
+            max_leverage=settings.max_leverage,
+            max_open_orders=settings.max_open_orders,
+        )
+
     def _warm_up(self, live: LiveSession, capture: StepCapture, plan: _Plan) -> None:
-        """Stream the warm-up bars; after a restart, replay the bars already traded and queue
-        those published while the server was down. FMEL gets what it does not hold yet."""
+        """Stream the warm-up bars; after a restart, re-warm the agent on the bars already
+        traded and restore the persisted books. FMEL gets what it does not hold yet."""
         budget = self._settings.paper_step_timeout_s
-        recorded = recorded_until(self._settings.fmel_dir, live.agent_id, live.id)
+        recorded = recorded_until(open_fmel_root(self._settings), live.agent_id, live.id)
         first, last, symbols = plan.first, plan.last, plan.symbols
         if first is not None:  # resumed: the bars before its first live one
             steps = self._warmup_steps(symbols, first, plan.warmup, inclusive=False)
@@ -367,14 +392,36 @@ class PaperRuntime:
         for record in live.warm(steps, budget):
             if record.seq > recorded:
                 capture.on_step(record, warmup=True)
-        if first is None or last is None:
+        if first is None or last is None or plan.books is None:
             return
-        for record in live.replay(self._stored_steps(symbols, first, last), budget):
-            if record.seq > recorded:  # lost with the process that crashed
+        books = plan.books
+        sent = books.orders_by_seq()
+        records = live.replay(self._stored_steps(symbols, first, last), budget)
+        agrees = True  # the re-warm decided every order the session sent, so far
+        for record in records:
+            placed = sent.get(record.seq, [])
+            agrees = agrees and len(placed) == len(record.orders)
+            agrees = agrees and all(map(same_order, record.orders, placed))
+            if record.seq <= recorded:
+                continue
+            # Lost with the process that crashed: the re-run is the original while it agrees;
+            # after that, the orders are those really sent and its executions are not known.
+            if agrees:
                 capture.on_step(record)
             else:
-                capture.track(record)
-        account = live.account
+                capture.on_step(
+                    dataclasses.replace(record, orders=placed, cancels=(), fills=(), events=())
+                )
+        account = books.account()
+        broker = books.broker(self._broker(account, plan.commission))
+        for agent_id, order in live.restore(broker, books.open_orders, records):
+            capture.expect(agent_id, order.decision_seq, order.symbol, order.size)
+        if not agrees:
+            log.warning(
+                "paper session %s: its agent decided differently when re-warmed; "
+                "the persisted books stand",
+                live.id,
+            )
         live.trades_saved = len(account.trades)
         live.fills_saved = len(account.fills)
         live.forward_saved = len(account.equity)  # recorded before, or refused
@@ -392,15 +439,28 @@ class PaperRuntime:
             return []
         steps = [
             s
-            for s in self._bars.steps(symbols, lo, bound.date())
+            for s in self._steps_between(symbols, lo, bound.date())
             if s.ts < bound or (inclusive and s.ts == bound)
         ]
         return steps[-n:]
 
     def _stored_steps(self, symbols: Sequence[str], first: datetime, last: datetime) -> list[Step]:
         return [
-            s for s in self._bars.steps(symbols, first.date(), last.date()) if first <= s.ts <= last
+            s
+            for s in self._steps_between(symbols, first.date(), last.date())
+            if first <= s.ts <= last
         ]
+
+    def _steps_between(self, symbols: Sequence[str], lo: date, hi: date) -> tuple[Step, ...]:
+        """The stored steps of ``symbols`` from ``lo`` to ``hi`` (UTC dates), read once while
+        the store holds the same bars (its infos are part of the key)."""
+        infos = tuple(self._bars.info(s) for s in symbols)
+        return self._read_steps(tuple(symbols), infos, lo, hi)
+
+    def _read(
+        self, symbols: tuple[str, ...], infos: tuple[Any, ...], lo: date, hi: date
+    ) -> tuple[Step, ...]:
+        return tuple(self._bars.steps(symbols, lo, hi))
 
     def _bars_start(self, symbols: Sequence[str]) -> Any:
         infos = [i for s in symbols if (i := self._bars.info(s)) is not None]
@@ -412,14 +472,14 @@ class PaperRuntime:
         ts = live.engine.last_ts or utcnow()
         events = live.ids.broker.cancel_all(ts)
         with self._db.transaction() as session:
-            _apply_events(session, live.account_id, events, [])
+            apply_events(session, live.account_id, events, [])
         if liquidate and live.account.positions:
             live.liquidating = True
             for n, order in enumerate(live.liquidation_orders(ts), 1):
                 cid = live.ids.client_id(order.decision_seq, n)
                 live.ids.broker.submit(dataclasses.replace(order, client_order_id=cid))
                 with self._db.transaction() as session:
-                    session.execute(insert(PaperOrder), [_order_row(live, cid, order)])
+                    session.execute(insert(PaperOrder), [order_row(live, cid, order)])
             return
         self._close(live)
         self._finish(live.id, "stopped")
@@ -456,14 +516,17 @@ class PaperRuntime:
                     break
                 try:
                     if live.engine.send(step):
-                        live.inflight = (step, published + self._settings.paper_step_timeout_s)
+                        # The budget is the agent's: it runs from the send, not from the
+                        # publication (a step may wait in the backlog of a busy host).
+                        deadline = time.monotonic() + self._settings.paper_step_timeout_s
+                        live.inflight = (step, published, deadline)
                 except AgentFailure as exc:
                     failures[live.id] = SessionFailed(exc.reason, exc.message, exc.traceback)
                     break
         self._end_failed(failures)
 
     def _next_deadline(self) -> float:
-        deadlines = [live.inflight[1] for live in self.sessions.values() if live.inflight]
+        deadlines = [live.inflight[2] for live in self.sessions.values() if live.inflight]
         return min(deadlines, default=math.inf)
 
     def _collect(self, selector: selectors.BaseSelector, until: float) -> None:
@@ -490,20 +553,19 @@ class PaperRuntime:
                 continue
             live = key.data
             assert live.inflight is not None
-            step, deadline = live.inflight
+            step, published, deadline = live.inflight
             live.inflight = None
             try:
                 record = live.engine.receive(max(deadline - time.monotonic(), 0.001))
                 results[live.id] = (step, record)
                 if self.latency_probe is not None:
-                    published = deadline - self._settings.paper_step_timeout_s
                     self.latency_probe(time.monotonic() - published)
             except AgentFailure as exc:
                 failures[live.id] = SessionFailed(exc.reason, exc.message, exc.traceback)
         now = time.monotonic()
         budget = self._settings.paper_step_timeout_s
         for live in self.sessions.values():
-            if live.inflight is not None and live.id not in results and live.inflight[1] <= now:
+            if live.inflight is not None and live.id not in results and live.inflight[2] <= now:
                 live.agent.kill()
                 failures[live.id] = SessionFailed(
                     "timeout", f"no decision within the step budget of {budget:g} s"
@@ -523,11 +585,11 @@ class PaperRuntime:
         ended: list[LiveSession] = []
         ranked: list[str] = []
         with self._db.transaction() as session:
-            _preload(session, [self.sessions[sid] for sid in results])
-            rows = _Rows()
+            loaded = preload(session, [self.sessions[sid] for sid in results])
+            rows = StepRows()
             for sid, (step, record) in results.items():
                 live = self.sessions[sid]
-                self._save_session_step(session, live, step, record, rows)
+                rows.add(session, live, step, record)
                 stopped = live.engine.stopped() if record is not None else None
                 if stopped is not None:
                     failures[sid] = SessionFailed(stopped.reason, stopped.message)
@@ -536,6 +598,7 @@ class PaperRuntime:
                 if stopped is not None or live.liquidating:
                     ranked.append(live.agent_id)
             rows.write(session)
+            del loaded
             for sid in results:
                 live = self.sessions[sid]
                 if live.agent_id in ranked:
@@ -552,13 +615,13 @@ class PaperRuntime:
 
     def _rank_due(self) -> None:
         """Bring the leaderboard up to date with the sessions that progressed, at most every
-        ``RANK_EVERY_S`` each."""
+        ``RANK_EVERY_S`` each (less often past 100 sessions)."""
         now = time.monotonic()
+        every = max(RANK_EVERY_S, RANK_SPACING_S * len(self.sessions))
         due = [
             live
             for live in self.sessions.values()
-            if len(live.account.equity) > live.forward_saved
-            and now >= live.ranked_at + RANK_EVERY_S
+            if len(live.account.equity) > live.forward_saved and now >= live.ranked_at + every
         ]
         if not due:
             return
@@ -598,77 +661,6 @@ class PaperRuntime:
             self._close(live)
             self._finish(sid, "failed", failure)
 
-    def _save_session_step(
-        self,
-        session: Session,
-        live: LiveSession,
-        step: Step,
-        record: DecisionRecord | None,
-        rows: _Rows,
-    ) -> None:
-        """Update the session's and its account's rows; queue the new rows in ``rows``."""
-        row = session.get(PaperSession, live.id)
-        if row is None:
-            return
-        account = live.account
-        fills = account.fills[live.fills_saved :]
-        live.fills_saved = len(account.fills)
-        _apply_events(session, live.account_id, live.ids.last_events, fills)
-        for order in [] if record is None else record.orders:
-            rows.orders.append(_order_row(live, live.ids.to_client[order.client_order_id], order))
-        live.live_bars += 1
-        if row.first_bar_time is None:
-            row.first_bar_time = step.ts
-            row.started_at = row.started_at or utcnow()
-        row.last_bar_time = step.ts
-        row.bars_processed = live.live_bars
-        row.missing_at_last_step = [s for s in live.symbols if s not in step.bars]
-        if row.status == "starting":
-            row.status = "running"
-        acct = session.get(PaperAccount, live.account_id)
-        if acct is not None:
-            acct.cash = Decimal(account.cash).quantize(MICRO)
-        rows.accounts.append(live.account_id)
-        closes = account.closes
-        rows.positions += [
-            {
-                "account_id": live.account_id,
-                "symbol": symbol,
-                "size": position.size,
-                "average_price": position.price,
-                "last_price": closes[symbol],
-                "marked_at": step.ts,
-            }
-            for symbol, position in account.positions.items()
-        ]
-        rows.equity.append(
-            {
-                "session_id": live.id,
-                "seq": live.live_bars - 1,
-                "bar_time": step.ts,
-                "cash": account.cash,
-                "equity": account.equity[-1][1],
-            }
-        )
-        rows.trades += [
-            {
-                "session_id": live.id,
-                "n": n,
-                "symbol": trade.symbol,
-                "size": trade.size,
-                "entry_time": trade.entry_ts,
-                "exit_time": trade.exit_ts,
-                "entry_price": trade.entry_price,
-                "exit_price": trade.exit_price,
-                "pnl": trade.pnl,
-                "pnl_net": trade.pnl_net,
-                "commission": trade.commission,
-                "bars_held": trade.bars_held,
-            }
-            for n, trade in enumerate(account.trades[live.trades_saved :], live.trades_saved)
-        ]
-        live.trades_saved = len(account.trades)
-
     # -- ending sessions --------------------------------------------------------------------
 
     def _close(self, live: LiveSession) -> None:
@@ -704,75 +696,6 @@ class PaperRuntime:
             agent = session.get(Agent, row.agent_id)
             if agent is not None and agent.status == "paper_trading":
                 agent.status = "active"
-
-
-def _preload(session: Session, sessions: Sequence[LiveSession]) -> None:
-    """Load the rows a step of these sessions updates in three queries (not three each)."""
-    accounts = [live.account_id for live in sessions]
-    session.scalars(select(PaperSession).where(PaperSession.id.in_([s.id for s in sessions]))).all()
-    session.scalars(select(PaperAccount).where(PaperAccount.id.in_(accounts))).all()
-    session.scalars(
-        select(PaperOrder).where(
-            PaperOrder.account_id.in_(accounts), PaperOrder.status.in_(OPEN_STATUSES)
-        )
-    ).all()
-
-
-def _order_row(live: LiveSession, cid: str, order: OrderRequest) -> dict[str, Any]:
-    """The ``paper_orders`` row of an order just sent."""
-    return {
-        "account_id": live.account_id,
-        "client_order_id": cid,
-        "session_id": live.id,
-        "symbol": order.symbol,
-        "size": order.size,
-        "type": order.type.value,
-        "price": order.price,
-        "limit_price": order.limit_price,
-        "valid_until": order.valid_until,
-        "status": "submitted",
-        "filled": 0.0,
-        "bar_time": order.created_ts,
-    }
-
-
-@dataclass
-class _Rows:
-    """The rows one loop turn inserts, written in one statement per table."""
-
-    accounts: list[str] = field(default_factory=list)  # their positions are replaced
-    positions: list[dict[str, Any]] = field(default_factory=list)
-    equity: list[dict[str, Any]] = field(default_factory=list)
-    trades: list[dict[str, Any]] = field(default_factory=list)
-    orders: list[dict[str, Any]] = field(default_factory=list)
-
-    def write(self, session: Session) -> None:
-        if self.accounts:
-            session.execute(
-                delete(PaperPosition).where(PaperPosition.account_id.in_(self.accounts))
-            )
-        for model, rows in (
-            (PaperPosition, self.positions),
-            (PaperEquity, self.equity),
-            (PaperTrade, self.trades),
-            (PaperOrder, self.orders),
-        ):
-            if rows:
-                session.execute(insert(model), rows)
-
-
-def _apply_events(
-    session: Session, account_id: str, events: Sequence[OrderEvent], fills: Sequence[Fill]
-) -> None:
-    """Bring the order rows up to date with the broker's events and fills (client ids)."""
-    for event in events:
-        row = session.get(PaperOrder, (account_id, event.client_order_id))
-        if row is not None:
-            row.status = event.status.value
-    for fill in fills:
-        row = session.get(PaperOrder, (account_id, fill.client_order_id))
-        if row is not None:
-            row.filled += fill.size
 
 
 class RuntimeProcess:
@@ -848,8 +771,8 @@ def main(argv: list[str]) -> None:
 
     runtime = PaperRuntime(
         Database(settings.resolved_database_url),
-        BarStore(settings.bars_dir),
-        open_artifact_store(settings.artifacts_url, settings.artifacts_dir),
+        open_bar_store(settings),
+        open_artifact_store(settings),
         settings,
     )
 

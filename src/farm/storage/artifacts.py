@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Protocol
+from typing import IO, TYPE_CHECKING, Protocol
+
+from farm.storage.objects import LocalRoot, Root, open_root
+
+if TYPE_CHECKING:
+    from farm.config import Settings
 
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,299}$")
 
@@ -21,6 +24,9 @@ class ArtifactStore(Protocol):
     def get(self, key: str) -> bytes:
         """The bytes under ``key``; ``KeyError`` if there are none."""
 
+    def open(self, key: str) -> IO[bytes]:
+        """The bytes under ``key`` opened for seekable reading; ``KeyError`` if there are none."""
+
     def local_path(self, key: str) -> Path:
         """A local file holding the bytes of ``key`` (for binding into a sandbox)."""
 
@@ -31,63 +37,55 @@ class ArtifactStore(Protocol):
         """True when the store can be written."""
 
 
-class LocalArtifactStore:
-    """Artifacts as files below one folder; writes are atomic (temp file + rename)."""
+class RootArtifactStore:
+    """Artifacts as files below a :class:`Root` (writes are atomic there).
 
-    def __init__(self, root: Path) -> None:
+    On object storage, :meth:`local_path` downloads the key into ``cache`` (a fresh copy on
+    every call, renamed into place), since a sandbox can only bind local files.
+    """
+
+    def __init__(self, root: Root, cache: Path) -> None:
         self.root = root
+        self.cache = cache
 
-    def _path(self, key: str) -> Path:
+    def _path(self, key: str) -> str:
         if not _KEY.match(key) or ".." in key.split("/"):
             raise ValueError(f"invalid artifact key: {key!r}")
-        return self.root / key
+        return self.root.join(key)
 
     def put(self, key: str, data: bytes) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        self.root.write(self._path(key), data)
 
     def get(self, key: str) -> bytes:
         try:
-            return self._path(key).read_bytes()
+            return self.root.read(self._path(key))
+        except FileNotFoundError:
+            raise KeyError(key) from None
+
+    def open(self, key: str) -> IO[bytes]:
+        try:
+            return self.root.open(self._path(key))
         except FileNotFoundError:
             raise KeyError(key) from None
 
     def local_path(self, key: str) -> Path:
         path = self._path(key)
-        if not path.is_file():
-            raise KeyError(key)
-        return path
+        if not self.root.remote:
+            if not os.path.isfile(path):
+                raise KeyError(key)
+            return Path(path)
+        copy = LocalRoot(self.cache).join(key)
+        LocalRoot(self.cache).write(copy, self.get(key))
+        return Path(copy)
 
     def delete(self, key: str) -> None:
-        path = self._path(key)
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
+        self.root.delete(self._path(key))
 
     def healthy(self) -> bool:
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            return False
-        return os.access(self.root, os.W_OK)
+        return self.root.reachable()
 
 
-def open_artifact_store(url: str | None, default_root: Path) -> ArtifactStore:
-    """The store for ``FARM_ARTIFACTS_URL`` (a path or ``file://`` URL; default a folder)."""
-    if url is None:
-        return LocalArtifactStore(default_root)
-    if url.startswith("file://") or "://" not in url:
-        return LocalArtifactStore(Path(url.removeprefix("file://")))
-    raise ValueError(f"unsupported FARM_ARTIFACTS_URL scheme: {url!r} (use a folder path)")
+def open_artifact_store(settings: Settings) -> ArtifactStore:
+    """The store ``FARM_ARTIFACTS_URL`` names (a folder, or ``s3://bucket/prefix``)."""
+    root = open_root(settings.artifacts_url, settings.artifacts_dir, settings.s3_endpoint_url)
+    return RootArtifactStore(root, settings.home / "cache" / "artifacts")

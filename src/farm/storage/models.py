@@ -327,6 +327,8 @@ class PaperOrder(Base):
     status: Mapped[str] = mapped_column(String(20))
     filled: Mapped[float] = mapped_column(default=0.0)
     bar_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: Backtrader's ``created.price`` (the close at the decision for a market order).
+    created_price: Mapped[float | None] = mapped_column(nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -381,6 +383,9 @@ class PaperSession(Base):
     failure_reason: Mapped[str | None] = mapped_column(String(30), nullable=True)
     failure_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     failure_traceback: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: What the account's rows do not hold, for a restart to restore it exactly: the open
+    #: trades, the positions' valuation order, the fill count, the triggered stop-limits.
+    books: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -420,3 +425,5 @@ class PaperTrade(Base):
     pnl_net: Mapped[float]
     commission: Mapped[float]
     bars_held: Mapped[int] = mapped_column(Integer)
+    opened_by_seq: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    closed_by_seq: Mapped[int | None] = mapped_column(Integer, nullable=True)

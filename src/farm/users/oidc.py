@@ -3,13 +3,16 @@
 The keys are fetched on first use (from ``FARM_OIDC_JWKS_URL``, or the ``jwks_uri`` of the
 issuer's ``/.well-known/openid-configuration``), cached, and fetched again when a token names
 a ``kid`` the cache does not hold (key rotation), at most once per ``refresh_s``: a flood of
-tokens with made-up ``kid`` values cannot hammer the issuer. Calls block (plain HTTP): the
-gateway runs them in a worker thread.
+tokens with made-up ``kid`` values cannot hammer the issuer. When the keys cannot be fetched
+(connection refused, timeout, an error status, a malformed answer) a token cannot be judged
+either way: ``verify`` raises ``IssuerUnreachable`` (503 with ``Retry-After``), never "invalid".
+Calls block (plain HTTP): the gateway runs them in a worker thread.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -26,6 +29,15 @@ log = logging.getLogger("farm.users.oidc")
 ALGORITHMS = ("RS256", "ES256")
 FETCH_TIMEOUT_S = 5.0
 LEEWAY_S = 30
+RETRY_UNREACHABLE_S = 5.0  # the most time between two fetches after a failed one
+
+
+class IssuerUnreachable(Exception):
+    """The issuer's keys cannot be fetched now; ``retry_after_s`` until the next attempt."""
+
+    def __init__(self, issuer: str, reason: str, retry_after_s: int) -> None:
+        super().__init__(f"cannot fetch the signing keys of the OIDC issuer {issuer}: {reason}")
+        self.retry_after_s = retry_after_s
 
 
 @dataclass(frozen=True)
@@ -49,11 +61,13 @@ class OidcVerifier:
         self._refresh_s = refresh_s
         self._keys: KeySet | None = None
         self._fetched_at = -float("inf")
+        self._failure: str | None = None  # why the last fetch failed (None: it worked)
         self._lock = threading.Lock()
         self.fetches = 0  # JWKS downloads so far (tests and /metrics read it)
 
     def verify(self, token: str) -> Identity | None:
-        """The identity of a valid token, or None (any failure: bad signature, claims, keys)."""
+        """The identity of a valid token, or None (bad signature, claims or an unknown key);
+        raises ``IssuerUnreachable`` when the keys the token needs cannot be fetched."""
         try:
             header = jws.extract_compact(token.encode()).protected
         except (JoseError, ValueError):
@@ -82,18 +96,28 @@ class OidcVerifier:
 
     def _keys_with(self, kid: str) -> KeySet | None:
         """The cached key set if it holds ``kid``; else a fresh one, fetched at most once per
-        ``refresh_s`` (None when the key is still unknown or the issuer cannot be reached)."""
+        ``refresh_s`` (or ``RETRY_UNREACHABLE_S`` after a failed fetch). None when the key is
+        still unknown; ``IssuerUnreachable`` while the keys cannot be fetched."""
         with self._lock:
             if self._keys is not None and _has(self._keys, kid):
                 return self._keys
-            if time.monotonic() - self._fetched_at < self._refresh_s:
+            interval = self._refresh_s
+            if self._failure is not None:
+                interval = min(interval, RETRY_UNREACHABLE_S)
+            wait = self._fetched_at + interval - time.monotonic()
+            if wait > 0:
+                if self._failure is not None:
+                    raise IssuerUnreachable(self.issuer, self._failure, math.ceil(wait))
                 return None
             self._fetched_at = time.monotonic()
             try:
                 self._keys = self._fetch()
-            except (httpx.HTTPError, JoseError, ValueError, KeyError) as exc:
-                log.warning("cannot fetch the OIDC keys of %s: %s", self.issuer, exc)
-                return None
+            except (httpx.HTTPError, JoseError, ValueError, KeyError, TypeError) as exc:
+                self._failure = _reason(exc)
+                log.warning("cannot fetch the OIDC keys of %s: %s", self.issuer, self._failure)
+                retry = math.ceil(min(self._refresh_s, RETRY_UNREACHABLE_S))
+                raise IssuerUnreachable(self.issuer, self._failure, max(retry, 1)) from exc
+            self._failure = None
             return self._keys if _has(self._keys, kid) else None
 
     def _fetch(self) -> KeySet:
@@ -112,6 +136,17 @@ class OidcVerifier:
                 if key.get("kty") in ("RSA", "EC") and key.get("use", "sig") == "sig"
             ]
             return KeySet.import_key_set({"keys": keys})
+
+
+def _reason(exc: Exception) -> str:
+    """A short account of a failed fetch, for the caller and the log."""
+    if isinstance(exc, httpx.HTTPStatusError):
+        return f"{exc.request.url} answered {exc.response.status_code}"
+    if isinstance(exc, httpx.TimeoutException):
+        return f"{exc.request.url} timed out"
+    if isinstance(exc, httpx.RequestError):
+        return f"{exc.request.url} is unreachable ({exc})"
+    return f"the keys are malformed ({type(exc).__name__}: {exc})"
 
 
 def _has(keys: KeySet, kid: str) -> bool:

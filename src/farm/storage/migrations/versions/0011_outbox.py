@@ -1,7 +1,7 @@
 """the transactional outbox, and leases on running backtests
 
-Revision ID: 0010_outbox
-Revises: 0009
+Revision ID: 0011_outbox
+Revises: 0010_paper_books
 Create Date: 2026-12-05 13:30:00.000000
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 import farm.storage.models
 
-revision = "0010_outbox"
-down_revision = "0009"
+revision = "0011_outbox"
+down_revision = "0010_paper_books"
 branch_labels = None
 depends_on = None
 
