@@ -224,7 +224,7 @@ def platform(n: int, steps: int, interval: float, root: Path, replay_start: date
             user, PaperStart(agent_id=agent_id, symbols=STANDARD, warmup_bars=WARMUP_BARS)
         )
     latencies: list[float] = []
-    runtime = PaperRuntime(db, bars, artifacts, settings, lambda topic, event: None)
+    runtime = PaperRuntime(db, bars, artifacts, settings)
     thread = threading.Thread(target=runtime.run, daemon=True)
     thread.start()
     started = time.monotonic()

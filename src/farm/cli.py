@@ -49,6 +49,10 @@ app = typer.Typer(help="The Farm: backtest, paper trade, explain and rank tradin
 T = TypeVar("T")
 
 users_app = typer.Typer(help="Manage users and API tokens (works on FARM_HOME directly).")
+worker_app = typer.Typer(
+    help="Run workers in this process, without the API (docs/architecture.md)."
+)
+app.add_typer(worker_app, name="worker")
 agents_app = typer.Typer(help="Submit, list, show and delete agents (through the API).")
 app.add_typer(users_app, name="users")
 app.add_typer(agents_app, name="agents")
@@ -64,28 +68,84 @@ for _command in (leaderboard, backtests, trades, equity, evaluate):  # API parit
     app.command()(_command)
 
 
-@app.command()
-def up(
-    host: Annotated[str | None, typer.Option(help="Bind address (FARM_HOST)")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (FARM_PORT)")] = None,
-) -> None:
-    """Serve every service until Ctrl-C (migrates, and creates a demo user on first start)."""
-    import uvicorn
+HostOption = Annotated[str | None, typer.Option(help="Bind address (FARM_HOST)")]
+PortOption = Annotated[int | None, typer.Option(help="Port (FARM_PORT)")]
 
-    from farm.app import create_app
+
+@app.command()
+def up(host: HostOption = None, port: PortOption = None) -> None:
+    """Serve every service until Ctrl-C (migrates, and creates a demo user on first start)."""
     from farm.context import Context
-    from farm.logs import configure
 
     settings = Settings()
-    configure(settings.log_format)
     context = Context.build(settings)
     context.db.migrate()
     host, port = host or settings.host, port or settings.port
     _ensure_demo_user(context, client_url(host, port))
+    _run(context, host, port, services=None)
+
+
+@app.command()
+def serve(
+    services: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated services to serve (default all): agents, backtest, data, "
+            "fmel, leaderboard, paper-trading"
+        ),
+    ] = None,
+    host: HostOption = None,
+    port: PortOption = None,
+) -> None:
+    """Serve the HTTP API only: no workers, no data import, no migrations (`farm migrate`)."""
+    from farm.context import Context
+
+    settings = Settings().model_copy(update={"backtest_workers": 0})
+    chosen = [s.strip() for s in services.split(",") if s.strip()] if services else None
+    _run(Context.build(settings, role="api"), host, port, services=chosen)
+
+
+@worker_app.command("backtest")
+def worker_backtest(host: HostOption = None, port: PortOption = None) -> None:
+    """Run FARM_BACKTEST_WORKERS backtests at a time from the shared queue until SIGTERM, which
+    hands running ones back to the queue. Serves /health and /metrics on PORT."""
+    from farm.context import Context
+
+    _run(Context.build(Settings(), role="backtest"), host, port, services=[])
+
+
+@worker_app.command("paper")
+def worker_paper(host: HostOption = None, port: PortOption = None) -> None:
+    """Run the paper runtime (the live feed and every paper session) until SIGTERM, which
+    leaves its sessions to resume on the next start. Serves /health and /metrics on PORT."""
+    from farm.context import Context
+
+    _run(Context.build(Settings(), role="paper"), host, port, services=[])
+
+
+@app.command()
+def migrate() -> None:
+    """Apply the database migrations (before starting `farm serve` and the workers)."""
+    from farm.storage.db import Database
+
+    Database(Settings().resolved_database_url).migrate()
+    console.print("the database is up to date")
+
+
+def _run(context: Any, host: str | None, port: int | None, services: list[str] | None) -> None:
+    """Serve ``services`` (an empty list: only /health and /metrics) over ``context`` until
+    SIGINT or SIGTERM, then stop its work cleanly (the app's lifespan closes the context)."""
+    import uvicorn
+
+    from farm.app import create_app
+    from farm.logs import configure
+
+    settings = context.settings
+    configure(settings.log_format)
     uvicorn.run(
-        create_app(settings, context=context),
-        host=host,
-        port=port,
+        create_app(settings, services=services, context=context),
+        host=host or settings.host,
+        port=port or settings.port,
         log_level="info",
         log_config=None,  # uvicorn's lines go through the root logger (FARM_LOG_FORMAT)
     )

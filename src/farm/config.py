@@ -45,6 +45,22 @@ class Settings(BaseSettings):
         "from the standard AWS_* variables.",
     )
     redis_url: str | None = None
+    bus: Literal["memory", "redis"] = Field(
+        default="memory",
+        description="The event bus: in this process, or Redis Streams at FARM_REDIS_URL.",
+    )
+    bus_claim_idle_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Redis bus: a message pending this long (its consumer died or its handler "
+        "failed) is taken over by another consumer and delivered again.",
+    )
+    bus_max_deliveries: int = Field(
+        default=5, ge=1, description="Redis bus: deliveries before a message is dead-lettered."
+    )
+    outbox_poll_s: float = Field(
+        default=1.0, gt=0, description="How often the outbox relay looks for unrelayed events."
+    )
     redis_cluster: bool = Field(
         default=False, description="FARM_REDIS_URL names a node of a Redis Cluster."
     )
@@ -89,6 +105,12 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
 
     @model_validator(mode="after")
+    def _bus_needs_redis(self) -> Settings:
+        if self.bus == "redis" and not self.redis_url:
+            raise ValueError("FARM_BUS=redis needs FARM_REDIS_URL")
+        return self
+
+    @model_validator(mode="after")
     def _oidc_audience(self) -> Settings:
         if self.oidc_issuer and not self.oidc_audience:
             raise ValueError("FARM_OIDC_AUDIENCE is required with FARM_OIDC_ISSUER")
@@ -109,6 +131,12 @@ class Settings(BaseSettings):
         default_factory=lambda: os.cpu_count() or 1,
         ge=0,
         description="Backtests run at once, each in a worker process; 0 for an API-only process.",
+    )
+    backtest_lease_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A running backtest's lease: its worker renews it every third of this; "
+        "once it expires (the worker died or hung) any live worker re-queues the backtest.",
     )
     standard_symbols: list[str] = Field(
         default_factory=lambda: [

@@ -1,24 +1,35 @@
-"""The platform's backends, built once per process from settings and shared by every service."""
+"""The platform's backends, built once per process from settings and shared by every service.
+
+A process plays one role (docs/architecture.md): ``all`` (``farm up``: everything in one
+process), ``api`` (``farm serve``: HTTP and event handlers only), ``backtest`` (``farm worker
+backtest``: the backtest queue) or ``paper`` (``farm worker paper``: the paper runtime and its
+feed). Every role relays the outbox when the bus is shared (Redis); on the in-process bus only
+the processes that handle events (``all``, ``api``) relay, so no event is spent on a process
+without subscribers.
+"""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 from functools import partial
+from typing import Literal
 
 from farm.agents.checker import AgentChecker
 from farm.agents.service import AgentService
 from farm.backtest.job import BacktestJob
+from farm.backtest.lease import renew_lease
 from farm.backtest.scheduler import Scheduler
 from farm.backtest.service import BacktestService
 from farm.backtest.worker import WorkerPool
 from farm.config import Settings
-from farm.events import AGENT_DELETED, AGENT_SUBMITTED, EventBus, InProcessBus
+from farm.events import AGENT_DELETED, AGENT_SUBMITTED, EventBus, open_bus
 from farm.fmel.store import FmelStore, open_fmel_root
 from farm.leaderboard.service import LeaderboardService, record_backtest_result
 from farm.marketdata.bootstrap import ensure_data
 from farm.marketdata.feed import FeedRunner
 from farm.marketdata.store import BarStore, open_bar_store
+from farm.outbox import OutboxRelay
 from farm.papertrading.runtime import RuntimeProcess
 from farm.retention import RetentionSweeper
 from farm.sandbox.launcher import SandboxUnavailable, check_sandbox
@@ -26,6 +37,9 @@ from farm.storage.artifacts import ArtifactStore, open_artifact_store
 from farm.storage.db import Database
 
 log = logging.getLogger("farm")
+
+Role = Literal["all", "api", "backtest", "paper"]
+ROLES: tuple[Role, ...] = ("all", "api", "backtest", "paper")
 
 
 @dataclass
@@ -36,6 +50,7 @@ class Context:
     db: Database
     artifacts: ArtifactStore
     bus: EventBus
+    relay: OutboxRelay
     bars: BarStore
     agents: AgentService
     leaderboard: LeaderboardService
@@ -46,21 +61,33 @@ class Context:
     workers: WorkerPool
     retention: RetentionSweeper
     paper: RuntimeProcess
+    role: Role = "all"
 
     @classmethod
-    def build(cls, settings: Settings) -> Context:
-        """Wire the backends chosen by ``settings`` (nothing is connected until first use)."""
+    def build(cls, settings: Settings, role: Role = "all") -> Context:
+        """Wire the backends chosen by ``settings`` for ``role`` (nothing is connected until
+        first use)."""
         settings.home.mkdir(parents=True, exist_ok=True)
         db = Database(settings.resolved_database_url)
         artifacts = open_artifact_store(settings)
-        bus = InProcessBus()
+        bus = open_bus(settings)
+        relay = OutboxRelay(db, bus, poll_s=settings.outbox_poll_s)
+        relays = role in ("all", "api") or settings.bus != "memory"
+        if relays:
+            relay.hook()
         bars = open_bar_store(settings)
-        workers = WorkerPool(backtest_job, settings, bus)
+        workers = WorkerPool(
+            backtest_job,
+            settings,
+            relay.flush if relays else lambda: None,
+            partial(renew_lease, db, settings.backtest_lease_s),
+        )
         scheduler = Scheduler(
             db,
             workers,
             settings.backtest_workers,
             max_running_per_user=settings.max_running_backtests_per_user,
+            lease_s=settings.backtest_lease_s,
         )
         backtests = BacktestService(db, artifacts, bars, settings, scheduler.notify)
         bus.subscribe(AGENT_SUBMITTED, backtests.queue_standard_evaluation)
@@ -70,11 +97,11 @@ class Context:
             db=db,
             artifacts=artifacts,
             bus=bus,
+            relay=relay,
             bars=bars,
             agents=AgentService(
                 db,
                 artifacts,
-                bus,
                 AgentChecker(
                     timeout_s=settings.agent_check_timeout_s,
                     memory_mb=settings.agent_check_memory_mb,
@@ -90,24 +117,36 @@ class Context:
             workers=workers,
             retention=RetentionSweeper(settings, db, artifacts),
             paper=RuntimeProcess(settings, bus),
+            role=role,
         )
 
     def start(self) -> None:
-        """Prepare storage and data, then run backtests here if this process has workers and
-        the sandbox works (if it does not, agents are refused with the reason)."""
-        self.db.migrate()
-        imported = ensure_data(self.settings, self.bars, log)
-        if imported is not None:
-            changed = [str(r.symbol) for r in imported.imported]
-            if queued := self.backtests.requeue_standard_evaluations(changed):
-                log.info("standard data changed: %d standard evaluations queued", queued)
-        self.retention.start()
-        if self.settings.feed != "off":  # without a feed no paper session can run (503)
+        """Start what this process's role runs. ``all`` prepares storage and data first (the
+        other roles leave that to ``farm migrate`` and ``farm data import``); backtests run
+        here if the role has them, this process has workers and the sandbox works (if it does
+        not, agents are refused with the reason)."""
+        role = self.role
+        if role == "all":
+            self.db.migrate()
+        if role in ("all", "api"):
+            self.bus.start()  # the event handlers (queueing evaluations, the leaderboard)
+        if role in ("all", "api") or self.settings.bus != "memory":
+            self.relay.start()  # its first pass relays the events a stopped process left
+        if role == "all":
+            imported = ensure_data(self.settings, self.bars, log)
+            if imported is not None:
+                changed = [str(r.symbol) for r in imported.imported]
+                if queued := self.backtests.requeue_standard_evaluations(changed):
+                    log.info("standard data changed: %d standard evaluations queued", queued)
+        if role in ("all", "backtest"):
+            self.retention.start()
+        if role in ("all", "paper") and self.settings.feed != "off":
+            # without a feed no paper session can run (503)
             if self.settings.paper_runtime:
                 self.paper.start()  # it runs the feed too; returns once the feed runs
             else:
                 self.feed.start()
-        if self.settings.backtest_workers == 0:
+        if role not in ("all", "backtest") or self.settings.backtest_workers == 0:
             return
         try:
             check_sandbox(self.settings)
@@ -125,14 +164,17 @@ class Context:
         self.paper.close()
         self.scheduler.stop()
         self.workers.close()
+        self.relay.stop()
+        self.bus.close()
         self.leaderboard.close()
         self.fmel.close()
         self.db.dispose()
 
 
-def backtest_job(settings: Settings, bus: EventBus) -> BacktestJob:
-    """The backtest job of a worker process, wired from ``settings``; it publishes on ``bus``."""
+def backtest_job(settings: Settings) -> BacktestJob:
+    """The backtest job of a worker process, wired from ``settings`` (its events go through
+    the outbox)."""
     db = Database(settings.resolved_database_url)
     artifacts = open_artifact_store(settings)
     ranked = partial(record_backtest_result, risk_free_rate=settings.risk_free_rate)
-    return BacktestJob(db, artifacts, open_bar_store(settings), bus, settings, [ranked])
+    return BacktestJob(db, artifacts, open_bar_store(settings), settings, [ranked])

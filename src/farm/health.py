@@ -29,7 +29,7 @@ def health(context: ContextDep) -> Health:
     backends = {
         f"database:{context.db.backend}": "ok" if context.db.ping() else "down",
         "artifacts": "ok" if context.artifacts.healthy() else "down",
-        "events": "ok",
+        f"events:{context.settings.bus}": "ok" if context.bus.healthy() else "down",
         "sandbox": _sandbox_health(context),
     }
     cache, state = context.leaderboard.cache.health()
@@ -50,6 +50,6 @@ def _feed_health(feed: FeedOut) -> str:
 
 
 def _sandbox_health(context: Context) -> str:
-    if context.settings.backtest_workers == 0:
+    if context.role not in ("all", "backtest") or context.settings.backtest_workers == 0:
         return "not used here"
     return "ok" if context.backtests.refusal is None else f"down: {context.backtests.refusal}"

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from farm.context import Context
-from farm.events import AGENT_SUBMITTED, Event
+from farm.events import AGENT_SUBMITTED, EVENT_ID, Event
 from farm.storage.models import Agent
 
 REPO = Path(__file__).resolve().parents[2]
@@ -61,7 +61,7 @@ def test_submit_stores_the_agent_and_announces_it(
     body = response.json()
     assert body["success"] is True
     agent_id = body["agentId"]
-    assert seen == [{"agentId": agent_id, "userId": seen[0]["userId"]}]
+    assert seen == [{"agentId": agent_id, "userId": seen[0]["userId"], EVENT_ID: seen[0][EVENT_ID]}]
 
     shown = client.get(f"/api/agents/{agent_id}", headers=alice).json()
     assert shown["agentName"] == "SMA"

@@ -183,9 +183,11 @@ def test_cancelling_a_running_backtest_kills_its_agent_and_keeps_its_records(
     wait_for_no_agent_process(within=5)
     assert time.monotonic() - cancelled < 5
     assert status(client, alice, session_id) == "cancelled"
-    decisions = client.get(
-        f"/api/fmel/decisions?sessionId={session_id}&limit=1", headers=alice
-    ).json()
+    deadline = time.monotonic() + 10  # the job flushes them once its agent is dead
+    path = f"/api/fmel/decisions?sessionId={session_id}&limit=1"
+    while "total" not in (decisions := client.get(path, headers=alice).json()):
+        assert time.monotonic() < deadline, decisions
+        time.sleep(0.05)
     assert decisions["total"] == 5, "the records received before the cancel are flushed"
     assert cancel(client, alice, session_id) == 409
 

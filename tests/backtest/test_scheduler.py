@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from service_support import Headers, app_settings, start, submit, wait_for
 
 from farm.app import create_app
-from farm.backtest.scheduler import Scheduler
+from farm.backtest.scheduler import Lease, Scheduler
 from farm.config import Settings
 from farm.storage.db import Database
 from farm.storage.models import Agent, BacktestSession, User, utcnow
@@ -79,6 +79,12 @@ def add_session(
     return session_id
 
 
+def next_id(scheduler: Scheduler) -> str | None:
+    """Claim the next session; its id."""
+    lease = scheduler.claim()
+    return lease.session_id if lease else None
+
+
 def status_of(db: Database, session_id: str) -> BacktestSession:
     with db.transaction() as session:
         row = session.get(BacktestSession, session_id)
@@ -93,7 +99,7 @@ def test_claims_follow_priority_then_age(db: Database) -> None:
     standard = add_session(db, "queued", priority=10, age_s=9)
     add_session(db, "running")
     scheduler = Scheduler(db, lambda *_: None, workers=1, max_running_per_user=100)
-    order = [scheduler.claim() for _ in range(5)]
+    order = [next_id(scheduler) for _ in range(5)]
     assert order == [urgent, oldest, newest, standard, None]
     claimed = status_of(db, oldest)
     assert claimed.status == "running"
@@ -106,7 +112,7 @@ def test_claims_go_round_robin_across_users(db: Database) -> None:
     first = [add_session(db, "queued", age_s=100 - i) for i in range(50)]
     second = add_session(db, "queued", user="v", age_s=1)
     scheduler = Scheduler(db, lambda *_: None, workers=1, max_running_per_user=100)
-    order = [scheduler.claim() for _ in range(4)]
+    order = [next_id(scheduler) for _ in range(4)]
     assert order == [first[0], second, first[1], first[2]]
 
 
@@ -115,11 +121,11 @@ def test_a_user_never_runs_more_than_the_cap(db: Database) -> None:
     mine = [add_session(db, "queued", age_s=10 - i) for i in range(5)]
     theirs = add_session(db, "queued", user="v", age_s=0)
     scheduler = Scheduler(db, lambda *_: None, workers=4, max_running_per_user=2)
-    assert {scheduler.claim() for _ in range(3)} == {mine[0], mine[1], theirs}
-    assert scheduler.claim() is None, "u has 2 running already"
+    assert {next_id(scheduler) for _ in range(3)} == {mine[0], mine[1], theirs}
+    assert next_id(scheduler) is None, "u has 2 running already"
     with db.transaction() as session:
         session.get(BacktestSession, mine[0]).status = "completed"  # type: ignore[union-attr]
-    assert scheduler.claim() == mine[2]
+    assert next_id(scheduler) == mine[2]
 
 
 def test_standard_evaluations_take_turns_with_custom_backtests(db: Database) -> None:
@@ -132,7 +138,7 @@ def test_standard_evaluations_take_turns_with_custom_backtests(db: Database) -> 
     ]
     w_standard = add_session(db, "queued", user="w", kind="standard", priority=10, age_s=0)
     scheduler = Scheduler(db, lambda *_: None, workers=1, max_running_per_user=100)
-    order = [scheduler.claim() for _ in range(6)]
+    order = [next_id(scheduler) for _ in range(6)]
     # the standard lane alternates with u's custom lane; inside it v and w take turns
     assert order == [custom[0], v_standard[0], custom[1], w_standard, custom[2], v_standard[1]]
 
@@ -146,7 +152,7 @@ def test_concurrent_schedulers_never_claim_a_session_twice(db: Database) -> None
     lock = threading.Lock()
 
     def drain(scheduler: Scheduler) -> None:
-        while (session_id := scheduler.claim()) is not None:
+        while (session_id := next_id(scheduler)) is not None:
             with lock:
                 claimed.append(session_id)
 
@@ -173,7 +179,7 @@ def test_an_api_only_process_runs_and_recovers_nothing(db: Database) -> None:
     running = add_session(db, "running", attempts=1)
     ran: list[str] = []
     scheduler = Scheduler(
-        db, lambda session_id, _: ran.append(session_id), workers=0, max_running_per_user=100
+        db, lambda lease, _: ran.append(lease.session_id), workers=0, max_running_per_user=100
     )
     scheduler.start()
     add_session(db, "queued")
@@ -188,8 +194,8 @@ def test_a_crashing_job_does_not_stop_the_workers(db: Database) -> None:
     sessions = [add_session(db, "queued", age_s=3 - i) for i in range(3)]
     seen: list[str] = []
 
-    def job(session_id: str, _: threading.Event) -> None:
-        seen.append(session_id)
+    def job(lease: Lease, _: threading.Event) -> None:
+        seen.append(lease.session_id)
         if len(seen) == 1:
             raise RuntimeError("boom")
 

@@ -42,12 +42,22 @@ class Server:
 
 def start_server(home: Path, **env: str) -> Server:
     """`farm up` in ``home``; waits until /health answers. Reuses the port of ``FARM_PORT``."""
+    server = start_process(home, ["up"], **env)
+    token = re.search(r"FARM_TOKEN=(\S+)", server.output())
+    if token:
+        server.env["FARM_TOKEN"] = token.group(1)
+    return server
+
+
+def start_process(home: Path, command: list[str], **env: str) -> Server:
+    """`farm COMMAND` (``up``, ``serve``, ``worker backtest``...) in ``home`` on ``FARM_PORT``
+    (default: a free port); waits until its /health answers."""
     port = env.pop("FARM_PORT", None) or str(free_port())
     environment = {**os.environ, "FARM_HOME": str(home), "FARM_PORT": port, **env}
-    log = home.with_name(f"{home.name}-server-{time.monotonic_ns()}.log")
+    log = home.with_name(f"{home.name}-{command[-1]}-{time.monotonic_ns()}.log")
     with log.open("w") as out:
         process = subprocess.Popen(
-            [*FARM, "up"], env=environment, stdout=out, stderr=subprocess.STDOUT
+            [*FARM, *command], env=environment, stdout=out, stderr=subprocess.STDOUT
         )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -60,10 +70,6 @@ def start_server(home: Path, **env: str) -> Server:
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
             process.wait()
-            pytest.fail(f"farm up did not start:\n{log.read_text()}")
+            pytest.fail(f"farm {' '.join(command)} did not start:\n{log.read_text()}")
         time.sleep(0.2)
-    server = Server(process, {**environment, "FARM_URL": url}, log)
-    token = re.search(r"FARM_TOKEN=(\S+)", server.output())
-    if token:
-        server.env["FARM_TOKEN"] = token.group(1)
-    return server
+    return Server(process, {**environment, "FARM_URL": url}, log)

@@ -127,8 +127,10 @@ def test_submit_backtest_query_and_export_with_everything_on_s3(
     s3 = S3Root(bucket.url(""), bucket.endpoint)
     (owner,) = s3.names(s3.join("artifacts", "agents"))
     assert s3.read(s3.join("artifacts", "agents", owner, f"{agent_id}.py")) == SNOOP
+    backtest = ("artifacts", "backtests", session_id)
+    (attempt,) = (n for n in s3.names(s3.join(*backtest)) if "." not in n)  # its one run's
     assert {"equity.parquet", "fills.parquet", "trades.parquet"} <= set(
-        s3.names(s3.join("artifacts", "backtests", session_id))
+        s3.names(s3.join(*backtest, attempt))
     )
     parts = s3.names(s3.join("fmel", f"agent={agent_id}", f"session={session_id}"))
     assert "_summary.json" in parts

@@ -14,7 +14,8 @@ from farm.agents.checker import AgentChecker
 from farm.agents.schemas import AgentList, AgentOut, AgentStatus
 from farm.agents.validation import CheckedAgent
 from farm.errors import Conflict, Forbidden, InvalidInput, NotFound
-from farm.events import AGENT_DELETED, AGENT_SUBMITTED, EventBus
+from farm.events import AGENT_DELETED, AGENT_SUBMITTED
+from farm.outbox import emit
 from farm.schemas import Pagination
 from farm.storage.artifacts import ArtifactStore
 from farm.storage.db import Database
@@ -44,13 +45,11 @@ class AgentService:
         self,
         db: Database,
         artifacts: ArtifactStore,
-        bus: EventBus,
         checker: AgentChecker,
         max_agent_bytes: int,
     ) -> None:
         self._db = db
         self._artifacts = artifacts
-        self._bus = bus
         self._checker = checker
         self._max_agent_bytes = max_agent_bytes
 
@@ -108,7 +107,7 @@ class AgentService:
                     status=AgentStatus.ACTIVE,
                 )
             )
-        self._bus.publish(AGENT_SUBMITTED, {"agentId": agent_id, "userId": user.id})
+            emit(session, AGENT_SUBMITTED, {"agentId": agent_id, "userId": user.id})
         return agent_id
 
     def list(self, user: User, *, page: int, limit: int, status: AgentStatus | None) -> AgentList:
@@ -139,7 +138,7 @@ class AgentService:
                 raise InvalidInput("stop the agent's paper trading before deleting it")
             agent.status = AgentStatus.DELETED
             agent.deleted_at = utcnow()
-        self._bus.publish(AGENT_DELETED, {"agentId": agent_id, "userId": user.id})
+            emit(session, AGENT_DELETED, {"agentId": agent_id, "userId": user.id})
 
 
 def owned_agent(session: Session, user: User, agent_id: str) -> Agent:

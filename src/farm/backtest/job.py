@@ -17,6 +17,7 @@ from pydantic.alias_generators import to_camel
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from farm.backtest.lease import Lease
 from farm.backtest.results import Stored, write_logs, write_results
 from farm.backtest.runner import BacktestConfig, BacktestOutcome, run_backtest
 from farm.backtest.schemas import BacktestRequest, FailureReason, SessionStatus
@@ -26,17 +27,18 @@ from farm.core.metrics import Metrics, compute_metrics, daily_returns
 from farm.core.orders import ClosedTrade
 from farm.engine.session import RunStopped
 from farm.errors import FarmError
-from farm.events import BACKTEST_COMPLETED, EventBus
+from farm.events import BACKTEST_COMPLETED
 from farm.fmel.capture import StepCapture
 from farm.fmel.layout import session_dir, session_folder
 from farm.fmel.recorder import CapReport, FmelRecorder
 from farm.fmel.records import Mode
 from farm.fmel.store import fmel_staging, open_fmel_root
 from farm.marketdata.store import BarStore
+from farm.outbox import emit
 from farm.sandbox.host import AgentFailure, AgentSession, DecisionRecord
 from farm.sandbox.launcher import SandboxLimits
 from farm.storage.artifacts import ArtifactStore
-from farm.storage.db import Database
+from farm.storage.db import Database, sqlite_write_lock
 from farm.storage.models import Agent, BacktestSession, utcnow
 
 log = logging.getLogger("farm.backtest.job")
@@ -52,9 +54,13 @@ ResultHook = Callable[[Session, BacktestSession, Sequence[float]], None]
 class BacktestJob:
     """Executes sessions claimed by the scheduler; every outcome is recorded, none is raised.
 
-    It writes to its session only while the row is ``running``: once the owner cancels it (the
-    row becomes ``cancelled``), a watcher kills the agent within ``WATCH_SECONDS`` and the run
-    ends without recording anything more (the FMEL records received so far are flushed).
+    It writes to its session only while the row is ``running`` under its lease (every write is
+    fenced by :meth:`Lease.holds`). A watcher renews the lease (its heartbeat) and reads the row
+    every ``WATCH_SECONDS``: once the owner cancels it (the row becomes ``cancelled``) it kills
+    the agent and the run ends without recording anything more (the FMEL records received so
+    far are flushed); once the lease is lost (recovered after it expired, and maybe claimed by
+    another worker) the run ends too, and writes nothing at all: no row update, no FMEL part,
+    and its results go under its own attempt's key, which the new owner's row never names.
     """
 
     def __init__(
@@ -62,34 +68,33 @@ class BacktestJob:
         db: Database,
         artifacts: ArtifactStore,
         bars: BarStore,
-        bus: EventBus,
         settings: Settings,
         result_hooks: Sequence[ResultHook] = (),
     ) -> None:
         self._db = db
         self._artifacts = artifacts
         self._bars = bars
-        self._bus = bus
         self._settings = settings
         self._hooks = list(result_hooks)
 
-    def __call__(self, session_id: str, stopping: threading.Event) -> None:
+    def __call__(self, lease: Lease, stopping: threading.Event) -> None:
+        session_id = lease.session_id
         abort = _Abort()
         watcher = threading.Thread(
             target=self._watch,
-            args=(session_id, stopping, abort),
+            args=(lease, stopping, abort),
             name=f"backtest-watch-{session_id[:8]}",
             daemon=True,
         )
         watcher.start()
         try:
-            self._run(session_id, abort)
+            self._run(lease, abort)
         except Exception as exc:
             if abort.reason is None:
                 log.exception("backtest %s failed unexpectedly", session_id)
                 fail_while_running(
                     self._db,
-                    session_id,
+                    lease,
                     FailureReason.INTERNAL_ERROR,
                     f"internal error (a platform bug): {exc}",
                 )
@@ -100,34 +105,57 @@ class BacktestJob:
             log.info("backtest %s interrupted by shutdown; back in the queue", session_id)
             update_while_running(
                 self._db,
-                session_id,
+                lease,
                 status=SessionStatus.QUEUED,
                 attempts=BacktestSession.attempts - 1,
                 bars_done=0,
                 started_at=None,
+                lease_owner=None,
+                lease_token=None,
+                lease_expires_at=None,
             )
         elif abort.reason is AbortReason.CANCELLED:
             log.info("backtest %s cancelled; its agent was stopped", session_id)
+        elif abort.reason is AbortReason.LOST:
+            log.warning("backtest %s: this worker lost its lease; it wrote nothing", session_id)
 
-    def _watch(self, session_id: str, stopping: threading.Event, abort: _Abort) -> None:
-        """Abort the run when the process stops or the session stops being ``running``."""
+    def _watch(self, lease: Lease, stopping: threading.Event, abort: _Abort) -> None:
+        """Renew the lease every third of its length, and abort the run when the process stops,
+        the session stops being ``running`` or the lease is no longer this run's."""
+        renewed = time.monotonic()
         while not abort.finished(WATCH_SECONDS):
             if stopping.is_set():
                 abort.trip(AbortReason.INTERRUPTED)
                 return
+            s = BacktestSession
             try:
                 with self._db.transaction() as session:
-                    status = session.scalar(
-                        select(BacktestSession.status).where(BacktestSession.id == session_id)
-                    )
+                    if time.monotonic() - renewed >= self._settings.backtest_lease_s / 3:
+                        lease.renew(session, self._settings.backtest_lease_s)
+                        renewed = time.monotonic()
+                    row = session.execute(
+                        select(s.status, s.lease_token).where(s.id == lease.session_id)
+                    ).one_or_none()
             except Exception:
-                log.exception("cannot read the status of backtest %s; retrying", session_id)
+                log.exception("cannot renew the lease of backtest %s; retrying", lease.session_id)
                 continue
-            if status != SessionStatus.RUNNING:
+            if row is not None and row.lease_token != lease.token:
+                abort.trip(AbortReason.LOST)
+                return
+            if row is None or row.status != SessionStatus.RUNNING:
                 abort.trip(AbortReason.CANCELLED)
                 return
 
-    def _run(self, session_id: str, abort: _Abort) -> None:
+    def _holds(self, lease: Lease) -> bool:
+        """Whether the session's lease is still this run's (checked before each FMEL part)."""
+        with self._db.transaction() as session:
+            token = session.scalar(
+                select(BacktestSession.lease_token).where(BacktestSession.id == lease.session_id)
+            )
+        return token == lease.token
+
+    def _run(self, lease: Lease, abort: _Abort) -> None:
+        session_id = lease.session_id
         with self._db.transaction() as session:
             row = session.get(BacktestSession, session_id)
             if row is None:
@@ -138,7 +166,7 @@ class BacktestJob:
             owner = (row.agent_id, row.user_id)
         if artifact_key is None:
             fail_while_running(
-                self._db, session_id, FailureReason.INVALID_AGENT, "the agent no longer exists"
+                self._db, lease, FailureReason.INVALID_AGENT, "the agent no longer exists"
             )
             return
         try:
@@ -147,14 +175,14 @@ class BacktestJob:
             benchmark = self._bars.frame(request.benchmark, request.start_date, request.end_date)
             source = self._bars.source_of([*request.symbols, request.benchmark])
         except FarmError as exc:
-            fail_while_running(self._db, session_id, FailureReason.DATA_ERROR, exc.message)
+            fail_while_running(self._db, lease, FailureReason.DATA_ERROR, exc.message)
             return
-        update_while_running(self._db, session_id, bars_total=len(steps), data_source=source)
+        update_while_running(self._db, lease, bars_total=len(steps), data_source=source)
         if abort.reason is not None:
             return
 
-        recorder = self._recorder(request, session_id, owner)
-        observer = _StepObserver(self._progress_reporter(session_id), recorder, abort)
+        recorder = self._recorder(request, lease, owner)
+        observer = _StepObserver(self._progress_reporter(lease), recorder, abort)
         try:
             outcome = run_backtest(
                 steps,
@@ -166,14 +194,16 @@ class BacktestJob:
             observer.record_trades(outcome.trades)
         finally:
             observer.close()  # flushes every record the host received, whatever happened
+        if abort.reason is AbortReason.LOST or not self._holds(lease):
+            return
         write_logs(self._artifacts, session_id, outcome.output)
         if abort.reason is not None:
             return
         if outcome.failure is not None:
-            self._fail_agent(session_id, outcome.failure, outcome.steps)
+            self._fail_agent(lease, outcome.failure, outcome.steps)
             return
         if outcome.stopped is not None:
-            self._fail_stopped(session_id, outcome.stopped, outcome.steps)
+            self._fail_stopped(lease, outcome.stopped, outcome.steps)
             return
         closes = list(
             zip(pd.DatetimeIndex(benchmark.index).to_pydatetime(), benchmark["close"], strict=True)
@@ -185,42 +215,44 @@ class BacktestJob:
             exposure=observer.exposure,
             risk_free_rate=self._settings.risk_free_rate,
         )
-        self._complete(session_id, outcome, metrics, observer.fmel_report)
+        self._complete(lease, outcome, metrics, observer.fmel_report)
 
     def _recorder(
-        self, request: BacktestRequest, session_id: str, owner: tuple[str, str]
+        self, request: BacktestRequest, lease: Lease, owner: tuple[str, str]
     ) -> FmelRecorder | None:
-        """The session's FMEL recorder (None when recording is off); a re-run starts over."""
+        """The session's FMEL recorder (None when recording is off); a re-run starts over.
+        It writes each part only while the lease is this run's."""
         if not request.fmel:
             return None
         agent_id, user_id = owner
         root, staging = open_fmel_root(self._settings), fmel_staging(self._settings)
-        root.delete(session_folder(root, agent_id, session_id))
-        shutil.rmtree(session_dir(staging, agent_id, session_id), True)
+        root.delete(session_folder(root, agent_id, lease.session_id))
+        shutil.rmtree(session_dir(staging, agent_id, lease.session_id), True)
         return FmelRecorder(
             root,
             agent_id,
-            session_id,
+            lease.session_id,
             user_id,
             Mode.BACKTEST,
             max_bytes=self._settings.fmel_max_session_mb * MB,
             staging=staging,
+            fence=lambda: self._holds(lease),
         )
 
-    def _fail_agent(self, session_id: str, failure: AgentFailure, steps: int) -> None:
+    def _fail_agent(self, lease: Lease, failure: AgentFailure, steps: int) -> None:
         """Record why the agent's run ended early (an output flood counts as ``killed``)."""
         if failure.reason == "output":
             reason, message = FailureReason.KILLED, f"output limit exceeded: {failure.message}"
         else:
             reason, message = FailureReason(failure.reason), failure.message
         fail_while_running(
-            self._db, session_id, reason, message, failure.traceback or None, bars_done=steps
+            self._db, lease, reason, message, failure.traceback or None, bars_done=steps
         )
 
-    def _fail_stopped(self, session_id: str, stopped: RunStopped, steps: int) -> None:
+    def _fail_stopped(self, lease: Lease, stopped: RunStopped, steps: int) -> None:
         """Record why the host ended the run (the fill cap counts as ``killed``, as output does)."""
         reason = FailureReason.BANKRUPT if stopped.reason == "bankrupt" else FailureReason.KILLED
-        fail_while_running(self._db, session_id, reason, stopped.message, bars_done=steps)
+        fail_while_running(self._db, lease, reason, stopped.message, bars_done=steps)
 
     def _config(self, request: BacktestRequest) -> BacktestConfig:
         return BacktestConfig(
@@ -238,7 +270,7 @@ class BacktestJob:
             uid=self._settings.sandbox_uid,
         )
 
-    def _progress_reporter(self, session_id: str) -> Callable[[int], None]:
+    def _progress_reporter(self, lease: Lease) -> Callable[[int], None]:
         last = time.monotonic()
 
         def report(done: int) -> None:
@@ -246,24 +278,31 @@ class BacktestJob:
             now = time.monotonic()
             if now - last >= PROGRESS_SECONDS:
                 last = now
-                update_while_running(self._db, session_id, bars_done=done)
+                update_while_running(self._db, lease, bars_done=done)
 
         return report
 
     def _complete(
         self,
-        session_id: str,
+        lease: Lease,
         outcome: BacktestOutcome,
         metrics: Metrics,
         fmel: CapReport | None,
     ) -> None:
         key, stored = write_results(
-            self._artifacts, session_id, outcome, self._settings.results_max_rows
+            self._artifacts,
+            lease.session_id,
+            outcome,
+            self._settings.results_max_rows,
+            attempt=lease.token,
         )
         with self._db.transaction() as session:
-            row = session.get(BacktestSession, session_id)
-            if row is None or row.status != SessionStatus.RUNNING:
-                return  # cancelled meanwhile
+            sqlite_write_lock(session, BacktestSession.id)
+            row = session.scalars(
+                select(BacktestSession).where(lease.holds()).with_for_update()
+            ).one_or_none()
+            if row is None:
+                return  # cancelled meanwhile, or the lease was lost
             row.status = SessionStatus.COMPLETED
             row.bars_done = row.bars_total
             row.metrics = {
@@ -277,20 +316,19 @@ class BacktestJob:
             for hook in self._hooks:
                 hook(session, row, returns)
             event = {"sessionId": row.id, "agentId": row.agent_id, "userId": row.user_id}
-            event["kind"] = row.kind
-        self._bus.publish(BACKTEST_COMPLETED, event)
+            emit(session, BACKTEST_COMPLETED, {**event, "kind": row.kind})
 
 
 def fail_while_running(
     db: Database,
-    session_id: str,
+    lease: Lease,
     reason: FailureReason,
     message: str,
     traceback: str | None = None,
     *,
     bars_done: int | None = None,
 ) -> None:
-    """Fail a session unless it ended (or was cancelled) meanwhile."""
+    """Fail a session unless it ended, was cancelled or lost ``lease`` meanwhile."""
     values: dict[str, Any] = {
         "status": SessionStatus.FAILED,
         "failure_reason": reason,
@@ -300,20 +338,14 @@ def fail_while_running(
     }
     if bars_done is not None:
         values["bars_done"] = bars_done
-    update_while_running(db, session_id, **values)
+    update_while_running(db, lease, **values)
 
 
-def update_while_running(db: Database, session_id: str, **values: Any) -> None:
-    """Update a session while it runs (never one that ended or was cancelled meanwhile)."""
+def update_while_running(db: Database, lease: Lease, **values: Any) -> None:
+    """Update a session while it runs under ``lease`` (never one that ended, was cancelled or
+    whose lease was lost meanwhile)."""
     with db.transaction() as session:
-        session.execute(
-            update(BacktestSession)
-            .where(
-                BacktestSession.id == session_id,
-                BacktestSession.status == SessionStatus.RUNNING,
-            )
-            .values(**values)
-        )
+        session.execute(update(BacktestSession).where(lease.holds()).values(**values))
 
 
 class AbortReason(StrEnum):
@@ -321,6 +353,7 @@ class AbortReason(StrEnum):
 
     INTERRUPTED = "interrupted"  # the process is stopping: the session goes back to the queue
     CANCELLED = "cancelled"  # its owner cancelled it, or deleted the agent
+    LOST = "lost"  # the lease expired and was recovered: the session is someone else's now
 
 
 class Aborted(Exception):

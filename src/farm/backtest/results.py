@@ -96,10 +96,17 @@ def read_logs(artifacts: ArtifactStore, session_id: str) -> dict[str, Any] | Non
 
 
 def write_results(
-    artifacts: ArtifactStore, session_id: str, outcome: BacktestOutcome, max_rows: int
+    artifacts: ArtifactStore,
+    session_id: str,
+    outcome: BacktestOutcome,
+    max_rows: int,
+    *,
+    attempt: str,
 ) -> tuple[str, Stored]:
-    """Store the run's series (at most ``max_rows`` fills and trades); returns the key prefix."""
-    prefix = f"backtests/{session_id}"
+    """Store the run's series (at most ``max_rows`` fills and trades) under a prefix of this
+    ``attempt``'s own (a worker that lost its lease cannot overwrite the next one's); returns
+    the prefix."""
+    prefix = f"backtests/{session_id}/{attempt}"
     peak = float("-inf")
     equity: list[tuple[datetime, float, float]] = []
     for ts, value in outcome.equity:

@@ -10,26 +10,38 @@ created_at) order.
 Claims are serialized across processes (a transaction-level advisory lock on PostgreSQL, the
 write lock on SQLite; a lock in the process saves SQLite's busy waits) and use a conditional
 update, so several schedulers can share one database without running a session twice or
-overrunning a user's cap. After a crash or restart,
-sessions left ``running`` are re-queued once, then failed as ``interrupted``.
+overrunning a user's cap.
+
+A claim is a lease: the claiming worker's name, a fresh token and an expiry, which the job's
+heartbeat keeps moving while it runs. Every write of the job names the token (:meth:`Lease.holds`),
+so a worker that lost its lease writes nothing more. Any live scheduler recovers sessions whose
+lease expired (their worker died or hung), at start and every few seconds after
+(``FOR UPDATE SKIP LOCKED`` on PostgreSQL): re-queued once, then failed as ``interrupted``.
+A lease of a process of the same host and pid namespace that has ended counts as expired at
+once (a restarted ``farm up`` resumes its backtests without waiting). Sessions that live
+workers hold are never touched, so a new worker disturbs nobody.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
+import uuid
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import false, func, select, text, update
+from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from farm.backtest.job import fail_while_running
+from farm.backtest.lease import Lease
 from farm.backtest.schemas import FailureReason, SessionStatus
 from farm.backtest.service import STANDARD
-from farm.storage.db import Database
+from farm.storage.db import Database, sqlite_write_lock
 from farm.storage.models import BacktestLane, BacktestSession, utcnow
 
 log = logging.getLogger("farm.backtest.scheduler")
@@ -41,8 +53,43 @@ CLAIM_LOCK = 0x6661726D  # the PostgreSQL advisory lock that serializes claims (
 STANDARD_LANE = "standard"
 NEVER = datetime.min.replace(tzinfo=UTC)
 
-Job = Callable[[str, threading.Event], None]
+
+Job = Callable[[Lease, threading.Event], None]
 """Runs one claimed session; it should return early once the event (stopping) is set."""
+
+
+def _this_host() -> str:
+    """The host name and the pid namespace: processes that can see each other's pids."""
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        namespace = 0
+    return f"{socket.gethostname()}:{namespace}"
+
+
+HOST = _this_host()
+
+
+def worker_name() -> str:
+    """A name for this process's leases: host (and pid namespace), pid, a random suffix."""
+    return f"{HOST}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def _gone(owner: str | None) -> bool:
+    """Whether ``owner`` (a :func:`worker_name`) was a process of this host (and pid
+    namespace) that has ended."""
+    if owner is None:
+        return True
+    host, _, rest = owner.rpartition("-")[0].rpartition("-")
+    if host != HOST or not rest.isdigit():
+        return False
+    try:
+        os.kill(int(rest), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # it exists (another user's)
+    return False
 
 
 class _Head(NamedTuple):
@@ -58,26 +105,39 @@ class _Head(NamedTuple):
 class Scheduler:
     """Runs queued backtest sessions with ``job`` on at most ``workers`` threads."""
 
-    def __init__(self, db: Database, job: Job, workers: int, *, max_running_per_user: int) -> None:
+    def __init__(
+        self,
+        db: Database,
+        job: Job,
+        workers: int,
+        *,
+        max_running_per_user: int,
+        lease_s: float = 30.0,
+    ) -> None:
         self._db = db
         self._job = job
         self._workers = workers
         self._max_running = max_running_per_user
+        self._lease = timedelta(seconds=lease_s)
+        self.owner = worker_name()
         self._wake = threading.Condition()
         self._claiming = threading.Lock()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        """Recover sessions a previous process left running, then start the workers.
+        """Start the workers and the reaper, which recovers expired leases now and every
+        quarter of a lease after.
 
         With zero workers (an API-only process) it does neither: queued work waits for a
         process that runs workers.
         """
         if self._workers == 0:
             return
-        self.recover()
         self._stopping.clear()
+        reaper = threading.Thread(target=self._reap, name="backtest-reaper", daemon=True)
+        reaper.start()
+        self._threads.append(reaper)
         for n in range(self._workers):
             thread = threading.Thread(target=self._work, name=f"backtest-worker-{n}", daemon=True)
             thread.start()
@@ -97,15 +157,43 @@ class Scheduler:
         with self._wake:
             self._wake.notify_all()
 
-    def recover(self) -> None:
-        """Re-queue sessions interrupted mid-run once; fail those interrupted twice."""
+    def recover(self) -> int:
+        """Re-queue once the running sessions whose lease expired (their worker died or hung),
+        fail those that expired twice; returns how many. Live leases are never touched.
+
+        A lease of a process of this host that no longer exists (a restarted ``farm up``) counts
+        as expired at once, without waiting for its expiry."""
+        s = BacktestSession
+        expired = or_(s.lease_expires_at.is_(None), s.lease_expires_at < utcnow())
+        local = s.lease_owner.startswith(f"{HOST}-", autoescape=True)
+        candidate = select(s.id).where(s.status == SessionStatus.RUNNING, or_(expired, local))
+        with self._db.transaction() as session:  # a read first: most passes find nothing
+            if session.scalar(candidate.limit(1)) is None:
+                return 0
         with self._db.transaction() as session:
-            stuck = session.scalars(
-                select(BacktestSession).where(BacktestSession.status == SessionStatus.RUNNING)
+            sqlite_write_lock(session, s.id)
+            candidates = session.scalars(
+                select(s)
+                .where(s.status == SessionStatus.RUNNING, or_(expired, local))
+                .with_for_update(skip_locked=True)
             ).all()
+            now = utcnow()
+            stuck = [
+                row
+                for row in candidates
+                if row.lease_expires_at is None
+                or row.lease_expires_at < now
+                or _gone(row.lease_owner)
+            ]
             for row in stuck:
+                owner, row.lease_owner, row.lease_token, row.lease_expires_at = (
+                    row.lease_owner,
+                    None,
+                    None,
+                    None,
+                )
                 if row.attempts < MAX_ATTEMPTS:
-                    log.warning("re-queueing backtest %s interrupted by a restart", row.id)
+                    log.warning("re-queueing backtest %s: the lease of %s expired", row.id, owner)
                     row.status = SessionStatus.QUEUED
                     row.bars_done = 0
                 else:
@@ -116,9 +204,11 @@ class Scheduler:
                         "the server stopped while this backtest ran, twice; start it again"
                     )
                     row.finished_at = utcnow()
+            return len(stuck)
 
-    def claim(self) -> str | None:
-        """Atomically take the next session in fair order (or None): it becomes ``running``."""
+    def claim(self) -> Lease | None:
+        """Atomically take the next session in fair order (or None): it becomes ``running``
+        under a new lease of this scheduler's."""
         with self._claiming, self._db.transaction() as session:
             _lock_claims(session)
             for _ in range(CLAIM_TRIES):  # a session cancelled meanwhile is skipped
@@ -127,6 +217,7 @@ class Scheduler:
                     return None
                 head, lanes = chosen
                 now = utcnow()
+                lease = Lease(head.session_id, self.owner, str(uuid.uuid4()))
                 taken = session.execute(
                     update(BacktestSession)
                     .where(
@@ -137,11 +228,14 @@ class Scheduler:
                         status=SessionStatus.RUNNING,
                         started_at=now,
                         attempts=BacktestSession.attempts + 1,
+                        lease_owner=lease.owner,
+                        lease_token=lease.token,
+                        lease_expires_at=now + self._lease,
                     )
                 )
                 if taken.rowcount == 1:  # type: ignore[attr-defined]
                     _touch(session, lanes, now)
-                    return head.session_id
+                    return lease
         return None
 
     def _next(self, session: Session) -> tuple[_Head, list[str]] | None:
@@ -182,24 +276,32 @@ class Scheduler:
         lane, head = min(candidates, key=lambda c: order(*c))
         return head, [lane, _lane(head)] if lane == STANDARD_LANE else [lane]
 
+    def _reap(self) -> None:
+        interval = self._lease.total_seconds() / 4
+        while not self._stopping.is_set():
+            try:
+                if self.recover():
+                    self.notify()
+            except Exception:
+                log.exception("recovering expired backtest leases failed; trying again")
+            self._stopping.wait(interval)
+
     def _work(self) -> None:
         while not self._stopping.is_set():
             try:
-                session_id = self.claim()
+                lease = self.claim()
             except Exception:
                 log.exception("claiming a backtest failed; trying again")
-                session_id = None
-            if session_id is None:
+                lease = None
+            if lease is None:
                 with self._wake:
                     self._wake.wait(POLL_SECONDS)
                 continue
             try:
-                self._job(session_id, self._stopping)
+                self._job(lease, self._stopping)
             except Exception as exc:
-                log.exception("backtest job %s crashed", session_id)
-                fail_while_running(
-                    self._db, session_id, FailureReason.KILLED, f"internal error: {exc}"
-                )
+                log.exception("backtest job %s crashed", lease.session_id)
+                fail_while_running(self._db, lease, FailureReason.KILLED, f"internal error: {exc}")
 
 
 def _lock_claims(session: Session) -> None:
@@ -209,7 +311,7 @@ def _lock_claims(session: Session) -> None:
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLAIM_LOCK})
     else:
-        session.execute(update(BacktestLane).where(false()).values(lane=BacktestLane.lane))
+        sqlite_write_lock(session, BacktestLane.lane)
 
 
 def _lane(head: _Head) -> str:

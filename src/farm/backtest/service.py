@@ -157,11 +157,18 @@ class BacktestService:
         return request.model_copy(update={"symbols": symbols, "benchmark": benchmark})
 
     def queue_standard_evaluation(self, event: Event) -> None:
-        """Queue the standard evaluation of a newly submitted agent (``agent.submitted``)."""
+        """Queue the standard evaluation of a newly submitted agent (``agent.submitted``).
+
+        Idempotent: an agent that has a standard evaluation already (this event was delivered
+        before) gets no other; the agent's row lock serializes two deliveries at once."""
         request = self.standard_request()
         with self._db.transaction() as session:
-            agent = session.get(Agent, str(event["agentId"]))
-            if agent is None or _queued_standard(session, [agent.id]):
+            agent = session.get(Agent, str(event["agentId"]), with_for_update=True)
+            if agent is None or session.scalar(
+                select(BacktestSession.id)
+                .where(BacktestSession.agent_id == agent.id, BacktestSession.kind == STANDARD)
+                .limit(1)
+            ):
                 return
             _enqueue(session, agent, STANDARD, request)
         self._notify()

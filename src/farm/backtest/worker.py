@@ -3,8 +3,8 @@
 The scheduler's threads stay in the API process and only claim sessions; each hands its claimed
 session to a long-lived worker process (started once, reused for every job, replaced if it dies)
 that runs the job there: the runner, the host ledger, frame decoding, the FMEL recorder and the
-metrics. The job's events (``backtest.completed``) come back with the worker's answer and are
-published on the API process's bus, where their subscribers (the leaderboard's cache) live.
+metrics. The job's events (``backtest.completed``) are written to the outbox in the transaction
+that completes the session; when the worker answers, ``after_job`` (the relay) publishes them.
 
 A graceful stop is forwarded to the worker, whose job puts the session back in the queue. If the
 API process dies, each worker sees its control pipe close and exits at once (its agent dies
@@ -22,13 +22,14 @@ import queue
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
+from farm.backtest.lease import Lease
 from farm.backtest.scheduler import Job
 from farm.config import Settings
-from farm.events import Event, EventBus, Handler
 from farm.processes import launch_module
 
 log = logging.getLogger("farm.backtest.worker")
@@ -37,7 +38,9 @@ WAIT_SECONDS = 0.1
 WORKER_NICENESS = 5
 STOP = "stop"
 
-JobFactory = Callable[[Settings, EventBus], Job]
+READY = "ready"
+
+JobFactory = Callable[[Settings], Job]
 """Builds a worker's job from settings; must be a module-level function (it is pickled)."""
 
 
@@ -56,10 +59,17 @@ class WorkerPool:
     first claim so no backtest waits for an interpreter to start.
     """
 
-    def __init__(self, factory: JobFactory, settings: Settings, bus: EventBus) -> None:
+    def __init__(
+        self,
+        factory: JobFactory,
+        settings: Settings,
+        after_job: Callable[[], None],
+        heartbeat: Callable[[Lease], object],
+    ) -> None:
         self._factory = factory
         self._settings = settings
-        self._bus = bus
+        self._after_job = after_job
+        self._heartbeat = heartbeat
         self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._workers: list[_Worker] = []
@@ -69,22 +79,22 @@ class WorkerPool:
         for _ in range(count):
             self._idle.put(self._launch())
 
-    def __call__(self, session_id: str, stopping: threading.Event) -> None:
+    def __call__(self, lease: Lease, stopping: threading.Event) -> None:
         try:
             worker = self._idle.get_nowait()
         except queue.Empty:
             worker = self._launch()
         try:
-            events = worker.run(session_id, stopping)
+            worker.run(lease, stopping, self._heartbeat, self._settings.backtest_lease_s / 3)
         except WorkerDied:
             self._retire(worker)
             raise
+        finally:
+            self._after_job()
         if stopping.is_set():
             self._retire(worker)  # its job saw the stop; the process is shutting down anyway
         else:
             self._idle.put(worker)
-        for topic, event in events:
-            self._bus.publish(topic, event)
 
     def close(self) -> None:
         """Stop every worker (idle ones exit at once; a busy one is killed after a grace)."""
@@ -112,25 +122,40 @@ class _Worker:
     def __init__(self, factory: JobFactory, settings: Settings) -> None:
         self._process, self._control, self._replies = launch_module("farm.backtest.worker")
         self._control.send((factory, settings))
+        self._ready = False
 
-    def run(self, session_id: str, stopping: threading.Event) -> list[tuple[str, Event]]:
-        """Run one session in the worker; returns the events its job published (a job that
-        crashed raises :class:`JobCrashed`)."""
+    def run(
+        self,
+        lease: Lease,
+        stopping: threading.Event,
+        heartbeat: Callable[[Lease], object],
+        every: float,
+    ) -> None:
+        """Run one session in the worker (a job that crashed raises :class:`JobCrashed`).
+
+        Until the worker has loaded the platform (a cold start can outlast a lease on a busy
+        machine), ``heartbeat`` renews the lease from here every ``every`` seconds; from then
+        on the job's own watcher does."""
         try:
-            self._control.send(session_id)
+            beat = time.monotonic() + every
+            while not self._ready:
+                if self._replies.poll(WAIT_SECONDS):
+                    self._ready = self._replies.recv() == READY
+                elif time.monotonic() >= beat:
+                    heartbeat(lease)
+                    beat = time.monotonic() + every
+            self._control.send(lease)
             stop_sent = False
             while not self._replies.poll(WAIT_SECONDS):
                 if stopping.is_set() and not stop_sent:
                     self._control.send(STOP)
                     stop_sent = True
-            events: list[tuple[str, Event]]
-            events, crash = self._replies.recv()
+            crash: str | None = self._replies.recv()
         except (EOFError, OSError) as exc:
             code = self._process.wait()
             raise WorkerDied(f"the backtest worker process died (exit code {code})") from exc
         if crash is not None:
             raise JobCrashed(crash)
-        return events
 
     def close(self, grace: float = 5.0) -> None:
         """Close the control pipe (the worker exits), then wait, killing it after ``grace``."""
@@ -143,19 +168,6 @@ class _Worker:
         self._replies.close()
 
 
-class _Outbox:
-    """The worker's event bus: it keeps what the job publishes, for the API process."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, Event]] = []
-
-    def publish(self, topic: str, event: Event) -> None:
-        self.events.append((topic, dict(event)))
-
-    def subscribe(self, topic: str, handler: Handler) -> None:
-        raise NotImplementedError("a worker's job publishes events; it does not consume them")
-
-
 def serve(control: Connection, replies: Connection) -> None:
     """The worker's loop: build the job, then run every session the API process sends.
 
@@ -164,9 +176,9 @@ def serve(control: Connection, replies: Connection) -> None:
     """
     factory: JobFactory
     factory, settings = control.recv()
-    outbox = _Outbox()
-    job = factory(settings, outbox)
-    sessions: queue.SimpleQueue[str] = queue.SimpleQueue()
+    job = factory(settings)
+    replies.send(READY)
+    leases: queue.SimpleQueue[Lease] = queue.SimpleQueue()
     stopping = threading.Event()
 
     def read() -> None:
@@ -176,21 +188,20 @@ def serve(control: Connection, replies: Connection) -> None:
                 if message == STOP:
                     stopping.set()
                 else:
-                    sessions.put(message)
+                    leases.put(message)
         except (EOFError, OSError):
             os._exit(0)
 
     threading.Thread(target=read, name="worker-control", daemon=True).start()
     while True:
-        session_id = sessions.get()
+        lease = leases.get()
         crash = None
         try:
-            job(session_id, stopping)
+            job(lease, stopping)
         except Exception as exc:
-            log.exception("backtest job %s crashed in the worker", session_id)
+            log.exception("backtest job %s crashed in the worker", lease.session_id)
             crash = str(exc)
-        events, outbox.events = outbox.events, []
-        replies.send((events, crash))
+        replies.send(crash)
 
 
 def main(argv: list[str]) -> None:

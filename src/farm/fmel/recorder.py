@@ -103,6 +103,7 @@ class FmelRecorder:
         clock: Callable[[], float] = time.monotonic,
         flusher: FmelFlusher | None = None,
         staging: Path | None = None,
+        fence: Callable[[], bool] | None = None,
     ) -> None:
         if batch_size < 1 or flush_seconds <= 0:
             raise ValueError("batch_size must be >= 1 and flush_seconds > 0")
@@ -124,6 +125,7 @@ class FmelRecorder:
         self.batch_bytes = batch_bytes
         self.max_bytes = max_bytes
         self._clock = clock
+        self._fence = fence
         self._token = uuid.uuid4().hex[:12]
         self._pending: dict[str, list[Record]] = {kind: [] for kind in KINDS}
         self._count = 0
@@ -347,7 +349,8 @@ class FmelRecorder:
     def flush(self) -> None:
         """Commit every pending record now (one new part file per record kind).
 
-        If a write fails, the records not written stay pending for the next flush.
+        If a write fails, the records not written stay pending for the next flush. When the
+        ``fence`` says this writer no longer owns the session, they are discarded instead.
         """
         with self._write_lock:
             with self._lock:
@@ -356,6 +359,9 @@ class FmelRecorder:
                 self._count = 0
                 self._oldest = None
                 pending_bytes, self._pending_bytes = self._pending_bytes, 0
+            if batches and self._fence is not None and not self._fence():
+                log.warning("FMEL session %s is no longer this writer's", self.session_id)
+                return
             while batches:
                 kind, records = next(iter(batches.items()))
                 try:

@@ -19,7 +19,8 @@ A resumed session's account and open orders are restored from the rows its steps
 anything it decides being sent (:meth:`~farm.papertrading.live.LiveSession.restore`).
 
 Run as ``python -m farm.papertrading.runtime CONTROL_FD EVENTS_FD``; the first message on the
-control pipe is the settings; events for the API process's bus go back on the other.
+control pipe is the settings; the other carries the runtime's ``paper.ready`` back. Its events
+(``leaderboard.forward_recorded``) go through the outbox, in each step's transaction.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ from farm.leaderboard.service import record_forward_result, record_paper_result
 from farm.marketdata.alpaca import history_steps
 from farm.marketdata.feed import FeedRunner, FeedState
 from farm.marketdata.store import BarStore, open_bar_store
+from farm.outbox import emit
 from farm.papertrading.live import LiveSession, same_order
 from farm.papertrading.persistence import StepRows, apply_events, order_row, preload
 from farm.papertrading.repository import OPEN_STATUSES
@@ -149,9 +151,7 @@ class PaperRuntime:
         bars: BarStore,
         artifacts: ArtifactStore,
         settings: Settings,
-        publish: Callable[[str, Event], None],
     ) -> None:
-        self._publish = publish  # events for the API process's bus
         self._db = db
         self._bars = bars
         self._read_steps = functools.lru_cache(maxsize=STEP_CACHE)(self._read)
@@ -640,8 +640,8 @@ class PaperRuntime:
                 live = self.sessions[sid]
                 if live.agent_id in ranked:
                     self._rank(session, live)
-        for agent_id in ranked:
-            self._publish(FORWARD_RECORDED, {"agentId": agent_id})
+            for agent_id in ranked:
+                emit(session, FORWARD_RECORDED, {"agentId": agent_id})
         for sid, (_, record) in results.items():
             capture = self._captures.get(sid)
             if record is not None and capture is not None:
@@ -666,8 +666,7 @@ class PaperRuntime:
             for live in due:
                 self._rank(session, live)
                 live.ranked_at = now
-        for live in due:
-            self._publish(FORWARD_RECORDED, {"agentId": live.agent_id})
+                emit(session, FORWARD_RECORDED, {"agentId": live.agent_id})
 
     def _rank(self, session: Session, live: LiveSession) -> None:
         """The session's progress on the leaderboard: its forward bars (the headline board
@@ -740,8 +739,8 @@ class PaperRuntime:
 class RuntimeProcess:
     """The API process's handle on the paper runtime process (started once, under ``farm up``).
 
-    The runtime's events (``leaderboard.forward_recorded``) come back on a pipe and are
-    published on the API process's bus, where their subscribers (the leaderboard's cache) live.
+    Events that come back on its pipe are published on the API process's bus (its own events
+    go through the outbox, relayed by the API process's poller).
     """
 
     def __init__(self, settings: Settings, bus: EventBus) -> None:
@@ -813,7 +812,6 @@ def main(argv: list[str]) -> None:
         open_bar_store(settings),
         open_artifact_store(settings),
         settings,
-        publish,
     )
 
     def watch() -> None:

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Engine, create_engine, event, false, text, update
+from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+#: Set in ``session.info`` by a unit of work that wrote outbox events (see farm.outbox).
+WROTE_EVENTS = "farm.wrote_events"
 
 
 class Database:
@@ -22,6 +24,7 @@ class Database:
         self.url = url
         self.engine: Engine = _create_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._on_events: list[Callable[[], None]] = []
 
     @property
     def backend(self) -> str:
@@ -30,9 +33,19 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        """One transaction: committed when the block ends, rolled back if it raises."""
+        """One transaction: committed when the block ends, rolled back if it raises.
+
+        After a commit that wrote outbox events, the :meth:`on_events` hooks run (the relay).
+        """
         with self._sessions.begin() as session:
             yield session
+        if session.info.get(WROTE_EVENTS):
+            for hook in self._on_events:
+                hook()
+
+    def on_events(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` after every commit that wrote outbox events."""
+        self._on_events.append(hook)
 
     def migrate(self) -> None:
         """Apply every Alembic migration that is not applied yet."""
@@ -54,6 +67,15 @@ class Database:
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+
+
+def sqlite_write_lock(session: Session, column: InstrumentedAttribute[Any]) -> None:
+    """On SQLite, take the database's write lock now, for the rest of the transaction: a write
+    statement takes it even if it changes nothing (``column``'s table is left as it is), and
+    reads that follow see every committed write, so a claim read-then-update cannot race.
+    Nothing on PostgreSQL (row locks do that job there)."""
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(update(column.class_).where(false()).values({column.key: column}))
 
 
 def _create_engine(url: str) -> Engine:

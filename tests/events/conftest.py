@@ -1,0 +1,48 @@
+"""Event fixtures: a migrated database on each backend, and a real Redis under a fresh prefix."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from farm.config import Settings
+from farm.storage.db import Database
+from support import REDIS_URL, require_backend
+
+
+def _redis_problem() -> str | None:
+    try:
+        with redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2) as client:
+            client.ping()
+    except redis.RedisError as exc:
+        return str(exc)
+    return None
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The test Redis (skips, or fails under CI=true, when it is not there)."""
+    require_backend(f"Redis at {REDIS_URL}", _redis_problem())
+    return REDIS_URL
+
+
+@pytest.fixture
+def prefix(redis_url: str) -> Iterator[str]:
+    """A stream prefix of this test's own; its keys are deleted afterwards."""
+    name = f"test:{uuid.uuid4().hex[:12]}:"
+    yield name
+    with redis.Redis.from_url(redis_url) as client:
+        for key in client.scan_iter(match=f"{name}*"):
+            client.delete(key)
+
+
+@pytest.fixture
+def db(db_settings: Settings) -> Iterator[Database]:
+    """A migrated database, on SQLite then on PostgreSQL."""
+    database = Database(db_settings.resolved_database_url)
+    database.migrate()
+    yield database
+    database.dispose()

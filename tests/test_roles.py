@@ -1,0 +1,44 @@
+"""What each process role starts: `farm serve` (api) neither migrates, imports bars nor runs
+workers; `farm up` (all) does all three."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect
+
+from farm.config import Settings
+from farm.context import Context
+
+
+def _threads() -> set[str]:
+    return {t.name for t in threading.enumerate()}
+
+
+def test_an_api_process_serves_only(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path / "farm", backtest_workers=0, feed="off")
+    context = Context.build(settings, role="api")
+    context.start()
+    try:
+        assert inspect(context.db.engine).get_table_names() == [], "no migration"
+        assert context.bars.is_empty(), "no data import"
+        assert not any(name.startswith("backtest-") for name in _threads()), "no workers"
+        assert "outbox-relay" in _threads(), "but it relays events"
+    finally:
+        context.close()
+
+
+@pytest.mark.sandbox
+def test_the_embedded_process_prepares_everything(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path / "farm", backtest_workers=1, feed="off", sandbox="bwrap")
+    context = Context.build(settings)
+    context.start()
+    try:
+        assert "outbox" in inspect(context.db.engine).get_table_names()
+        assert not context.bars.is_empty(), "the synthetic demo universe"
+        assert context.backtests.refusal is None
+        assert {"backtest-reaper", "backtest-worker-0"} <= _threads()
+    finally:
+        context.close()
