@@ -1,7 +1,7 @@
 """the transactional outbox, and leases on running backtests
 
-Revision ID: 0011_outbox
-Revises: 0010_paper_books
+Revision ID: 0012_outbox
+Revises: 0011_alpaca_accounts
 Create Date: 2026-12-05 13:30:00.000000
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 import farm.storage.models
 
-revision = "0011_outbox"
-down_revision = "0010_paper_books"
+revision = "0012_outbox"
+down_revision = "0011_alpaca_accounts"
 branch_labels = None
 depends_on = None
 
