@@ -10,23 +10,13 @@ import redis
 
 from farm.config import Settings
 from farm.storage.db import Database
-from support import REDIS_URL, require_backend
-
-
-def _redis_problem() -> str | None:
-    try:
-        with redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2) as client:
-            client.ping()
-    except redis.RedisError as exc:
-        return str(exc)
-    return None
+from support import require_redis
 
 
 @pytest.fixture
 def redis_url() -> str:
     """The test Redis (skips, or fails under CI=true, when it is not there)."""
-    require_backend(f"Redis at {REDIS_URL}", _redis_problem())
-    return REDIS_URL
+    return require_redis()
 
 
 @pytest.fixture
