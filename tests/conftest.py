@@ -16,6 +16,7 @@ from farm.context import Context
 from farm.marketdata.importer import import_path
 from farm.marketdata.store import BarStore
 from farm.sandbox.launcher import SandboxUnavailable, check_sandbox
+from farm.storage.db import Database
 from support import POSTGRES_URL, fresh_schema, require_backend, user_token
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,6 +98,15 @@ def db_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
     """Settings on SQLite, then on the real PostgreSQL (the same tests run on both)."""
     url = None if request.param == "sqlite" else request.getfixturevalue("postgres_url")
     return Settings(home=tmp_path / "farm", database_url=url, backtest_workers=0)
+
+
+@pytest.fixture
+def db(db_settings: Settings) -> Iterator[Database]:
+    """A migrated database, on SQLite then on PostgreSQL."""
+    database = Database(db_settings.resolved_database_url)
+    database.migrate()
+    yield database
+    database.dispose()
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Event fixtures: a migrated database on each backend, and a real Redis under a fresh prefix."""
+"""Event fixtures: a real Redis under a fresh prefix (the migrated `db` is in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from farm.config import Settings
-from farm.storage.db import Database
 from support import require_redis
 
 
@@ -27,12 +25,3 @@ def prefix(redis_url: str) -> Iterator[str]:
     with redis.Redis.from_url(redis_url) as client:
         for key in client.scan_iter(match=f"{name}*"):
             client.delete(key)
-
-
-@pytest.fixture
-def db(db_settings: Settings) -> Iterator[Database]:
-    """A migrated database, on SQLite then on PostgreSQL."""
-    database = Database(db_settings.resolved_database_url)
-    database.migrate()
-    yield database
-    database.dispose()
