@@ -4,6 +4,8 @@ PYTHON ?= $(shell for p in /usr/bin/python3.11 python3.11 python3; do command -v
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# make test runs test modules on this many pytest-xdist workers (they mostly wait on sandboxes and servers).
+TEST_WORKERS ?= 2
 
 .PHONY: run test lint format openapi bench bench-web sandbox-deps browser-deps torch-cpu image manifests clean
 
@@ -34,7 +36,7 @@ run: $(STAMP) sandbox-deps
 	$(BIN)/farm up
 
 test: $(STAMP) sandbox-deps browser-deps
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench examples deploy

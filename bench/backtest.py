@@ -203,7 +203,10 @@ def main() -> None:
         store = BarStore(Path(tmp) / "bars")
         source = DATA / "daily_bulk.parquet" if max(sizes) > 250 else DATA / "daily"
         print(f"importing {source.name} ...", flush=True)
-        import_path(store, source)
+        started = time.perf_counter()
+        report = import_path(store, source)
+        seconds = time.perf_counter() - started
+        print(f"imported {report.bars_imported:,} bars in {seconds:.1f} s", flush=True)
         print(
             f"{'symbols':>8} {'bars':>9} {'bare bars/s':>12} {'platform':>10} {'ratio':>6} "
             f"{'+FMEL':>10} {'ratio':>6}  final value bare / platform"

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from starlette.types import ASGIApp
@@ -23,7 +24,22 @@ from farm.context import Context
 from farm.users.service import create_user
 
 POSTGRES_URL = os.environ.get("FARM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("FARM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def _own_database(url: str) -> str:
+    """Under pytest-xdist each worker gets a Redis database of its own (tests flush theirs):
+    worker ``gwN`` takes the configured database minus N (plus N when that would be negative)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return url
+    parts = urlsplit(url)
+    base = int(parts.path.strip("/") or 0)
+    offset = int(worker[2:])
+    db = base - offset if base >= offset else base + offset
+    return urlunsplit(parts._replace(path=f"/{db}"))
+
+
+REDIS_URL = _own_database(os.environ.get("FARM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15"))
 
 
 def require_backend(name: str, problem: str | None) -> None:

