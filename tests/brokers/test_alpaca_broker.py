@@ -248,3 +248,16 @@ def test_the_budget_holds_requests_past_its_rate() -> None:
     started = time.monotonic()
     assert not budget.acquire(stop)  # it waited for room until stopped
     assert time.monotonic() - started >= 0.25
+
+
+def test_close_stops_the_trade_stream_at_once(fake: tuple[FakeAlpaca, str]) -> None:
+    """A runtime stopping N Alpaca sessions closes them one after the other: each close must
+    not wait out alpaca-py's 5 s receive timeout."""
+    server, url = fake
+    broker = _broker(server, url)
+    started = time.monotonic()
+    broker.close()
+    assert time.monotonic() - started < 2.0
+    assert broker.link._stream_thread is not None
+    assert not broker.link._stream_thread.is_alive()
+    _until(lambda: server.trade_connected == 0)

@@ -293,12 +293,18 @@ class AlpacaLink:
                     break
         raise SendFailed(_describe(last) if last else "stopped")
 
+    async def _stop_stream(self) -> None:
+        """Stop the stream and close its socket: alpaca-py alone only notices the stop after
+        its 5 s receive timeout, which a runtime closing many sessions in turn adds up."""
+        await self._stream.stop_ws()
+        await self._stream.close()
+
     def close(self) -> None:
         self.stop.set()
         self.work.put(("reconcile", None))  # wakes the worker
         loop = self._stream._loop
         if loop is not None and loop.is_running():
-            asyncio.run_coroutine_threadsafe(self._stream.stop_ws(), loop).result(10)
+            asyncio.run_coroutine_threadsafe(self._stop_stream(), loop).result(10)
         if self._stream_thread is not None:
             self._stream_thread.join(10)
 
