@@ -327,7 +327,7 @@ def brokers(n: int, steps: int, interval: float, root: Path, alpaca: bool) -> No
             service.start(user, start)
         published: list[float] = []
         sent: list[float] = []
-        runtime = PaperRuntime(db, bars, artifacts, settings, lambda topic, event: None)
+        runtime = PaperRuntime(db, bars, artifacts, settings)
         runtime._bus.subscribe(MARKET_BARS, lambda event: published.append(time.monotonic()))
         if not alpaca:
             # called once a decision's orders went to the broker (submit), at that moment
@@ -392,7 +392,7 @@ def _platform_home(settings: Settings, root: Path) -> tuple[Database, BarStore, 
         for symbol in STANDARD:
             shutil.copy(DATA / "daily" / f"{symbol}.csv", csvs)
     assert import_path(bars, csvs).ok
-    return db, bars, open_artifact_store(settings.artifacts_url, settings.artifacts_dir)
+    return db, bars, open_artifact_store(settings)
 
 
 def baseline(n: int, steps: int, interval: float, replay_start: date) -> None:

@@ -7,7 +7,10 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from alpaca_server import FakeAlpaca, alpaca_server
@@ -22,6 +25,9 @@ from farm.brokers.alpaca import (
 from farm.core.account import Account
 from farm.core.bars import Bar, Step
 from farm.core.orders import OrderEvent, OrderRequest, OrderStatus, OrderType
+from farm.fmel.capture import StepCapture
+from farm.fmel.recorder import FmelRecorder
+from farm.fmel.records import RECONCILED
 
 SINCE = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -248,3 +254,50 @@ def test_the_budget_holds_requests_past_its_rate() -> None:
     started = time.monotonic()
     assert not budget.acquire(stop)  # it waited for room until stopped
     assert time.monotonic() - started >= 0.25
+
+
+def test_close_stops_the_trade_stream_at_once(fake: tuple[FakeAlpaca, str]) -> None:
+    """A runtime stopping N Alpaca sessions closes them one after the other: each close must
+    not wait out alpaca-py's 5 s receive timeout."""
+    server, url = fake
+    broker = _broker(server, url)
+    started = time.monotonic()
+    broker.close()
+    assert time.monotonic() - started < 2.0
+    assert broker.link._stream_thread is not None
+    assert not broker.link._stream_thread.is_alive()
+    _until(lambda: server.trade_connected == 0)
+
+
+def test_reconciliation_corrections_reach_fmel(
+    fake: tuple[FakeAlpaca, str], tmp_path: Path
+) -> None:
+    """A position and cash changed at Alpaca behind the session's back: the reconciliation
+    corrects the account, and each correction is an FMEL execution record ``reconciled``."""
+    server, url = fake
+    broker = _broker(server, url)
+    try:
+        s = Session(broker)
+        s.step()
+        assert broker.corrections() == []
+        with server.lock:
+            server.positions["AAPL"] = (Decimal(5), Decimal(90))
+            server.cash -= Decimal(450)
+        broker.reconcile()
+        s.until(lambda: len(broker.differences) >= 2)
+        corrections = broker.corrections()
+        assert broker.corrections() == []  # taken once
+    finally:
+        broker.close()
+    assert {c.symbol for c in corrections} == {"", "AAPL"}
+    assert any("AAPL: held 0, the broker has 5" in c.text for c in corrections)
+    with FmelRecorder(tmp_path, "agent-1", "session-1", "user-1", "PAPER") as recorder:
+        StepCapture(recorder).on_corrections(7, corrections)
+    files = sorted(tmp_path.rglob("executions-*.parquet"))
+    assert files, "no executions part written"
+    rows = pa.concat_tables(pq.read_table(f) for f in files).to_pylist()
+    assert sorted((r["status"], r["symbol"], r["seq"]) for r in rows) == [
+        (RECONCILED, "", 7),
+        (RECONCILED, "AAPL", 7),
+    ]
+    assert any("the broker has 99,550.00" in r["reason"] for r in rows)

@@ -119,3 +119,54 @@ def test_scaled_out_needs_the_secret_key(tmp_path: Path) -> None:
     box = SecretBox.from_settings(Settings(home=tmp_path, secret_key="operator-key"))
     assert box.open(box.seal("abc")) == "abc"
     assert not (tmp_path / KEY_FILE).exists()
+
+
+def test_the_cli_creates_an_alpaca_account_with_the_secret_off_argv(
+    client: TestClient,
+    context: Context,
+    fake: tuple[FakeAlpaca, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``farm accounts create --broker alpaca``: the secret from ALPACA_SECRET_KEY or a hidden
+    prompt (never echoed), verified by the local Alpaca server."""
+    from typer.testing import CliRunner
+
+    from farm.cli import app
+    from farm.users.service import create_user
+    from support import route_cli
+
+    server, _ = fake
+    route_cli(client, monkeypatch)
+    runner = CliRunner()
+    with context.db.transaction() as session:
+        _, token = create_user(session, "carol")
+    base = ["accounts", "create", "--broker", "alpaca", "--key-id", server.key_id]
+    by_env = runner.invoke(
+        app,
+        [*base, "--name", "from env", "--json", "--token", token],
+        env={"ALPACA_SECRET_KEY": server.secret_key},
+    )
+    assert by_env.exit_code == 0, by_env.output
+    assert '"broker": "alpaca"' in by_env.output
+    assert server.secret_key not in by_env.output
+    server.other_keys["PKOTHER"] = "other-secret"
+    other = ["accounts", "create", "--broker", "alpaca", "--key-id", "PKOTHER", "--quiet"]
+    prompted = runner.invoke(
+        app,
+        [*other, "--token", token],
+        input="other-secret\n",
+        env={"ALPACA_SECRET_KEY": ""},
+    )
+    assert prompted.exit_code == 0, prompted.output
+    assert "other-secret" not in prompted.output  # the prompt hides what is typed
+    with context.db.transaction() as session:
+        rows = session.query(PaperAccount).filter_by(broker="alpaca").all()
+        assert sorted(r.broker_key_id or "" for r in rows) == ["PKOTHER", server.key_id]
+    refused = runner.invoke(
+        app, [*base, "--token", token], env={"ALPACA_SECRET_KEY": "wrong-secret"}
+    )
+    assert refused.exit_code != 0
+    assert "Alpaca refused the key" in refused.output
+    no_key = runner.invoke(app, ["accounts", "create", "--broker", "alpaca", "--token", token])
+    assert no_key.exit_code != 0
+    assert "--key-id" in no_key.output

@@ -59,6 +59,7 @@ from alpaca.trading.requests import (
 from alpaca.trading.requests import OrderRequest as AlpacaOrderRequest
 from alpaca.trading.stream import TradingStream
 
+from farm.brokers.base import Correction
 from farm.core.account import Account
 from farm.core.bars import Step
 from farm.core.orders import OrderEvent, OrderRequest, OrderStatus, OrderType, Position
@@ -293,12 +294,18 @@ class AlpacaLink:
                     break
         raise SendFailed(_describe(last) if last else "stopped")
 
+    async def _stop_stream(self) -> None:
+        """Stop the stream and close its socket: alpaca-py alone only notices the stop after
+        its 5 s receive timeout, which a runtime closing many sessions in turn adds up."""
+        await self._stream.stop_ws()
+        await self._stream.close()
+
     def close(self) -> None:
         self.stop.set()
         self.work.put(("reconcile", None))  # wakes the worker
         loop = self._stream._loop
         if loop is not None and loop.is_running():
-            asyncio.run_coroutine_threadsafe(self._stream.stop_ws(), loop).result(10)
+            asyncio.run_coroutine_threadsafe(self._stop_stream(), loop).result(10)
         if self._stream_thread is not None:
             self._stream_thread.join(10)
 
@@ -368,6 +375,7 @@ class AlpacaBroker:
         self._events: list[OrderEvent] = []
         self._lock = threading.Lock()
         self.differences: list[str] = []
+        self._corrections: list[Correction] = []  # not yet taken for FMEL
         self.reconciled_at: datetime | None = None
         self.reconciliations = 0
         self._ts: datetime | None = None
@@ -439,6 +447,11 @@ class AlpacaBroker:
     def reconcile(self, reason: str = "asked") -> None:
         """Queue a reconciliation (orders, positions, cash over REST)."""
         self.link.work.put(("reconcile", reason))
+
+    def corrections(self) -> list[Correction]:
+        """The reconciliation corrections booked since the last call (for FMEL)."""
+        taken, self._corrections = self._corrections, []
+        return taken
 
     def close(self) -> None:
         """Stop the key's threads (the orders at Alpaca stay as they are)."""
@@ -555,8 +568,9 @@ class AlpacaBroker:
 
     def _align(self, truth: _Truth, step: Step) -> None:
         found = self.account.align(step.ts, truth.cash, truth.positions, CASH_TOLERANCE)
-        self.differences += [f"{step.ts.isoformat()}: {d}" for d in found]
-        for difference in found:
+        self.differences += [f"{step.ts.isoformat()}: {d}" for _, d in found]
+        self._corrections += [Correction(symbol, d, step.ts) for symbol, d in found]
+        for _, difference in found:
             log.warning("alpaca reconciliation: %s", difference)
 
     # -- the threads --------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -35,6 +36,16 @@ class Broker(Protocol):
         """Apply what happened up to ``step``'s bars; the order events since the last call."""
 
 
+@dataclass(frozen=True, slots=True)
+class Correction:
+    """A difference a reconciliation found and corrected: ``symbol`` (empty for cash), the
+    sentence saying what the account held and what the broker has, and the step's time."""
+
+    symbol: str
+    text: str
+    ts: datetime
+
+
 class SessionBroker(Broker, Protocol):
     """What a paper session needs beyond :class:`Broker` (the simulated broker and Alpaca's)."""
 
@@ -43,6 +54,9 @@ class SessionBroker(Broker, Protocol):
 
     def status(self) -> dict[str, Any] | None:
         """What the session status shows of the broker (None: nothing to show)."""
+
+    def corrections(self) -> list[Correction]:
+        """Reconciliation corrections booked since the last call (recorded in FMEL)."""
 
     def close(self) -> None:
         """The session is gone: release what the broker holds (threads, connections)."""

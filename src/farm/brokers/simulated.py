@@ -39,6 +39,7 @@ import math
 from collections.abc import Iterable
 from datetime import datetime
 
+from farm.brokers.base import Correction
 from farm.core.account import Account, avg_price, split
 from farm.core.bars import Bar, Step
 from farm.core.orders import Fill, OrderEvent, OrderRequest, OrderStatus, OrderType
@@ -379,6 +380,10 @@ class SimulatedBroker:
     def status(self) -> None:
         """Nothing to show beyond the account (a real broker reports its reconciliation)."""
         return None
+
+    def corrections(self) -> list[Correction]:
+        """None: the simulated broker is the account's truth."""
+        return []
 
     def close(self) -> None:
         """Nothing to release."""

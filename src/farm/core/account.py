@@ -328,13 +328,14 @@ class Account:
 
     def align(
         self, ts: datetime, cash: float, positions: Mapping[str, Position], tolerance: float
-    ) -> list[str]:
+    ) -> list[tuple[str, str]]:
         """Bring cash and positions to a real broker's (reconciliation at ``ts``); returns the
-        differences beyond ``tolerance`` (cash) or any share, as sentences. A position the
-        broker changed restarts its open trade at the broker's average price."""
+        differences beyond ``tolerance`` (cash) or any share, as (symbol, sentence) pairs, the
+        symbol empty for cash. A position the broker changed restarts its open trade at the
+        broker's average price."""
         found = []
         if abs(self.cash - cash) > tolerance:
-            found.append(f"cash was {self.cash:,.2f}, the broker has {cash:,.2f}")
+            found.append(("", f"cash was {self.cash:,.2f}, the broker has {cash:,.2f}"))
         self.cash = float(cash)
         for sym in sorted(set(self._positions) | set(positions)):
             mine, theirs = self._positions.get(sym), positions.get(sym)
@@ -343,8 +344,11 @@ class Account:
             ):
                 continue
             found.append(
-                f"{sym}: held {mine.size if mine else 0:g}, "
-                f"the broker has {theirs.size if theirs else 0:g}"
+                (
+                    sym,
+                    f"{sym}: held {mine.size if mine else 0:g}, "
+                    f"the broker has {theirs.size if theirs else 0:g}",
+                )
             )
             self._open.pop(sym, None)
             if theirs is None:

@@ -11,6 +11,7 @@ from farm.fmel.records import Bar, DataAccess, Holding, Indicator, Order
 from farm.sandbox.protocol import MAX_REASONING
 
 if TYPE_CHECKING:
+    from farm.brokers.base import Correction
     from farm.sandbox.host import DecisionRecord as HostRecord
 
 #: The status of an order decided on a warm-up bar: never sent.
@@ -90,6 +91,12 @@ class StepCapture:
             accesses_dropped=record.accesses_dropped,
             hook_errors=list(record.hook_errors),
         )
+
+    def on_corrections(self, seq: int, corrections: Iterable[Correction]) -> None:
+        """Record the corrections a real broker's reconciliation made, against step ``seq``
+        (the step they were booked at)."""
+        for c in corrections:
+            self.recorder.record_correction(seq=seq, symbol=c.symbol, text=c.text, ts=c.ts)
 
     def on_trades(self, trades: Iterable[ClosedTrade]) -> None:
         """Record the ledger's closed trades (each links to its opening and closing decision)."""

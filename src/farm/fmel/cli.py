@@ -148,7 +148,8 @@ def explanation(d: dict[str, Any]) -> list[str]:
             )
         else:
             reason = f": {e['reason']}" if e["reason"] else ""
-            lines.append(f"  {e['side']} {e['symbol']} ended {e['status']}{reason} at {e['time']}")
+            what = "".join(f"{p} " for p in (e["side"], e["symbol"]) if p)  # reconciled: no side
+            lines.append(f"  {what}ended {e['status']}{reason} at {e['time']}")
     lines.append("Trades:" if d["trades"] else "Trades: none opened or closed here")
     for t in d["trades"]:
         lines.append(

@@ -47,6 +47,7 @@ from farm.fmel.records import (
     MAX_HOOK_ERRORS,
     MAX_INDICATOR_LINES,
     MAX_REASONING_CHARS,
+    RECONCILED,
     Action,
     Bar,
     DataAccess,
@@ -273,6 +274,26 @@ class FmelRecorder:
             commission=0.0,
             reason=event.reason,
             ts=event.ts,
+            wall_ts=wall_ts,
+        )
+
+    def record_correction(
+        self, *, seq: int, symbol: str, text: str, ts: datetime, wall_ts: datetime | None = None
+    ) -> ExecutionRecord:
+        """Record a difference a reconciliation with a real broker found and corrected (status
+        ``reconciled``, no order, the sentence as ``reason``), against the decision of step
+        ``seq``."""
+        return self._execution(
+            seq=seq,
+            order_id="",
+            symbol=symbol,
+            side="",
+            status=RECONCILED,
+            size=0.0,
+            price=None,
+            commission=0.0,
+            reason=text,
+            ts=ts,
             wall_ts=wall_ts,
         )
 

@@ -132,11 +132,18 @@ class DecisionRecord(msgspec.Struct, frozen=True, kw_only=True):
     schema_version: int = SCHEMA_VERSION
 
 
+RECONCILED = "reconciled"
+"""The ``status`` of an :class:`ExecutionRecord` that is a reconciliation correction."""
+
+
 class ExecutionRecord(msgspec.Struct, frozen=True, kw_only=True):
     """A fill from the host ledger, or the end of an order without one, linked to its decision.
 
     ``status`` is ``filled`` for a fill, else how the order ended (``cancelled``, ``expired``,
-    ``margin``, ``rejected``) with ``size`` 0, no ``price`` and the ledger's ``reason``.
+    ``margin``, ``rejected``) with ``size`` 0, no ``price`` and the ledger's ``reason``; or
+    ``reconciled`` for a correction a real broker's reconciliation made to the account (no
+    ``order_id`` or ``side``; ``symbol`` empty for cash; ``reason`` says what was held and
+    what the broker has).
     """
 
     execution_id: str

@@ -37,17 +37,43 @@ def create(
         str | None,
         typer.Option(help="Initial cash, to the cent: 25000 or 2500.50 (default 100000)"),
     ] = None,
+    broker: Annotated[
+        str, typer.Option(help="simulated, or alpaca (bound to your Alpaca paper key pair)")
+    ] = "simulated",
+    key_id: Annotated[
+        str | None, typer.Option(help="Alpaca paper key id (with --broker alpaca)")
+    ] = None,
+    secret_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="ALPACA_SECRET_KEY",
+            show_envvar=True,
+            help="Alpaca paper secret key; better from the environment or the hidden prompt "
+            "than on the command line",
+        ),
+    ] = None,
     url: UrlOpt = DEFAULT_URL,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Open a simulated paper account (--quiet: print only its id)."""
+    """Open a paper account: simulated, or bound to an Alpaca paper key pair (--quiet: print
+    only its id). The Alpaca secret is asked for, hidden, when neither --secret-key nor
+    ALPACA_SECRET_KEY gives it."""
     body: dict[str, Any] = {}
     if name is not None:
         body["name"] = name
     if cash is not None:
         body["initialCash"] = cash  # sent as written: the API parses it exactly
+    if broker != "simulated":
+        body["broker"] = broker
+    if broker == "alpaca":
+        if key_id is None:
+            raise typer.BadParameter("--key-id is required with --broker alpaca")
+        if secret_key is None:
+            secret_key = typer.prompt("Alpaca secret key", hide_input=True)
+        body["keyId"] = key_id
+        body["secretKey"] = secret_key
     show = print_id("accountId") if quiet else _print_created
     respond(
         url, token, "POST", "/api/accounts", as_json=as_json and not quiet, show=show, json=body

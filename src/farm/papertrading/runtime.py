@@ -646,6 +646,7 @@ class PaperRuntime:
             capture = self._captures.get(sid)
             if record is not None and capture is not None:
                 capture.on_step(record)
+                capture.on_corrections(record.seq, self.sessions[sid].ids.broker.corrections())
         for live in ended:
             self._close(live)
             self._finish(live.id, "stopped")

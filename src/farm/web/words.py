@@ -67,7 +67,8 @@ def _outcome(decision: DecisionDetail) -> str:
                 f"(commission {_money(e.commission)})"
             )
         else:
-            parts.append(f"{e.side} {e.symbol} {e.status}: {e.reason}")
+            what = " ".join(p for p in (e.side, e.symbol, e.status) if p)  # reconciled: no side
+            parts.append(f"{what}: {e.reason}")
     for t in decision.trades:
         verb = "opened" if t.role == "opened" else "closed"
         parts.append(
