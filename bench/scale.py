@@ -35,7 +35,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import psycopg
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
@@ -52,16 +51,10 @@ from farm.users.service import create_user
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("FARM_TEST_DATA", REPO.parent / "shared" / "data"))
+sys.path.insert(0, str(REPO / "tests"))
+from support import free_port, fresh_schema  # noqa: E402
+
 BACKTEST = {"symbols": ["AAPL"], "startDate": "2023-01-01", "endDate": "2023-12-31"}
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextmanager
@@ -70,14 +63,8 @@ def database(url: str | None) -> Iterator[str | None]:
     if url is None:
         yield None
         return
-    schema = f"farm_bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield f"{url}?options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    with fresh_schema(url, "farm_bench") as schema_url:
+        yield schema_url
 
 
 def queue_backtests(settings: Settings, count: int) -> list[str]:

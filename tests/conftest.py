@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,8 +16,8 @@ from farm.context import Context
 from farm.marketdata.importer import import_path
 from farm.marketdata.store import BarStore
 from farm.sandbox.launcher import SandboxUnavailable, check_sandbox
-from farm.users.service import create_user
-from support import POSTGRES_URL, require_backend
+from farm.storage.db import Database
+from support import POSTGRES_URL, fresh_schema, require_backend, user_token
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -88,17 +87,10 @@ def _postgres_problem() -> str | None:
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A fresh schema in the real PostgreSQL, dropped afterwards; the URL selects it."""
-    import psycopg
 
     require_backend(f"PostgreSQL at {POSTGRES_URL}", _postgres_problem())
-    schema = f"farm_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    with fresh_schema(POSTGRES_URL, "farm_test") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -106,6 +98,15 @@ def db_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
     """Settings on SQLite, then on the real PostgreSQL (the same tests run on both)."""
     url = None if request.param == "sqlite" else request.getfixturevalue("postgres_url")
     return Settings(home=tmp_path / "farm", database_url=url, backtest_workers=0)
+
+
+@pytest.fixture
+def db(db_settings: Settings) -> Iterator[Database]:
+    """A migrated database, on SQLite then on PostgreSQL."""
+    database = Database(db_settings.resolved_database_url)
+    database.migrate()
+    yield database
+    database.dispose()
 
 
 @pytest.fixture
@@ -127,8 +128,6 @@ def make_user(context: Context) -> Callable[[str], dict[str, str]]:
     """Create a user; returns the Authorization header carrying its token."""
 
     def make(name: str) -> dict[str, str]:
-        with context.db.transaction() as session:
-            _, token = create_user(session, name)
-        return {"Authorization": f"Bearer {token}"}
+        return {"Authorization": f"Bearer {user_token(context, name)}"}
 
     return make

@@ -1,5 +1,6 @@
-"""Helpers every test folder may import: backend URLs, the skip-or-fail rule, free ports, a real
-server in a thread and a keep-alive connection to it."""
+"""Helpers every test folder (and the benchmarks) may import: backend URLs, the skip-or-fail
+rule, a fresh PostgreSQL schema, free ports, a real server in a thread and a keep-alive
+connection to it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +18,9 @@ from typing import Any
 
 import pytest
 from starlette.types import ASGIApp
+
+from farm.context import Context
+from farm.users.service import create_user
 
 POSTGRES_URL = os.environ.get("FARM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("FARM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -29,6 +34,57 @@ def require_backend(name: str, problem: str | None) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"{message}; CI must provide it")
     pytest.skip(f"{message}; these tests run when it is (they are required under CI=true)")
+
+
+def redis_problem(url: str = REDIS_URL) -> str | None:
+    """Why Redis at ``url`` does not answer, or None."""
+    import redis
+
+    try:
+        with redis.Redis.from_url(url, socket_connect_timeout=2) as client:
+            client.ping()
+    except redis.RedisError as exc:
+        return str(exc)
+    return None
+
+
+def require_redis(url: str = REDIS_URL) -> str:
+    """``url``, once Redis there answers (else skip, or fail under CI=true)."""
+    require_backend(f"Redis at {url}", redis_problem(url))
+    return url
+
+
+@contextmanager
+def flushed_redis(url: str = REDIS_URL) -> Iterator[str]:
+    """``url`` once Redis there answers, its database flushed before and after."""
+    import redis
+
+    with redis.Redis.from_url(require_redis(url)) as client:
+        client.flushdb()
+        yield url
+        client.flushdb()
+
+
+@contextmanager
+def fresh_schema(url: str, prefix: str) -> Iterator[str]:
+    """A new schema in the PostgreSQL at ``url``, dropped afterwards; yields its URL."""
+    import psycopg
+
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield f"{url}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def user_token(context: Context, name: str) -> str:
+    """Creates a user named ``name``; its API token."""
+    with context.db.transaction() as session:
+        _, token = create_user(session, name)
+    return token
 
 
 def free_port() -> int:

@@ -16,18 +16,9 @@ from farm.app import create_app
 from farm.config import Settings
 from farm.context import Context
 from farm.users.service import create_user
-from support import REDIS_URL, free_port, require_backend
+from support import REDIS_URL, flushed_redis, free_port, require_redis
 
 Headers = dict[str, str]
-
-
-def redis_problem() -> str | None:
-    try:
-        with redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2) as client:
-            client.ping()
-    except redis.RedisError as exc:
-        return str(exc)
-    return None
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
@@ -36,11 +27,8 @@ def storage(request: pytest.FixtureRequest) -> Iterator[str | None]:
     if request.param == "memory":
         yield None
         return
-    require_backend(f"Redis at {REDIS_URL}", redis_problem())
-    with redis.Redis.from_url(REDIS_URL) as client:
-        client.flushdb()
-        yield REDIS_URL
-        client.flushdb()
+    with flushed_redis() as url:
+        yield url
 
 
 Serve = Callable[..., Any]
@@ -128,7 +116,7 @@ def test_after_too_many_bad_tokens_every_token_from_the_address_waits(serve: Ser
 
 @pytest.mark.redis
 def test_processes_sharing_redis_share_the_counts(tmp_path: Path) -> None:
-    require_backend(f"Redis at {REDIS_URL}", redis_problem())
+    require_redis()
     with redis.Redis.from_url(REDIS_URL) as flush:
         flush.flushdb()
     settings = Settings(

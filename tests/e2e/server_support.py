@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from support import free_port
+from support import descendants, free_port
 
 FARM = [sys.executable, "-m", "farm"]
 
@@ -73,3 +75,73 @@ def start_process(home: Path, command: list[str], **env: str) -> Server:
             pytest.fail(f"farm {' '.join(command)} did not start:\n{log.read_text()}")
         time.sleep(0.2)
     return Server(process, {**environment, "FARM_URL": url}, log)
+
+
+def replay_env(data: Path, shared_data: Path, symbols: list[str]) -> dict[str, str]:
+    """Copies the symbols' daily bars into ``data``; the environment of a paper server replaying
+    them fast from 2024-10-01, with no backtest workers."""
+    data.mkdir()
+    for symbol in symbols:
+        shutil.copy(shared_data / "daily" / f"{symbol}.csv", data)
+    return {
+        "FARM_DATA_DIR": str(data),
+        "FARM_BACKTEST_WORKERS": "0",
+        "FARM_FEED": "replay",
+        "FARM_FEED_REPLAY_START": "2024-10-01",
+        "FARM_FEED_INTERVAL_S": "0.12",
+        "FARM_PAPER_POLL_S": "0.05",
+        "FARM_PAPER_STEP_TIMEOUT_S": "20",
+    }
+
+
+def api_client(server: Server) -> httpx.Client:
+    """An HTTP client of the server, with its bearer token."""
+    headers = {"Authorization": f"Bearer {server.env['FARM_TOKEN']}"}
+    return httpx.Client(base_url=server.url, headers=headers, timeout=30)
+
+
+def start_paper(api: httpx.Client, name: str, code: bytes, symbols: list[str]) -> tuple[str, str]:
+    """Submits the agent and starts it paper trading; its agent id and session id."""
+    agent_id = api.post(
+        "/api/agents/submit", data={"agentName": name}, files={"file": ("a.py", code)}
+    ).json()["agentId"]
+    started = api.post("/api/paper-trading/start", json={"agentId": agent_id, "symbols": symbols})
+    assert started.status_code == 202, started.text
+    return agent_id, started.json()["sessionId"]
+
+
+def wait_until(api: httpx.Client, agent_id: str, done: Any, timeout: float = 120) -> Any:
+    """Polls the agent's paper status until ``done(status)``; that status."""
+    deadline = time.monotonic() + timeout
+    while not done(status := api.get(f"/api/paper-trading/status/{agent_id}").json()):
+        assert time.monotonic() < deadline, status
+        time.sleep(0.1)
+    return status
+
+
+def crash(server: Server) -> None:
+    """SIGKILL the paper runtime and `farm up` together: nothing is cleaned up."""
+    runtime = [
+        pid
+        for pid, (_, command) in descendants(server.process.pid).items()
+        if "farm.papertrading.runtime" in command
+    ]
+    assert runtime, "no paper runtime process under farm up"
+    for pid in runtime:
+        os.kill(pid, signal.SIGKILL)
+    server.stop(signal.SIGKILL)
+
+
+def restart_to_feed_end(
+    home: Path, killed: Server, env: dict[str, str], api: httpx.Client, agent_id: str
+) -> tuple[Server, Any]:
+    """Restarts `farm up` on the killed server's port, waits until the replay ended and the
+    agent's session processed its last bar; the new server and that status."""
+    server = start_server(home, FARM_PORT=killed.env["FARM_PORT"], **env)
+    deadline = time.monotonic() + 120
+    while api.get("/api/feed").json()["state"] != "ended":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    feed = api.get("/api/feed").json()
+    final = wait_until(api, agent_id, lambda s: s["lastBarTime"] == feed["lastBarTime"], timeout=60)
+    return server, final

@@ -6,7 +6,6 @@ is sent twice and the account equals Alpaca's, and a hostile agent that finds no
 from __future__ import annotations
 
 import os
-import shutil
 import time
 import uuid
 from decimal import Decimal
@@ -16,8 +15,7 @@ from typing import Any
 import httpx
 import pyarrow.parquet as pq
 import pytest
-from server_support import start_server
-from test_paper_restart import crash, wait_until
+from server_support import api_client, crash, replay_env, start_server, wait_until
 
 from alpaca_server import FakeAlpaca, alpaca_server
 from farm.fmel.layout import part_names, session_dir
@@ -140,26 +138,17 @@ def test_an_alpaca_session_survives_a_kill_and_keeps_its_key_secret(
         auto_fill=True,
         split_fills=True,  # every market order fills in two partial fills
     )
-    data = tmp_path / "data"
-    data.mkdir()
-    for symbol in SYMBOLS:
-        shutil.copy(shared_data / "daily" / f"{symbol}.csv", data)
     with alpaca_server(fake) as (_, url):
         env = {
-            "FARM_DATA_DIR": str(data),
-            "FARM_BACKTEST_WORKERS": "0",
-            "FARM_FEED": "replay",
-            "FARM_FEED_REPLAY_START": "2024-10-01",
+            **replay_env(tmp_path / "data", shared_data, SYMBOLS),
             "FARM_FEED_INTERVAL_S": "0.25",
-            "FARM_PAPER_POLL_S": "0.05",
             "FARM_PAPER_STEP_TIMEOUT_S": "60",
             "FARM_ALPACA_TRADING_URL": url,
             "FARM_ALPACA_RECONCILE_S": "2",
         }
         home = tmp_path / "home"
         server = start_server(home, **env)
-        headers = {"Authorization": f"Bearer {server.env['FARM_TOKEN']}"}
-        api = httpx.Client(base_url=server.url, headers=headers, timeout=30)
+        api = api_client(server)
         try:
             created = api.post(
                 "/api/accounts",

@@ -5,17 +5,20 @@ uninterrupted run's."""
 from __future__ import annotations
 
 import os
-import shutil
-import signal
-import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pyarrow.parquet as pq
 import pytest
-from server_support import Server, start_server
+from server_support import (
+    api_client,
+    crash,
+    replay_env,
+    restart_to_feed_end,
+    start_paper,
+    start_server,
+    wait_until,
+)
 from sqlalchemy import select
 
 from farm.backtest.runner import BacktestConfig, run_backtest
@@ -23,76 +26,26 @@ from farm.fmel.layout import part_names, session_dir
 from farm.marketdata.store import BarStore
 from farm.storage.db import Database
 from farm.storage.models import PaperOrder
-from support import descendants
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "agents"
 SYMBOLS = ["SPY", "AAPL", "MSFT"]
-
-
-def crash(server: Server) -> None:
-    """SIGKILL the paper runtime and `farm up` together: nothing is cleaned up."""
-    runtime = [
-        pid
-        for pid, (_, command) in descendants(server.process.pid).items()
-        if "farm.papertrading.runtime" in command
-    ]
-    assert runtime, "no paper runtime process under farm up"
-    for pid in runtime:
-        os.kill(pid, signal.SIGKILL)
-    server.stop(signal.SIGKILL)
-
-
-def wait_until(api: httpx.Client, agent_id: str, done: Any, timeout: float = 120) -> Any:
-    deadline = time.monotonic() + timeout
-    while not done(status := api.get(f"/api/paper-trading/status/{agent_id}").json()):
-        assert time.monotonic() < deadline, status
-        time.sleep(0.1)
-    return status
 
 
 @pytest.mark.sandbox
 def test_a_killed_server_resumes_its_paper_session_invisibly(
     tmp_path: Path, shared_data: Path
 ) -> None:
-    data = tmp_path / "data"
-    data.mkdir()
-    for symbol in SYMBOLS:
-        shutil.copy(shared_data / "daily" / f"{symbol}.csv", data)
-    env = {
-        "FARM_DATA_DIR": str(data),
-        "FARM_BACKTEST_WORKERS": "0",
-        "FARM_FEED": "replay",
-        "FARM_FEED_REPLAY_START": "2024-10-01",
-        "FARM_FEED_INTERVAL_S": "0.12",
-        "FARM_PAPER_POLL_S": "0.05",
-        "FARM_PAPER_STEP_TIMEOUT_S": "20",
-    }
+    env = replay_env(tmp_path / "data", shared_data, SYMBOLS)
     home = tmp_path / "home"
     server = start_server(home, **env)
-    headers = {"Authorization": f"Bearer {server.env['FARM_TOKEN']}"}
-    api = httpx.Client(base_url=server.url, headers=headers, timeout=30)
+    api = api_client(server)
     try:
         code = (EXAMPLES / "sma_cross.py").read_bytes()
-        agent_id = api.post(
-            "/api/agents/submit", data={"agentName": "sma"}, files={"file": ("a.py", code)}
-        ).json()["agentId"]
-        started = api.post(
-            "/api/paper-trading/start", json={"agentId": agent_id, "symbols": SYMBOLS}
-        )
-        assert started.status_code == 202, started.text
-        session_id = started.json()["sessionId"]
+        agent_id, session_id = start_paper(api, "sma", code, SYMBOLS)
         before = wait_until(api, agent_id, lambda s: s["barsProcessed"] >= 45)
         crash(server)
 
-        server = start_server(home, FARM_PORT=server.env["FARM_PORT"], **env)
-        deadline = time.monotonic() + 120
-        while api.get("/api/feed").json()["state"] != "ended":
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
-        feed = api.get("/api/feed").json()
-        final = wait_until(
-            api, agent_id, lambda s: s["lastBarTime"] == feed["lastBarTime"], timeout=60
-        )
+        server, final = restart_to_feed_end(home, server, env, api, agent_id)
         assert final["status"] == "running"
         assert final["sessionId"] == session_id
         assert final["barsProcessed"] > before["barsProcessed"]

@@ -6,17 +6,21 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pyarrow.parquet as pq
 import pytest
-from server_support import start_server
+from server_support import (
+    api_client,
+    crash,
+    replay_env,
+    restart_to_feed_end,
+    start_paper,
+    start_server,
+    wait_until,
+)
 from sqlalchemy import select
-from test_paper_restart import crash, wait_until
 
 from farm.brokers.simulated import SimulatedBroker
 from farm.config import Settings
@@ -123,33 +127,13 @@ def decisions(folder: Path) -> list[dict[str, Any]]:
 def test_a_killed_server_restores_the_persisted_books_of_a_random_agent(
     tmp_path: Path, shared_data: Path
 ) -> None:
-    data = tmp_path / "data"
-    data.mkdir()
-    for symbol in SYMBOLS:
-        shutil.copy(shared_data / "daily" / f"{symbol}.csv", data)
-    env = {
-        "FARM_DATA_DIR": str(data),
-        "FARM_BACKTEST_WORKERS": "0",
-        "FARM_FEED": "replay",
-        "FARM_FEED_REPLAY_START": "2024-10-01",
-        "FARM_FEED_INTERVAL_S": "0.12",
-        "FARM_PAPER_POLL_S": "0.05",
-        "FARM_PAPER_STEP_TIMEOUT_S": "20",
-    }
+    env = replay_env(tmp_path / "data", shared_data, SYMBOLS)
     home = tmp_path / "home"
     server = start_server(home, **env)
-    headers = {"Authorization": f"Bearer {server.env['FARM_TOKEN']}"}
-    api = httpx.Client(base_url=server.url, headers=headers, timeout=30)
+    api = api_client(server)
     db = Database(f"sqlite:///{home / 'farm.db'}")
     try:
-        agent_id = api.post(
-            "/api/agents/submit", data={"agentName": "dice"}, files={"file": ("a.py", DICE)}
-        ).json()["agentId"]
-        started = api.post(
-            "/api/paper-trading/start", json={"agentId": agent_id, "symbols": SYMBOLS}
-        )
-        assert started.status_code == 202, started.text
-        session_id = started.json()["sessionId"]
+        agent_id, session_id = start_paper(api, "dice", DICE, SYMBOLS)
         wait_until(api, agent_id, lambda s: s["barsProcessed"] >= 60)
         crash(server)
 
@@ -160,15 +144,7 @@ def test_a_killed_server_restores_the_persisted_books_of_a_random_agent(
             "the kill must leave open orders to restore"
         )
 
-        server = start_server(home, FARM_PORT=server.env["FARM_PORT"], **env)
-        deadline = time.monotonic() + 120
-        while api.get("/api/feed").json()["state"] != "ended":
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
-        feed = api.get("/api/feed").json()
-        final = wait_until(
-            api, agent_id, lambda s: s["lastBarTime"] == feed["lastBarTime"], timeout=60
-        )
+        server, final = restart_to_feed_end(home, server, env, api, agent_id)
         assert final["status"] == "running"
         assert f"paper session {session_id} resumed" in server.output()
         after = books(db, session_id)

@@ -23,7 +23,7 @@ from farm.config import Settings
 from farm.storage.db import Database
 from farm.storage.models import BacktestSession, OutboxEvent
 from farm.users.service import create_user
-from support import REDIS_URL, require_backend
+from support import REDIS_URL, require_redis
 
 SLOW = """import time
 import backtrader as bt
@@ -36,20 +36,10 @@ class Slow{n}(bt.Strategy):
 AGENTS = 20
 
 
-def _redis_problem() -> str | None:
-    try:
-        with redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2) as client:
-            client.ping()
-    except redis.RedisError as exc:
-        return str(exc)
-    return None
-
-
 @pytest.fixture
 def bus_redis() -> Iterator[str]:
     """The test Redis, without the platform's keys before and after (its own database)."""
-    require_backend(f"Redis at {REDIS_URL}", _redis_problem())
-    with redis.Redis.from_url(REDIS_URL) as client:
+    with redis.Redis.from_url(require_redis()) as client:
 
         def clear() -> None:
             for key in client.scan_iter(match="farm:*"):

@@ -1,4 +1,4 @@
-"""Event fixtures: a migrated database on each backend, and a real Redis under a fresh prefix."""
+"""Event fixtures: a real Redis under a fresh prefix (the migrated `db` is in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -8,25 +8,13 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from farm.config import Settings
-from farm.storage.db import Database
-from support import REDIS_URL, require_backend
-
-
-def _redis_problem() -> str | None:
-    try:
-        with redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2) as client:
-            client.ping()
-    except redis.RedisError as exc:
-        return str(exc)
-    return None
+from support import require_redis
 
 
 @pytest.fixture
 def redis_url() -> str:
     """The test Redis (skips, or fails under CI=true, when it is not there)."""
-    require_backend(f"Redis at {REDIS_URL}", _redis_problem())
-    return REDIS_URL
+    return require_redis()
 
 
 @pytest.fixture
@@ -37,12 +25,3 @@ def prefix(redis_url: str) -> Iterator[str]:
     with redis.Redis.from_url(redis_url) as client:
         for key in client.scan_iter(match=f"{name}*"):
             client.delete(key)
-
-
-@pytest.fixture
-def db(db_settings: Settings) -> Iterator[Database]:
-    """A migrated database, on SQLite then on PostgreSQL."""
-    database = Database(db_settings.resolved_database_url)
-    database.migrate()
-    yield database
-    database.dispose()

@@ -6,25 +6,20 @@ import shutil
 from collections.abc import Iterator
 
 import pytest
-import redis
 from fastapi.testclient import TestClient
-from leaderboard_support import Farm, RedisServer, redis_problem
+from leaderboard_support import Farm, RedisServer
 
 from farm.app import create_app
 from farm.config import Settings
 from farm.context import Context
-from support import REDIS_URL, require_backend
+from support import flushed_redis, require_backend
 
 
 @pytest.fixture
 def redis_url() -> Iterator[str]:
     """The real Redis (db 15), flushed before and after."""
-    url = REDIS_URL
-    require_backend(f"Redis at {url}", redis_problem(url))
-    with redis.Redis.from_url(url) as client:
-        client.flushdb()
+    with flushed_redis() as url:
         yield url
-        client.flushdb()
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])

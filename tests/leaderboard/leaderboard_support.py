@@ -21,18 +21,7 @@ from farm.events import BACKTEST_COMPLETED, FORWARD_RECORDED
 from farm.leaderboard.forward import ForwardBar, ForwardRecorded
 from farm.leaderboard.service import record_backtest_result, record_forward_result
 from farm.storage.models import Agent, BacktestSession, User
-from support import free_port
-
-
-def redis_problem(url: str) -> str | None:
-    """Why Redis at ``url`` does not answer, or None."""
-    try:
-        with redis.Redis.from_url(url, socket_connect_timeout=2) as client:
-            client.ping()
-    except redis.RedisError as exc:
-        return str(exc)
-    return None
-
+from support import free_port, redis_problem
 
 METRICS = {
     "initialValue": 100_000.0,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -13,17 +12,8 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy.exc import StatementError
 
-from farm.config import Settings
 from farm.storage.db import MIGRATIONS, Database
 from farm.storage.models import Base, PaperAccount, User
-
-
-@pytest.fixture
-def db(db_settings: Settings) -> Iterator[Database]:
-    database = Database(db_settings.resolved_database_url)
-    database.migrate()
-    yield database
-    database.dispose()
 
 
 def test_the_migrated_schema_matches_the_models(db: Database) -> None:

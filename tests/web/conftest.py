@@ -13,7 +13,7 @@ from web_support import sign_in
 from farm.app import create_app
 from farm.config import Settings
 from farm.context import Context
-from farm.users.service import create_user
+from support import user_token
 
 
 @pytest.fixture
@@ -37,9 +37,7 @@ def make_token(web_context: Context) -> Callable[[str], str]:
     """Create a user; returns its API token."""
 
     def make(name: str) -> str:
-        with web_context.db.transaction() as session:
-            _, token = create_user(session, name)
-        return token
+        return user_token(web_context, name)
 
     return make
 

@@ -228,21 +228,7 @@ class PaperService:
             ).all()
             return PaperTradesOut(
                 session_id=row.id,
-                trades=[
-                    PaperTradeOut(
-                        symbol=t.symbol,
-                        size=t.size,
-                        entry_time=t.entry_time,
-                        exit_time=t.exit_time,
-                        entry_price=t.entry_price,
-                        exit_price=t.exit_price,
-                        pnl=t.pnl,
-                        pnl_net=t.pnl_net,
-                        commission=t.commission,
-                        bars_held=t.bars_held,
-                    )
-                    for t in trades
-                ],
+                trades=[PaperTradeOut.model_validate(t, from_attributes=True) for t in trades],
             )
 
 
