@@ -27,6 +27,9 @@ CAPPED_NAME: Final = "_capped.json"
 """Written in a session folder when its recording reached the byte cap."""
 ROW_GROUP_BYTES: Final = 8 * 1024 * 1024
 """At most this many bytes (in memory) per row group: wide rows make shorter groups."""
+ZSTD_MIN_BYTES: Final = 16 * 1024
+"""Parts smaller than this in memory are written uncompressed: zstd doubles the CPU of writing
+a few rows (a paper session's flush) and makes the file no smaller."""
 
 
 def micros(ts: datetime) -> int:
@@ -74,13 +77,15 @@ def commit(folder: Path, name: str, write: Callable[[Path], object]) -> Path:
 
 
 def write_part(folder: Path, name: str, table: pa.Table) -> Path:
-    """Commit a Parquet part: zstd, row groups of ``ROW_GROUP_ROWS`` (pruned by bar-time stats),
-    fewer when that many rows would pass ``ROW_GROUP_BYTES``."""
+    """Commit a Parquet part: zstd (none below ``ZSTD_MIN_BYTES``), row groups of
+    ``ROW_GROUP_ROWS`` (pruned by bar-time stats), fewer when that many rows would pass
+    ``ROW_GROUP_BYTES``."""
     rows = max(1, min(ROW_GROUP_ROWS, ROW_GROUP_BYTES * table.num_rows // max(table.nbytes, 1)))
+    codec = "zstd" if table.nbytes >= ZSTD_MIN_BYTES else "none"
     return commit(
         folder,
         name,
-        lambda path: pq.write_table(table, path, compression="zstd", row_group_size=rows),
+        lambda path: pq.write_table(table, path, compression=codec, row_group_size=rows),
     )
 
 

@@ -664,10 +664,14 @@ class PaperRuntime:
         if not due:
             return
         with self._db.transaction() as session:
+            # held while ranking, so each ``session.get(Agent, ...)`` is found without a query
+            ids = [live.agent_id for live in due]
+            loaded = session.scalars(select(Agent).where(Agent.id.in_(ids))).all()
             for live in due:
                 self._rank(session, live)
                 live.ranked_at = now
                 emit(session, FORWARD_RECORDED, {"agentId": live.agent_id})
+            del loaded
 
     def _rank(self, session: Session, live: LiveSession) -> None:
         """The session's progress on the leaderboard: its forward bars (the headline board
