@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from datetime import timedelta
@@ -15,7 +16,10 @@ from sqlalchemy import select
 
 from farm.context import Context
 from farm.core.metrics import deflated_sharpe_ratio, probabilistic_sharpe_ratio
+from farm.errors import NotFound
 from farm.events import BACKTEST_COMPLETED
+from farm.leaderboard.cache import Board
+from farm.leaderboard.schemas import BoardType, Metric, Timeframe
 from farm.leaderboard.service import record_backtest_result
 from farm.storage.models import BacktestSession, LeaderboardEntry, utcnow
 
@@ -294,3 +298,16 @@ def test_results_with_non_finite_figures_are_never_ranked(
     )
     for metric in ("sharpe", "sortino", "returns", "max_drawdown"):
         assert names(board(client, metric=metric)) == ["honest"]
+
+
+def test_one_agents_row_is_the_row_its_board_lists(client: TestClient, farm: Farm) -> None:
+    agents = [farm.agent(f"a{i}") for i in range(3)]
+    for i, agent in enumerate(agents):
+        farm.result(agent, sharpeRatio=float(i), age=timedelta(days=10 * i, hours=1))
+    listed = {row["agentId"]: row for row in board(client, metric="sharpe")["leaderboard"]}
+    service = client.app.state.context.leaderboard  # type: ignore[attr-defined]
+    backtest = Board(BoardType.BACKTEST, Timeframe.ALL_TIME)
+    for agent in agents:
+        assert json.loads(service.row(backtest, Metric.SHARPE, agent)) == listed[agent]
+    with pytest.raises(NotFound):
+        service.row(backtest, Metric.SHARPE, "no-such-agent")

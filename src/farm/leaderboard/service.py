@@ -378,6 +378,23 @@ class LeaderboardService:
             source=source,
         )
 
+    def row(self, board: Board, metric: Metric, agent_id: str) -> bytes:
+        """One agent's row on a board, as a page of that board lists it; 404 if it is not
+        listed. Reads the agent's own entry, never the board."""
+        place = self.rank(board, metric, agent_id)
+        with self._db.transaction() as session:
+            entries = [
+                self._ranked(row)
+                for row in repository.agent_rows(session, agent_id)
+                if row.entry.board_type == board.type.value
+                and row.entry.timeframe == _stored(board)
+            ]
+        if not entries:  # deleted since the cache answered
+            raise NotFound(f"agent {agent_id} is not listed on the {board.type} board")
+        if place.rank is None:
+            return render_awaiting(metric, entries[0].details)
+        return render_row(place.rank, metric, entries[0].scores[metric], entries[0].details)
+
     def load(self, board: Board) -> list[Ranked]:
         """Every entry of a board from SQL: what the cache rebuilds from."""
         with self._db.transaction() as session:

@@ -9,7 +9,6 @@ from farm.deps import ContextDep
 from farm.errors import NotFound
 from farm.leaderboard.cache import Board
 from farm.leaderboard.schemas import (
-    MAX_LIMIT,
     BoardType,
     LeaderboardOut,
     LeaderboardRow,
@@ -86,20 +85,16 @@ def public_agent(
     agent_id: str,
 ) -> HTMLResponse:
     """An agent's public page: its numbers and ranks (never its code)."""
-    row = _row(context.leaderboard, agent_id)
     ranks = [(label, _rank(context.leaderboard, kind, agent_id)) for kind, label in TYPES]
+    listed = [kind for (kind, _), (_, rank) in zip(TYPES, ranks, strict=True) if rank is not None]
+    if not listed:  # shown on the first board listing it: headline, then backtest, then paper
+        raise NotFound(f"agent {agent_id} is on no leaderboard")
+    board = Board(listed[0], Timeframe.ALL_TIME)
+    row = LeaderboardRow.model_validate_json(
+        context.leaderboard.row(board, Metric.SHARPE, agent_id)
+    )
     spark = sparklines.lines([row.session_id]).get(row.session_id)
     return page(request, "public_agent.html", user=user, row=row, ranks=ranks, spark=spark)
-
-
-def _row(leaderboard: LeaderboardService, agent_id: str) -> LeaderboardRow:
-    """The agent's row on the first board listing it (headline, then backtest, then paper)."""
-    for kind, _ in TYPES:
-        body = leaderboard.page(Board(kind, Timeframe.ALL_TIME), Metric.SHARPE, MAX_LIMIT)
-        for row in LeaderboardOut.model_validate_json(body).leaderboard:
-            if row.agent_id == agent_id:
-                return row
-    raise NotFound(f"agent {agent_id} is on no leaderboard")
 
 
 def _rank(leaderboard: LeaderboardService, kind: BoardType, agent_id: str) -> RankOut | None:
