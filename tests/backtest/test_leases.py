@@ -29,8 +29,7 @@ from farm.context import Context, backtest_job
 from farm.fmel.layout import session_dir
 from farm.storage.db import Database
 from farm.storage.models import Agent, BacktestSession, User, utcnow
-from farm.users.service import create_user
-from support import free_port
+from support import free_port, user_token
 
 SLOW = """import time
 import backtrader as bt
@@ -70,9 +69,7 @@ def api(settings: Settings) -> Iterator[tuple[TestClient, Context, dict[str, str
     """The API (no workers of its own) and a user of it."""
     with TestClient(create_app(settings)) as client:
         context: Context = client.app.state.context  # type: ignore[attr-defined]
-        with context.db.transaction() as session:
-            _, token = create_user(session, "alice")
-        yield client, context, {"Authorization": f"Bearer {token}"}
+        yield client, context, {"Authorization": f"Bearer {user_token(context, 'alice')}"}
 
 
 @pytest.mark.sandbox
