@@ -39,7 +39,7 @@ from farm.papertrading.router import router as accounts_router
 from farm.papertrading.router import sessions_router as paper_router
 from farm.ratelimit import RateLimits
 from farm.schemas import errors
-from farm.users.oidc import IssuerUnreachable, OidcVerifier
+from farm.users.oidc import OidcVerifier
 from farm.users.service import user_for_bearer
 from farm.web import mount_static
 from farm.web.router import router as web_router
@@ -289,8 +289,8 @@ class Gateway:
             context: Context = scope["app"].state.context
             try:
                 user = await anyio.to_thread.run_sync(user_for_bearer, context.db, self.oidc, token)
-            except IssuerUnreachable as exc:
-                unavailable = IdentityProviderUnavailable(str(exc), exc.retry_after_s)
+            except IdentityProviderUnavailable as exc:
+                unavailable = exc
                 user = None
             else:
                 if user is None:

@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pyarrow.parquet as pq
 import pytest
 
+from farm.fmel.layout import part_names
 from support import descendants, free_port
 
 FARM = [sys.executable, "-m", "farm"]
@@ -77,12 +79,23 @@ def start_process(home: Path, command: list[str], **env: str) -> Server:
     return Server(process, {**environment, "FARM_URL": url}, log)
 
 
-def replay_env(data: Path, shared_data: Path, symbols: list[str]) -> dict[str, str]:
-    """Copies the symbols' daily bars into ``data``; the environment of a paper server replaying
-    them fast from 2024-10-01, with no backtest workers."""
+def farm(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """Runs the `farm` CLI in ``env`` (a server's), capturing its output."""
+    return subprocess.run([*FARM, *args], env=env, capture_output=True, text=True, timeout=60)
+
+
+def copy_daily(shared_data: Path, data: Path, symbols: list[str]) -> Path:
+    """Copies the symbols' real daily bars into a new folder ``data`` (for FARM_DATA_DIR)."""
     data.mkdir()
     for symbol in symbols:
         shutil.copy(shared_data / "daily" / f"{symbol}.csv", data)
+    return data
+
+
+def replay_env(data: Path, shared_data: Path, symbols: list[str]) -> dict[str, str]:
+    """Copies the symbols' daily bars into ``data``; the environment of a paper server replaying
+    them fast from 2024-10-01, with no backtest workers."""
+    copy_daily(shared_data, data, symbols)
     return {
         "FARM_DATA_DIR": str(data),
         "FARM_BACKTEST_WORKERS": "0",
@@ -145,3 +158,14 @@ def restart_to_feed_end(
     feed = api.get("/api/feed").json()
     final = wait_until(api, agent_id, lambda s: s["lastBarTime"] == feed["lastBarTime"], timeout=60)
     return server, final
+
+
+def fmel_decisions(folder: Path) -> list[dict[str, Any]]:
+    """The decision records in an FMEL session folder (none when it does not exist)."""
+    if not folder.is_dir():
+        return []
+    return [
+        record
+        for name in part_names(os.listdir(folder), "decisions")
+        for record in pq.read_table(folder / name).to_pylist()
+    ]

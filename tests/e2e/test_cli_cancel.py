@@ -4,14 +4,11 @@ and nothing of the server is left running after it stops."""
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import time
 from pathlib import Path
 
-import httpx
 import pytest
-from server_support import FARM, start_server
+from server_support import api_client, copy_daily, farm, start_server
 
 from support import descendants, sandboxed_descendants
 
@@ -26,15 +23,9 @@ class Sleeper(bt.Strategy):
 """
 
 
-def farm(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*FARM, *args], env=env, capture_output=True, text=True, timeout=60)
-
-
 @pytest.mark.sandbox
 def test_cli_cancels_a_running_backtest(tmp_path: Path, shared_data: Path) -> None:
-    data = tmp_path / "data"
-    data.mkdir()
-    shutil.copy(shared_data / "daily" / "SPY.csv", data)
+    data = copy_daily(shared_data, tmp_path / "data", ["SPY"])
     agent = tmp_path / "sleeper.py"
     agent.write_bytes(SLEEPER)
     server = start_server(
@@ -46,9 +37,7 @@ def test_cli_cancels_a_running_backtest(tmp_path: Path, shared_data: Path) -> No
         FARM_STANDARD_END="2024-10-04",
     )
     env = server.env
-    api = httpx.Client(
-        base_url=server.url, headers={"Authorization": f"Bearer {env['FARM_TOKEN']}"}, timeout=30
-    )
+    api = api_client(server)
     try:
         submitted = farm(env, "agents", "submit", str(agent), "--name", "sleeper", "--json")
         agent_id = json.loads(submitted.stdout)["agentId"]

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from server_support import FARM, start_server
+from server_support import farm, start_server
 
 from support import free_port
 
@@ -27,10 +26,6 @@ def server(tmp_path: Path) -> Iterator[dict[str, str]]:
         yield running.env
     finally:
         running.stop()
-
-
-def farm(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*FARM, *args], env=env, capture_output=True, text=True, timeout=60)
 
 
 def test_cli_round_trip_against_a_running_server(server: dict[str, str]) -> None:

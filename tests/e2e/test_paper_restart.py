@@ -4,15 +4,14 @@ uninterrupted run's."""
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 from server_support import (
     api_client,
     crash,
+    fmel_decisions,
     replay_env,
     restart_to_feed_end,
     start_paper,
@@ -22,7 +21,7 @@ from server_support import (
 from sqlalchemy import select
 
 from farm.backtest.runner import BacktestConfig, run_backtest
-from farm.fmel.layout import part_names, session_dir
+from farm.fmel.layout import session_dir
 from farm.marketdata.store import BarStore
 from farm.storage.db import Database
 from farm.storage.models import PaperOrder
@@ -94,11 +93,7 @@ def test_a_killed_server_resumes_its_paper_session_invisibly(
         api.post("/api/paper-trading/stop", json={"agentId": agent_id})
         wait_until(api, agent_id, lambda s: s["status"] == "stopped")
         folder = session_dir(home / "fmel", agent_id, session_id)
-        seqs = sorted(
-            seq
-            for name in part_names(os.listdir(folder), "decisions")
-            for seq in pq.read_table(folder / name, columns=["seq"]).column("seq").to_pylist()
-        )
+        seqs = sorted(record["seq"] for record in fmel_decisions(folder))
         assert len(seqs) == len(set(seqs))
         assert seqs == list(range(seqs[0], len(steps)))
     finally:

@@ -5,15 +5,14 @@ twice, FMEL has one record per bar, and the agent's own view matches the books."
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import pytest
 from server_support import (
     api_client,
     crash,
+    fmel_decisions,
     replay_env,
     restart_to_feed_end,
     start_paper,
@@ -26,7 +25,7 @@ from farm.brokers.simulated import SimulatedBroker
 from farm.config import Settings
 from farm.core.account import Account
 from farm.core.orders import OrderRequest, OrderType
-from farm.fmel.layout import part_names, session_dir
+from farm.fmel.layout import session_dir
 from farm.marketdata.store import BarStore
 from farm.storage.db import Database
 from farm.storage.models import (
@@ -113,16 +112,6 @@ def books(db: Database, session_id: str) -> dict[str, Any]:
         }
 
 
-def decisions(folder: Path) -> list[dict[str, Any]]:
-    if not folder.is_dir():
-        return []
-    return [
-        record
-        for name in part_names(os.listdir(folder), "decisions")
-        for record in pq.read_table(folder / name).to_pylist()
-    ]
-
-
 @pytest.mark.sandbox
 def test_a_killed_server_restores_the_persisted_books_of_a_random_agent(
     tmp_path: Path, shared_data: Path
@@ -139,7 +128,7 @@ def test_a_killed_server_restores_the_persisted_books_of_a_random_agent(
 
         before = books(db, session_id)
         folder = session_dir(home / "fmel", agent_id, session_id)
-        recorded = {r["seq"] for r in decisions(folder)}
+        recorded = {r["seq"] for r in fmel_decisions(folder)}
         assert any(o[4] in ("submitted", "accepted") for o in before["orders"].values()), (
             "the kill must leave open orders to restore"
         )
@@ -222,7 +211,7 @@ def test_a_killed_server_restores_the_persisted_books_of_a_random_agent(
         # the killed process) shows the agent's own Backtrader view equal to the host's books.
         api.post("/api/paper-trading/stop", json={"agentId": agent_id})
         wait_until(api, agent_id, lambda s: s["status"] == "stopped")
-        records = decisions(folder)
+        records = fmel_decisions(folder)
         seqs = sorted(r["seq"] for r in records)
         assert seqs == list(range(len(steps)))
         lost = set(range(max(recorded, default=-1) + 1, killed_at))

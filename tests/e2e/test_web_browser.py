@@ -7,15 +7,13 @@ CSRF refused, another user's pages 404. Screenshots of each page go to FARM_WEB_
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
-from server_support import FARM, Server, start_server
+from server_support import Server, copy_daily, farm, start_server
 
 from support import require_backend
 
@@ -43,10 +41,7 @@ pytestmark = [pytest.mark.sandbox, pytest.mark.timeout(420)]  # ~75 s on a quiet
 
 @pytest.fixture
 def server(tmp_path: Path, shared_data: Path) -> Iterator[Server]:
-    data = tmp_path / "data"
-    data.mkdir()
-    for symbol in ("SPY", "AAPL"):
-        shutil.copy(shared_data / "daily" / f"{symbol}.csv", data)
+    data = copy_daily(shared_data, tmp_path / "data", ["SPY", "AAPL"])
     running = start_server(
         tmp_path / "home",
         FARM_DATA_DIR=str(data),
@@ -213,9 +208,7 @@ def test_the_web_app_in_a_browser(server: Server, chromium: Browser) -> None:
     assert wide <= 400, "the page must fit a phone's width (tables scroll inside their box)"
 
     # Another user sees none of it.
-    made = subprocess.run(
-        [*FARM, "users", "create", "bob"], env=server.env, capture_output=True, text=True
-    )
+    made = farm(server.env, "users", "create", "bob")
     assert made.returncode == 0, made.stderr
     bob_token = made.stdout.strip().splitlines()[-1]
     small.goto(f"{url}/signin")

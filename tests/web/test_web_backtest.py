@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from web_support import csrf_of, sign_in
+from web_support import csrf_of, sign_in, upload
 
 from farm.app import create_app
 from farm.config import Settings
@@ -56,12 +56,9 @@ def worked(tmp_path: Path, real_bars: Path) -> Iterator[TestClient]:
 
 
 def start(client: TestClient, code: bytes, name: str) -> str:
-    csrf = csrf_of(client.get("/agents").text)
-    agent_url = client.post(
-        "/agents", data={"name": name, "csrf": csrf}, files={"file": ("a.py", code)}
-    ).headers["location"]
+    agent_url = upload(client, code, name)
     form = {
-        "csrf": csrf,
+        "csrf": csrf_of(client.get(agent_url).text),
         "symbols": ["AAPL", "SPY"],
         "start_date": "2023-01-01",
         "end_date": "2023-04-30",
@@ -149,14 +146,11 @@ def test_a_failed_backtest_is_explained(worked: TestClient) -> None:
 def test_the_progress_stream_is_the_owners_only(
     signed_in: TestClient, make_token: Callable[[str], str]
 ) -> None:
-    csrf = csrf_of(signed_in.get("/agents").text)
-    agent_url = signed_in.post(
-        "/agents", data={"name": "q", "csrf": csrf}, files={"file": ("a.py", TRADER)}
-    ).headers["location"]
+    agent_url = upload(signed_in, TRADER, "q")
     url = signed_in.post(
         f"{agent_url}/backtests",
         data={
-            "csrf": csrf,
+            "csrf": csrf_of(signed_in.get(agent_url).text),
             "symbols": ["SPY"],
             "start_date": "2023-01-01",
             "end_date": "2023-02-01",

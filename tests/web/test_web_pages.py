@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable
 
 from fastapi.testclient import TestClient
-from web_support import csrf_of, sign_in
+from web_support import csrf_of, sign_in, upload
 
 GOOD = b"""import backtrader as bt
 
@@ -122,12 +122,7 @@ def test_hostile_names_and_code_are_escaped_everywhere(signed_in: TestClient) ->
 
 
 def test_upload_list_show_and_delete_with_confirmation(signed_in: TestClient) -> None:
-    csrf = csrf_of(signed_in.get("/agents").text)
-    response = signed_in.post(
-        "/agents", data={"name": "Buyer one", "csrf": csrf}, files={"file": ("b.py", GOOD)}
-    )
-    assert response.status_code == 303
-    agent_url = response.headers["location"]
+    agent_url = upload(signed_in, GOOD, "Buyer one")
     agent_id = agent_url.rsplit("/", 1)[1]
     listing = signed_in.get("/agents").text
     assert "Buyer one" in listing
@@ -145,10 +140,7 @@ def test_upload_list_show_and_delete_with_confirmation(signed_in: TestClient) ->
 def test_another_users_pages_are_404(
     signed_in: TestClient, make_token: Callable[[str], str]
 ) -> None:
-    csrf = csrf_of(signed_in.get("/agents").text)
-    agent_url = signed_in.post(
-        "/agents", data={"name": "mine", "csrf": csrf}, files={"file": ("b.py", GOOD)}
-    ).headers["location"]
+    agent_url = upload(signed_in, GOOD, "mine")
     sign_in(signed_in, make_token("mallory"))
     for url in (agent_url, f"{agent_url}/delete"):
         response = signed_in.get(url)
@@ -159,10 +151,7 @@ def test_another_users_pages_are_404(
 
 
 def test_start_backtest_form_errors_come_back_inline(signed_in: TestClient) -> None:
-    csrf = csrf_of(signed_in.get("/agents").text)
-    agent_url = signed_in.post(
-        "/agents", data={"name": "b", "csrf": csrf}, files={"file": ("b.py", GOOD)}
-    ).headers["location"]
+    agent_url = upload(signed_in, GOOD, "b")
     csrf = csrf_of(signed_in.get(agent_url).text)
     form = {
         "csrf": csrf,

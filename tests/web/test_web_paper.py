@@ -7,9 +7,10 @@ import re
 from collections.abc import Callable
 
 from fastapi.testclient import TestClient
-from web_support import csrf_of, sign_in
+from web_support import csrf_of, sign_in, upload
 
 NAME = "<img src=x onerror=alert(1)>"
+IDLE = b"import backtrader as bt\n\nclass S(bt.Strategy):\n    def next(self):\n        pass\n"
 
 
 def account_ids(html: str) -> list[str]:
@@ -45,12 +46,8 @@ def test_accounts_open_fund_and_reset(signed_in: TestClient) -> None:
 
 
 def test_start_without_a_feed_says_why(signed_in: TestClient) -> None:
-    csrf = csrf_of(signed_in.get("/agents").text)
-    code = b"import backtrader as bt\n\nclass S(bt.Strategy):\n    def next(self):\n        pass\n"
-    agent_url = signed_in.post(
-        "/agents", data={"name": "s", "csrf": csrf}, files={"file": ("s.py", code)}
-    ).headers["location"]
-    agent_id = agent_url.rsplit("/", 1)[1]
+    agent_id = upload(signed_in, IDLE, "s").rsplit("/", 1)[1]
+    csrf = csrf_of(signed_in.get("/paper").text)
     response = signed_in.post(
         "/paper/start", data={"agent_id": agent_id, "symbols": ["SPY"], "csrf": csrf}
     )
@@ -67,11 +64,7 @@ def test_another_users_accounts_and_sessions_are_404(
     csrf = csrf_of(signed_in.get("/paper").text)
     signed_in.post("/paper/accounts", data={"name": "mine", "csrf": csrf})
     (account,) = account_ids(signed_in.get("/paper").text)
-    code = b"import backtrader as bt\n\nclass S(bt.Strategy):\n    def next(self):\n        pass\n"
-    agent_url = signed_in.post(
-        "/agents", data={"name": "s", "csrf": csrf}, files={"file": ("s.py", code)}
-    ).headers["location"]
-    agent_id = agent_url.rsplit("/", 1)[1]
+    agent_id = upload(signed_in, IDLE, "s").rsplit("/", 1)[1]
     sign_in(signed_in, make_token("trudy"))
     csrf = csrf_of(signed_in.get("/paper").text)
     for url, data in (

@@ -1,4 +1,5 @@
-"""Helpers of the web page tests: a form's CSRF token, signing in as a browser does."""
+"""Helpers of the web page tests: a form's CSRF token, signing in and uploading an agent as a
+browser does."""
 
 from __future__ import annotations
 
@@ -23,3 +24,13 @@ def sign_in(client: TestClient, token: str) -> None:
     response = client.post("/signin", data={"token": token, "csrf": csrf_of(form.text)})
     assert response.status_code == 303, response.text
     assert "farm_session" in client.cookies
+
+
+def upload(client: TestClient, code: bytes, name: str) -> str:
+    """Upload an agent through the form as ``client``'s user; the URL of its page."""
+    csrf = csrf_of(client.get("/agents").text)
+    response = client.post(
+        "/agents", data={"name": name, "csrf": csrf}, files={"file": ("agent.py", code)}
+    )
+    assert response.status_code == 303, response.text
+    return str(response.headers["location"])

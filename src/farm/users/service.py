@@ -11,10 +11,10 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from farm.errors import Conflict, InvalidInput, NotFound
+from farm.errors import Conflict, IdentityProviderUnavailable, InvalidInput, NotFound
 from farm.storage.db import Database
 from farm.storage.models import ApiToken, OidcIdentity, User
-from farm.users.oidc import Identity, OidcVerifier, looks_like_jwt
+from farm.users.oidc import Identity, IssuerUnreachable, OidcVerifier, looks_like_jwt
 
 TOKEN_PREFIX = "farm_"  # noqa: S105 - a prefix, not a secret
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -116,10 +116,14 @@ def count_users(session: Session) -> int:
 
 def user_for_bearer(db: Database, oidc: OidcVerifier | None, token: str) -> User | None:
     """The user of an API token or, when OIDC is configured (``oidc``), of a valid ID token
-    (created on its first sign-in); None for anything else. Raises ``IssuerUnreachable`` when
-    the issuer's keys cannot be fetched. Blocking: call it off the loop."""
+    (created on its first sign-in); None for anything else. Raises
+    ``IdentityProviderUnavailable`` (503) when the issuer's keys cannot be fetched. Blocking:
+    call it off the loop."""
     if oidc is not None and looks_like_jwt(token):
-        identity = oidc.verify(token)
+        try:
+            identity = oidc.verify(token)
+        except IssuerUnreachable as exc:
+            raise IdentityProviderUnavailable(str(exc), exc.retry_after_s) from None
         if identity is None:
             return None
         with db.transaction() as session:

@@ -18,10 +18,10 @@ from fastapi import Depends, Request, Response
 
 from farm.context import Context
 from farm.deps import get_context
-from farm.errors import FarmError, Forbidden, IdentityProviderUnavailable, RateLimited
+from farm.errors import FarmError, Forbidden, RateLimited
 from farm.ratelimit import RateLimits
 from farm.storage.models import User
-from farm.users.oidc import IssuerUnreachable, OidcVerifier
+from farm.users.oidc import OidcVerifier
 from farm.users.service import user_for_bearer
 
 SESSION_COOKIE = "farm_session"
@@ -95,10 +95,7 @@ async def resolve(request: Request, token: str) -> User | None:
     token's issuer cannot be reached (as the gateway answers)."""
     context: Context = get_context(request)
     oidc: OidcVerifier | None = request.app.state.oidc
-    try:
-        return await anyio.to_thread.run_sync(user_for_bearer, context.db, oidc, token)
-    except IssuerUnreachable as exc:
-        raise IdentityProviderUnavailable(str(exc), exc.retry_after_s) from None
+    return await anyio.to_thread.run_sync(user_for_bearer, context.db, oidc, token)
 
 
 async def check_sign_in_rate(request: Request, failed: bool) -> None:

@@ -14,8 +14,9 @@ from farm.deps import ContextDep
 from farm.errors import InvalidInput, NotFound
 from farm.fmel.layout import agent_of_session, is_valid_id
 from farm.fmel.records import Action
+from farm.fmel.router import get_service
 from farm.fmel.schemas import Analytics, DateRange, ExportFormat, RecordKind
-from farm.fmel.service import MAX_DATE_CHARS, Filters, FmelService
+from farm.fmel.service import MAX_DATE_CHARS, Filters
 from farm.storage.models import User
 from farm.web.auth import PageUser
 from farm.web.render import PageRoute, page
@@ -28,10 +29,6 @@ ROWS_PER_PAGE = 50
 Text = Annotated[str, Query(max_length=100)]
 DateText = Annotated[str, Query(max_length=MAX_DATE_CHARS)]
 EXPORTS = [(f.value, r.value) for r in RecordKind for f in (ExportFormat.CSV, ExportFormat.JSONL)]
-
-
-def _service(context: Context) -> FmelService:
-    return FmelService(context.db, context.fmel)
 
 
 def _blank(value: str) -> str | None:
@@ -52,7 +49,7 @@ def decisions(
     offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
 ) -> Response:
     """Decisions of the user's agents, newest first, filtered."""
-    fmel = _service(context)
+    fmel = get_service(context)
     if session and not agent:
         agent = _agent_of(context, session)
     try:
@@ -103,7 +100,7 @@ def analytics(
         agent = _agent_of(context, session)
     if not agent:
         raise InvalidInput("choose an agent or a session")
-    found = _service(context).analytics(user, agent, _blank(session), DateRange.ALL)
+    found = get_service(context).analytics(user, agent, _blank(session), DateRange.ALL)
     return page(
         request,
         "analytics.html",
@@ -135,7 +132,7 @@ def _agent_of(context: Context, session_id: str) -> str:
 
 def _session_analytics(context: Context, user: User, session_id: str) -> Analytics:
     agent_id = _agent_of(context, session_id)
-    return _service(context).analytics(user, agent_id, session_id, DateRange.ALL)
+    return get_service(context).analytics(user, agent_id, session_id, DateRange.ALL)
 
 
 @router.get("/decisions/export")
@@ -148,7 +145,7 @@ def export(
     records: RecordKind = RecordKind.DECISIONS,
 ) -> StreamingResponse:
     """Download the agent's records (one session or all)."""
-    out = _service(context).export(user, agent, _blank(session), format, records)
+    out = get_service(context).export(user, agent, _blank(session), format, records)
     return StreamingResponse(
         out.chunks,
         media_type=out.media_type,
@@ -159,5 +156,5 @@ def export(
 @router.get("/decisions/{decision_id}", response_class=HTMLResponse)
 def decision(request: Request, context: ContextDep, user: PageUser, decision_id: str) -> Response:
     """One decision, told in words, with its raw record."""
-    found = _service(context).decision(user, decision_id)
+    found = get_service(context).decision(user, decision_id)
     return page(request, "decision.html", user=user, d=found, words=in_words(found))

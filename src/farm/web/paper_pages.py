@@ -3,6 +3,7 @@ live view of an agent's session (SSE: last bar, positions, open orders, equity, 
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
@@ -16,8 +17,6 @@ from farm.errors import InvalidInput
 from farm.marketdata.schemas import FeedOut
 from farm.papertrading.dependencies import AccountsDep, PaperDep
 from farm.papertrading.schemas import AccountCreate, PaperStart, PaperStatus, PaperStop
-from farm.papertrading.sessions import PaperService
-from farm.storage.models import User
 from farm.web.auth import CSRF_FIELD, PageUser, check_csrf
 from farm.web.render import PageRoute, environment, money, page, see_other, when
 from farm.web.series import CHART_POINTS, chart_time, thin
@@ -164,12 +163,13 @@ def live(
 ) -> Response:
     """The agent's latest paper session, live."""
     agent = context.agents.show(user, agent_id, include_source=False)
-    state = _state(context, paper, user, agent_id)
+    status = paper.status(user, agent_id)
+    state = _state(context, status, _last_bars(context, status))
     equity = []
-    if state["status"].session_id:
+    if status.session_id:
         equity = [
             {"time": chart_time(p.timestamp), "value": p.equity}
-            for p in paper.equity(user, state["status"].session_id).equity
+            for p in paper.equity(user, status.session_id).equity
         ]
     return page(
         request,
@@ -177,13 +177,13 @@ def live(
         user=user,
         agent=agent,
         charts={"live": thin(equity, CHART_POINTS)},
-        ended=state["status"].status in ENDED,
+        ended=status.status in ENDED,
         **state,
     )
 
 
-def _state(context: Context, paper: PaperService, user: User, agent_id: str) -> dict[str, Any]:
-    status: PaperStatus = paper.status(user, agent_id)
+def _last_bars(context: Context, status: PaperStatus) -> list[dict[str, Any]]:
+    """The close of the session's symbols (the first 20) on the day of its last bar."""
     last_bars = []
     if status.last_bar_time is not None:
         day = status.last_bar_time.date()
@@ -192,6 +192,12 @@ def _state(context: Context, paper: PaperService, user: User, agent_id: str) -> 
             if len(frame):
                 row = frame.iloc[-1]
                 last_bars.append({"symbol": symbol, "close": float(row["close"])})
+    return last_bars
+
+
+def _state(
+    context: Context, status: PaperStatus, last_bars: list[dict[str, Any]]
+) -> dict[str, Any]:
     return {"status": status, "feed": FeedOut.of(context.feed.status()), "last_bars": last_bars}
 
 
@@ -202,10 +208,15 @@ def live_events(
     """Server-sent ``paper`` events: the session's state at each new bar, until it ends."""
     paper.status(user, agent_id)  # 404 unless it is the user's
     rows = environment().get_template("_paper_rows.html")
+    closes: dict[tuple[str | None, datetime | None], list[dict[str, Any]]] = {}
 
     def poll() -> tuple[str, dict[str, Any], bool]:
-        state = _state(context, paper, user, agent_id)
-        status: PaperStatus = state["status"]
+        status = paper.status(user, agent_id)
+        bar = (status.session_id, status.last_bar_time)
+        if bar not in closes:  # the bar files are read once per new bar, not at every poll
+            closes.clear()
+            closes[bar] = _last_bars(context, status)
+        state = _state(context, status, closes[bar])
         point = None
         if status.last_bar_time is not None and status.equity is not None:
             point = {"time": chart_time(status.last_bar_time), "value": float(status.equity)}

@@ -23,8 +23,9 @@ SPARK_WIDTH = 120
 SPARK_HEIGHT = 28
 SPARK_POINTS = 60
 CHART_POINTS = 1500
-WHOLE = 10**9
 """At most this many points per chart series (a longer series is thinned evenly)."""
+WHOLE = 10**9
+"""A page size that reads a stored series whole."""
 
 
 def thin(values: Sequence[object], most: int) -> list[object]:

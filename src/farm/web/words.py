@@ -4,12 +4,9 @@ it. Plain text only; the template escapes it."""
 from __future__ import annotations
 
 from farm.fmel.schemas import DecisionDetail, OrderOut
+from farm.web.render import money
 
 MAX_LISTED = 12
-
-
-def _money(value: float) -> str:
-    return f"{'-' if value < 0 else ''}${abs(value):,.2f}"
 
 
 def _listed(parts: list[str], none: str) -> str:
@@ -64,7 +61,7 @@ def _outcome(decision: DecisionDetail) -> str:
         if e.status == "filled" and e.price is not None:
             parts.append(
                 f"{e.side} {abs(e.size):g} {e.symbol} filled at {e.price:,.2f} "
-                f"(commission {_money(e.commission)})"
+                f"(commission {money(e.commission)})"
             )
         else:
             what = " ".join(p for p in (e.side, e.symbol, e.status) if p)  # reconciled: no side
@@ -73,7 +70,7 @@ def _outcome(decision: DecisionDetail) -> str:
         verb = "opened" if t.role == "opened" else "closed"
         parts.append(
             f"{verb} a {abs(t.size):g} {t.symbol} trade held {t.bars_held} bars, "
-            f"{t.entry_price:,.2f} to {t.exit_price:,.2f}, net {_money(t.pnl_net)}"
+            f"{t.entry_price:,.2f} to {t.exit_price:,.2f}, net {money(t.pnl_net)}"
         )
     return _listed(parts, "Nothing was executed for it.")
 
@@ -96,7 +93,7 @@ def in_words(decision: DecisionDetail) -> list[tuple[str, str]]:
         ("Read", _reads(decision)),
         (
             "Held",
-            f"Cash {_money(portfolio.cash)}, worth {_money(portfolio.value)} in all; "
+            f"Cash {money(portfolio.cash)}, worth {money(portfolio.value)} in all; "
             + _listed(held, "no position."),
         ),
         ("Said", _said(decision)),
