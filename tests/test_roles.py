@@ -18,7 +18,7 @@ def _threads() -> set[str]:
 
 
 def test_an_api_process_serves_only(tmp_path: Path) -> None:
-    settings = Settings(home=tmp_path / "farm", backtest_workers=0, feed="off")
+    settings = Settings(home=tmp_path / "farm", backtest_workers=2, feed="off")
     context = Context.build(settings, role="api")
     context.start()
     try:

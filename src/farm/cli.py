@@ -100,9 +100,8 @@ def serve(
     """Serve the HTTP API only: no workers, no data import, no migrations (`farm migrate`)."""
     from farm.context import Context
 
-    settings = Settings().model_copy(update={"backtest_workers": 0})
     chosen = [s.strip() for s in services.split(",") if s.strip()] if services else None
-    _run(Context.build(settings, role="api"), host, port, services=chosen)
+    _run(Context.build(Settings(), role="api"), host, port, services=chosen)
 
 
 @worker_app.command("backtest")

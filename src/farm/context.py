@@ -72,7 +72,7 @@ class Context:
         artifacts = open_artifact_store(settings)
         bus = open_bus(settings)
         relay = OutboxRelay(db, bus, poll_s=settings.outbox_poll_s)
-        relays = role in ("all", "api") or settings.bus != "memory"
+        relays = _relays(role, settings)
         if relays:
             relay.hook()
         bars = open_bar_store(settings)
@@ -130,7 +130,7 @@ class Context:
             self.db.migrate()
         if role in ("all", "api"):
             self.bus.start()  # the event handlers (queueing evaluations, the leaderboard)
-        if role in ("all", "api") or self.settings.bus != "memory":
+        if _relays(role, self.settings):
             self.relay.start()  # its first pass relays the events a stopped process left
         if role == "all":
             imported = ensure_data(self.settings, self.bars, log)
@@ -169,6 +169,11 @@ class Context:
         self.leaderboard.close()
         self.fmel.close()
         self.db.dispose()
+
+
+def _relays(role: Role, settings: Settings) -> bool:
+    """Whether a process of ``role`` relays the outbox (see the module docstring)."""
+    return role in ("all", "api") or settings.bus != "memory"
 
 
 def backtest_job(settings: Settings) -> BacktestJob:

@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -29,8 +29,7 @@ from farm.context import Context, backtest_job
 from farm.fmel.layout import session_dir
 from farm.storage.db import Database
 from farm.storage.models import Agent, BacktestSession, User, utcnow
-from farm.users.service import create_user
-from support import free_port
+from support import free_port, user_token, wait_until
 
 SLOW = """import time
 import backtrader as bt
@@ -43,13 +42,6 @@ class Slow(bt.Strategy):
 CAPTURE: Any = {"capture_output": True, "text": True, "check": True}
 LEASE_S = 6  # (a shorter one can expire on a loaded machine: the heartbeat runs at nice 5)
 YEAR = {"symbols": ["AAPL"], "startDate": "2024-01-01", "endDate": "2024-12-31"}
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def row_of(context: Context, session_id: str) -> BacktestSession:
@@ -70,9 +62,7 @@ def api(settings: Settings) -> Iterator[tuple[TestClient, Context, dict[str, str
     """The API (no workers of its own) and a user of it."""
     with TestClient(create_app(settings)) as client:
         context: Context = client.app.state.context  # type: ignore[attr-defined]
-        with context.db.transaction() as session:
-            _, token = create_user(session, "alice")
-        yield client, context, {"Authorization": f"Bearer {token}"}
+        yield client, context, {"Authorization": f"Bearer {user_token(context, 'alice')}"}
 
 
 @pytest.mark.sandbox
@@ -96,7 +86,7 @@ def test_a_worker_that_lost_its_lease_writes_nothing_and_the_new_owner_finishes(
         stopping = threading.Event()
         run = threading.Thread(target=job, args=(lease, stopping))
         run.start()
-        wait_until(lambda: row_of(context, session_id).bars_done >= 20)
+        wait_until(lambda: row_of(context, session_id).bars_done >= 20, 60)
 
         # The first worker freezes (no heartbeat) past its lease: the other recovers the
         # backtest and claims it again; the first one wakes up to a lease that is not its own.
@@ -146,7 +136,7 @@ def _worker(settings: Settings, url: str) -> tuple[subprocess.Popen[bytes], str]
         except httpx.TransportError:
             return False
 
-    wait_until(up)
+    wait_until(up, 60)
     return process, health
 
 
@@ -176,8 +166,8 @@ def test_a_sigkilled_workers_backtest_is_finished_by_another_once_and_new_worker
             session_id = start(client, alice, agent_id, **YEAR).json()["sessionId"]
             first, _ = _worker(settings, postgres_url)
             workers.append(first)
-            wait_until(lambda: _owner_pid(context, session_id) == first.pid)
-            wait_until(lambda: row_of(context, session_id).bars_done >= 5)
+            wait_until(lambda: _owner_pid(context, session_id) == first.pid, 60)
+            wait_until(lambda: row_of(context, session_id).bars_done >= 5, 60)
             token = row_of(context, session_id).lease_token
 
             second, health = _worker(settings, postgres_url)

@@ -9,8 +9,7 @@ import os
 import shutil
 import signal
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -23,7 +22,7 @@ from farm.config import Settings
 from farm.storage.db import Database
 from farm.storage.models import BacktestSession, OutboxEvent
 from farm.users.service import create_user
-from support import REDIS_URL, require_redis
+from support import REDIS_URL, require_redis, wait_until
 
 SLOW = """import time
 import backtrader as bt
@@ -48,13 +47,6 @@ def bus_redis() -> Iterator[str]:
         clear()
         yield REDIS_URL
         clear()
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 @pytest.mark.sandbox

@@ -13,7 +13,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
-from events_support import wait_until
 from sqlalchemy import func, select
 
 from farm.events import EVENT_ID, Event, InProcessBus
@@ -21,6 +20,7 @@ from farm.outbox import OutboxRelay, emit
 from farm.storage.db import Database
 from farm.storage.models import OutboxEvent, User
 from farm.streams import RedisStreamsBus
+from support import wait_until
 
 
 def outbox_rows(db: Database) -> int:

@@ -14,10 +14,10 @@ from contextlib import contextmanager
 from typing import Any
 
 import redis
-from events_support import wait_until
 
 from farm.events import EVENT_ID, Event, Handler
 from farm.streams import RedisStreamsBus
+from support import wait_until
 
 TOPIC = "test.topic"
 

@@ -18,7 +18,7 @@ from farm.app import create_app
 from farm.config import Settings
 from farm.marketdata.store import BarStore
 from farm.storage.objects import S3Root
-from farm.users.service import create_user
+from support import user_token
 
 pytestmark = pytest.mark.sandbox
 
@@ -54,8 +54,7 @@ def s3_farm(
         standard_end="2023-03-31",
     )
     with TestClient(create_app(settings)) as client:
-        with client.app.state.context.db.transaction() as session:  # type: ignore[attr-defined]
-            _, token = create_user(session, "alice")
+        token = user_token(client.app.state.context, "alice")  # type: ignore[attr-defined]
         yield client, {"Authorization": f"Bearer {token}"}
 
 

@@ -166,32 +166,26 @@ class Scheduler:
         s = BacktestSession
         expired = or_(s.lease_expires_at.is_(None), s.lease_expires_at < utcnow())
         local = s.lease_owner.startswith(f"{HOST}-", autoescape=True)
-        candidate = select(s.id).where(s.status == SessionStatus.RUNNING, or_(expired, local))
+        candidates = (s.status == SessionStatus.RUNNING, or_(expired, local))
         with self._db.transaction() as session:  # a read first: most passes find nothing
-            if session.scalar(candidate.limit(1)) is None:
+            if session.scalar(select(s.id).where(*candidates).limit(1)) is None:
                 return 0
         with self._db.transaction() as session:
             sqlite_write_lock(session, s.id)
-            candidates = session.scalars(
-                select(s)
-                .where(s.status == SessionStatus.RUNNING, or_(expired, local))
-                .with_for_update(skip_locked=True)
+            rows = session.scalars(
+                select(s).where(*candidates).with_for_update(skip_locked=True)
             ).all()
             now = utcnow()
             stuck = [
                 row
-                for row in candidates
+                for row in rows
                 if row.lease_expires_at is None
                 or row.lease_expires_at < now
                 or _gone(row.lease_owner)
             ]
             for row in stuck:
-                owner, row.lease_owner, row.lease_token, row.lease_expires_at = (
-                    row.lease_owner,
-                    None,
-                    None,
-                    None,
-                )
+                owner = row.lease_owner
+                row.lease_owner = row.lease_token = row.lease_expires_at = None
                 if row.attempts < MAX_ATTEMPTS:
                     log.warning("re-queueing backtest %s: the lease of %s expired", row.id, owner)
                     row.status = SessionStatus.QUEUED
