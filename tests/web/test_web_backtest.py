@@ -16,6 +16,7 @@ from farm.app import create_app
 from farm.config import Settings
 from farm.context import Context
 from farm.users.service import create_user
+from farm.web import sse
 
 TRADER = b"""import backtrader as bt
 
@@ -164,3 +165,31 @@ def test_the_progress_stream_is_the_owners_only(
     sign_in(signed_in, make_token("eve"))
     assert signed_in.get(url).status_code == 404
     assert signed_in.get(f"{url}/events").status_code == 404
+
+
+def test_live_streams_are_bounded_in_time_and_per_user(
+    signed_in: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent_url = upload(signed_in, TRADER, "bounded")
+    url = signed_in.post(
+        f"{agent_url}/backtests",
+        data={
+            "csrf": csrf_of(signed_in.get(agent_url).text),
+            "symbols": ["SPY"],
+            "start_date": "2023-01-01",
+            "end_date": "2023-02-01",
+            "initial_cash": "1000",
+            "commission": "0",
+        },
+    ).headers["location"]
+    monkeypatch.setattr(sse, "MAX_STREAM_S", 0.0)  # no workers here: it stays queued
+    signed_in.app.state.stream_slots = sse.StreamSlots(per_user=1)  # type: ignore[attr-defined]
+    for _ in range(2):  # the first stream's slot is given back when it ends
+        with signed_in.stream("GET", f"{url}/events") as stream:
+            lines = list(stream.iter_lines())
+        assert "event: progress" in lines
+        assert json.loads(lines[lines.index("event: progress") + 1][6:])["status"] == "queued"
+    signed_in.app.state.stream_slots = sse.StreamSlots(per_user=0)  # type: ignore[attr-defined]
+    with signed_in.stream("GET", f"{url}/events") as stream:
+        busy = list(stream.iter_lines())
+    assert busy[:2] == [f"retry: {sse.BUSY_RETRY_MS}", "event: busy"]

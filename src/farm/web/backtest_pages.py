@@ -114,4 +114,4 @@ def backtest_events(
         }
         return "progress", data, results.status in FINISHED
 
-    return event_stream(request, poll)
+    return event_stream(request, user.id, poll)

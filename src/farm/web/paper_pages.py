@@ -228,7 +228,7 @@ def live_events(
         }
         return "paper", data, status.status in ENDED
 
-    return event_stream(request, poll, LIVE_POLL_S)
+    return event_stream(request, user.id, poll, LIVE_POLL_S)
 
 
 def _fields(state: dict[str, Any]) -> dict[str, Any]:
