@@ -64,6 +64,7 @@ class Context:
     paper: RuntimeProcess
     role: Role = "all"
     _secrets: SecretBox | None = field(default=None, init=False, repr=False)
+    _migrated: bool = field(default=False, init=False, repr=False)
 
     @property
     def secrets(self) -> SecretBox:
@@ -130,6 +131,13 @@ class Context:
             role=role,
         )
 
+    def migrate(self) -> None:
+        """Apply the database migrations, once per context (``farm up`` migrates before it
+        creates the demo user; its start then does not migrate again)."""
+        if not self._migrated:
+            self.db.migrate()
+            self._migrated = True
+
     def start(self) -> None:
         """Start what this process's role runs. ``all`` prepares storage and data first (the
         other roles leave that to ``farm migrate`` and ``farm data import``); backtests run
@@ -140,7 +148,7 @@ class Context:
         if role != "backtest":
             self.secrets  # noqa: B018 - built now: a missing key fails the start, not a request
         if role == "all":
-            self.db.migrate()
+            self.migrate()
         if role in ("all", "api"):
             self.bus.start()  # the event handlers (queueing evaluations, the leaderboard)
         if _relays(role, self.settings):

@@ -13,7 +13,7 @@ from farm.context import Context
 from farm.deps import ContextDep
 from farm.errors import InvalidInput
 from farm.fmel.records import Action
-from farm.fmel.router import get_service
+from farm.fmel.router import get_service, streamed
 from farm.fmel.schemas import Analytics, DateRange, ExportFormat, RecordKind
 from farm.fmel.service import MAX_DATE_CHARS, Filters
 from farm.storage.models import User
@@ -136,12 +136,7 @@ def export(
     records: RecordKind = RecordKind.DECISIONS,
 ) -> StreamingResponse:
     """Download the agent's records (one session or all)."""
-    out = get_service(context).export(user, agent, _blank(session), format, records)
-    return StreamingResponse(
-        out.chunks,
-        media_type=out.media_type,
-        headers={"Content-Disposition": f'attachment; filename="{out.filename}"'},
-    )
+    return streamed(get_service(context).export(user, agent, _blank(session), format, records))
 
 
 @router.get("/decisions/{decision_id}", response_class=HTMLResponse)
