@@ -98,8 +98,8 @@ STOP_GRACE_S = 30.0
 #: sessions, each is ranked every ``RANK_SPACING_S`` times the number of sessions at most, so
 #: ranking keeps a bounded share of the loop. Ranking runs between steps, in slices of
 #: ``RANK_SLICE_S`` (of at most ``RANK_BATCH`` sessions), so a new bar waits for one at most.
-RANK_EVERY_S = 2.0
-RANK_SPACING_S = 0.02
+RANK_EVERY_S = 5.0
+RANK_SPACING_S = 0.05
 RANK_SLICE_S = 0.02
 RANK_BATCH = 32
 #: Seconds a session's FMEL records may wait per session running before their part is written
