@@ -10,6 +10,9 @@ Every write goes to a temporary file that is fsynced and then ``os.replace``-d o
 a reader sees either the old or the new file, never a partial one. The manifest is cached per
 ``BarStore`` and reloaded when its file changes, so a running server sees a CLI import at once.
 On object storage (``FARM_BARS_URL=s3://...``) the same layout holds one object per file.
+
+The live minute bars of the Alpaca feed go to a second store of the same layout, ``minute/``
+below the bar store (:func:`open_minute_store`), a step at a time (:meth:`BarStore.append`).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import pyarrow.parquet as pq
 
 from farm.core.bars import Bar, Step
 from farm.errors import InvalidInput
-from farm.storage.objects import LocalRoot, Root, open_root
+from farm.storage.objects import S3_SCHEME, LocalRoot, Root, open_root
 
 if TYPE_CHECKING:
     from farm.config import Settings
@@ -215,6 +218,14 @@ def open_bar_store(settings: Settings) -> BarStore:
     return BarStore(open_root(settings.bars_url, settings.bars_dir, settings.s3_endpoint_url))
 
 
+def open_minute_store(settings: Settings) -> BarStore:
+    """The live minute bars (``FARM_FEED=alpaca`` stores them as they arrive): ``minute/``
+    below the bar store, kept apart from the daily bars of the same symbols."""
+    url = settings.bars_url
+    remote = f"{url.rstrip('/')}/minute" if url and url.startswith(S3_SCHEME) else None
+    return BarStore(open_root(remote, settings.bars_dir / "minute", settings.s3_endpoint_url))
+
+
 class BarStore:
     """Parquet bars, one file per symbol, with a cached manifest (see the module docstring).
 
@@ -367,6 +378,26 @@ class BarStore:
         """Replace ``symbol``'s bars atomically (see :class:`SymbolData` for ``bars``)."""
         (info,) = self.write_many([SymbolData(symbol, bars, source, content_hash)])
         return info
+
+    def append(self, steps: Sequence[Step], source: Source = "real") -> list[SymbolInfo]:
+        """Add the bars of ``steps`` to their symbols' files (a bar at a time already stored is
+        replaced); each file is rewritten atomically, so this suits a step a minute."""
+        new: dict[str, dict[datetime, Bar]] = {}
+        for step in steps:
+            for symbol, bar in step.bars.items():
+                new.setdefault(symbol, {})[step.ts] = bar
+        items = []
+        for symbol, bars in new.items():
+            frame = pd.DataFrame(
+                {"timestamp": pd.DatetimeIndex(list(bars)).as_unit("us")}
+                | {c: [getattr(b, c) for b in bars.values()] for c in BAR_COLUMNS}
+            )
+            if self.info(symbol) is not None:
+                old = self.frame(symbol).reset_index()
+                old = old[~old["timestamp"].isin(frame["timestamp"])]
+                frame = pd.concat([old, frame], ignore_index=True).sort_values("timestamp")
+            items.append(SymbolData(symbol, frame, source))
+        return self.write_many(items)
 
     def write_many(self, items: Sequence[SymbolData]) -> list[SymbolInfo]:
         """Replace several symbols, each atomically, with one manifest update."""

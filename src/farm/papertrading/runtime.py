@@ -63,7 +63,7 @@ from farm.leaderboard.forward import ForwardBar
 from farm.leaderboard.service import record_forward_result, record_paper_result
 from farm.marketdata.alpaca import history_steps
 from farm.marketdata.feed import FeedRunner, FeedState
-from farm.marketdata.store import BarStore, open_bar_store
+from farm.marketdata.store import BarStore, open_bar_store, open_minute_store
 from farm.outbox import emit
 from farm.papertrading.live import LiveSession, same_order
 from farm.papertrading.persistence import StepRows, apply_events, order_row, preload
@@ -153,7 +153,9 @@ class PaperRuntime:
         settings: Settings,
     ) -> None:
         self._db = db
-        self._bars = bars
+        # the steps sessions warm up and catch up on: the stored bars the feed publishes (the
+        # minute bars it stored as they came on the Alpaca feed)
+        self._bars = open_minute_store(settings) if settings.feed == "alpaca" else bars
         self._read_steps = functools.lru_cache(maxsize=STEP_CACHE)(self._read)
         self._artifacts = artifacts
         self._settings = settings
@@ -490,9 +492,13 @@ class PaperRuntime:
 
     def _steps_between(self, symbols: Sequence[str], lo: date, hi: date) -> tuple[Step, ...]:
         """The stored steps of ``symbols`` from ``lo`` to ``hi`` (UTC dates), read once while
-        the store holds the same bars (its infos are part of the key)."""
-        infos = tuple(self._bars.info(s) for s in symbols)
-        return self._read_steps(tuple(symbols), infos, lo, hi)
+        the store holds the same bars (its infos are part of the key). Symbols without stored
+        bars (no live minute yet) are left out."""
+        known = [s for s in symbols if self._bars.info(s) is not None]
+        if not known:
+            return ()
+        infos = tuple(self._bars.info(s) for s in known)
+        return self._read_steps(tuple(known), infos, lo, hi)
 
     def _read(
         self, symbols: tuple[str, ...], infos: tuple[Any, ...], lo: date, hi: date
