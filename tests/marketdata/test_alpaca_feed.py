@@ -16,7 +16,8 @@ from alpaca_server import FakeAlpaca, alpaca_server
 from farm.config import Settings
 from farm.core.bars import Step
 from farm.marketdata.alpaca import AlpacaFeed, data_stream_url, history_steps
-from farm.marketdata.store import BarStore
+from farm.marketdata.store import MinuteStore
+from farm.storage.objects import LocalRoot
 
 T0 = datetime(2026, 12, 1, 15, 0, tzinfo=UTC)
 
@@ -201,7 +202,7 @@ def test_bars_missed_during_a_drop_are_backfilled_once_in_order(
     from the historical bars, in order, before the new live ones, each once, and every
     published minute is in the minute store."""
     server, url = fake
-    store = BarStore(tmp_path / "minute")
+    store = MinuteStore(LocalRoot(tmp_path / "minute"))
     settings = _settings(tmp_path, server, url)
     reader = Reader(AlpacaFeed(settings, lambda: ["AAPL", "MSFT"], grace_s=5.0, store=store))
     try:
@@ -232,8 +233,7 @@ def test_bars_missed_during_a_drop_are_backfilled_once_in_order(
         assert reader.feed.backfilled >= 5  # 4 to 8 (9 and 10 too if they were stored in time)
         assert "without any bar" not in note
         assert server.data_connections == 2
-        stored = store.frame("MSFT")
-        assert list(stored.index) == [_minute(n) for n in range(1, 11)]
-        assert list(stored["close"]) == [50.0 + n for n in range(1, 11)]
+        stored = store.steps(["MSFT", "AAPL"], T0.date(), T0.date())
+        assert stored == reader.steps
     finally:
         reader.close()

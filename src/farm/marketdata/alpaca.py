@@ -45,7 +45,7 @@ from alpaca.trading.models import Clock
 
 from farm.config import Settings
 from farm.core.bars import Bar, Step
-from farm.marketdata.store import BarStore
+from farm.marketdata.store import MinuteStore
 
 log = logging.getLogger("farm.feed.alpaca")
 
@@ -128,7 +128,7 @@ class AlpacaFeed:
         settings: Settings,
         wanted: Callable[[], Sequence[str]],
         grace_s: float = 10.0,
-        store: BarStore | None = None,
+        store: MinuteStore | None = None,
     ) -> None:
         key, secret = _credentials(settings)
         self._grace = grace_s

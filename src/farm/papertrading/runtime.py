@@ -153,9 +153,9 @@ class PaperRuntime:
         settings: Settings,
     ) -> None:
         self._db = db
-        # the steps sessions warm up and catch up on: the stored bars the feed publishes (the
-        # minute bars it stored as they came on the Alpaca feed)
-        self._bars = open_minute_store(settings) if settings.feed == "alpaca" else bars
+        self._bars = bars
+        # on the Alpaca feed, sessions re-warm and catch up on the minute bars it stored
+        self._minutes = open_minute_store(settings) if settings.feed == "alpaca" else None
         self._read_steps = functools.lru_cache(maxsize=STEP_CACHE)(self._read)
         self._artifacts = artifacts
         self._settings = settings
@@ -492,13 +492,12 @@ class PaperRuntime:
 
     def _steps_between(self, symbols: Sequence[str], lo: date, hi: date) -> tuple[Step, ...]:
         """The stored steps of ``symbols`` from ``lo`` to ``hi`` (UTC dates), read once while
-        the store holds the same bars (its infos are part of the key). Symbols without stored
-        bars (no live minute yet) are left out."""
-        known = [s for s in symbols if self._bars.info(s) is not None]
-        if not known:
-            return ()
-        infos = tuple(self._bars.info(s) for s in known)
-        return self._read_steps(tuple(known), infos, lo, hi)
+        the store holds the same bars (its infos are part of the key); the stored minute bars
+        on the Alpaca feed."""
+        if self._minutes is not None:
+            return tuple(self._minutes.steps(symbols, lo, hi))
+        infos = tuple(self._bars.info(s) for s in symbols)
+        return self._read_steps(tuple(symbols), infos, lo, hi)
 
     def _read(
         self, symbols: tuple[str, ...], infos: tuple[Any, ...], lo: date, hi: date
