@@ -85,15 +85,18 @@ def test_live_sessions_on_the_alpaca_feed_survive_a_drop_and_a_kill(
         auto_fill=True,
         other_keys={USER_KEY: secret},
     )
-    # Minute bars of two hours ago (the warm-up comes from the bars before the first live one).
-    t0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)
+    # The warm-up: three minutes before now, from the historical bars. The live minutes are
+    # dated an hour ahead, so however fast they come none of them can be taken for the warm-up
+    # (which reads the bars before now).
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    t0 = now + timedelta(hours=1)
 
-    def emit(n: int) -> None:
+    def emit(n: int, at: datetime = t0) -> None:
         for symbol, base in (("SPY", 450.0), ("AAPL", 190.0)):
-            fake.push_bar(symbol, _minute(t0, n), base + n / 4)
+            fake.push_bar(symbol, _minute(at, n), base + n / 4)
 
     for n in range(-3, 0):
-        emit(n)  # history only: no data connection yet
+        emit(n, now)  # history only: no data connection yet
     with alpaca_server(fake) as (_, url):
         env = {
             "FARM_DATA_DIR": str(copy_daily(shared_data, tmp_path / "data", SYMBOLS)),
@@ -164,9 +167,10 @@ def test_live_sessions_on_the_alpaca_feed_survive_a_drop_and_a_kill(
             # One decision per live minute, in order, none twice, none lost.
             for name, agent_id in agents.items():
                 folder = session_dir(home / "fmel", agent_id, sessions[name])
-                decided = sorted(
-                    (d["seq"], d["bar_ts"]) for d in fmel_decisions(folder) if d["bar_ts"] >= t0
-                )
+                decisions = fmel_decisions(folder)
+                warm = {d["bar_ts"] for d in decisions if d["bar_ts"] < t0}
+                assert warm == {_minute(now, -2), _minute(now, -1)}, name  # warmupBars: 2
+                decided = sorted((d["seq"], d["bar_ts"]) for d in decisions if d["bar_ts"] >= t0)
                 assert [ts for _, ts in decided] == [_minute(t0, n) for n in range(16)], name
                 assert len({seq for seq, _ in decided}) == 16
         finally:
