@@ -63,7 +63,7 @@ from farm.leaderboard.forward import ForwardBar
 from farm.leaderboard.service import record_forward_result, record_paper_result
 from farm.marketdata.alpaca import history_steps
 from farm.marketdata.feed import FeedRunner, FeedState
-from farm.marketdata.store import BarStore, open_bar_store
+from farm.marketdata.store import BarStore, open_bar_store, open_minute_store
 from farm.outbox import emit
 from farm.papertrading.live import LiveSession, same_order
 from farm.papertrading.persistence import StepRows, apply_events, order_row
@@ -163,6 +163,8 @@ class PaperRuntime:
     ) -> None:
         self._db = db
         self._bars = bars
+        # on the Alpaca feed, sessions re-warm and catch up on the minute bars it stored
+        self._minutes = open_minute_store(settings) if settings.feed == "alpaca" else None
         self._read_steps = functools.lru_cache(maxsize=STEP_CACHE)(self._read)
         self._artifacts = artifacts
         self._settings = settings
@@ -513,7 +515,10 @@ class PaperRuntime:
 
     def _steps_between(self, symbols: Sequence[str], lo: date, hi: date) -> tuple[Step, ...]:
         """The stored steps of ``symbols`` from ``lo`` to ``hi`` (UTC dates), read once while
-        the store holds the same bars (its infos are part of the key)."""
+        the store holds the same bars (its infos are part of the key); the stored minute bars
+        on the Alpaca feed."""
+        if self._minutes is not None:
+            return tuple(self._minutes.steps(symbols, lo, hi))
         infos = tuple(self._bars.info(s) for s in symbols)
         return self._read_steps(tuple(symbols), infos, lo, hi)
 
