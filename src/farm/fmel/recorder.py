@@ -513,8 +513,8 @@ class FmelFlusher:
     Each part file costs a few milliseconds whatever its size, so with ``spacing`` a recorder's
     records wait ``spacing`` seconds per recorder registered (when that is longer than its
     ``flush_seconds``): the parts written per second stay bounded however many sessions
-    record. With ``idle`` the thread flushes while that event is set (its producer is between
-    steps), or after waiting ``interval`` for it."""
+    record. With ``idle`` each round of flushes starts once that event is set (its producer is
+    between steps), or after waiting ``interval`` for it."""
 
     def __init__(
         self, interval: float = 0.5, spacing: float = 0.0, idle: threading.Event | None = None
@@ -548,9 +548,9 @@ class FmelFlusher:
             with self._lock:
                 recorders = list(self._recorders)
             spaced = self._spacing * len(recorders)
+            if self._idle is not None:
+                self._idle.wait(self._interval)
             for recorder in recorders:
-                if self._idle is not None:
-                    self._idle.wait(self._interval)
                 if not recorder.flush_if_due(max(recorder.flush_seconds, spaced)):
                     self.discard(recorder)
 
