@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from datetime import time as dt_time
 from decimal import Decimal
 from pathlib import Path
 
@@ -15,11 +16,12 @@ import pytest
 from alpaca_server import FakeAlpaca, alpaca_server
 from farm.config import Settings
 from farm.core.bars import Step
-from farm.marketdata.alpaca import AlpacaFeed, data_stream_url, history_steps
+from farm.marketdata.alpaca import BACKFILL_MAX, AlpacaFeed, data_stream_url, history_steps
 from farm.marketdata.store import MinuteStore
 from farm.storage.objects import LocalRoot
 
-T0 = datetime(2026, 12, 1, 15, 0, tzinfo=UTC)
+# Yesterday at 15:00 UTC: recent enough for a backfill (BACKFILL_MAX), one date for 9 hours.
+T0 = datetime.combine(datetime.now(UTC).date() - timedelta(days=1), dt_time(15), UTC)
 
 
 def _minute(n: int) -> datetime:
@@ -54,15 +56,16 @@ def _until(check: Callable[[], bool], timeout: float = 30.0) -> None:
 class Reader:
     """Runs the feed's ``next_step`` loop on a thread, as the FeedRunner does."""
 
-    def __init__(self, feed: AlpacaFeed) -> None:
+    def __init__(self, feed: AlpacaFeed, after: datetime | None = None) -> None:
         self.feed = feed
+        self.after = after  # the feed's saved position
         self.steps: list[Step] = []
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
-        after = None
+        after = self.after
         while (step := self.feed.next_step(after, self.stop)) is not None:
             self.steps.append(step)
             after = step.ts
@@ -170,7 +173,7 @@ def test_the_bars_endpoint_pages_as_alpaca_does(
     with httpx.Client(base_url=url, headers=headers) as client:
         first = client.get("/v2/stocks/bars", params=query).json()
         assert [b["c"] for b in first["bars"]["AAPL"]] == [100.0, 101.0, 102.0]
-        assert [b["t"] for b in first["bars"]["MSFT"]] == ["2026-12-01T15:00:00Z"]
+        assert [b["t"] for b in first["bars"]["MSFT"]] == [T0.isoformat().replace("+00:00", "Z")]
         token = first["next_page_token"]
         assert token
         second = client.get("/v2/stocks/bars", params=query | {"page_token": token}).json()
@@ -235,5 +238,29 @@ def test_bars_missed_during_a_drop_are_backfilled_once_in_order(
         assert server.data_connections == 2
         stored = store.steps(["MSFT", "AAPL"], T0.date(), T0.date())
         assert stored == reader.steps
+    finally:
+        reader.close()
+
+
+def test_a_backfill_after_a_long_outage_goes_back_seven_days_only(
+    tmp_path: Path, fake: tuple[FakeAlpaca, str]
+) -> None:
+    """A feed restarted ten days after its saved position reads the historical bars of the last
+    BACKFILL_MAX only (memory and replay stay bounded) and says so."""
+    server, url = fake
+    saved = T0 - timedelta(days=9)
+    for symbol in ("AAPL", "MSFT"):
+        server.history[symbol] = [
+            {"t": t.isoformat().replace("+00:00", "Z"), "o": 1.0, "h": 1.0, "l": 1.0,
+             "c": 1.0, "v": 1, "n": 1, "vw": 1.0}
+            for t in (saved + timedelta(minutes=1), T0)
+        ]  # fmt: skip
+    feed = AlpacaFeed(_settings(tmp_path, server, url), lambda: ["AAPL", "MSFT"], grace_s=5.0)
+    reader = Reader(feed, after=saved)
+    try:
+        _until(lambda: len(reader.steps) >= 1)
+        time.sleep(0.3)  # nothing more comes
+        assert [s.ts for s in reader.steps] == [T0], "the minute 9 days back was not read"
+        assert f"limited to the last {BACKFILL_MAX}" in (feed.note() or "")
     finally:
         reader.close()

@@ -18,7 +18,9 @@ Backfill: each time the data connection is (re)established, publication waits wh
 of the subscribed symbols since the last minute published are read from the historical bars
 endpoint (``FARM_ALPACA_HISTORY_URL``); the minutes missed while the stream was down are then
 published in order before the new live ones, each once (a minute already published is never
-published again). A restarted feed resumes the same way after its saved position. Each step is
+published again). A restarted feed resumes the same way after its saved position. A backfill
+goes back ``BACKFILL_MAX`` (7 days) at most, which bounds the memory and the replay it costs after a
+long outage; older minutes are lost and the feed's status says so. Each step is
 stored (``store``: the minute bar store) before it is published, so the paper runtime can
 catch its sessions up on it after a restart.
 """
@@ -30,7 +32,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from alpaca.data.enums import DataFeed
@@ -48,6 +50,8 @@ from farm.core.bars import Bar, Step
 from farm.marketdata.store import MinuteStore
 
 log = logging.getLogger("farm.feed.alpaca")
+#: How far back a backfill reads after a reconnect or a restart at most.
+BACKFILL_MAX = timedelta(days=7)
 
 REFRESH_S = 2.0
 """How often the subscribed symbols are brought up to the running sessions'."""
@@ -163,6 +167,7 @@ class AlpacaFeed:
         self.gaps = 0  # open-market minutes without any bar
         self.backfilled = 0  # minutes published from the historical bars after a (re)connect
         self.backfill_failures = 0
+        self.backfill_cut = 0  # backfills that went back BACKFILL_MAX only (a longer outage)
 
     # -- BarFeed --------------------------------------------------------------------------------
 
@@ -206,6 +211,8 @@ class AlpacaFeed:
             parts.append(f"{self.backfilled} minute(s) backfilled after a reconnect")
         if self.backfill_failures:
             parts.append(f"{self.backfill_failures} backfill(s) failed")
+        if self.backfill_cut:
+            parts.append(f"{self.backfill_cut} backfill(s) limited to the last {BACKFILL_MAX}")
         return "; ".join(parts) or None
 
     def close(self) -> None:
@@ -242,6 +249,12 @@ class AlpacaFeed:
         """Queue the minutes since the last one published from the historical bars (the
         minutes still waiting keep the bars the stream sent)."""
         connects, since = self._connects, self._published
+        if since is not None and since < (oldest := datetime.now(UTC) - BACKFILL_MAX):
+            log.warning(
+                "alpaca feed: down since %s; backfilling the last %s only", since, BACKFILL_MAX
+            )
+            self.backfill_cut += 1
+            since = oldest
         if since is not None and self._subscribed:
             try:
                 minutes = _minutes(self._history, self._feed, sorted(self._subscribed), since)
