@@ -24,6 +24,7 @@ from farm.fmel.records import (
     Order,
 )
 from farm.fmel.summary import SUMMARY_NAME
+from support import wait_until
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
 BAR = [Bar(symbol="AAPL", open=1.0, high=2.0, low=0.5, close=1.5, volume=10.0)]
@@ -99,6 +100,43 @@ def test_recorders_sharing_a_flusher_start_no_thread_and_flush_by_time(tmp_path:
     assert threading.active_count() == threads - 1
     decisions = stored(tmp_path, "agent-1", "decisions").column("seq").to_pylist()
     assert sorted(decisions) == [0] * 20 + [1] * 20, "close() flushed the rest"
+
+
+def test_a_shared_flusher_spaces_parts_by_the_number_of_recorders(tmp_path: Path) -> None:
+    flusher = FmelFlusher(interval=0.02, spacing=0.05)  # 20 recorders: records wait 1 s
+    recs = [
+        FmelRecorder(
+            tmp_path, "agent-1", f"s-{i}", "user-1", "PAPER", flush_seconds=0.05, flusher=flusher
+        )
+        for i in range(20)
+    ]
+    started = time.monotonic()
+    for rec in recs:
+        decide(rec, 0)
+    time.sleep(0.5)
+    if time.monotonic() - started < 0.95:  # a stalled machine proves nothing either way
+        assert not any(rec.parts_written for rec in recs), "flushed before 20 x 50 ms"
+    wait_until(lambda: all(rec.parts_written for rec in recs), 10)
+    for rec in recs:
+        rec.close()
+    flusher.close()
+
+
+def test_a_shared_flusher_waits_for_its_producer_to_be_idle(tmp_path: Path) -> None:
+    idle = threading.Event()
+    flusher = FmelFlusher(interval=2.0, idle=idle)  # a round at 2 s waits for idle until 4 s
+    rec = FmelRecorder(
+        tmp_path, "agent-1", "s-1", "user-1", "PAPER", flush_seconds=0.01, flusher=flusher
+    )
+    started = time.monotonic()
+    decide(rec, 0)
+    time.sleep(2.5)
+    assert rec.parts_written == 0, "flushed while the producer was busy"
+    idle.set()
+    wait_until(lambda: rec.parts_written == 1, 10)
+    assert time.monotonic() - started < 3.9, "flushed by the fallback, not when idle"
+    rec.close()
+    flusher.close()
 
 
 def test_parts_are_atomic_for_a_concurrent_reader(tmp_path: Path) -> None:
