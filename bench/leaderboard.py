@@ -399,6 +399,7 @@ def main() -> None:
                 "FARM_HOME": home,
                 "FARM_DATABASE_URL": db_url,
                 "FARM_REDIS_URL": redis_url,
+                "FARM_SECRET_KEY": "bench-only-server-key",  # scaled out: required at start
                 # 500 req/s from one address: counted (in Redis) but never refused.
                 "FARM_RATE_LIMIT_ADDRESS": "1000000/second",
                 **hostile_env(home),

@@ -23,9 +23,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """No live feed unless a test asks for one (``Settings(feed="replay")``); servers started by
-    end-to-end tests inherit this too."""
+    """No live feed unless a test asks for one (``Settings(feed="replay")``), and a server key,
+    which the scale-out shape (Redis or PostgreSQL) needs to start (``secret_key=None`` tests
+    the key generated in FARM_HOME); servers started by end-to-end tests inherit both."""
     os.environ["FARM_FEED"] = "off"
+    os.environ["FARM_SECRET_KEY"] = "farm-test-server-key"
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,8 +16,9 @@ from fastapi.testclient import TestClient
 from farm.app import create_app
 from farm.config import Settings
 from farm.context import Context
+from farm.ratelimit import RateLimits
 from farm.users.service import create_user
-from support import REDIS_URL, flushed_redis, free_port, require_redis
+from support import flushed_redis, free_port, redis_cluster
 
 Headers = dict[str, str]
 
@@ -114,24 +116,54 @@ def test_after_too_many_bad_tokens_every_token_from_the_address_waits(serve: Ser
         assert client.get("/api/agents/list", headers=alice).status_code == 200
 
 
+@pytest.fixture(params=["redis", "cluster"])
+def shared(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Settings, list[int]]]:
+    """The settings of API processes sharing one Redis, and the ports of its cluster's masters:
+    a server (flushed around the test; no masters) or a private three-master Redis Cluster."""
+    home = tmp_path / "farm"
+    limit = "2/minute"
+    if request.param == "redis":
+        with flushed_redis() as url:
+            yield Settings(home=home, backtest_workers=0, redis_url=url, rate_limit_user=limit), []
+        return
+    with redis_cluster(tmp_path / "cluster") as cluster:
+        yield (
+            Settings(
+                home=home,
+                backtest_workers=0,
+                redis_url=cluster.url,
+                redis_cluster=True,
+                rate_limit_user=limit,
+            ),
+            cluster.ports,
+        )
+
+
 @pytest.mark.redis
-def test_processes_sharing_redis_share_the_counts(tmp_path: Path) -> None:
-    require_redis()
-    with redis.Redis.from_url(REDIS_URL) as flush:
-        flush.flushdb()
-    settings = Settings(
-        home=tmp_path / "farm",
-        backtest_workers=0,
-        redis_url=REDIS_URL,
-        rate_limit_address="3/minute",
-    )
+def test_api_processes_sharing_redis_share_the_counts(
+    shared: tuple[Settings, list[int]],
+) -> None:
+    settings, masters = shared
     with TestClient(create_app(settings)) as one, TestClient(create_app(settings)) as two:
-        assert one.get("/api/leaderboard").status_code == 200
-        assert two.get("/api/leaderboard").status_code == 200
-        assert one.get("/api/leaderboard").status_code == 200
-        assert_limited(two.get("/api/leaderboard"), "requests from your address")
-    with redis.Redis.from_url(REDIS_URL) as flush:
-        flush.flushdb()
+        expected = "redis-cluster" if masters else "redis"
+        for client in (one, two):
+            assert client.app.state.rate_limits.backend == expected  # type: ignore[attr-defined]
+        users = [token_of(one, f"user{n}") for n in range(6)]  # keys in several cluster slots
+        for user in users:
+            assert one.get("/api/agents/list", headers=user).status_code == 200
+            assert two.get("/api/agents/list", headers=user).status_code == 200
+            for client in (one, two):
+                assert_limited(
+                    client.get("/api/agents/list", headers=user),
+                    "too many requests with your API token",
+                )
+    if masters:  # the counts are spread over the masters, as their slots say
+        counted = []
+        for port in masters:
+            with redis.Redis(port=port) as master:
+                counted.append(len(master.keys("LIMITS*")))
+        assert sum(counted) == len(users)
+        assert sum(1 for c in counted if c) >= 2, counted
 
 
 def test_an_unreachable_redis_lets_requests_through_and_says_so(
@@ -145,6 +177,23 @@ def test_an_unreachable_redis_lets_requests_through_and_says_so(
         alice = token_of(client, "alice")
         for _ in range(3):
             assert client.get("/api/agents/list", headers=alice).status_code == 200
+    assert "rate limits are not enforced: their storage failed" in caplog.text
+
+
+def test_an_unreachable_redis_cluster_lets_requests_through_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    down = f"redis://127.0.0.1:{free_port()}/0"
+    limits = RateLimits(Settings(redis_url=down, redis_cluster=True, rate_limit_user="1/minute"))
+
+    async def hits() -> list[int | None]:
+        try:
+            return [await limits.hit(limits.user, "user", "alice") for _ in range(3)]
+        finally:
+            await limits.close()
+
+    assert limits.backend == "redis-cluster"
+    assert asyncio.run(hits()) == [None, None, None]
     assert "rate limits are not enforced: their storage failed" in caplog.text
 
 

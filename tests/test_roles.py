@@ -42,3 +42,30 @@ def test_the_embedded_process_prepares_everything(tmp_path: Path) -> None:
         assert {"backtest-reaper", "backtest-worker-0"} <= _threads()
     finally:
         context.close()
+
+
+def test_farm_up_migrates_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`farm up` migrates before creating the demo user; its start does not migrate again."""
+    from alembic import command
+    from typer.testing import CliRunner
+
+    from farm import cli
+
+    upgrades: list[str] = []
+    upgrade = command.upgrade
+    monkeypatch.setattr(command, "upgrade", lambda c, r: upgrades.append(r) or upgrade(c, r))
+    started: list[Context] = []
+
+    def run(context: Context, *_: object, **__: object) -> None:  # the server's lifespan
+        context.start()
+        started.append(context)
+        context.close()
+
+    monkeypatch.setattr(cli, "_run", run)
+    monkeypatch.setenv("FARM_HOME", str(tmp_path / "farm"))
+    monkeypatch.setenv("FARM_BACKTEST_WORKERS", "0")
+    result = CliRunner().invoke(cli.app, ["up"])
+    assert result.exit_code == 0, result.output
+    assert "Created user 'demo'" in result.output
+    assert started, "the server started"
+    assert upgrades == ["head"]

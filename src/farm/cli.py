@@ -79,7 +79,7 @@ def up(host: HostOption = None, port: PortOption = None) -> None:
 
     settings = Settings()
     context = Context.build(settings)
-    context.db.migrate()
+    context.migrate()  # once: the demo user needs the tables; start() will not migrate again
     host, port = host or settings.host, port or settings.port
     _ensure_demo_user(context, client_url(host, port))
     _run(context, host, port, services=None)

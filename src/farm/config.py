@@ -205,7 +205,7 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = Field(
         default=None,
         description="Encrypts brokers' keys at rest; generated into FARM_HOME when unset "
-        "(embedded), required with FARM_REDIS_URL (scaled out).",
+        "(embedded), required at start when scaled out (FARM_REDIS_URL or PostgreSQL).",
     )
     alpaca_trading_url: str = Field(
         default="https://paper-api.alpaca.markets",
@@ -296,6 +296,12 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @property
+    def scaled_out(self) -> bool:
+        """True in the scale-out shape: several processes share Redis or a PostgreSQL
+        database (the embedded shape keeps everything in FARM_HOME)."""
+        return bool(self.redis_url) or self.resolved_database_url.startswith("postgresql")
 
     @property
     def sqlite_path(self) -> Path:

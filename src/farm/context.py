@@ -11,7 +11,7 @@ without subscribers.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Literal
 
@@ -33,6 +33,7 @@ from farm.outbox import OutboxRelay
 from farm.papertrading.runtime import RuntimeProcess
 from farm.retention import RetentionSweeper
 from farm.sandbox.launcher import SandboxUnavailable, check_sandbox
+from farm.secretbox import SecretBox
 from farm.storage.artifacts import ArtifactStore, open_artifact_store
 from farm.storage.db import Database
 
@@ -62,6 +63,16 @@ class Context:
     retention: RetentionSweeper
     paper: RuntimeProcess
     role: Role = "all"
+    _secrets: SecretBox | None = field(default=None, init=False, repr=False)
+    _migrated: bool = field(default=False, init=False, repr=False)
+
+    @property
+    def secrets(self) -> SecretBox:
+        """The box that seals and opens brokers' keys, built once (by :meth:`start` in the
+        processes that hold such keys)."""
+        if self._secrets is None:
+            self._secrets = SecretBox.from_settings(self.settings)
+        return self._secrets
 
     @classmethod
     def build(cls, settings: Settings, role: Role = "all") -> Context:
@@ -120,14 +131,24 @@ class Context:
             role=role,
         )
 
+    def migrate(self) -> None:
+        """Apply the database migrations, once per context (``farm up`` migrates before it
+        creates the demo user; its start then does not migrate again)."""
+        if not self._migrated:
+            self.db.migrate()
+            self._migrated = True
+
     def start(self) -> None:
         """Start what this process's role runs. ``all`` prepares storage and data first (the
         other roles leave that to ``farm migrate`` and ``farm data import``); backtests run
         here if the role has them, this process has workers and the sandbox works (if it does
-        not, agents are refused with the reason)."""
+        not, agents are refused with the reason). Scaled out without ``FARM_SECRET_KEY``, the
+        processes that hold brokers' keys (``all``, ``api``, ``paper``) stop here."""
         role = self.role
+        if role != "backtest":
+            self.secrets  # noqa: B018 - built now: a missing key fails the start, not a request
         if role == "all":
-            self.db.migrate()
+            self.migrate()
         if role in ("all", "api"):
             self.bus.start()  # the event handlers (queueing evaluations, the leaderboard)
         if _relays(role, self.settings):
@@ -146,8 +167,11 @@ class Context:
                 self.paper.start()  # it runs the feed too; returns once the feed runs
             else:
                 self.feed.start()
-        if role not in ("all", "backtest") or self.settings.backtest_workers == 0:
-            return
+        if role in ("all", "backtest") and self.settings.backtest_workers > 0:
+            self._start_backtests()
+
+    def _start_backtests(self) -> None:
+        """The backtest workers and their scheduler, if the sandbox works here."""
         try:
             check_sandbox(self.settings)
         except SandboxUnavailable as exc:

@@ -2,7 +2,10 @@
 
 The server's key is ``FARM_SECRET_KEY`` (any string; a Fernet key is derived from it). In the
 embedded shape, when it is unset, a random one is generated once into ``FARM_HOME/secret.key``
-(mode 0600); scaled out (``FARM_REDIS_URL`` set) it is required, so every process agrees.
+(mode 0600); scaled out (``FARM_REDIS_URL`` or a PostgreSQL database, see
+:attr:`~farm.config.Settings.scaled_out`) it is required, so every process agrees. The API and
+paper processes build their box once, at start (:meth:`farm.context.Context.start`), so a
+missing key stops them there rather than at the first request.
 """
 
 from __future__ import annotations
@@ -20,6 +23,10 @@ from farm.errors import InvalidInput
 KEY_FILE = "secret.key"
 
 
+class MissingSecretKey(RuntimeError):
+    """Scaled out without ``FARM_SECRET_KEY``: a configuration error, raised at start."""
+
+
 class SecretBox:
     """Encrypts and decrypts short secrets with the server's key (Fernet: AES-128-CBC and
     HMAC-SHA256, authenticated)."""
@@ -33,8 +40,11 @@ class SecretBox:
         """The platform's box (see the module doc)."""
         if settings.secret_key is not None:
             return cls(settings.secret_key.get_secret_value())
-        if settings.redis_url:
-            raise InvalidInput("FARM_SECRET_KEY must be set when scaled out (FARM_REDIS_URL)")
+        if settings.scaled_out:
+            raise MissingSecretKey(
+                "FARM_SECRET_KEY must be set when scaled out (FARM_REDIS_URL or a PostgreSQL "
+                "FARM_DATABASE_URL): every process must decrypt the same broker keys"
+            )
         return cls(_home_key(settings.home))
 
     def seal(self, secret: str) -> str:

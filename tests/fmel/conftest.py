@@ -9,7 +9,7 @@ import pytest
 from fmel_helpers import new_id, write_old, write_small
 
 from farm.context import Context
-from farm.storage.models import Agent
+from farm.storage.models import Agent, BacktestSession
 from farm.users.service import create_user
 
 
@@ -23,6 +23,7 @@ class Account:
 
 MakeAccount = Callable[[str], Account]
 MakeAgent = Callable[[Account], str]
+AddSession = Callable[[Account, str, str], None]
 
 
 @pytest.fixture
@@ -56,6 +57,26 @@ def make_agent(context: Context) -> MakeAgent:
     return make
 
 
+@pytest.fixture
+def add_session(context: Context) -> AddSession:
+    """Records a finished backtest of the owner's agent (FMEL is found through its row)."""
+
+    def add(owner: Account, agent_id: str, session_id: str) -> None:
+        with context.db.transaction() as session:
+            session.add(
+                BacktestSession(
+                    id=session_id,
+                    agent_id=agent_id,
+                    user_id=owner.user_id,
+                    kind="custom",
+                    status="completed",
+                    params={},
+                )
+            )
+
+    return add
+
+
 @dataclass(frozen=True)
 class World:
     alice: Account
@@ -68,13 +89,19 @@ class World:
 
 
 @pytest.fixture
-def world(context: Context, make_account: MakeAccount, make_agent: MakeAgent) -> World:
+def world(
+    context: Context, make_account: MakeAccount, make_agent: MakeAgent, add_session: AddSession
+) -> World:
     alice, bob = make_account("alice"), make_account("bob")
     agent, other, bobs = make_agent(alice), make_agent(alice), make_agent(bob)
     small, old = new_id(), new_id()
     root = context.settings.fmel_dir
-    write_small(root, agent, small, alice.user_id)
-    write_old(root, agent, old, alice.user_id)
-    write_small(root, other, new_id(), alice.user_id)
-    write_small(root, bobs, new_id(), bob.user_id)
+    for owner, agent_id, session_id, write in [
+        (alice, agent, small, write_small),
+        (alice, agent, old, write_old),
+        (alice, other, new_id(), write_small),
+        (bob, bobs, new_id(), write_small),
+    ]:
+        write(root, agent_id, session_id, owner.user_id)
+        add_session(owner, agent_id, session_id)
     return World(alice, bob, agent, other, bobs, small, old)

@@ -98,6 +98,21 @@ def test_scope_by_session_or_every_agent_of_the_caller(client: TestClient, world
     assert not set(mine) & set(bobs)
 
 
+def test_a_session_is_found_by_its_row_without_listing_every_agent(
+    client: TestClient, context: Context, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = context.fmel.root
+    listed = root.names
+
+    def names(folder: str) -> tuple[str, ...]:
+        assert folder != root.url, "the FMEL root was listed (a request per agent on S3)"
+        return listed(folder)
+
+    monkeypatch.setattr(root, "names", names)
+    assert decisions(client, world.alice, sessionId=world.old)[1] == 3
+    assert get(client, f"/api/fmel/decisions/{world.small}:6", world.alice)["seq"] == 6
+
+
 def test_a_decision_nests_what_the_agent_reported(client: TestClient, world: World) -> None:
     (first,) = get(
         client, "/api/fmel/decisions", world.alice, sessionId=world.small, limit=1, offset=7

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from fmel_helpers import T0, new_id
 from typer.testing import CliRunner, Result
 
-from conftest import World
+from conftest import AddSession, World
 from farm.cli import app
 from farm.context import Context
 from farm.fmel.recorder import FmelRecorder
@@ -87,8 +87,11 @@ HOSTILE = (
 )
 
 
-def test_agent_text_cannot_drive_the_terminal(world: World, context: Context) -> None:
+def test_agent_text_cannot_drive_the_terminal(
+    world: World, context: Context, add_session: AddSession
+) -> None:
     session = new_id()
+    add_session(world.alice, world.agent, session)
     with FmelRecorder(
         context.fmel.root, world.agent, session, world.alice.user_id, "BACKTEST"
     ) as rec:

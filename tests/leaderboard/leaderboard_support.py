@@ -10,11 +10,9 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from farm.context import Context
 from farm.events import BACKTEST_COMPLETED, FORWARD_RECORDED
@@ -175,69 +173,3 @@ class RedisServer:
             self.process.kill()
             self.process.wait(timeout=10)
             self.process = None
-
-
-@dataclass
-class RedisCluster:
-    """A private three-master Redis Cluster on free loopback ports (client and bus ports)."""
-
-    folder: Path
-    ports: list[int] = field(default_factory=list)
-    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.ports[0]}/0"
-
-    def start(self, timeout: float = 20.0) -> None:
-        for index in range(3):
-            port, bus = free_port(), free_port()
-            node = self.folder / f"node{index}"
-            node.mkdir(parents=True)
-            self.ports.append(port)
-            self.processes.append(
-                subprocess.Popen(
-                    [
-                        *("redis-server", "--port", str(port), "--bind", "127.0.0.1"),
-                        *("--cluster-enabled", "yes", "--cluster-port", str(bus)),
-                        *("--cluster-config-file", str(node / "nodes.conf")),
-                        *("--dir", str(node), "--save", "", "--appendonly", "no"),
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
-        deadline = time.monotonic() + timeout
-        for port in self.ports:
-            while redis_problem(f"redis://127.0.0.1:{port}/0") is not None:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"redis-server (cluster node) did not start on port {port}")
-                time.sleep(0.02)
-        created = subprocess.run(
-            [
-                *("redis-cli", "--cluster", "create"),
-                *(f"127.0.0.1:{port}" for port in self.ports),
-                *("--cluster-replicas", "0", "--cluster-yes"),
-            ],
-            capture_output=True,
-            timeout=timeout,
-            check=False,
-        )
-        assert created.returncode == 0, created.stdout.decode() + created.stderr.decode()
-        while not self._ok():
-            if time.monotonic() > deadline:
-                pytest.fail("the Redis Cluster did not reach cluster_state:ok")
-            time.sleep(0.05)
-
-    def _ok(self) -> bool:
-        for port in self.ports:
-            with redis.Redis(port=port, socket_connect_timeout=2) as client:
-                if client.cluster("info")["cluster_state"] != "ok":
-                    return False
-        return True
-
-    def stop(self) -> None:
-        for process in self.processes:
-            process.kill()
-            process.wait(timeout=10)
-        self.processes.clear()

@@ -3,7 +3,6 @@ the cache on a real three-master cluster."""
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any
 import pytest
 import redis
 from fastapi.testclient import TestClient
-from leaderboard_support import Farm, RedisCluster
+from leaderboard_support import Farm
 from redis.crc import key_slot
 
 from farm.app import create_app
@@ -20,7 +19,7 @@ from farm.config import Settings
 from farm.context import Context
 from farm.leaderboard.cache import ALL_BOARDS, Board, RedisLeaderboardCache, _Keys
 from farm.leaderboard.schemas import BoardType, Metric, Timeframe
-from support import require_backend
+from support import RedisCluster, redis_cluster
 
 URL = "/api/leaderboard?type=backtest&metric=sharpe&timeframe=all_time&limit=1000"
 
@@ -72,14 +71,8 @@ def test_a_missed_event_is_healed_by_the_board_ttl(db_settings: Settings, redis_
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[RedisCluster]:
     """A private Redis Cluster of three masters."""
-    require_backend("redis-server", None if shutil.which("redis-server") else "not installed")
-    require_backend("redis-cli", None if shutil.which("redis-cli") else "not installed")
-    started = RedisCluster(tmp_path / "cluster")
-    try:
-        started.start()
+    with redis_cluster(tmp_path / "cluster") as started:
         yield started
-    finally:
-        started.stop()
 
 
 @pytest.mark.redis

@@ -3,6 +3,9 @@ server, stored encrypted, never returned."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -12,10 +15,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from alpaca_server import FakeAlpaca, alpaca_server
+from farm.app import create_app
 from farm.config import Settings
-from farm.context import Context
-from farm.secretbox import KEY_FILE, SecretBox
+from farm.context import Context, Role
+from farm.secretbox import KEY_FILE, MissingSecretKey, SecretBox
 from farm.storage.models import PaperAccount
+from support import free_port, user_token
 
 Headers = dict[str, str]
 
@@ -34,6 +39,7 @@ def db_settings(tmp_path: Path, fake: tuple[FakeAlpaca, str]) -> Settings:
         paper_runtime=False,
         feed="off",
         alpaca_trading_url=fake[1],
+        secret_key=None,  # generated into FARM_HOME
     )
 
 
@@ -113,12 +119,72 @@ def test_an_unreachable_alpaca_is_a_400(
     assert "could not be reached" in response.text
 
 
-def test_scaled_out_needs_the_secret_key(tmp_path: Path) -> None:
-    with pytest.raises(Exception, match="FARM_SECRET_KEY"):
-        SecretBox.from_settings(Settings(home=tmp_path, redis_url="redis://127.0.0.1:1/0"))
-    box = SecretBox.from_settings(Settings(home=tmp_path, secret_key="operator-key"))
+SCALED_OUT = [
+    {"redis_url": "redis://127.0.0.1:1/0"},
+    {"database_url": "postgresql://farm@127.0.0.1:1/farm"},  # never connected to
+]
+
+
+@pytest.mark.parametrize("shape", SCALED_OUT, ids=["redis", "postgresql"])
+def test_scaled_out_needs_the_secret_key(tmp_path: Path, shape: dict[str, str]) -> None:
+    with pytest.raises(MissingSecretKey, match="FARM_SECRET_KEY must be set when scaled out"):
+        SecretBox.from_settings(Settings(home=tmp_path, secret_key=None, **shape))
+    box = SecretBox.from_settings(Settings(home=tmp_path, secret_key="operator-key", **shape))
     assert box.open(box.seal("abc")) == "abc"
     assert not (tmp_path / KEY_FILE).exists()
+
+
+@pytest.mark.parametrize("role", ["all", "api", "paper"])
+def test_a_scaled_out_process_without_the_key_stops_at_start(tmp_path: Path, role: Role) -> None:
+    for shape in SCALED_OUT:
+        settings = Settings(home=tmp_path / role, secret_key=None, feed="off", **shape)
+        context = Context.build(settings, role=role)
+        try:
+            with pytest.raises(MissingSecretKey, match="FARM_SECRET_KEY"):
+                context.start()  # before touching the database or Redis
+        finally:
+            context.close()
+
+
+def test_farm_serve_without_the_key_exits_saying_so(tmp_path: Path) -> None:
+    env = {**os.environ, "FARM_HOME": str(tmp_path), "FARM_REDIS_URL": "redis://127.0.0.1:1/0"}
+    env.pop("FARM_SECRET_KEY")
+    port = str(free_port())
+    served = subprocess.run(
+        [sys.executable, "-m", "farm", "serve", "--port", port],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert served.returncode != 0
+    assert "FARM_SECRET_KEY must be set when scaled out" in served.stderr + served.stdout
+
+
+def test_the_box_is_built_once_not_per_request(
+    db_settings: Settings, fake: tuple[FakeAlpaca, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: list[Settings] = []
+    build = SecretBox.from_settings
+    monkeypatch.setattr(SecretBox, "from_settings", lambda s: built.append(s) or build(s))
+    server, _ = fake
+    with TestClient(create_app(db_settings)) as client:
+        assert len(built) == 1  # at start
+        context: Context = client.app.state.context  # type: ignore[attr-defined]
+        alice = {"Authorization": f"Bearer {user_token(context, 'alice')}"}
+        for name in ("one", "two"):
+            server.other_keys[f"PK{name}"] = f"secret-{name}"
+            created = _post(
+                client,
+                alice,
+                broker="alpaca",
+                name=name,
+                keyId=f"PK{name}",
+                secretKey=f"secret-{name}",
+            )
+            assert created.status_code == 201, created.text
+        assert client.get("/api/accounts", headers=alice).status_code == 200
+    assert len(built) == 1
 
 
 def test_the_cli_creates_an_alpaca_account_with_the_secret_off_argv(

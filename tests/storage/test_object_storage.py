@@ -144,7 +144,9 @@ def test_bars_on_s3_match_the_local_store(bucket: Bucket, tmp_path: Path) -> Non
     assert [(i.bars, i.source) for i in reader.symbols()] == [(40, "synthetic"), (20, "real")]
 
 
-def test_fmel_on_s3_is_staged_put_queried_and_exported(bucket: Bucket, tmp_path: Path) -> None:
+def test_fmel_on_s3_is_staged_put_queried_and_exported(
+    bucket: Bucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = S3Root(bucket.url("fmel"), bucket.endpoint)
     staging = tmp_path / "staging"
     bar_ts = datetime(2024, 3, 1, 21, tzinfo=UTC)
@@ -159,7 +161,12 @@ def test_fmel_on_s3_is_staged_put_queried_and_exported(bucket: Bucket, tmp_path:
     assert not (staging / "agent=agent-1" / "session=sess-1").exists()  # all on S3 now
     assert len(part_files(root, ["agent-1"], "decisions")) == 3
     assert "_summary.json" in root.names(root.join("agent=agent-1", "session=sess-1"))
-    assert recorded_until(root, "agent-1", "sess-1") == 4  # where a resumed paper session goes on
+    opened: list[str] = []
+    read = root.open
+    with monkeypatch.context() as patch:
+        patch.setattr(root, "open", lambda path: opened.append(path) or read(path))
+        assert recorded_until(root, "agent-1", "sess-1") == 4  # where a resumed session goes on
+    assert len(opened) == 1, "only the part holding the latest bar is read"
 
     store = FmelStore(root)
     try:

@@ -35,9 +35,13 @@ def test_accounts_open_fund_and_reset(signed_in: TestClient) -> None:
     )
     assert funded.status_code == 303
     assert "$2,500.75" in signed_in.get("/paper").text
-    bad = signed_in.post(f"/paper/accounts/{account}/fund", data={"amount": "1.001", "csrf": csrf})
-    assert bad.status_code == 400
-    assert "whole cents" in bad.text
+    for amount, why in [("1.001", "no more than 2 decimal places"), ("-5", "greater than 0")]:
+        bad = signed_in.post(
+            f"/paper/accounts/{account}/fund", data={"amount": amount, "csrf": csrf}
+        )
+        assert bad.status_code == 400  # the API body's own validation
+        assert why in bad.text
+    assert "$2,500.75" in signed_in.get("/paper").text
     assert (
         signed_in.post(f"/paper/accounts/{account}/reset", data={"csrf": csrf}).status_code == 303
     )

@@ -151,15 +151,3 @@ def part_names(names: Iterable[str], kind: str) -> list[str]:
     """The committed part files of ``kind`` among a session folder's ``names``."""
     prefix = f"{kind}-"
     return [n for n in names if n.startswith(prefix) and n.endswith(".parquet")]
-
-
-def agent_of_session(root: Path | Root, session_id: str) -> str | None:
-    """The agent whose folder holds ``session_id``, if any."""
-    found = as_root(root)
-    wanted = f"session={check_id('session_id', session_id)}"
-    for name in found.names(found.url):
-        agent_id = name.removeprefix("agent=")
-        if name.startswith("agent=") and is_valid_id(agent_id):
-            if wanted in found.names(found.join(name)):
-                return agent_id
-    return None

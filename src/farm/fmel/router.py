@@ -21,7 +21,7 @@ from farm.fmel.schemas import (
     RecordKind,
     SearchResults,
 )
-from farm.fmel.service import MAX_DATE_CHARS, Filters, FmelService
+from farm.fmel.service import MAX_DATE_CHARS, Export, Filters, FmelService
 from farm.schemas import DATE_BOUNDS, errors
 
 router = APIRouter(prefix="/api/fmel", tags=["fmel"])
@@ -165,7 +165,11 @@ def export_records(
     records: Annotated[RecordKind, Query(description="Which records")] = RecordKind.DECISIONS,
 ) -> StreamingResponse:
     """Stream an agent's records (one session or all) as Parquet, CSV or JSON Lines."""
-    export = service.export(user, agent_id, session_id, format, records)
+    return streamed(service.export(user, agent_id, session_id, format, records))
+
+
+def streamed(export: Export) -> StreamingResponse:
+    """An export as a download (the API's and the web page's)."""
     return StreamingResponse(
         export.chunks,
         media_type=export.media_type,

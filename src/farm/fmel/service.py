@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from farm.errors import Forbidden, InvalidInput, NotFound
 from farm.fmel import queries
-from farm.fmel.layout import agent_of_session, is_valid_id
+from farm.fmel.layout import is_valid_id
 from farm.fmel.queries import EXPORT_FORMATS, DecisionQuery, Row
 from farm.fmel.records import Action
 from farm.fmel.schemas import (
@@ -39,7 +39,7 @@ from farm.fmel.schemas import (
 from farm.fmel.store import FmelStore
 from farm.schemas import DATE_BOUNDS, MAX_DATE, MIN_DATE
 from farm.storage.db import Database
-from farm.storage.models import Agent, User
+from farm.storage.models import Agent, BacktestSession, PaperSession, User
 
 MAX_COMPARE = 10
 MAX_SYMBOL_CHARS = 32
@@ -93,7 +93,7 @@ class FmelService:
         missing = NotFound(f"no decision with id {decision_id}")
         if not (is_valid_id(session_id) and seq_text.isdigit()):
             raise missing
-        agent_id = agent_of_session(self._store.root, session_id)
+        agent_id = self._agent_of(session_id)
         if agent_id is None:
             raise missing
         self._check_owner(user, agent_id)
@@ -185,9 +185,7 @@ class FmelService:
             self._check_owner(user, agent_id)
             return [agent_id]
         if session_id is not None:
-            owner = agent_of_session(self._store.root, session_id)
-            if owner is None:
-                raise NotFound(f"no decisions recorded for session {session_id}")
+            owner = self.session_agent(session_id)
             self._check_owner(user, owner)
             return [owner]
         with self._db.transaction() as session:
@@ -195,6 +193,23 @@ class FmelService:
                 select(Agent.id).where(Agent.user_id == user.id, Agent.status != DELETED)
             )
             return [a for a in rows if is_valid_id(a)]
+
+    def session_agent(self, session_id: str) -> str:
+        """The agent of a backtest or paper session (404 when there is none)."""
+        agent_id = self._agent_of(session_id) if is_valid_id(session_id) else None
+        if agent_id is None:
+            raise NotFound(f"no decisions recorded for session {session_id}")
+        return agent_id
+
+    def _agent_of(self, session_id: str) -> str | None:
+        """The agent of a backtest or paper session, looked up by id (no listing of the FMEL
+        folders, which costs a request per agent on object storage)."""
+        with self._db.transaction() as session:
+            for table in (BacktestSession, PaperSession):
+                found = session.scalar(select(table.agent_id).where(table.id == session_id))
+                if found is not None:
+                    return found
+        return None
 
     def _check_owner(self, user: User, agent_id: str) -> None:
         with self._db.transaction() as session:

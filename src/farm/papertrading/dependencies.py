@@ -9,13 +9,12 @@ from fastapi import Depends
 from farm.deps import ContextDep
 from farm.papertrading.service import AccountService, AlpacaBinding
 from farm.papertrading.sessions import PaperService
-from farm.secretbox import SecretBox
 
 
 def get_accounts(context: ContextDep) -> AccountService:
-    """The accounts service over the platform's database."""
+    """The accounts service over the platform's database (the secret box built at start)."""
     settings = context.settings
-    alpaca = AlpacaBinding(settings.alpaca_trading_url, SecretBox.from_settings(settings))
+    alpaca = AlpacaBinding(settings.alpaca_trading_url, context.secrets)
     return AccountService(context.db, settings.account_max_cash, alpaca)
 
 

@@ -55,7 +55,7 @@ from farm.core.account import Account
 from farm.core.bars import Step
 from farm.events import FORWARD_RECORDED, MARKET_BARS, Event, EventBus, InProcessBus
 from farm.fmel.capture import StepCapture
-from farm.fmel.layout import part_names, session_folder
+from farm.fmel.layout import part_names, part_span, session_folder
 from farm.fmel.recorder import FmelFlusher, FmelRecorder
 from farm.fmel.records import Mode
 from farm.fmel.store import fmel_staging, open_fmel_root
@@ -142,10 +142,16 @@ class SessionFailed(Exception):
 
 
 def recorded_until(root: Root, agent_id: str, session_id: str) -> int:
-    """The last decision seq of a session already in FMEL (-1 when none)."""
+    """The last decision seq of a session already in FMEL (-1 when none).
+
+    A session's seqs grow with its bar times, so only the parts whose span reaches its latest
+    bar time are read (and any part without a span): one GET on object storage, not one per
+    part."""
     folder = session_folder(root, agent_id, session_id)
+    spans = {n: part_span(n) for n in part_names(root.names(folder), "decisions")}
+    latest = max((span[1] for span in spans.values() if span), default=None)
     seqs = [-1]
-    for name in part_names(root.names(folder), "decisions"):
+    for name in (n for n, span in spans.items() if span is None or span[1] == latest):
         with root.open(f"{folder}/{name}") as handle:
             seqs.extend(pq.read_table(handle, columns=["seq"]).column("seq").to_pylist())
     return max(seqs)

@@ -11,10 +11,9 @@ from fastapi.responses import HTMLResponse, StreamingResponse
 
 from farm.context import Context
 from farm.deps import ContextDep
-from farm.errors import InvalidInput, NotFound
-from farm.fmel.layout import agent_of_session, is_valid_id
+from farm.errors import InvalidInput
 from farm.fmel.records import Action
-from farm.fmel.router import get_service
+from farm.fmel.router import get_service, streamed
 from farm.fmel.schemas import Analytics, DateRange, ExportFormat, RecordKind
 from farm.fmel.service import MAX_DATE_CHARS, Filters
 from farm.storage.models import User
@@ -51,7 +50,7 @@ def decisions(
     """Decisions of the user's agents, newest first, filtered."""
     fmel = get_service(context)
     if session and not agent:
-        agent = _agent_of(context, session)
+        agent = fmel.session_agent(session)
     try:
         chosen = Action(action) if action else None
     except ValueError:
@@ -97,7 +96,7 @@ def analytics(
     """One agent's (or one session's) analytics: actions over time, P&L by confidence,
     most-read fields, and export links."""
     if session and not agent:
-        agent = _agent_of(context, session)
+        agent = get_service(context).session_agent(session)
     if not agent:
         raise InvalidInput("choose an agent or a session")
     found = get_service(context).analytics(user, agent, _blank(session), DateRange.ALL)
@@ -122,17 +121,9 @@ def compare(
     return page(request, "compare.html", user=user, sides=sides, a=a, b=b)
 
 
-def _agent_of(context: Context, session_id: str) -> str:
-    """The agent whose decisions of ``session_id`` are recorded (404 when there are none)."""
-    agent_id = agent_of_session(context.fmel.root, session_id) if is_valid_id(session_id) else None
-    if agent_id is None:
-        raise NotFound(f"no decisions recorded for session {session_id}")
-    return agent_id
-
-
 def _session_analytics(context: Context, user: User, session_id: str) -> Analytics:
-    agent_id = _agent_of(context, session_id)
-    return get_service(context).analytics(user, agent_id, session_id, DateRange.ALL)
+    fmel = get_service(context)
+    return fmel.analytics(user, fmel.session_agent(session_id), session_id, DateRange.ALL)
 
 
 @router.get("/decisions/export")
@@ -145,12 +136,7 @@ def export(
     records: RecordKind = RecordKind.DECISIONS,
 ) -> StreamingResponse:
     """Download the agent's records (one session or all)."""
-    out = get_service(context).export(user, agent, _blank(session), format, records)
-    return StreamingResponse(
-        out.chunks,
-        media_type=out.media_type,
-        headers={"Content-Disposition": f'attachment; filename="{out.filename}"'},
-    )
+    return streamed(get_service(context).export(user, agent, _blank(session), format, records))
 
 
 @router.get("/decisions/{decision_id}", response_class=HTMLResponse)

@@ -16,7 +16,13 @@ from farm.deps import ContextDep
 from farm.errors import InvalidInput
 from farm.marketdata.schemas import FeedOut
 from farm.papertrading.dependencies import AccountsDep, PaperDep
-from farm.papertrading.schemas import AccountCreate, PaperStart, PaperStatus, PaperStop
+from farm.papertrading.schemas import (
+    AccountCreate,
+    FundRequest,
+    PaperStart,
+    PaperStatus,
+    PaperStop,
+)
 from farm.web.auth import CSRF_FIELD, PageUser, check_csrf
 from farm.web.render import PageRoute, environment, money, page, see_other, when
 from farm.web.series import CHART_POINTS, chart_time, thin
@@ -95,12 +101,13 @@ def fund_account(
     amount: Text = "",
     csrf: Csrf = None,
 ) -> Response:
-    """Add cash to an account."""
+    """Add cash to an account (validated as the API's body is)."""
     check_csrf(request, csrf)
-    value = _money(amount)
-    if value <= 0 or value != value.quantize(Decimal("0.01")):
-        raise InvalidInput("the amount must be positive, in whole cents")
-    accounts.fund(user, account_id, value)
+    try:
+        wanted = FundRequest(amount=_money(amount))
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+    accounts.fund(user, account_id, wanted.amount)
     return see_other("/paper")
 
 
