@@ -147,6 +147,7 @@ def claim(
         locked = session.scalars(
             select(model)
             .where(model.id.in_(ids), may_have_lapsed(model))
+            .order_by(model.created_at)
             .with_for_update(skip_locked=True)
         ).all()
         now = utcnow()

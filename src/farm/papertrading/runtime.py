@@ -404,6 +404,7 @@ class PaperRuntime:
             self._finish(session_id, "failed", SessionFailed("internal_error", problem))
             return
         settings = self._settings
+        lease = self._leases.get(session_id)
         recorder = FmelRecorder(
             open_fmel_root(settings),
             live.agent_id,
@@ -412,6 +413,8 @@ class PaperRuntime:
             Mode.PAPER,
             flusher=self._flusher,
             staging=fmel_staging(settings),
+            # records of a session whose lease was lost here are discarded, not written
+            fence=lambda: lease is not None and self._leases.get(session_id) is lease,
         )
         capture = StepCapture(recorder)
         try:
