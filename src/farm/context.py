@@ -60,6 +60,7 @@ class Context:
     backtests: BacktestService
     scheduler: Scheduler
     feed: FeedRunner
+    feed_bus: EventBus  # where the feed publishes its steps
     workers: WorkerPool
     retention: RetentionSweeper
     paper: RuntimeProcess
@@ -94,6 +95,7 @@ class Context:
         backtests = BacktestService(db, artifacts, bars, settings, scheduler.notify)
         bus.subscribe(AGENT_SUBMITTED, backtests.queue_standard_evaluation)
         bus.subscribe(AGENT_DELETED, backtests.cancel_agent_work)
+        feed_bus = _bars_bus(settings, bus)
         return cls(
             settings=settings,
             db=db,
@@ -115,7 +117,8 @@ class Context:
             fmel=FmelStore(open_fmel_root(settings)),
             backtests=backtests,
             scheduler=scheduler,
-            feed=FeedRunner(db, bars, _bars_bus(settings, bus), settings),
+            feed=FeedRunner(db, bars, feed_bus, settings),
+            feed_bus=feed_bus,
             workers=workers,
             retention=RetentionSweeper(settings, db, artifacts),
             paper=RuntimeProcess(settings, bus),
@@ -168,6 +171,8 @@ class Context:
     def close(self) -> None:
         """Stop background work and release connections."""
         self.feed.stop()
+        if self.feed_bus is not self.bus:
+            self.feed_bus.close()
         self.retention.stop()
         self.paper.close()
         self.scheduler.stop()

@@ -132,10 +132,11 @@ def claim(
     """Take up to ``limit`` rows of ``model`` whose lease lapsed (oldest first) under new
     leases of ``owner`` for ``seconds``; rows another process is claiming are skipped
     (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, the write lock on SQLite)."""
+    mine = model.lease_owner == owner  # its own leases are live: never read them here
     with db.transaction() as session:  # a read first: most passes find nothing
         rows = session.execute(
             select(model.id, model.lease_expires_at, model.lease_owner)
-            .where(may_have_lapsed(model))
+            .where(may_have_lapsed(model), or_(model.lease_owner.is_(None), ~mine))
             .order_by(model.created_at)
         ).all()
     now = utcnow()

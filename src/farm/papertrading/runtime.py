@@ -252,7 +252,10 @@ class PaperRuntime:
             for live in list(self.sessions.values()):
                 self._close(live)
             self._flusher.close()
-            self._hand_back()
+            try:
+                self._hand_back()
+            except Exception:  # the leases lapse after FARM_PAPER_LEASE_S instead
+                log.exception("the paper runtime could not hand its sessions back")
 
     def stop(self) -> None:
         """End :meth:`run` (sessions stay ``running`` in the database, handed back: another
