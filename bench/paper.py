@@ -270,7 +270,7 @@ def brokers(n: int, steps: int, interval: float, root: Path, alpaca: bool) -> No
 
     symbols = STANDARD[:3]
     fake = FakeAlpaca(
-        cash=Decimal(10**12),
+        cash=Decimal(10**8),  # each key's book, as each account's
         prices={s: Decimal(100) for s in symbols},
         auto_fill=True,
         other_keys={f"PKBENCH{i}": f"bench-secret-{i}" for i in range(n)},
@@ -286,7 +286,7 @@ def brokers(n: int, steps: int, interval: float, root: Path, alpaca: bool) -> No
             paper_step_timeout_s=60,
             paper_poll_s=0.2,
             alpaca_trading_url=url,
-            alpaca_reconcile_s=3600,  # the accounts share one book here: no alignment
+            alpaca_reconcile_s=3600,  # at start and after reconnects only
         )
         db, bars, artifacts = _platform_home(settings, root)
         artifacts.put("agents/buyer.py", BUYER)

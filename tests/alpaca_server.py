@@ -3,6 +3,10 @@
 REST (``/v2/account``, ``/v2/orders`` incl. ``orders:by_client_order_id``, ``/v2/positions``,
 ``/v2/clock``, ``/v2/stocks/bars``) answers with string amounts and ``{code, message}`` errors
 (401 bad key, 403 buying power, 422 refused order or duplicate client id, 404, 429 on demand).
+Each key pair has its own book (cash, positions, orders), as each Alpaca paper account does.
+``/v2/stocks/bars`` serves every bar the data stream carried (and those a test put in
+``history``) in Alpaca's shape: ``{"bars": {symbol: [...]}, "next_page_token"}``, sorted by
+symbol then time, ``limit`` bars a page (1000 by default, 10000 at most).
 The trade stream ``/stream`` speaks JSON (``authenticate``, ``listen`` to ``trade_updates``);
 the data stream ``/v2/{feed}`` speaks msgpack (``connected``, ``auth``, ``subscribe``) with bar
 times as msgpack timestamps and refuses a second authenticated connection with 406.
@@ -15,6 +19,7 @@ alpaca-py clients only.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import threading
 import time
@@ -52,6 +57,24 @@ def _num(value: Decimal) -> str:
     return format(value.normalize(), "f")
 
 
+def _parse_time(text: str) -> datetime:
+    """An RFC 3339 time (or a naive one, taken as UTC, as alpaca-py sends them)."""
+    ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
+
+
+def _token(symbol: str, t: str) -> str:
+    return base64.urlsafe_b64encode(f"{symbol}|{t}".encode()).decode()
+
+
+def _untoken(token: str) -> tuple[str, datetime]:
+    try:
+        symbol, t = base64.urlsafe_b64decode(token.encode()).decode().split("|")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError("page_token") from exc
+    return symbol, _parse_time(t)
+
+
 def _error(status: int, code: int, message: str) -> JSONResponse:
     return JSONResponse({"code": code, "message": message}, status_code=status)
 
@@ -70,7 +93,7 @@ class FakeOrder:
     limit_price: Decimal | None
     stop_price: Decimal | None
     created_at: datetime
-    key_id: str = ""  # the key that placed it: its trade updates go to that key's streams
+    key_id: str  # the key (account) that placed it: its trade updates go to that key's streams
     status: str = "new"
     filled_qty: Decimal = Decimal(0)
     notional: Decimal = Decimal(0)  # sum of fill qty * price
@@ -115,47 +138,98 @@ class FakeOrder:
 
 
 @dataclass
-class FakeAlpaca:
-    """The state of one Alpaca paper account (one key pair) and its market data."""
+class Book:
+    """One paper account: what one key pair owns."""
 
-    key_id: str = "PKTEST"
-    secret_key: str = "s3cret-paper-key"
-    cash: Decimal = Decimal("100000")
-    prices: dict[str, Decimal] = field(default_factory=dict)
+    cash: Decimal
     positions: dict[str, tuple[Decimal, Decimal]] = field(default_factory=dict)  # qty, avg
     orders: dict[str, FakeOrder] = field(default_factory=dict)  # by client order id
     posted: list[str] = field(default_factory=list)  # every client id POSTed, duplicates too
-    requests: list[tuple[float, str, str]] = field(default_factory=list)  # time, method, path
-    fail_next: list[int] = field(default_factory=list)  # statuses for the next REST requests
-    auto_fill: bool = False  # market orders fill at once at the last price
-    split_fills: bool = False  # ... in two partial fills
-    market_open: bool = True
-    history: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    other_keys: dict[str, str] = field(default_factory=dict)  # more key pairs, one account
-    data_connections: int = 0  # data stream connections opened in all
-    refused_406: int = 0
 
-    def __post_init__(self) -> None:
+
+class FakeAlpaca:
+    """Alpaca's paper service for a few key pairs (one book each) and its market data.
+
+    ``cash``, ``positions``, ``orders`` and ``posted`` are the book of the main key
+    (``key_id``); :meth:`book` gives any key's. Every account starts with ``cash``.
+    """
+
+    def __init__(
+        self,
+        key_id: str = "PKTEST",
+        secret_key: str = "s3cret-paper-key",
+        cash: Decimal = Decimal("100000"),
+        prices: dict[str, Decimal] | None = None,
+        *,
+        auto_fill: bool = False,  # market orders fill at once at the last price
+        split_fills: bool = False,  # ... in two partial fills
+        other_keys: dict[str, str] | None = None,  # more key pairs, one account each
+    ) -> None:
+        self.key_id = key_id
+        self.secret_key = secret_key
+        self.starting_cash = cash
+        self.prices: dict[str, Decimal] = dict(prices or {})
+        self.auto_fill = auto_fill
+        self.split_fills = split_fills
+        self.other_keys: dict[str, str] = dict(other_keys or {})
+        self.books: dict[str, Book] = {key_id: Book(cash)}
+        self.requests: list[tuple[float, str, str]] = []  # time, method, path
+        self.fail_next: list[int] = []  # statuses for the next REST requests
+        self.market_open = True
+        self.history: dict[str, list[dict[str, Any]]] = {}  # wire bars by symbol, by time
+        self.data_connections = 0  # data stream connections opened in all
+        self.refused_406 = 0
         self.lock = threading.RLock()
         self.loop: asyncio.AbstractEventLoop | None = None
         self._trade_sockets: dict[WebSocket, str] = {}  # socket: its key id
         self._data_socket: WebSocket | None = None
         self._subscribed: set[str] = set()
         self.trade_stream_down = False  # refuse trade stream connections
+        self.data_stream_down = False  # refuse data stream connections
+
+    def book(self, key_id: str) -> Book:
+        """The book of ``key_id`` (opened with the starting cash on first use)."""
+        with self.lock:
+            if key_id not in self.books:
+                self.books[key_id] = Book(self.starting_cash)
+            return self.books[key_id]
+
+    @property
+    def cash(self) -> Decimal:
+        return self.books[self.key_id].cash
+
+    @cash.setter
+    def cash(self, value: Decimal) -> None:
+        self.books[self.key_id].cash = value
+
+    @property
+    def positions(self) -> dict[str, tuple[Decimal, Decimal]]:
+        return self.books[self.key_id].positions
+
+    @property
+    def orders(self) -> dict[str, FakeOrder]:
+        return self.books[self.key_id].orders
+
+    @property
+    def posted(self) -> list[str]:
+        return self.books[self.key_id].posted
 
     # -- what tests do ------------------------------------------------------------------------
 
-    def fill(self, client_order_id: str, qty: float | str, price: float | str) -> None:
-        """Execute ``qty`` of an open order at ``price``; its trade update goes out."""
+    def fill(
+        self, client_order_id: str, qty: float | str, price: float | str, key_id: str = ""
+    ) -> None:
+        """Execute ``qty`` of an open order of ``key_id`` (default the main key) at ``price``;
+        its trade update goes out."""
         with self.lock:
-            order = self.orders[client_order_id]
+            order = self.book(key_id or self.key_id).orders[client_order_id]
             event = self._execute(order, Decimal(str(qty)), Decimal(str(price)))
         self._broadcast(event, order.key_id)
 
-    def cancel_from_broker(self, client_order_id: str) -> None:
+    def cancel_from_broker(self, client_order_id: str, key_id: str = "") -> None:
         """The broker cancels an open order (e.g. at the day's end)."""
         with self.lock:
-            order = self.orders[client_order_id]
+            order = self.book(key_id or self.key_id).orders[client_order_id]
             order.status = "canceled"
             event = self._update("canceled", order)
         self._broadcast(event, order.key_id)
@@ -170,9 +244,9 @@ class FakeAlpaca:
         self.trade_stream_down = False
 
     def push_bar(self, symbol: str, ts: datetime, close: float, *, updated: bool = False) -> None:
-        """Send a minute bar (``updated``: a corrected one) to the data connection."""
+        """A minute bar (``updated``: a corrected one): sent to the data connection if there is
+        one, and kept in the historical bars (a correction replaces the bar there)."""
         price = Decimal(str(close))
-        self.prices[symbol] = price
         bar = {
             "T": "u" if updated else "b",
             "S": symbol,
@@ -185,10 +259,21 @@ class FakeAlpaca:
             "n": 3,
             "vw": close,
         }
+        stored = {k: v for k, v in bar.items() if k not in ("T", "S")} | {"t": _iso(ts)}
+        with self.lock:
+            self.prices[symbol] = price
+            bars = [b for b in self.history.get(symbol, []) if b["t"] != stored["t"]]
+            self.history[symbol] = sorted([*bars, stored], key=lambda b: _parse_time(b["t"]))
         self._on_loop(self._send_data([bar]))
 
-    def drop_data_stream(self) -> None:
+    def drop_data_stream(self, *, stay_down: bool = False) -> None:
+        """Close the data connection (``stay_down``: refuse new ones until
+        :meth:`restore_data_stream`)."""
+        self.data_stream_down = stay_down
         self._on_loop(self._close_data())
+
+    def restore_data_stream(self) -> None:
+        self.data_stream_down = False
 
     @property
     def subscribed(self) -> set[str]:
@@ -241,19 +326,21 @@ class FakeAlpaca:
     async def _account(self, request: Request) -> Response:
         if (refused := self._gate(request)) is not None:
             return refused
+        key = request.headers.get("apca-api-key-id", "")
         with self.lock:
-            equity = self.cash + sum(
-                (q * self.prices.get(s, avg) for s, (q, avg) in self.positions.items()),
+            book = self.book(key)
+            equity = book.cash + sum(
+                (q * self.prices.get(s, avg) for s, (q, avg) in book.positions.items()),
                 Decimal(0),
             )
             return JSONResponse(
                 {
-                    "id": str(uuid.uuid5(uuid.NAMESPACE_DNS, self.key_id)),
-                    "account_number": "PA3TESTFARM",
+                    "id": str(uuid.uuid5(uuid.NAMESPACE_DNS, key)),
+                    "account_number": f"PA3{key[-6:].upper()}",
                     "status": "ACTIVE",
                     "currency": "USD",
-                    "cash": _num(self.cash),
-                    "buying_power": _num(self.cash),
+                    "cash": _num(book.cash),
+                    "buying_power": _num(book.cash),
                     "equity": _num(equity),
                     "portfolio_value": _num(equity),
                     "pattern_day_trader": False,
@@ -274,10 +361,9 @@ class FakeAlpaca:
             with self.lock:
                 orders = [
                     o
-                    for o in self.orders.values()
+                    for o in self.book(request.headers.get("apca-api-key-id", "")).orders.values()
                     if (status == "all" or (status == "open") == (o.status in OPEN))
                     and (lo is None or o.created_at > lo)
-                    and o.key_id in ("", request.headers.get("apca-api-key-id"))
                 ]
             orders.sort(key=lambda o: o.created_at, reverse=params.get("direction") != "asc")
             limit = min(int(params.get("limit", 50)), 500)  # Alpaca's default page and maximum
@@ -294,10 +380,11 @@ class FakeAlpaca:
         """Take or refuse an order; the response and the trade updates it causes."""
         cid = str(body.get("client_order_id") or uuid.uuid4())
         with self.lock:
-            self.posted.append(cid)
+            book = self.book(key_id)
+            book.posted.append(cid)
             if len(cid) > 48:
                 return _error(422, ERR_UNPROCESSABLE, "client_order_id is too long"), []
-            if cid in self.orders:
+            if cid in book.orders:
                 return _error(422, ERR_DUPLICATE, "client_order_id must be unique"), []
             kind = body.get("type")
             tif = body.get("time_in_force")
@@ -318,7 +405,7 @@ class FakeAlpaca:
             stop = Decimal(str(body["stop_price"])) if body.get("stop_price") else None
             price = limit or stop or self.prices[symbol]
             side = body.get("side")
-            if side == "buy" and qty * price > self.cash:
+            if side == "buy" and qty * price > book.cash:
                 return _error(403, ERR_BUYING_POWER, "insufficient buying power"), []
             order = FakeOrder(
                 str(uuid.uuid4()),
@@ -333,7 +420,7 @@ class FakeAlpaca:
                 datetime.now(UTC),
                 key_id,
             )
-            self.orders[cid] = order
+            book.orders[cid] = order
             events = [self._update("new", order)]
             if self.auto_fill and kind == "market":
                 last = self.prices[symbol]
@@ -351,7 +438,7 @@ class FakeAlpaca:
             return refused
         cid = request.query_params.get("client_order_id", "")
         with self.lock:
-            order = self.orders.get(cid)
+            order = self.book(request.headers.get("apca-api-key-id", "")).orders.get(cid)
             if order is None:
                 return _error(404, ERR_NOT_FOUND, "order not found")
             return JSONResponse(order.wire())
@@ -361,7 +448,8 @@ class FakeAlpaca:
             return refused
         oid = request.path_params["order_id"]
         with self.lock:
-            order = next((o for o in self.orders.values() if o.id == oid), None)
+            orders = self.book(request.headers.get("apca-api-key-id", "")).orders
+            order = next((o for o in orders.values() if o.id == oid), None)
             if order is None:
                 return _error(404, ERR_NOT_FOUND, "order not found")
             if request.method == "GET":
@@ -378,7 +466,9 @@ class FakeAlpaca:
             return refused
         with self.lock:
             rows = []
-            for symbol, (qty, avg) in self.positions.items():
+            for symbol, (qty, avg) in self.book(
+                request.headers["apca-api-key-id"]
+            ).positions.items():
                 last = self.prices.get(symbol, avg)
                 rows.append(
                     {
@@ -412,42 +502,63 @@ class FakeAlpaca:
         )
 
     async def _bars(self, request: Request) -> Response:
+        """Historical minute bars, paged as Alpaca pages them: ``limit`` bars in all symbols
+        a page, sorted by symbol then time, and an opaque ``next_page_token`` (the key of the
+        page's last bar) while more remain."""
         if (refused := self._gate(request)) is not None:
             return refused
-        symbols = request.query_params.get("symbols", "").split(",")
-        start = request.query_params.get("start")
-        lo = datetime.fromisoformat(start.replace("Z", "+00:00")) if start else None
-        out: dict[str, list[dict[str, Any]]] = {}
-        for symbol in symbols:
-            bars = [
-                b
-                for b in self.history.get(symbol, [])
-                if lo is None or datetime.fromisoformat(b["t"].replace("Z", "+00:00")) >= lo
+        params = request.query_params
+        symbols = sorted({s for s in params.get("symbols", "").split(",") if s})
+        if not symbols:
+            return _error(422, ERR_UNPROCESSABLE, "symbols is required")
+        if params.get("timeframe") != "1Min":
+            return _error(422, ERR_UNPROCESSABLE, "invalid timeframe (only 1Min is served)")
+        try:
+            limit = int(params.get("limit") or 1000)
+            lo = _parse_time(params["start"]) if params.get("start") else None
+            hi = _parse_time(params["end"]) if params.get("end") else None
+            after = _untoken(params["page_token"]) if params.get("page_token") else None
+        except ValueError as exc:
+            return _error(422, ERR_UNPROCESSABLE, f"invalid parameter: {exc}")
+        if not 1 <= limit <= 10_000:
+            return _error(422, ERR_UNPROCESSABLE, "invalid limit: between 1 and 10000")
+        with self.lock:
+            rows = [
+                (symbol, bar)
+                for symbol in symbols
+                for bar in self.history.get(symbol, [])
+                if (lo is None or _parse_time(bar["t"]) >= lo)
+                and (hi is None or _parse_time(bar["t"]) <= hi)
+                and (after is None or (symbol, _parse_time(bar["t"])) > after)
             ]
-            if bars:
-                out[symbol] = bars
-        return JSONResponse({"bars": out, "next_page_token": None})
+        page, rest = rows[:limit], rows[limit:]
+        out: dict[str, list[dict[str, Any]]] = {}
+        for symbol, bar in page:
+            out.setdefault(symbol, []).append(bar)
+        token = _token(page[-1][0], page[-1][1]["t"]) if rest else None
+        return JSONResponse({"bars": out, "next_page_token": token})
 
     # -- state changes ------------------------------------------------------------------------
 
     def _execute(self, order: FakeOrder, qty: Decimal, price: Decimal) -> dict[str, Any]:
         """Book a fill on the account; the trade update it causes."""
+        book = self.book(order.key_id)
         qty = min(qty, order.qty - order.filled_qty)
         signed = qty if order.side == "buy" else -qty
         order.filled_qty += qty
         order.notional += qty * price
         order.status = "filled" if order.filled_qty == order.qty else "partially_filled"
-        self.cash -= signed * price
-        held, avg = self.positions.get(order.symbol, (Decimal(0), Decimal(0)))
+        book.cash -= signed * price
+        held, avg = book.positions.get(order.symbol, (Decimal(0), Decimal(0)))
         new = held + signed
         if not new:
-            self.positions.pop(order.symbol, None)
+            book.positions.pop(order.symbol, None)
         else:
             if held and (held > 0) == (signed > 0):
                 avg = (held * avg + signed * price) / new
             elif not held or (held > 0) != (new > 0):
                 avg = price
-            self.positions[order.symbol] = (new, avg)
+            book.positions[order.symbol] = (new, avg)
         event = self._update("fill" if order.status == "filled" else "partial_fill", order)
         event["data"].update(
             {
@@ -540,6 +651,9 @@ class FakeAlpaca:
 
     async def _data_stream(self, ws: WebSocket) -> None:
         self.loop = asyncio.get_running_loop()
+        if self.data_stream_down:
+            await ws.close(code=1013)
+            return
         await ws.accept()
         self.data_connections += 1
         pack = msgpack.packb

@@ -301,3 +301,37 @@ def test_reconciliation_corrections_reach_fmel(
         (RECONCILED, "AAPL", 7),
     ]
     assert any("the broker has 99,550.00" in r["reason"] for r in rows)
+
+
+def test_each_key_has_its_own_book(fake: tuple[FakeAlpaca, str]) -> None:
+    """Two Alpaca accounts (two key pairs) at the same server: each sees only its own orders,
+    positions and cash, so neither reconciliation reports a difference."""
+    server, url = fake
+    server.other_keys["PKOTHER"] = "other-secret"
+    server.auto_fill = True
+    mine = _broker(server, url)
+    other = AlpacaBroker(Account(100_000.0), AlpacaKey("PKOTHER", "other-secret", url), since=SINCE)
+    try:
+        _until(lambda: server.trade_connected == 2 and other.reconciliations >= 2)
+        s, t = Session(mine), Session(other)
+        mine.submit(s.order("o-1", 10))
+        s.until(lambda: "AAPL" in mine.account.positions)
+        other.submit(t.order("o-1", 3))  # client order ids are unique per account
+        t.until(lambda: "AAPL" in other.account.positions)
+        done = (mine.reconciliations, other.reconciliations)
+        mine.reconcile()
+        other.reconcile()
+        _until(lambda: mine.reconciliations > done[0] and other.reconciliations > done[1])
+        s.step()
+        t.step()
+        assert mine.differences == []
+        assert other.differences == []
+        assert server.book("PKOTHER").posted == ["o-1"]
+        assert server.book("PKOTHER").positions["AAPL"][0] == 3
+        assert server.positions["AAPL"][0] == 10
+        assert other.account.positions["AAPL"].size == 3
+        assert other.account.cash == pytest.approx(float(server.book("PKOTHER").cash))
+        assert mine.account.cash == pytest.approx(float(server.cash))
+    finally:
+        other.close()
+        mine.close()

@@ -9,12 +9,15 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import httpx
 import pytest
 
 from alpaca_server import FakeAlpaca, alpaca_server
 from farm.config import Settings
 from farm.core.bars import Step
 from farm.marketdata.alpaca import AlpacaFeed, data_stream_url, history_steps
+from farm.marketdata.store import MinuteStore
+from farm.storage.objects import LocalRoot
 
 T0 = datetime(2026, 12, 1, 15, 0, tzinfo=UTC)
 
@@ -151,3 +154,86 @@ def test_warm_up_bars_come_from_the_historical_endpoint(
     assert [s.ts for s in steps] == [_minute(1), _minute(2), _minute(3)]
     assert steps[-1].bars["AAPL"].close == 4.5
     assert any(p == "/v2/stocks/bars" for _, _, p in server.requests)
+
+
+def test_the_bars_endpoint_pages_as_alpaca_does(
+    tmp_path: Path, fake: tuple[FakeAlpaca, str]
+) -> None:
+    """Alpaca's /v2/stocks/bars shape: bars by symbol, sorted by symbol then time, ``limit``
+    bars a page and a ``next_page_token`` while more remain; alpaca-py follows it."""
+    server, url = fake
+    for n in range(3):
+        server.push_bar("MSFT", _minute(n), 50.0 + n)
+        server.push_bar("AAPL", _minute(n), 100.0 + n)
+    headers = {"APCA-API-KEY-ID": server.key_id, "APCA-API-SECRET-KEY": server.secret_key}
+    query = {"symbols": "MSFT,AAPL", "timeframe": "1Min", "limit": "4", "feed": "iex"}
+    with httpx.Client(base_url=url, headers=headers) as client:
+        first = client.get("/v2/stocks/bars", params=query).json()
+        assert [b["c"] for b in first["bars"]["AAPL"]] == [100.0, 101.0, 102.0]
+        assert [b["t"] for b in first["bars"]["MSFT"]] == ["2026-12-01T15:00:00Z"]
+        token = first["next_page_token"]
+        assert token
+        second = client.get("/v2/stocks/bars", params=query | {"page_token": token}).json()
+        assert [b["c"] for b in second["bars"]["MSFT"]] == [51.0, 52.0]
+        assert "AAPL" not in second["bars"]
+        assert second["next_page_token"] is None
+        refused = client.get("/v2/stocks/bars", params=query | {"timeframe": "1Day"})
+        assert refused.status_code == 422
+        assert set(refused.json()) == {"code", "message"}
+
+    # More than one page of alpaca-py's 10,000 bars: it follows the token.
+    for symbol in ("AAPL", "MSFT"):
+        server.history[symbol] = [
+            {"t": _minute(n).isoformat().replace("+00:00", "Z"), "o": 1.0, "h": 1.0,
+             "l": 1.0, "c": float(n), "v": 1, "n": 1, "vw": 1.0}
+            for n in range(5_001)
+        ]  # fmt: skip
+    before = len(server.requests)
+    steps = history_steps(_settings(tmp_path, server, url), ["AAPL", "MSFT"], _minute(6_000), 9_999)
+    assert len(server.requests) - before == 2
+    assert [s.ts for s in steps] == [_minute(n) for n in range(5_001)]
+    assert all(set(s.bars) == {"AAPL", "MSFT"} for s in steps)
+
+
+def test_bars_missed_during_a_drop_are_backfilled_once_in_order(
+    tmp_path: Path, fake: tuple[FakeAlpaca, str]
+) -> None:
+    """The stream is down while the server emits five minutes: after the reconnect they come
+    from the historical bars, in order, before the new live ones, each once, and every
+    published minute is in the minute store."""
+    server, url = fake
+    store = MinuteStore(LocalRoot(tmp_path / "minute"))
+    settings = _settings(tmp_path, server, url)
+    reader = Reader(AlpacaFeed(settings, lambda: ["AAPL", "MSFT"], grace_s=5.0, store=store))
+    try:
+        _until(lambda: server.subscribed == {"AAPL", "MSFT"})
+        for n in (1, 2, 3):
+            server.push_bar("AAPL", _minute(n), 100.0 + n)
+            server.push_bar("MSFT", _minute(n), 50.0 + n)
+        _until(lambda: len(reader.steps) == 3)
+        server.push_bar("AAPL", _minute(4), 104.0)  # MSFT's bar of minute 4 is lost with ...
+        _until(lambda: len(server.history["AAPL"]) == 4)
+        server.drop_data_stream(stay_down=True)  # ... the connection
+        for n in (4, 5, 6, 7, 8):
+            server.push_bar("MSFT", _minute(n), 50.0 + n)
+            if n > 4:
+                server.push_bar("AAPL", _minute(n), 100.0 + n)
+        server.restore_data_stream()
+        _until(lambda: server.data_connected and server.subscribed == {"AAPL", "MSFT"})
+        for n in (9, 10):  # live, while the backfill may still be under way
+            server.push_bar("AAPL", _minute(n), 100.0 + n)
+            server.push_bar("MSFT", _minute(n), 50.0 + n)
+        _until(lambda: len(reader.steps) >= 10)
+        time.sleep(0.3)  # nothing more comes
+        assert [s.ts for s in reader.steps] == [_minute(n) for n in range(1, 11)]
+        assert all(set(s.bars) == {"AAPL", "MSFT"} for s in reader.steps)
+        assert [s.bars["MSFT"].close for s in reader.steps] == [50.0 + n for n in range(1, 11)]
+        note = reader.feed.note() or ""
+        assert "minute(s) backfilled after a reconnect" in note
+        assert reader.feed.backfilled >= 5  # 4 to 8 (9 and 10 too if they were stored in time)
+        assert "without any bar" not in note
+        assert server.data_connections == 2
+        stored = store.steps(["MSFT", "AAPL"], T0.date(), T0.date())
+        assert stored == reader.steps
+    finally:
+        reader.close()

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import threading
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from farm.core.bars import Bar
+from farm.core.bars import Bar, Step
 from farm.errors import InvalidInput
 from farm.marketdata.importer import import_path
-from farm.marketdata.store import BarStore, SymbolData
+from farm.marketdata.store import BarStore, MinuteStore, SymbolData
+from farm.storage.objects import LocalRoot
 
 
 def bars(days: list[int], price: float = 10.0, hour: int = 4) -> pd.DataFrame:
@@ -203,3 +204,25 @@ def test_unknown_symbols_get_close_matches(real_bars: Path) -> None:
         "unknown symbols: APPL (did you mean AAPL?), QQQQ (did you mean QQQ?), ZZZZZZ"
     )
     assert raised.value.extra["suggestions"] == {"APPL": ["AAPL"], "QQQQ": ["QQQ"]}
+
+
+def test_the_minute_store_keeps_a_file_per_day_and_replaces_a_bar(tmp_path: Path) -> None:
+    store = MinuteStore(LocalRoot(tmp_path))
+    late = datetime(2026, 12, 1, 23, 59, tzinfo=UTC)
+    first = [
+        Step(late, {"AAPL": Bar(1, 2, 0.5, 1.5, 10), "MSFT": Bar(5, 5, 5, 5, 1)}),
+        Step(late + timedelta(minutes=1), {"AAPL": Bar(2, 2, 2, 2, 1)}),  # the next UTC day
+    ]
+    store.append(first)
+    assert sorted(p.name for p in tmp_path.glob("*.parquet")) == [
+        "2026-12-01.parquet",
+        "2026-12-02.parquet",
+    ]
+    corrected = Step(late, {"AAPL": Bar(1, 2, 0.5, 1.75, 12)})
+    store.append([corrected])
+    steps = store.steps(["MSFT", "AAPL"], date(2026, 11, 30), date(2026, 12, 2))
+    assert [s.ts for s in steps] == [late, late + timedelta(minutes=1)]
+    assert steps[0].bars == {"AAPL": Bar(1, 2, 0.5, 1.75, 12), "MSFT": Bar(5, 5, 5, 5, 1)}
+    assert list(steps[0].bars) == ["MSFT", "AAPL"]  # in the order asked
+    assert store.steps(["AAPL"], date(2026, 12, 2), date(2026, 12, 2)) == [first[1]]
+    assert store.steps(["TSLA"], date(2026, 12, 1), date(2026, 12, 2)) == []

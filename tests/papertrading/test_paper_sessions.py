@@ -202,7 +202,7 @@ def test_a_paper_session_ends_with_the_numbers_of_a_backtest_over_the_bars_it_sa
 
     # The paper_trading board ranks the agent with the session's numbers (one row per window).
     deadline = time.monotonic() + 20
-    while True:  # the board follows the session within a few seconds (RANK_EVERY_S)
+    while True:  # the board follows the session within a few seconds (RANK_EVERY_S, 5 s)
         board = client.get(
             "/api/leaderboard", params={"type": "paper_trading", "metric": "returns"}
         ).json()

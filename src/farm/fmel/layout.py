@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -30,6 +30,8 @@ ROW_GROUP_BYTES: Final = 8 * 1024 * 1024
 ZSTD_MIN_BYTES: Final = 16 * 1024
 """Parts smaller than this in memory are written uncompressed: zstd doubles the CPU of writing
 a few rows (a paper session's flush) and makes the file no smaller."""
+STATS_MIN: Final = ("seq", "bar_ts")
+"""The columns a small part keeps statistics for (the order its rows are read in)."""
 
 
 def micros(ts: datetime) -> int:
@@ -77,15 +79,21 @@ def commit(folder: Path, name: str, write: Callable[[Path], object]) -> Path:
 
 
 def write_part(folder: Path, name: str, table: pa.Table) -> Path:
-    """Commit a Parquet part: zstd (none below ``ZSTD_MIN_BYTES``), row groups of
+    """Commit a Parquet part: zstd, dictionaries and statistics on every column, row groups of
     ``ROW_GROUP_ROWS`` (pruned by bar-time stats), fewer when that many rows would pass
-    ``ROW_GROUP_BYTES``."""
+    ``ROW_GROUP_BYTES``. Below ``ZSTD_MIN_BYTES`` (a paper session's few rows) it is plain:
+    no compression or dictionaries, statistics on the ordering columns only (``STATS_MIN``),
+    which writes it in about half the time."""
     rows = max(1, min(ROW_GROUP_ROWS, ROW_GROUP_BYTES * table.num_rows // max(table.nbytes, 1)))
-    codec = "zstd" if table.nbytes >= ZSTD_MIN_BYTES else "none"
+    if table.nbytes >= ZSTD_MIN_BYTES:
+        options: dict[str, Any] = {"compression": "zstd"}
+    else:
+        stats = [c for c in STATS_MIN if c in table.column_names]
+        options = {"compression": "none", "use_dictionary": False, "write_statistics": stats}
     return commit(
         folder,
         name,
-        lambda path: pq.write_table(table, path, compression=codec, row_group_size=rows),
+        lambda path: pq.write_table(table, path, row_group_size=rows, **options),
     )
 
 

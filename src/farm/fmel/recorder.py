@@ -486,11 +486,13 @@ class FmelRecorder:
         while not self._stop.wait(interval) and self.flush_if_due():
             pass
 
-    def flush_if_due(self) -> bool:
-        """Flush when the oldest pending record is ``flush_seconds`` old. False when the flush
-        failed: the error is raised to the producer on its next call, and no more are due."""
+    def flush_if_due(self, age: float | None = None) -> bool:
+        """Flush when the oldest pending record is ``age`` (``flush_seconds``) old. False when
+        the flush failed: the error is raised to the producer on its next call, and no more are
+        due."""
+        age = self.flush_seconds if age is None else age
         with self._lock:
-            due = self._oldest is not None and self._clock() - self._oldest >= self.flush_seconds
+            due = self._oldest is not None and self._clock() - self._oldest >= age
         if due:
             try:
                 self.flush()
@@ -506,10 +508,20 @@ class FmelRecorder:
 
 
 class FmelFlusher:
-    """One thread that flushes the due records of many recorders, in place of one each."""
+    """One thread that flushes the due records of many recorders, in place of one each.
 
-    def __init__(self, interval: float = 0.5) -> None:
+    Each part file costs a few milliseconds whatever its size, so with ``spacing`` a recorder's
+    records wait ``spacing`` seconds per recorder registered (when that is longer than its
+    ``flush_seconds``): the parts written per second stay bounded however many sessions
+    record. With ``idle`` the thread flushes while that event is set (its producer is between
+    steps), or after waiting ``interval`` for it."""
+
+    def __init__(
+        self, interval: float = 0.5, spacing: float = 0.0, idle: threading.Event | None = None
+    ) -> None:
         self._interval = interval
+        self._spacing = spacing
+        self._idle = idle
         self._recorders: set[FmelRecorder] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -535,8 +547,11 @@ class FmelFlusher:
         while not self._stop.wait(self._interval):
             with self._lock:
                 recorders = list(self._recorders)
+            spaced = self._spacing * len(recorders)
             for recorder in recorders:
-                if not recorder.flush_if_due():
+                if self._idle is not None:
+                    self._idle.wait(self._interval)
+                if not recorder.flush_if_due(max(recorder.flush_seconds, spaced)):
                     self.discard(recorder)
 
 

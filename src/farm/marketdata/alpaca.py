@@ -13,6 +13,14 @@ reports them). A corrected bar (``updatedBars``) replaces the minute's bar while
 and is counted once it was published (a published bar is never changed). Minutes with no bar at
 all while the market is open are counted as gaps. Market hours come from ``GET /v2/clock``, and
 warm-up bars from the historical bars endpoint (:func:`history_steps`).
+
+Backfill: each time the data connection is (re)established, publication waits while the bars
+of the subscribed symbols since the last minute published are read from the historical bars
+endpoint (``FARM_ALPACA_HISTORY_URL``); the minutes missed while the stream was down are then
+published in order before the new live ones, each once (a minute already published is never
+published again). A restarted feed resumes the same way after its saved position. Each step is
+stored (``store``: the minute bar store) before it is published, so the paper runtime can
+catch its sessions up on it after a restart.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ from alpaca.trading.models import Clock
 
 from farm.config import Settings
 from farm.core.bars import Bar, Step
+from farm.marketdata.store import MinuteStore
 
 log = logging.getLogger("farm.feed.alpaca")
 
@@ -63,6 +72,49 @@ def _bar(bar: AlpacaBar) -> Bar:
     return Bar(bar.open, bar.high, bar.low, bar.close, bar.volume)
 
 
+def _history_client(settings: Settings) -> StockHistoricalDataClient:
+    key, secret = _credentials(settings)
+    return StockHistoricalDataClient(key, secret, url_override=settings.alpaca_history_url)
+
+
+def _minutes(
+    client: StockHistoricalDataClient,
+    feed: str,
+    symbols: Sequence[str],
+    start: datetime,
+    end: datetime | None = None,
+) -> dict[datetime, dict[str, Bar]]:
+    """The historical minute bars of ``symbols`` from ``start`` (to ``end`` or now), by minute
+    (alpaca-py follows ``next_page_token``)."""
+    request = StockBarsRequest(
+        symbol_or_symbols=list(symbols),
+        timeframe=TimeFrame.Minute,
+        start=start,
+        end=end,
+        feed=DataFeed(feed),
+    )
+    result: Any = client.get_stock_bars(request)
+    assert isinstance(result, BarSet)
+    minutes: dict[datetime, dict[str, Bar]] = {}
+    for symbol, bars in result.data.items():
+        for bar in bars:
+            minutes.setdefault(bar.timestamp, {})[symbol] = _bar(bar)
+    return minutes
+
+
+class _Stream(StockDataStream):
+    """alpaca-py's data stream, telling the feed each time its connection is (re)established
+    (after the authentication, before the subscription is sent)."""
+
+    def __init__(self, connected: Callable[[], None], *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._connected = connected
+
+    async def _start_ws(self) -> None:
+        await super()._start_ws()
+        self._connected()
+
+
 class AlpacaFeed:
     """Minute steps from Alpaca's data stream (a :class:`~farm.marketdata.feed.BarFeed`).
 
@@ -72,15 +124,25 @@ class AlpacaFeed:
     source = "alpaca"
 
     def __init__(
-        self, settings: Settings, wanted: Callable[[], Sequence[str]], grace_s: float = 10.0
+        self,
+        settings: Settings,
+        wanted: Callable[[], Sequence[str]],
+        grace_s: float = 10.0,
+        store: MinuteStore | None = None,
     ) -> None:
         key, secret = _credentials(settings)
         self._grace = grace_s
         self._wanted = wanted
-        feed = DataFeed(settings.alpaca_feed)
-        self._stream = StockDataStream(
-            key, secret, feed=feed, url_override=data_stream_url(settings)
+        self._store = store
+        self._feed = settings.alpaca_feed
+        self._stream = _Stream(
+            self._on_connect,
+            key,
+            secret,
+            feed=DataFeed(settings.alpaca_feed),
+            url_override=data_stream_url(settings),
         )
+        self._history = _history_client(settings)
         self._clock = TradingClient(
             key, secret, paper=True, url_override=settings.alpaca_trading_url
         )
@@ -89,6 +151,8 @@ class AlpacaFeed:
         self._first_seen: dict[datetime, float] = {}
         self._subscribed: set[str] = set()
         self._published: datetime | None = None
+        self._connects = 0  # connections established; publication waits for their backfill
+        self._filled = 0  # ... the connections backfilled so far
         self._thread: threading.Thread | None = None
         self._refreshed = 0.0
         self._clock_read = 0.0
@@ -97,6 +161,8 @@ class AlpacaFeed:
         self.corrections = 0  # corrected bars of minutes already published
         self.late = 0  # bars of minutes already published
         self.gaps = 0  # open-market minutes without any bar
+        self.backfilled = 0  # minutes published from the historical bars after a (re)connect
+        self.backfill_failures = 0
 
     # -- BarFeed --------------------------------------------------------------------------------
 
@@ -115,8 +181,12 @@ class AlpacaFeed:
             if now >= self._clock_read + CLOCK_S:
                 self._clock_read = now
                 self._read_clock()
+            if self._filled < self._connects:
+                self._backfill()
             step = self._due(now)
             if step is not None:
+                if self._store is not None:
+                    self._store.append([step])
                 return step
             stop.wait(POLL_S)
         return None
@@ -132,6 +202,10 @@ class AlpacaFeed:
             parts.append(f"{self.corrections} corrected bar(s) after publication")
         if self.late:
             parts.append(f"{self.late} late bar(s) dropped")
+        if self.backfilled:
+            parts.append(f"{self.backfilled} minute(s) backfilled after a reconnect")
+        if self.backfill_failures:
+            parts.append(f"{self.backfill_failures} backfill(s) failed")
         return "; ".join(parts) or None
 
     def close(self) -> None:
@@ -158,6 +232,33 @@ class AlpacaFeed:
             )
             self._thread.start()
         log.info("alpaca feed subscribed to %s", ", ".join(new))
+
+    def _on_connect(self) -> None:
+        """On the stream's thread: a connection was established (before it subscribes)."""
+        with self._lock:
+            self._connects += 1
+
+    def _backfill(self) -> None:
+        """Queue the minutes since the last one published from the historical bars (the
+        minutes still waiting keep the bars the stream sent)."""
+        connects, since = self._connects, self._published
+        if since is not None and self._subscribed:
+            try:
+                minutes = _minutes(self._history, self._feed, sorted(self._subscribed), since)
+            except Exception as exc:  # the live bars go on; the lost minutes count as gaps
+                log.warning("alpaca feed: no backfill after %s: %s", since, exc)
+                self.backfill_failures += 1
+                minutes = {}
+            overdue = time.monotonic() - self._grace  # history is final: due at once
+            with self._lock:
+                for ts in sorted(t for t in minutes if t > since):
+                    pending = self._pending.setdefault(ts, {})
+                    for symbol, bar in minutes[ts].items():
+                        pending.setdefault(symbol, bar)
+                    self._first_seen[ts] = min(self._first_seen.get(ts, overdue), overdue)
+                    self.backfilled += 1
+        with self._lock:
+            self._filled = connects
 
     def _read_clock(self) -> None:
         try:
@@ -189,7 +290,7 @@ class AlpacaFeed:
 
     def _due(self, now: float) -> Step | None:
         with self._lock:
-            if not self._pending:
+            if not self._pending or self._filled < self._connects:
                 return None
             ts = min(self._pending)
             bars = self._pending[ts]
@@ -211,20 +312,6 @@ def history_steps(
     (the warm-up of a session on the Alpaca feed)."""
     if n <= 0 or not symbols:
         return []
-    key, secret = _credentials(settings)
-    client = StockHistoricalDataClient(key, secret, url_override=settings.alpaca_history_url)
-    request = StockBarsRequest(
-        symbol_or_symbols=list(symbols),
-        timeframe=TimeFrame.Minute,
-        start=end - timedelta(days=days),
-        end=end,
-        feed=DataFeed(settings.alpaca_feed),
-    )
-    result: Any = client.get_stock_bars(request)
-    assert isinstance(result, BarSet)
-    steps: dict[datetime, dict[str, Bar]] = {}
-    for symbol, bars in result.data.items():
-        for bar in bars:
-            if bar.timestamp < end:
-                steps.setdefault(bar.timestamp, {})[symbol] = _bar(bar)
-    return [Step(ts, steps[ts]) for ts in sorted(steps)][-n:]
+    client = _history_client(settings)
+    minutes = _minutes(client, settings.alpaca_feed, symbols, end - timedelta(days=days), end)
+    return [Step(ts, minutes[ts]) for ts in sorted(minutes) if ts < end][-n:]

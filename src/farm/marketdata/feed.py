@@ -26,7 +26,7 @@ from farm.errors import InvalidInput
 from farm.events import MARKET_BARS, EventBus
 from farm.marketdata.alpaca import AlpacaFeed
 from farm.marketdata.replay import ReplayFeed, default_replay_start
-from farm.marketdata.store import BarStore, normalize_symbol
+from farm.marketdata.store import BarStore, normalize_symbol, open_minute_store
 from farm.storage.db import Database
 from farm.storage.models import MarketFeed, PaperSession, utcnow
 
@@ -187,7 +187,8 @@ class FeedRunner:
         return feed, after, seq
 
     def _open_alpaca(self) -> tuple[BarFeed, datetime | None, int]:
-        """Alpaca's stream, resuming after the saved position."""
+        """Alpaca's stream, resuming after the saved position (backfilled from there), its
+        minute bars stored as they are published."""
         with self._db.transaction() as session:
             row = session.get(MarketFeed, self.source)
             if row is None:
@@ -195,7 +196,8 @@ class FeedRunner:
                 session.add(row)
             row.state, row.message = FeedState.RUNNING, None
             after, seq = row.last_bar_time, row.steps_published
-        return AlpacaFeed(self._settings, self._live_symbols), after, seq
+        store = open_minute_store(self._settings)
+        return AlpacaFeed(self._settings, self._live_symbols, store=store), after, seq
 
     def _live_symbols(self) -> list[str]:
         """``FARM_FEED_SYMBOLS`` and the symbols of every session starting or running."""

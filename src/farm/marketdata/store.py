@@ -10,6 +10,9 @@ Every write goes to a temporary file that is fsynced and then ``os.replace``-d o
 a reader sees either the old or the new file, never a partial one. The manifest is cached per
 ``BarStore`` and reloaded when its file changes, so a running server sees a CLI import at once.
 On object storage (``FARM_BARS_URL=s3://...``) the same layout holds one object per file.
+
+The live minute bars of the Alpaca feed go to a :class:`MinuteStore`, ``minute/`` below the bar
+store (:func:`open_minute_store`): one file per UTC day, so storing a step rewrites one small file.
 """
 
 from __future__ import annotations
@@ -33,11 +36,12 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from farm.core.bars import Bar, Step
 from farm.errors import InvalidInput
-from farm.storage.objects import LocalRoot, Root, open_root
+from farm.storage.objects import S3_SCHEME, LocalRoot, Root, open_root
 
 if TYPE_CHECKING:
     from farm.config import Settings
@@ -213,6 +217,85 @@ def _to_table(symbol: str, bars: Any) -> Any:
 def open_bar_store(settings: Settings) -> BarStore:
     """The bar store ``FARM_BARS_URL`` names (a folder, or ``s3://bucket/prefix``)."""
     return BarStore(open_root(settings.bars_url, settings.bars_dir, settings.s3_endpoint_url))
+
+
+def open_minute_store(settings: Settings) -> MinuteStore:
+    """The live minute bars (``FARM_FEED=alpaca`` stores them as it publishes them):
+    ``minute/`` below the bar store, apart from the daily bars of the same symbols."""
+    url = settings.bars_url
+    remote = f"{url.rstrip('/')}/minute" if url and url.startswith(S3_SCHEME) else None
+    return MinuteStore(open_root(remote, settings.bars_dir / "minute", settings.s3_endpoint_url))
+
+
+class MinuteStore:
+    """Live minute bars: ``YYYY-MM-DD.parquet`` per UTC day, in the bar store's columns.
+
+    :meth:`append` rewrites the day's file atomically (readers see the old or the new one), so
+    a step costs a day of bars at most, however long the store has been kept. One writer (the
+    feed); any number of readers.
+    """
+
+    def __init__(self, root: Root) -> None:
+        self._root = root
+
+    def _path(self, day: date) -> str:
+        return self._root.join(f"{day.isoformat()}.parquet")
+
+    def _table(self, day: date) -> Any | None:
+        try:
+            with self._root.open(self._path(day)) as fh:
+                return pq.read_table(fh)
+        except FileNotFoundError:
+            return None
+
+    def append(self, steps: Sequence[Step]) -> None:
+        """Store the bars of ``steps`` (a bar of a symbol and minute already stored is
+        replaced)."""
+        days: dict[date, list[Step]] = {}
+        for step in steps:
+            days.setdefault(step.ts.astimezone(UTC).date(), []).append(step)
+        for day, stepped in days.items():
+            rows = [(symbol, step.ts, bar) for step in stepped for symbol, bar in step.bars.items()]
+            new = pa.Table.from_pydict(
+                {
+                    "symbol": [r[0] for r in rows],
+                    "timestamp": [r[1] for r in rows],
+                    **{c: [float(getattr(r[2], c)) for r in rows] for c in BAR_COLUMNS},
+                    "adj_close": [None] * len(rows),
+                },
+                schema=SCHEMA,
+            )
+            old = self._table(day)
+            if old is not None:
+                keys = {(r[0], _micros(r[1])) for r in rows}
+                symbols = old.column("symbol").to_pylist()
+                stamps = old.column("timestamp").cast(pa.int64()).to_pylist()
+                keep = [(k, t) not in keys for k, t in zip(symbols, stamps, strict=True)]
+                new = pa.concat_tables([old.filter(pa.array(keep)), new])
+            new = new.sort_by([("timestamp", "ascending"), ("symbol", "ascending")])
+            sink = io.BytesIO()
+            pq.write_table(new, sink, compression="zstd")
+            self._root.write(self._path(day), sink.getvalue())
+
+    def steps(self, symbols: Sequence[str], start: date, end: date) -> list[Step]:
+        """The stored steps of ``symbols`` from ``start`` to ``end`` (inclusive UTC dates), in
+        time order; each has the bars of those symbols stored at its minute."""
+        wanted = list(dict.fromkeys(symbols))
+        rank = {symbol: i for i, symbol in enumerate(wanted)}
+        out: list[Step] = []
+        day = start
+        while day <= end:
+            table = self._table(day)
+            day += timedelta(days=1)
+            if table is None:
+                continue
+            table = table.filter(pc.is_in(table.column("symbol"), pa.array(wanted)))
+            ts = table.column("timestamp").cast(pa.int64()).to_numpy()
+            names = table.column("symbol").to_pylist()
+            order = np.lexsort((np.array([rank[n] for n in names], dtype=np.int64), ts))
+            columns = [table.column(c).to_numpy()[order].tolist() for c in BAR_COLUMNS]
+            out.extend(_iter_steps(ts[order], [names[i] for i in order.tolist()], columns))
+        return out
 
 
 class BarStore:

@@ -4,6 +4,9 @@ The session row (status, bars, last bar time, missing symbols, ``books``), the a
 its positions marked at the step's closes, the new orders and the status and fills of the
 others, the equity point and the closed trades; a restart restores the books from them
 (:mod:`farm.papertrading.restore`).
+
+Nothing is read back: the runtime holds the truth, so a turn of hundreds of sessions is one
+``executemany`` per statement (Core, no ORM unit of work).
 """
 
 from __future__ import annotations
@@ -11,16 +14,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import Table, bindparam, delete, func, insert, or_, update
 from sqlalchemy.orm import Session
 
 from farm.brokers.simulated import SimulatedBroker
 from farm.core.bars import Step
 from farm.core.orders import Fill, OrderEvent, OrderRequest
 from farm.papertrading.live import LiveSession
-from farm.papertrading.repository import OPEN_STATUSES
 from farm.papertrading.restore import MICRO, books_json
 from farm.sandbox.host import DecisionRecord
 from farm.storage.models import (
@@ -30,25 +32,9 @@ from farm.storage.models import (
     PaperPosition,
     PaperSession,
     PaperTrade,
+    UTCDateTime,
     utcnow,
 )
-
-
-def preload(session: Session, sessions: Sequence[LiveSession]) -> list[object]:
-    """Load the rows a step of these sessions updates in three queries (not three each).
-    Keep what it returns while using them: the session's identity map holds unchanged rows
-    only while they are referenced, and ``session.get`` finds them there without a query."""
-    accounts = [live.account_id for live in sessions]
-    ids = [s.id for s in sessions]
-    return [
-        *session.scalars(select(PaperSession).where(PaperSession.id.in_(ids))),
-        *session.scalars(select(PaperAccount).where(PaperAccount.id.in_(accounts))),
-        *session.scalars(
-            select(PaperOrder).where(
-                PaperOrder.account_id.in_(accounts), PaperOrder.status.in_(OPEN_STATUSES)
-            )
-        ),
-    ]
 
 
 def order_row(live: LiveSession, cid: str, order: OrderRequest) -> dict[str, Any]:
@@ -72,44 +58,51 @@ def order_row(live: LiveSession, cid: str, order: OrderRequest) -> dict[str, Any
 
 @dataclass
 class StepRows:
-    """What one loop turn writes for the sessions that decided in it: the session and account
-    rows are updated in the caller's transaction (:meth:`add`), the new rows inserted in one
-    statement per table (:meth:`write`)."""
+    """What one loop turn writes for the sessions that decided in it: :meth:`add` queues a
+    session's step, :meth:`write` sends the turn in one statement per table and change."""
 
+    sessions: list[dict[str, Any]] = field(default_factory=list)
+    cash: list[dict[str, Any]] = field(default_factory=list)
+    events: list[OrderEvent] = field(default_factory=list)
+    fills: list[Fill] = field(default_factory=list)
     accounts: list[str] = field(default_factory=list)  # their positions are replaced
     positions: list[dict[str, Any]] = field(default_factory=list)
     equity: list[dict[str, Any]] = field(default_factory=list)
     trades: list[dict[str, Any]] = field(default_factory=list)
     orders: list[dict[str, Any]] = field(default_factory=list)
+    _account_of: dict[str, str] = field(default_factory=dict)  # client order id -> account
 
-    def add(
-        self, session: Session, live: LiveSession, step: Step, record: DecisionRecord | None
-    ) -> None:
-        """Update the session's and its account's rows for ``step``; queue its new rows."""
-        row = session.get(PaperSession, live.id)
-        if row is None:
-            return
+    def add(self, live: LiveSession, step: Step, record: DecisionRecord | None) -> None:
+        """Queue the session's rows for ``step``."""
         account = live.account
         fills = account.fills[live.fills_saved :]
         live.fills_saved = len(account.fills)
-        apply_events(session, live.account_id, live.ids.last_events, fills)
+        for cid in [e.client_order_id for e in live.ids.last_events] + [
+            f.client_order_id for f in fills
+        ]:
+            self._account_of[cid] = live.account_id
+        self.events += live.ids.last_events
+        self.fills += fills
         for order in [] if record is None else record.orders:
             self.orders.append(order_row(live, live.ids.to_client[order.client_order_id], order))
         live.live_bars += 1
-        if row.first_bar_time is None:
-            row.first_bar_time = step.ts
-            row.started_at = row.started_at or utcnow()
-        row.last_bar_time = step.ts
-        row.bars_processed = live.live_bars
-        row.missing_at_last_step = [s for s in live.symbols if s not in step.bars]
-        row.broker_status = live.ids.broker.status()
-        if row.status == "starting":
-            row.status = "running"
         broker = live.ids.broker  # a real broker's books are the broker's: nothing to keep
-        row.books = books_json(account, broker) if isinstance(broker, SimulatedBroker) else None
-        acct = session.get(PaperAccount, live.account_id)
-        if acct is not None:
-            acct.cash = Decimal(account.cash).quantize(MICRO)
+        self.sessions.append(
+            {
+                "sid": live.id,
+                "ts": step.ts,
+                "now": utcnow(),
+                "bars": live.live_bars,
+                "missing": [s for s in live.symbols if s not in step.bars],
+                "new_broker_status": broker.status(),
+                "new_books": books_json(account, broker)
+                if isinstance(broker, SimulatedBroker)
+                else None,
+            }
+        )
+        self.cash.append(
+            {"aid": live.account_id, "new_cash": Decimal(account.cash).quantize(MICRO)}
+        )
         self.accounts.append(live.account_id)
         closes = account.closes
         self.positions += [
@@ -154,8 +147,11 @@ class StepRows:
         live.trades_saved = len(account.trades)
 
     def write(self, session: Session) -> None:
-        """Replace the accounts' positions and insert the rows queued."""
-        if self.accounts:
+        """Update the session and account rows, replace the accounts' positions, insert the new
+        rows, then bring the orders up to date with the turn's events and fills."""
+        if self.sessions:
+            session.execute(_STEP, self.sessions)
+            session.execute(_CASH, self.cash)
             session.execute(
                 delete(PaperPosition).where(PaperPosition.account_id.in_(self.accounts))
             )
@@ -167,18 +163,80 @@ class StepRows:
         ):
             if rows:
                 session.execute(insert(model), rows)
+        _update_orders(session, self._account_of, self.events, self.fills)
+
+
+_SESSIONS = cast(Table, PaperSession.__table__)
+_STEP = (
+    update(_SESSIONS)
+    .where(
+        _SESSIONS.c.id == bindparam("sid"),
+        or_(_SESSIONS.c.status == "starting", _SESSIONS.c.status == "running"),  # executemany
+    )
+    .values(
+        status="running",  # reported once the agent decided on its first live bar
+        first_bar_time=func.coalesce(
+            _SESSIONS.c.first_bar_time, bindparam("ts", type_=UTCDateTime())
+        ),
+        started_at=func.coalesce(_SESSIONS.c.started_at, bindparam("now", type_=UTCDateTime())),
+        last_bar_time=bindparam("ts"),
+        bars_processed=bindparam("bars"),
+        missing_at_last_step=bindparam("missing"),
+        broker_status=bindparam("new_broker_status"),
+        books=bindparam("new_books"),
+    )
+)
+_ACCOUNTS = cast(Table, PaperAccount.__table__)
+_CASH = (
+    update(_ACCOUNTS).where(_ACCOUNTS.c.id == bindparam("aid")).values(cash=bindparam("new_cash"))
+)
+_ORDERS = cast(Table, PaperOrder.__table__)
+_ORDER = (_ORDERS.c.account_id == bindparam("aid")) & (
+    _ORDERS.c.client_order_id == bindparam("cid")
+)
+_STATUS = (
+    update(_ORDERS)
+    .where(_ORDER)
+    .values(
+        status=bindparam("new_status"),
+        reason=func.coalesce(bindparam("new_reason"), _ORDERS.c.reason),
+    )
+)
+_FILLED = update(_ORDERS).where(_ORDER).values(filled=_ORDERS.c.filled + bindparam("amount"))
 
 
 def apply_events(
     session: Session, account_id: str, events: Sequence[OrderEvent], fills: Sequence[Fill]
 ) -> None:
-    """Bring the order rows up to date with the broker's events and fills (client ids)."""
-    for event in events:
-        row = session.get(PaperOrder, (account_id, event.client_order_id))
-        if row is not None:
-            row.status = event.status.value
-            row.reason = event.reason or row.reason
-    for fill in fills:
-        row = session.get(PaperOrder, (account_id, fill.client_order_id))
-        if row is not None:
-            row.filled += fill.size
+    """Bring the order rows of one account up to date with the broker's events and fills."""
+    ids = [e.client_order_id for e in events] + [f.client_order_id for f in fills]
+    _update_orders(session, dict.fromkeys(ids, account_id), events, fills)
+
+
+def _update_orders(
+    session: Session,
+    account_of: dict[str, str],
+    events: Sequence[OrderEvent],
+    fills: Sequence[Fill],
+) -> None:
+    if events:
+        session.execute(
+            _STATUS,
+            [
+                {
+                    "aid": account_of[e.client_order_id],
+                    "cid": e.client_order_id,
+                    "new_status": e.status.value,
+                    "new_reason": e.reason or None,
+                }
+                for e in events
+            ],
+        )
+    if fills:
+        session.execute(
+            _FILLED,
+            [
+                {"aid": account_of[f.client_order_id], "cid": f.client_order_id, "amount": f.size}
+                for f in fills
+            ],
+        )

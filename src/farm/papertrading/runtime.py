@@ -78,10 +78,10 @@ from farm.leases import Lease, claim, held, worker_name
 from farm.marketdata.alpaca import history_steps
 from farm.marketdata.fanout import RedisBarBus
 from farm.marketdata.feed import FeedRunner, FeedState
-from farm.marketdata.store import BarStore, open_bar_store
+from farm.marketdata.store import BarStore, open_bar_store, open_minute_store
 from farm.outbox import emit
 from farm.papertrading.live import LiveSession, same_order
-from farm.papertrading.persistence import StepRows, apply_events, order_row, preload
+from farm.papertrading.persistence import StepRows, apply_events, order_row
 from farm.papertrading.repository import OPEN_STATUSES
 from farm.papertrading.restore import Books, load_books
 from farm.processes import launch_module
@@ -111,9 +111,18 @@ READY_TIMEOUT_S = 30.0
 STOP_GRACE_S = 30.0
 #: How often a session's leaderboard rows and forward bars are brought up to date; with many
 #: sessions, each is ranked every ``RANK_SPACING_S`` times the number of sessions at most, so
-#: ranking keeps a bounded share of the loop.
-RANK_EVERY_S = 2.0
-RANK_SPACING_S = 0.02
+#: ranking keeps a bounded share of the loop. Ranking runs between steps, in slices of
+#: ``RANK_SLICE_S`` (of at most ``RANK_BATCH`` sessions), so a new bar waits for one at most.
+RANK_EVERY_S = 5.0
+RANK_SPACING_S = 0.05
+RANK_SLICE_S = 0.02
+RANK_BATCH = 32
+#: Seconds a session's FMEL records may wait per session running before their part is written
+#: (5 s at least): 200 sessions write a part each 10 s, a running session's records are
+#: queryable within that.
+FMEL_SPACING_S = 0.05
+#: The longest a decision waits to be persisted with those of the sessions still deciding.
+SAVE_DELAY_S = 0.25
 #: Sessions launched and warmed up at once (their agents start while others warm up).
 OPENERS = 4
 #: Stored step ranges kept in memory: sessions opening together read their bars once.
@@ -170,6 +179,8 @@ class PaperRuntime:
     ) -> None:
         self._db = db
         self._bars = bars
+        # on the Alpaca feed, sessions re-warm and catch up on the minute bars it stored
+        self._minutes = open_minute_store(settings) if settings.feed == "alpaca" else None
         self._read_steps = functools.lru_cache(maxsize=STEP_CACHE)(self._read)
         self._artifacts = artifacts
         self._settings = settings
@@ -197,8 +208,15 @@ class PaperRuntime:
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)
         self.sessions: dict[str, LiveSession] = {}
+        #: Decisions taken and not persisted yet, saved together (:meth:`_save_due`).
+        self._unsaved: dict[str, tuple[Step, DecisionRecord | None]] = {}
+        self._unsaved_since = 0.0
+        self._rank_more = False  # a ranking slice ended before every due session was ranked
+        self._ranked_last = 0.0  # when the last ranking slice ran
         self._captures: dict[str, StepCapture] = {}
-        self._flusher = FmelFlusher()  # one thread flushes every session's FMEL records
+        #: Set between steps: the one thread flushing every session's FMEL records waits for it.
+        self._idle = threading.Event()
+        self._flusher = FmelFlusher(spacing=FMEL_SPACING_S, idle=self._idle)
         #: Called with each bar-to-decision latency (publication to orders at the broker), s.
         self.latency_probe: Callable[[float], None] | None = None
 
@@ -234,7 +252,9 @@ class PaperRuntime:
                         self._adopt()
                         self._send_due()
                         self._collect(selector, min(next_sync, self._next_deadline()))
+                        self._save_due()
                         self._rank_due()
+                        self._mark_idle()
                     except Exception:  # a platform bug or the database down: keep serving
                         log.exception("the paper runtime's loop failed; going on")
                         self._stop.wait(self._settings.paper_poll_s)
@@ -249,6 +269,7 @@ class PaperRuntime:
             for opener in openers:
                 opener.join(max(deadline - time.monotonic(), 0.0))
             self._adopt()
+            self._save_unsaved()
             for live in list(self.sessions.values()):
                 self._close(live)
             self._flusher.close()
@@ -295,6 +316,7 @@ class PaperRuntime:
         self._leases = {sid: lease for sid, lease in self._leases.items() if sid in wanted}
         self._opening &= wanted.keys()  # those that failed to open are done
         for sid in [s for s in self.sessions if s not in wanted]:
+            self._unsaved.pop(sid, None)
             # gone (its agent or account was deleted), or its lease was lost
             self._close(self.sessions[sid], lost=True)
         for sid, (stop, liquidate) in wanted.items():
@@ -306,7 +328,9 @@ class PaperRuntime:
                 self._to_open.put((sid, self._last_taken))
             elif live is None:
                 self._finish(sid, "stopped")
-            elif stop and not live.liquidating and live.inflight is None:
+            elif (
+                stop and not live.liquidating and live.inflight is None and sid not in self._unsaved
+            ):
                 self._stop_session(live, liquidate)
 
     def _renew(self) -> None:
@@ -577,7 +601,10 @@ class PaperRuntime:
 
     def _steps_between(self, symbols: Sequence[str], lo: date, hi: date) -> tuple[Step, ...]:
         """The stored steps of ``symbols`` from ``lo`` to ``hi`` (UTC dates), read once while
-        the store holds the same bars (its infos are part of the key)."""
+        the store holds the same bars (its infos are part of the key); the stored minute bars
+        on the Alpaca feed."""
+        if self._minutes is not None:
+            return tuple(self._minutes.steps(symbols, lo, hi))
         infos = tuple(self._bars.info(s) for s in symbols)
         return self._read_steps(tuple(symbols), infos, lo, hi)
 
@@ -635,7 +662,7 @@ class PaperRuntime:
         """Send its next step to every session that is not waiting for a decision."""
         failures: dict[str, SessionFailed] = {}
         for live in list(self.sessions.values()):
-            while live.inflight is None and live.backlog:
+            while live.inflight is None and live.backlog and live.id not in self._unsaved:
                 step, published = live.backlog.popleft()
                 if live.liquidating:
                     live.settle(step)
@@ -654,6 +681,10 @@ class PaperRuntime:
 
     def _next_deadline(self) -> float:
         deadlines = [live.inflight[2] for live in self.sessions.values() if live.inflight]
+        if self._rank_more:
+            deadlines.append(0.0)
+        if self._unsaved:
+            deadlines.append(self._unsaved_since + SAVE_DELAY_S)
         return min(deadlines, default=math.inf)
 
     def _collect(self, selector: selectors.BaseSelector, until: float) -> None:
@@ -671,12 +702,7 @@ class PaperRuntime:
         failures: dict[str, SessionFailed] = {}
         for key, _ in ready:
             if key.data is None:
-                while True:
-                    try:
-                        if not os.read(self._wake_read, 4096):
-                            break
-                    except BlockingIOError:
-                        break
+                self._drain_wake()
                 continue
             live = key.data
             assert live.inflight is not None
@@ -697,6 +723,44 @@ class PaperRuntime:
                 failures[live.id] = SessionFailed(
                     "timeout", f"no decision within the step budget of {budget:g} s"
                 )
+        if results and not self._unsaved:
+            self._unsaved_since = time.monotonic()
+        self._unsaved.update(results)
+        self._end_failed(failures)
+
+    def _drain_wake(self) -> None:
+        while True:
+            try:
+                if not os.read(self._wake_read, 4096):
+                    return
+            except BlockingIOError:
+                return
+
+    def _save_due(self) -> None:
+        """Persist the decisions taken once no session waits for one (a step's decisions then
+        go in one transaction, and reading decisions comes before writing them), or once the
+        oldest has waited ``SAVE_DELAY_S``."""
+        waiting = any(live.inflight for live in self.sessions.values())
+        if self._unsaved and (
+            not waiting or time.monotonic() >= self._unsaved_since + SAVE_DELAY_S
+        ):
+            self._save_unsaved()
+
+    def _busy(self) -> bool:
+        """A step is under way: a decision is awaited, unsaved or queued."""
+        return bool(self._unsaved) or any(
+            live.inflight or live.backlog for live in self.sessions.values()
+        )
+
+    def _mark_idle(self) -> None:
+        if self._busy():
+            self._idle.clear()
+        else:
+            self._idle.set()
+
+    def _save_unsaved(self) -> None:
+        results, self._unsaved = self._unsaved, {}
+        failures: dict[str, SessionFailed] = {}
         self._save(results, failures)
         self._end_failed(failures)
 
@@ -716,11 +780,10 @@ class PaperRuntime:
             kept = self._held(session, results)
             lost = [self.sessions[sid] for sid in results if sid not in kept]
             results = {sid: result for sid, result in results.items() if sid in kept}
-            loaded = preload(session, [self.sessions[sid] for sid in results])
             rows = StepRows()
             for sid, (step, record) in results.items():
                 live = self.sessions[sid]
-                rows.add(session, live, step, record)
+                rows.add(live, step, record)
                 stopped = live.engine.stopped() if record is not None else None
                 if stopped is not None:
                     failures[sid] = SessionFailed(stopped.reason, stopped.message)
@@ -729,7 +792,6 @@ class PaperRuntime:
                 if stopped is not None or live.liquidating:
                     ranked.append(live.agent_id)
             rows.write(session)
-            del loaded
             for sid in results:
                 live = self.sessions[sid]
                 if live.agent_id in ranked:
@@ -754,16 +816,25 @@ class PaperRuntime:
 
     def _rank_due(self) -> None:
         """Bring the leaderboard up to date with the sessions that progressed, at most every
-        ``RANK_EVERY_S`` each (less often past 100 sessions)."""
-        now = time.monotonic()
+        ``RANK_EVERY_S`` each (less often past 100 sessions). Between steps (no decision
+        awaited or unsaved) unless a session waited five times that, and ``RANK_SLICE_S`` at
+        a time, so ranking does not delay the bars."""
+        start = time.monotonic()
         every = max(RANK_EVERY_S, RANK_SPACING_S * len(self.sessions))
-        due = [
-            live
-            for live in self.sessions.values()
-            if len(live.account.equity) > live.forward_saved and now >= live.ranked_at + every
-        ]
+        self._rank_more = False
+        if self._busy() and start < self._ranked_last + 5 * every:
+            return  # the loop wakes at least every poll
+        due = sorted(
+            (
+                live
+                for live in self.sessions.values()
+                if len(live.account.equity) > live.forward_saved and start >= live.ranked_at + every
+            ),
+            key=lambda live: live.ranked_at,
+        )[:RANK_BATCH]
         if not due:
             return
+        self._ranked_last = start
         with self._db.transaction() as session:
             kept = self._held(session, [live.id for live in due])
             due = [live for live in due if live.id in kept]
@@ -772,8 +843,11 @@ class PaperRuntime:
             loaded = session.scalars(select(Agent).where(Agent.id.in_(ids))).all()
             for live in due:
                 self._rank(session, live)
-                live.ranked_at = now
+                live.ranked_at = start
                 emit(session, FORWARD_RECORDED, {"agentId": live.agent_id})
+                if time.monotonic() - start >= RANK_SLICE_S:
+                    self._rank_more = True  # the loop comes back at once for the rest
+                    break
             del loaded
 
     def _rank(self, session: Session, live: LiveSession) -> None:
