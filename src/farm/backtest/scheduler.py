@@ -25,22 +25,20 @@ workers hold are never touched, so a new worker disturbs nobody.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import func, or_, select, text, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from farm.backtest.job import fail_while_running
-from farm.backtest.lease import Lease
 from farm.backtest.schemas import FailureReason, SessionStatus
 from farm.backtest.service import STANDARD
+from farm.leases import Lease, has_lapsed, may_have_lapsed, worker_name
 from farm.storage.db import Database, sqlite_write_lock
 from farm.storage.models import BacktestLane, BacktestSession, utcnow
 
@@ -56,40 +54,6 @@ NEVER = datetime.min.replace(tzinfo=UTC)
 
 Job = Callable[[Lease, threading.Event], None]
 """Runs one claimed session; it should return early once the event (stopping) is set."""
-
-
-def _this_host() -> str:
-    """The host name and the pid namespace: processes that can see each other's pids."""
-    try:
-        namespace = os.stat("/proc/self/ns/pid").st_ino
-    except OSError:
-        namespace = 0
-    return f"{socket.gethostname()}:{namespace}"
-
-
-HOST = _this_host()
-
-
-def worker_name() -> str:
-    """A name for this process's leases: host (and pid namespace), pid, a random suffix."""
-    return f"{HOST}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-
-
-def _gone(owner: str | None) -> bool:
-    """Whether ``owner`` (a :func:`worker_name`) was a process of this host (and pid
-    namespace) that has ended."""
-    if owner is None:
-        return True
-    host, _, rest = owner.rpartition("-")[0].rpartition("-")
-    if host != HOST or not rest.isdigit():
-        return False
-    try:
-        os.kill(int(rest), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False  # it exists (another user's)
-    return False
 
 
 class _Head(NamedTuple):
@@ -164,25 +128,16 @@ class Scheduler:
         A lease of a process of this host that no longer exists (a restarted ``farm up``) counts
         as expired at once, without waiting for its expiry."""
         s = BacktestSession
-        expired = or_(s.lease_expires_at.is_(None), s.lease_expires_at < utcnow())
-        local = s.lease_owner.startswith(f"{HOST}-", autoescape=True)
-        candidates = (s.status == SessionStatus.RUNNING, or_(expired, local))
         with self._db.transaction() as session:  # a read first: most passes find nothing
-            if session.scalar(select(s.id).where(*candidates).limit(1)) is None:
+            if session.scalar(select(s.id).where(may_have_lapsed(s)).limit(1)) is None:
                 return 0
         with self._db.transaction() as session:
             sqlite_write_lock(session, s.id)
             rows = session.scalars(
-                select(s).where(*candidates).with_for_update(skip_locked=True)
+                select(s).where(may_have_lapsed(s)).with_for_update(skip_locked=True)
             ).all()
             now = utcnow()
-            stuck = [
-                row
-                for row in rows
-                if row.lease_expires_at is None
-                or row.lease_expires_at < now
-                or _gone(row.lease_owner)
-            ]
+            stuck = [r for r in rows if has_lapsed(r.lease_expires_at, r.lease_owner, now)]
             for row in stuck:
                 owner = row.lease_owner
                 row.lease_owner = row.lease_token = row.lease_expires_at = None
@@ -211,7 +166,7 @@ class Scheduler:
                     return None
                 head, lanes = chosen
                 now = utcnow()
-                lease = Lease(head.session_id, self.owner, str(uuid.uuid4()))
+                lease = Lease(BacktestSession, head.session_id, self.owner, str(uuid.uuid4()))
                 taken = session.execute(
                     update(BacktestSession)
                     .where(

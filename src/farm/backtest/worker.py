@@ -27,9 +27,9 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-from farm.backtest.lease import Lease
 from farm.backtest.scheduler import Job
 from farm.config import Settings
+from farm.leases import Lease
 from farm.processes import launch_module
 
 log = logging.getLogger("farm.backtest.worker")

@@ -1,12 +1,25 @@
-"""The paper runtime: one process under ``farm up`` owns the live feed and every paper session.
+"""The paper runtime: a process (under ``farm up`` or ``farm worker paper``) that runs the paper
+sessions it claimed, on the live feed's steps.
 
-Host loops never run in the API process (issue 8). The API process talks to the runtime through
+Host loops never run in the API process (issue 8). The API process talks to the runtimes through
 the database only: ``POST /api/paper-trading/start`` writes a ``starting`` session row, ``stop``
-sets its ``stop_requested``; the runtime polls for both every ``FARM_PAPER_POLL_S`` and between
+sets its ``stop_requested``; a runtime polls for both every ``FARM_PAPER_POLL_S`` and between
 feed steps, and writes everything back in each step's transaction (status, account, positions,
-orders, equity, trades). The API process keeps a control pipe to the runtime: when it closes
-(the API process stopped or died) the runtime stops the feed and its agents and exits, leaving
-its sessions ``running`` so that the next start resumes them.
+orders, equity, trades). The process that started the runtime keeps a control pipe to it: when
+it closes (that process stopped or died) the runtime stops its agents, hands its sessions back
+(they stay ``running``, unleased) and exits, so that another runtime, or the next start,
+resumes them.
+
+Sessions are leased (:mod:`farm.leases`, issue 13): a runtime claims sessions whose lease lapsed
+(new ones, and those of a worker that died or hung), at most
+``FARM_PAPER_MAX_SESSIONS_PER_WORKER``, so sessions spread over the paper workers; it renews its
+leases every third of ``FARM_PAPER_LEASE_S`` and opens only the sessions it claimed. Every write
+of a session is fenced by its lease token (:func:`~farm.leases.held` in the step transaction),
+so a runtime that lost a session's lease writes nothing more for it and drops it.
+
+The feed: on the in-process bus (``farm up``) the runtime runs it on a thread of its own; with
+``FARM_BUS=redis`` it runs in ``farm feed`` and every runtime reads its steps from Redis Streams
+(:mod:`farm.marketdata.fanout`).
 
 Fan-out without a thread per session: the feed's thread publishes a step; the runtime sends it
 to every session's agent, then collects the decisions with ``selectors`` until the step budget
@@ -36,16 +49,16 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from datetime import time as time_of_day
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from farm.brokers.factory import session_broker
@@ -61,7 +74,9 @@ from farm.fmel.records import Mode
 from farm.fmel.store import fmel_staging, open_fmel_root
 from farm.leaderboard.forward import ForwardBar
 from farm.leaderboard.service import record_forward_result, record_paper_result
+from farm.leases import Lease, claim, held, worker_name
 from farm.marketdata.alpaca import history_steps
+from farm.marketdata.fanout import RedisBarBus
 from farm.marketdata.feed import FeedRunner, FeedState
 from farm.marketdata.store import BarStore, open_bar_store, open_minute_store
 from farm.outbox import emit
@@ -158,7 +173,8 @@ def recorded_until(root: Root, agent_id: str, session_id: str) -> int:
 
 
 class PaperRuntime:
-    """Every paper session of the platform, driven by the feed's steps (see the module doc)."""
+    """The paper sessions this process claimed, driven by the feed's steps (see the module
+    doc)."""
 
     def __init__(
         self,
@@ -174,9 +190,18 @@ class PaperRuntime:
         self._read_steps = functools.lru_cache(maxsize=STEP_CACHE)(self._read)
         self._artifacts = artifacts
         self._settings = settings
-        self._bus = InProcessBus()
-        self._feed = FeedRunner(db, bars, self._bus, settings)
+        self._bus: EventBus
+        self._feed: FeedRunner | None = None
+        if settings.bus == "memory":  # the feed runs here
+            self._bus = InProcessBus()
+            self._feed = FeedRunner(db, bars, self._bus, settings)
+        else:  # in `farm feed`, publishing on Redis Streams
+            assert settings.redis_url is not None
+            self._bus = RedisBarBus(settings.redis_url, settings.feed)
         self._bus.subscribe(MARKET_BARS, self._on_bars)
+        self.owner = worker_name()
+        self._leases: dict[str, Lease] = {}  # the sessions claimed, opened or not
+        self._renew_at = 0.0
         self._stop = threading.Event()
         self._steps: queue.SimpleQueue[tuple[Step, float]] = queue.SimpleQueue()
         self._first_taken: datetime | None = None  # bar times of the steps taken so far
@@ -211,10 +236,13 @@ class PaperRuntime:
         ]
         for opener in openers:
             opener.start()
-        self._feed.start()
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while self._feed.status().state == FeedState.STARTING and time.monotonic() < deadline:
-            self._stop.wait(0.02)
+        if self._feed is not None:
+            self._feed.start()
+            deadline = time.monotonic() + READY_TIMEOUT_S
+            while self._feed.status().state == FeedState.STARTING and time.monotonic() < deadline:
+                self._stop.wait(0.02)
+        else:
+            self._bus.start()
         ready()
         next_sync = 0.0
         try:
@@ -239,7 +267,10 @@ class PaperRuntime:
         finally:
             for _ in openers:
                 self._to_open.put(("", None))
-            self._feed.stop()
+            if self._feed is not None:
+                self._feed.stop()
+            else:
+                self._bus.close()
             deadline = time.monotonic() + STOP_GRACE_S
             for opener in openers:
                 opener.join(max(deadline - time.monotonic(), 0.0))
@@ -248,27 +279,53 @@ class PaperRuntime:
             for live in list(self.sessions.values()):
                 self._close(live)
             self._flusher.close()
+            try:
+                self._hand_back()
+            except Exception:  # the leases lapse after FARM_PAPER_LEASE_S instead
+                log.exception("the paper runtime could not hand its sessions back")
 
     def stop(self) -> None:
-        """End :meth:`run` (sessions stay ``running`` in the database and resume next time)."""
+        """End :meth:`run` (sessions stay ``running`` in the database, handed back: another
+        runtime, or the next start, resumes them)."""
         self._stop.set()
         os.write(self._wake_write, b"x")
 
     # -- requests from the API --------------------------------------------------------------
 
     def _sync(self) -> None:
-        """Start the sessions requested (or resumed), and act on stop requests."""
-        s = PaperSession
+        """Renew the leases when due, claim sessions while there is room, start those claimed
+        (new or resumed), drop those whose lease was lost, and act on stop requests."""
+        now = time.monotonic()
+        if now >= self._renew_at:
+            self._renew_at = now + self._settings.paper_lease_s / 3
+            self._renew()
+        room = self._settings.paper_max_sessions_per_worker - len(self._leases)
+        if room > 0:
+            for lease in claim(
+                self._db, PaperSession, self.owner, self._settings.paper_lease_s, room
+            ):
+                self._leases[lease.session_id] = lease
         with self._db.transaction() as session:
             rows = session.execute(
-                select(s.id, s.status, s.stop_requested, s.liquidate).where(s.status.in_(ACTIVE))
+                select(
+                    PaperSession.id,
+                    PaperSession.lease_token,
+                    PaperSession.stop_requested,
+                    PaperSession.liquidate,
+                ).where(PaperSession.lease_owner == self.owner, PaperSession.status.in_(ACTIVE))
             ).all()
-            wanted = {r.id: (r.status, r.stop_requested, r.liquidate) for r in rows}
+        wanted = {
+            r.id: (r.stop_requested, r.liquidate)
+            for r in rows
+            if r.id in self._leases and self._leases[r.id].token == r.lease_token
+        }
+        self._leases = {sid: lease for sid, lease in self._leases.items() if sid in wanted}
         self._opening &= wanted.keys()  # those that failed to open are done
         for sid in [s for s in self.sessions if s not in wanted]:
             self._unsaved.pop(sid, None)
-            self._close(self.sessions[sid])  # gone (its agent or account was deleted)
-        for sid, (_, stop, liquidate) in wanted.items():
+            # gone (its agent or account was deleted), or its lease was lost
+            self._close(self.sessions[sid], lost=True)
+        for sid, (stop, liquidate) in wanted.items():
             live = self.sessions.get(sid)
             if sid in self._opening:
                 continue
@@ -281,6 +338,32 @@ class PaperRuntime:
                 stop and not live.liquidating and live.inflight is None and sid not in self._unsaved
             ):
                 self._stop_session(live, liquidate)
+
+    def _renew(self) -> None:
+        """The heartbeat: move the expiry of every lease this runtime holds."""
+        expires = utcnow() + timedelta(seconds=self._settings.paper_lease_s)
+        with self._db.transaction() as session:
+            session.execute(
+                update(PaperSession)
+                .where(PaperSession.lease_owner == self.owner, PaperSession.status.in_(ACTIVE))
+                .values(lease_expires_at=expires)
+            )
+
+    def _hand_back(self) -> None:
+        """Give up every lease this runtime holds (it stops): another runtime may take the
+        sessions at once."""
+        with self._db.transaction() as session:
+            session.execute(
+                update(PaperSession)
+                .where(PaperSession.lease_owner == self.owner, PaperSession.status.in_(ACTIVE))
+                .values(lease_owner=None, lease_token=None, lease_expires_at=None)
+            )
+        self._leases.clear()
+
+    def _held(self, session: Session, ids: Iterable[str]) -> set[str]:
+        """The fence of a transaction writing for sessions ``ids``: locks their rows and
+        returns those this runtime still holds (it must write nothing for the others)."""
+        return held(session, [self._leases[sid] for sid in ids if sid in self._leases])
 
     def _open_sessions(self) -> None:
         """An opener thread (``OPENERS`` of them): launches and warms up the sessions
@@ -354,6 +437,7 @@ class PaperRuntime:
             self._finish(session_id, "failed", SessionFailed("internal_error", problem))
             return
         settings = self._settings
+        lease = self._leases.get(session_id)
         recorder = FmelRecorder(
             open_fmel_root(settings),
             live.agent_id,
@@ -362,6 +446,8 @@ class PaperRuntime:
             Mode.PAPER,
             flusher=self._flusher,
             staging=fmel_staging(settings),
+            # records of a session whose lease was lost here are discarded, not written
+            fence=lambda: lease is not None and self._leases.get(session_id) is lease,
         )
         capture = StepCapture(recorder)
         try:
@@ -543,6 +629,8 @@ class PaperRuntime:
         ts = live.engine.last_ts or utcnow()
         events = live.ids.broker.cancel_all(ts)
         with self._db.transaction() as session:
+            if not self._held(session, [live.id]):
+                return  # lost: the next sync drops it
             apply_events(session, live.account_id, events, [])
         if liquidate and live.account.positions:
             live.liquidating = True
@@ -550,7 +638,8 @@ class PaperRuntime:
                 cid = live.ids.client_id(order.decision_seq, n)
                 live.ids.broker.submit(dataclasses.replace(order, client_order_id=cid))
                 with self._db.transaction() as session:
-                    session.execute(insert(PaperOrder), [order_row(live, cid, order)])
+                    if self._held(session, [live.id]):
+                        session.execute(insert(PaperOrder), [order_row(live, cid, order)])
             return
         self._close(live)
         self._finish(live.id, "stopped")
@@ -687,12 +776,16 @@ class PaperRuntime:
         failures: dict[str, SessionFailed],
     ) -> None:
         """Persist the sessions' steps in one transaction, then record FMEL and end the
-        sessions that went bankrupt or finished liquidating."""
+        sessions that went bankrupt or finished liquidating. A session whose lease this runtime
+        lost writes nothing (the fence) and is dropped."""
         if not results:
             return
         ended: list[LiveSession] = []
         ranked: list[str] = []
         with self._db.transaction() as session:
+            kept = self._held(session, results)
+            lost = [self.sessions[sid] for sid in results if sid not in kept]
+            results = {sid: result for sid, result in results.items() if sid in kept}
             rows = StepRows()
             for sid, (step, record) in results.items():
                 live = self.sessions[sid]
@@ -711,6 +804,7 @@ class PaperRuntime:
                     self._rank(session, live)
             for agent_id in ranked:
                 emit(session, FORWARD_RECORDED, {"agentId": agent_id})
+        self._drop(lost)
         for sid, (_, record) in results.items():
             capture = self._captures.get(sid)
             if record is not None and capture is not None:
@@ -719,6 +813,12 @@ class PaperRuntime:
         for live in ended:
             self._close(live)
             self._finish(live.id, "stopped")
+
+    def _drop(self, lost: Iterable[LiveSession]) -> None:
+        """Forget the sessions whose lease this runtime lost (another one runs them now)."""
+        for live in lost:
+            log.warning("paper session %s: this runtime lost its lease; dropping it", live.id)
+            self._close(live, lost=True)
 
     def _rank_due(self) -> None:
         """Bring the leaderboard up to date with the sessions that progressed, at most every
@@ -742,6 +842,8 @@ class PaperRuntime:
             return
         self._ranked_last = start
         with self._db.transaction() as session:
+            kept = self._held(session, [live.id for live in due])
+            due = [live for live in due if live.id in kept]
             # held while ranking, so each ``session.get(Agent, ...)`` is found without a query
             ids = [live.agent_id for live in due]
             loaded = session.scalars(select(Agent).where(Agent.id.in_(ids))).all()
@@ -786,23 +888,30 @@ class PaperRuntime:
 
     # -- ending sessions --------------------------------------------------------------------
 
-    def _close(self, live: LiveSession) -> None:
-        """Forget a session here: its agent is killed, its FMEL records flushed."""
+    def _close(self, live: LiveSession, *, lost: bool = False) -> None:
+        """Forget a session here: its agent is killed, the FMEL records of its persisted steps
+        flushed (and, unless ``lost`` here, its trades recorded)."""
         self.sessions.pop(live.id, None)
         live.agent.close()
         live.ids.broker.close()
         capture = self._captures.pop(live.id, None)
         if capture is not None:
-            capture.on_trades(live.account.trades)
+            if not lost:
+                capture.on_trades(live.account.trades)
             capture.recorder.close()
 
     def _finish(self, session_id: str, status: str, failure: SessionFailed | None = None) -> None:
-        """Record how the session ended; its open orders are cancelled, the account freed."""
+        """Record how the session ended (if this runtime still holds it); its open orders are
+        cancelled, the account freed, the lease given up."""
+        lease = self._leases.get(session_id)
         with self._db.transaction() as session:
+            if lease is None or not held(session, [lease]):
+                return
             row = session.get(PaperSession, session_id)
             if row is None:
                 return
             row.status = status
+            row.lease_owner = row.lease_token = row.lease_expires_at = None
             row.stopped_at = utcnow()
             if failure is not None:
                 row.failure_reason = failure.reason

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -74,6 +74,21 @@ class Base(DeclarativeBase):
     """Declarative base of every table."""
 
 
+class LeasedRow:
+    """The lease of the process that runs a row while its status is one of ``LEASED``
+    (:mod:`farm.leases`): who, which claim (a new token per claim fences every write), and
+    until when; the holder's heartbeat moves the expiry."""
+
+    LEASED: ClassVar[tuple[str, ...]]
+    if TYPE_CHECKING:
+        id: Mapped[str]
+        status: Mapped[str]
+        created_at: Mapped[datetime]
+    lease_owner: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    lease_token: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
 class User(Base):
     """A person or team that owns agents."""
 
@@ -132,7 +147,7 @@ class Agent(Base):
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
-class BacktestSession(Base):
+class BacktestSession(LeasedRow, Base):
     """One backtest: its request, its place in the queue, its progress and its outcome.
 
     The queue is this table: ``queued`` rows are claimed round-robin across lanes (see
@@ -141,6 +156,7 @@ class BacktestSession(Base):
     """
 
     __tablename__ = "backtest_sessions"
+    LEASED = ("running",)
     __table_args__ = (
         Index("ix_backtests_queue", "status", "priority", "created_at"),
         Index("ix_backtests_agent", "agent_id", "created_at"),
@@ -166,11 +182,6 @@ class BacktestSession(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    # The lease of the worker running it (``running`` rows only): who, which claim (a new token
-    # per claim fences every write), and until when; the worker's heartbeat moves the expiry.
-    lease_owner: Mapped[str | None] = mapped_column(String(100), nullable=True)
-    lease_token: Mapped[str | None] = mapped_column(String(36), nullable=True)
-    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class OutboxEvent(Base):
@@ -359,14 +370,15 @@ class MarketFeed(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
-class PaperSession(Base):
+class PaperSession(LeasedRow, Base):
     """One paper session: an agent trading an account on the live feed (issue 9).
 
-    The API writes the row (``starting``) and the stop request; the paper runtime process runs
-    it, updating it in each step's transaction with the account and the orders.
+    The API writes the row (``starting``) and the stop request; a paper runtime that claimed it
+    (its lease) runs it, updating it in each step's transaction with the account and the orders.
     """
 
     __tablename__ = "paper_sessions"
+    LEASED = ("starting", "running")
     __table_args__ = (
         Index("ix_paper_sessions_user_created", "user_id", "created_at"),
         Index("ix_paper_sessions_agent_created", "agent_id", "created_at"),

@@ -1,0 +1,213 @@
+"""Leases on paper sessions (issue 13): a runtime claims only sessions whose lease lapsed, at
+most as many as it may run; one that lost a session's lease writes nothing more for it; a
+stopping runtime hands its sessions back. On SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import uuid
+from datetime import date, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, update
+
+from farm.config import Settings
+from farm.leases import HOST, claim
+from farm.marketdata.store import open_bar_store
+from farm.papertrading.runtime import PaperRuntime
+from farm.papertrading.schemas import PaperStart
+from farm.papertrading.sessions import PaperService
+from farm.storage.artifacts import open_artifact_store
+from farm.storage.db import Database
+from farm.storage.models import (
+    Agent,
+    PaperAccount,
+    PaperEquity,
+    PaperOrder,
+    PaperSession,
+    User,
+    utcnow,
+)
+from farm.users.service import create_user
+from support import wait_until
+
+ONE = Decimal(1)
+
+# Buys one share on every bar: each step writes an order, a position and an equity point.
+BUYER = b"""
+import backtrader as bt
+
+
+class Buyer(bt.Strategy):
+    def next(self):
+        self.buy(data=self.datas[0], size=1)
+"""
+
+
+def _agent(session: Any, user_id: str, n: int) -> str:
+    agent = Agent(
+        id=str(uuid.uuid4()),
+        user_id=user_id,
+        name=f"buyer {n}",
+        strategy_class="Buyer",
+        code_sha256=f"{n:064d}",
+        code_bytes=len(BUYER),
+        artifact_key="agents/buyer.py",
+        status="active",
+    )
+    session.add(agent)
+    return agent.id
+
+
+def test_only_lapsed_leases_are_claimed_and_at_most_the_limit(db_settings: Settings) -> None:
+    db = Database(db_settings.resolved_database_url)
+    db.migrate()
+    ended = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, check=True
+    )
+    later, earlier = utcnow() + timedelta(minutes=5), utcnow() - timedelta(seconds=1)
+    leases = {  # in the order the sessions were created
+        "new": (None, None),
+        "expired elsewhere": ("other-host:1-4242-dddddd", earlier),
+        "ended here": (f"{HOST}-{int(ended.stdout)}-bbbbbb", later),
+        "live here": (f"{HOST}-{os.getpid()}-aaaaaa", later),
+        "live elsewhere": ("other-host:1-4242-cccccc", later),
+    }
+    tokens = {}
+    with db.transaction() as session:
+        session.add(User(id="u", name="u"))
+        session.flush()
+        for n, (name, (owner, expires)) in enumerate(leases.items()):
+            agent_id = _agent(session, "u", n)
+            session.add(PaperAccount(id=name, user_id="u", name=name, initial_cash=ONE, cash=ONE))
+            session.flush()
+            tokens[name] = str(uuid.uuid4()) if owner else None
+            session.add(
+                PaperSession(
+                    id=name,
+                    agent_id=agent_id,
+                    user_id="u",
+                    account_id=name,
+                    status="running" if owner else "starting",
+                    symbols=["SPY"],
+                    initial_cash=ONE,
+                    created_at=utcnow() + timedelta(seconds=n),
+                    lease_owner=owner,
+                    lease_token=tokens[name],
+                    lease_expires_at=expires,
+                )
+            )
+    try:
+        taken = claim(db, PaperSession, "newcomer", 30, limit=2)
+        assert [lease.session_id for lease in taken] == ["new", "expired elsewhere"]
+        rest = claim(db, PaperSession, "newcomer", 30, limit=10)
+        assert [lease.session_id for lease in rest] == ["ended here"]
+        assert claim(db, PaperSession, "newcomer", 30, limit=10) == []
+        with db.transaction() as session:
+            rows = {r.id: r for r in session.scalars(select(PaperSession))}
+            for lease in taken + rest:
+                row = rows[lease.session_id]
+                assert (row.lease_owner, row.lease_token) == ("newcomer", lease.token)
+                assert row.lease_expires_at is not None
+                assert row.lease_expires_at > utcnow() + timedelta(seconds=20)
+            for name in ("live here", "live elsewhere"):  # live leases are never touched
+                assert rows[name].lease_token == tokens[name]
+    finally:
+        db.dispose()
+
+
+@pytest.mark.sandbox
+@pytest.mark.timeout(120)
+def test_a_runtime_that_lost_a_sessions_lease_writes_nothing_more_for_it(
+    db_settings: Settings, real_bars: Path
+) -> None:
+    settings = db_settings.model_copy(
+        update={
+            "feed": "replay",
+            "feed_symbols": ["SPY"],
+            "feed_replay_start": date(2024, 9, 3),
+            "feed_interval_s": 0.1,
+            "paper_step_timeout_s": 10.0,
+            # The runtime looks at its leases only once a minute: the step fence alone must
+            # keep it from writing for a session it lost.
+            "paper_poll_s": 60.0,
+        }
+    )
+    shutil.copytree(real_bars, settings.bars_dir)
+    db = Database(settings.resolved_database_url)
+    db.migrate()
+    artifacts = open_artifact_store(settings)
+    artifacts.put("agents/buyer.py", BUYER)
+    bars = open_bar_store(settings)
+    with db.transaction() as session:
+        user, _ = create_user(session, "alice")
+        agents = [_agent(session, user.id, n) for n in range(2)]
+    service = PaperService(db, bars, settings)
+    victim, kept = (
+        service.start(user, PaperStart(agent_id=a, symbols=["SPY"])).session_id for a in agents
+    )
+    runtime = PaperRuntime(db, bars, artifacts, settings)
+    thread = threading.Thread(target=runtime.run, daemon=True)
+    thread.start()
+
+    def row(session_id: str) -> PaperSession:
+        with db.transaction() as session:
+            found = session.get(PaperSession, session_id)
+            assert found is not None
+            return found
+
+    def written(session_id: str) -> tuple[Any, ...]:
+        """Everything a step of the session writes."""
+        with db.transaction() as session:
+            found = session.get(PaperSession, session_id)
+            assert found is not None
+            account = session.get(PaperAccount, found.account_id)
+            assert account is not None
+            return (
+                found.status,
+                found.bars_processed,
+                found.last_bar_time,
+                found.books,
+                Decimal(account.cash),
+                session.scalar(select(func.count()).where(PaperEquity.session_id == session_id)),
+                session.scalar(select(func.count()).where(PaperOrder.session_id == session_id)),
+            )
+
+    try:
+        wait_until(
+            lambda: all(row(s).bars_processed >= 3 for s in (victim, kept)), 60, "both trading"
+        )
+        assert {row(s).lease_owner for s in (victim, kept)} == {runtime.owner}
+
+        # Another worker takes the session over (as once its lease had expired).
+        with db.transaction() as session:
+            session.execute(
+                update(PaperSession)
+                .where(PaperSession.id == victim)
+                .values(
+                    lease_owner="other-host:1-4242-eeeeee",
+                    lease_token=str(uuid.uuid4()),
+                    lease_expires_at=utcnow() + timedelta(minutes=5),
+                )
+            )
+        taken_over = written(victim)
+        progress = row(kept).bars_processed
+        wait_until(lambda: row(kept).bars_processed >= progress + 10, 30, "ten more steps")
+        assert written(victim) == taken_over, "not one write after the lease was lost"
+        assert victim not in runtime.sessions, "the session was dropped here"
+        assert kept in runtime.sessions
+    finally:
+        runtime.stop()
+        thread.join(60)
+    # A stopping runtime hands back the sessions it holds, and only those.
+    assert row(kept).lease_owner is None
+    assert row(kept).status == "running"
+    assert row(victim).lease_owner == "other-host:1-4242-eeeeee"
+    db.dispose()
