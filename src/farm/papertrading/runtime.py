@@ -217,6 +217,7 @@ class PaperRuntime:
         #: Decisions taken and not persisted yet, saved together (:meth:`_save_due`).
         self._unsaved: dict[str, tuple[Step, DecisionRecord | None]] = {}
         self._unsaved_since = 0.0
+        self._watched: dict[int, LiveSession] = {}  # agents' fds on the loop's selector
         self._rank_more = False  # a ranking slice ended before every due session was ranked
         self._ranked_last = 0.0  # when the last ranking slice ran
         self._captures: dict[str, StepCapture] = {}
@@ -696,14 +697,8 @@ class PaperRuntime:
     def _collect(self, selector: selectors.BaseSelector, until: float) -> None:
         """Wait until ``until`` (or a wake-up) for decisions; record those that came and fail
         the sessions whose step budget ran out."""
-        waiting = {live.agent.fileno(): live for live in self.sessions.values() if live.inflight}
-        for fd, live in waiting.items():
-            selector.register(fd, selectors.EVENT_READ, live)
-        try:
-            ready = selector.select(max(until - time.monotonic(), 0.0))
-        finally:
-            for fd in waiting:
-                selector.unregister(fd)
+        self._watch(selector)
+        ready = selector.select(max(until - time.monotonic(), 0.0))
         results: dict[str, tuple[Step, DecisionRecord | None]] = {}
         failures: dict[str, SessionFailed] = {}
         for key, _ in ready:
@@ -711,7 +706,8 @@ class PaperRuntime:
                 self._drain_wake()
                 continue
             live = key.data
-            assert live.inflight is not None
+            if live.inflight is None:  # answered in this turn already
+                continue
             step, published, deadline = live.inflight
             live.inflight = None
             try:
@@ -733,6 +729,20 @@ class PaperRuntime:
             self._unsaved_since = time.monotonic()
         self._unsaved.update(results)
         self._end_failed(failures)
+
+    def _watch(self, selector: selectors.BaseSelector) -> None:
+        """Keep the selector on the agents whose decision is awaited: registrations change
+        with the sessions sent or done, not at every turn (a step of N sessions takes about N
+        turns)."""
+        waiting = {live.agent.fileno(): live for live in self.sessions.values() if live.inflight}
+        for fd, live in list(self._watched.items()):
+            if waiting.get(fd) is not live:  # decided, or closed (its fd may be reused)
+                selector.unregister(fd)
+                del self._watched[fd]
+        for fd, live in waiting.items():
+            if fd not in self._watched:
+                selector.register(fd, selectors.EVENT_READ, live)
+                self._watched[fd] = live
 
     def _drain_wake(self) -> None:
         while True:
