@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -41,6 +42,13 @@ def _own_database(url: str) -> str:
     offset = int(worker[2:])
     db = base - offset if base >= offset else base + offset
     return urlunsplit(parts._replace(path=f"/{db}"))
+
+
+def cents(value: float) -> float:
+    """A ledger value as the API reports it: kept to the micro, then rounded half-even to the
+    cent (``round`` would round a value of exactly half a cent up)."""
+    micros = Decimal(value).quantize(Decimal("0.000001"), ROUND_HALF_EVEN)
+    return float(micros.quantize(Decimal("0.01"), ROUND_HALF_EVEN))
 
 
 REDIS_URL = _own_database(os.environ.get("FARM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15"))

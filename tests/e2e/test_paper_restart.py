@@ -25,6 +25,7 @@ from farm.fmel.layout import session_dir
 from farm.marketdata.store import BarStore
 from farm.storage.db import Database
 from farm.storage.models import PaperOrder
+from support import cents
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "agents"
 SYMBOLS = ["SPY", "AAPL", "MSFT"]
@@ -66,7 +67,7 @@ def test_a_killed_server_resumes_its_paper_session_invisibly(
         assert outcome.fills, "the comparison needs some trading"
         equity = api.get(f"/api/paper-trading/{session_id}/equity").json()["equity"]
         assert [p["equity"] for p in equity] == [v for _, v in outcome.equity]
-        assert final["equity"] == round(outcome.value, 2)
+        assert final["equity"] == cents(outcome.value)
         trades = api.get(f"/api/paper-trading/{session_id}/trades").json()["trades"]
         assert [(t["symbol"], t["pnl"]) for t in trades] == [
             (t.symbol, t.pnl) for t in outcome.trades

@@ -21,6 +21,7 @@ from farm.context import Context
 from farm.marketdata.store import BarStore
 from farm.storage.models import PaperOrder
 from farm.users.service import create_user
+from support import cents
 
 pytestmark = pytest.mark.sandbox
 
@@ -181,7 +182,7 @@ def test_a_paper_session_ends_with_the_numbers_of_a_backtest_over_the_bars_it_sa
     assert [(datetime.fromisoformat(p["timestamp"]), p["equity"]) for p in equity] == [
         (ts, value) for ts, value in outcome.equity
     ]
-    assert final["equity"] == round(outcome.value, 2)
+    assert final["equity"] == cents(outcome.value)
     trades = client.get(f"/api/paper-trading/{session_id}/trades", headers=alice).json()["trades"]
     assert [
         (t["symbol"], t["size"], t["entryPrice"], t["exitPrice"], t["pnl"]) for t in trades
