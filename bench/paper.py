@@ -121,6 +121,11 @@ cerebro.run()
 """
 
 
+def progress(text: str) -> None:
+    """A line on stderr while a long run goes on (results go to stdout)."""
+    print(text, file=sys.stderr, flush=True)
+
+
 def pss_kb(pids: list[int]) -> int:
     """The proportional set size of these processes, in kB (those that ended count 0)."""
     total = 0
@@ -228,16 +233,22 @@ def platform(n: int, steps: int, interval: float, root: Path, replay_start: date
     thread = threading.Thread(target=runtime.run, daemon=True)
     thread.start()
     started = time.monotonic()
+    shown = -1
     while True:  # every session decided on a live bar
         with db.transaction() as session:
             running = session.query(PaperSession).filter_by(status="running").count()
         if running == n:
             break
+        if running // 25 != shown // 25:
+            progress(f"N={n}: {running} of {n} sessions running")
+            shown = running
         assert time.monotonic() - started < 60 + n * 5, f"only {running} of {n} running"
         time.sleep(0.2)
     while any(live.backlog for live in list(runtime.sessions.values())):
         time.sleep(0.1)  # sessions that started first catch up on the bars of the start-up
     time.sleep(2 * interval)
+    waited = time.monotonic() - started
+    progress(f"N={n}: all running after {waited:.0f} s; measuring {steps} steps")
     runtime.latency_probe = latencies.append
     agents = descendants(os.getpid())
     host0, agents0 = time.process_time(), cpu_s(agents)
