@@ -514,7 +514,8 @@ class FmelFlusher:
     records wait ``spacing`` seconds per recorder registered (when that is longer than its
     ``flush_seconds``): the parts written per second stay bounded however many sessions
     record. With ``idle`` each round of flushes starts once that event is set (its producer is
-    between steps), or after waiting ``interval`` for it."""
+    between steps), or after waiting ``interval`` for it, and stops when it is cleared (after
+    one recorder at least); the next round goes on from there."""
 
     def __init__(
         self, interval: float = 0.5, spacing: float = 0.0, idle: threading.Event | None = None
@@ -522,6 +523,7 @@ class FmelFlusher:
         self._interval = interval
         self._spacing = spacing
         self._idle = idle
+        self._turn = 0
         self._recorders: set[FmelRecorder] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -550,7 +552,11 @@ class FmelFlusher:
             spaced = self._spacing * len(recorders)
             if self._idle is not None:
                 self._idle.wait(self._interval)
-            for recorder in recorders:
+            start = self._turn % max(len(recorders), 1)  # where the last round stopped
+            for n, recorder in enumerate(recorders[start:] + recorders[:start]):
+                if n and self._idle is not None and not self._idle.is_set():
+                    self._turn = start + n  # the producer is busy again: the rest next round
+                    break
                 if not recorder.flush_if_due(max(recorder.flush_seconds, spaced)):
                     self.discard(recorder)
 

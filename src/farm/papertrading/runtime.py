@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import gc
 import logging
 import math
 import os
@@ -121,8 +122,15 @@ RANK_BATCH = 32
 #: (5 s at least): 200 sessions write a part each 10 s, a running session's records are
 #: queryable within that.
 FMEL_SPACING_S = 0.05
+#: The runtime makes Python's full (generation 2) garbage collections itself, between steps,
+#: every ``FULL_GC_S``, and freezes what survives (a full collection of hundreds of sessions'
+#: objects pauses the process ~0.2 s: on its own it would land in the middle of a step). Every
+#: ``UNFREEZE_EVERY`` collections the frozen objects are collected again.
+FULL_GC_S = 30.0
+UNFREEZE_EVERY = 20
+FULL_GC_THRESHOLD = 1_000_000
 #: The longest a decision waits to be persisted with those of the sessions still deciding.
-SAVE_DELAY_S = 0.25
+SAVE_DELAY_S = 1.0
 #: Sessions launched and warmed up at once (their agents start while others warm up).
 OPENERS = 4
 #: Stored step ranges kept in memory: sessions opening together read their bars once.
@@ -218,6 +226,8 @@ class PaperRuntime:
         self._unsaved: dict[str, tuple[Step, DecisionRecord | None]] = {}
         self._unsaved_since = 0.0
         self._watched: dict[int, LiveSession] = {}  # agents' fds on the loop's selector
+        self._next_gc = 0.0  # when the next full collection is due (see FULL_GC_S)
+        self._full_gcs = 0
         self._rank_more = False  # a ranking slice ended before every due session was ranked
         self._ranked_last = 0.0  # when the last ranking slice ran
         self._captures: dict[str, StepCapture] = {}
@@ -237,6 +247,8 @@ class PaperRuntime:
         ]
         for opener in openers:
             opener.start()
+        young, middle, _ = gc.get_threshold()
+        gc.set_threshold(young, middle, FULL_GC_THRESHOLD)  # full collections: see FULL_GC_S
         if self._feed is not None:
             self._feed.start()
             deadline = time.monotonic() + READY_TIMEOUT_S
@@ -769,10 +781,21 @@ class PaperRuntime:
         )
 
     def _mark_idle(self) -> None:
-        if self._busy():
+        """Tell the FMEL flusher whether a step is under way; between steps (or when one is
+        four times overdue), make the full garbage collection that is due."""
+        busy = self._busy()
+        if busy:
             self._idle.clear()
         else:
             self._idle.set()
+        now = time.monotonic()
+        if now >= self._next_gc + (4 * FULL_GC_S if busy else 0.0):  # a pause of its own
+            self._next_gc = now + FULL_GC_S
+            self._full_gcs += 1
+            if self._full_gcs % UNFREEZE_EVERY == 0:
+                gc.unfreeze()  # the cyclic garbage of long-lived objects (closed sessions)
+            gc.collect()
+            gc.freeze()  # what survived is long-lived: later collections skip it
 
     def _save_unsaved(self) -> None:
         results, self._unsaved = self._unsaved, {}
