@@ -22,7 +22,7 @@ from farm.config import Settings
 from farm.leases import HOST, claim
 from farm.marketdata.store import open_bar_store
 from farm.papertrading.runtime import PaperRuntime
-from farm.papertrading.schemas import PaperStart
+from farm.papertrading.schemas import PaperStart, PaperStop
 from farm.papertrading.sessions import PaperService
 from farm.storage.artifacts import open_artifact_store
 from farm.storage.db import Database
@@ -211,3 +211,52 @@ def test_a_runtime_that_lost_a_sessions_lease_writes_nothing_more_for_it(
     assert row(kept).status == "running"
     assert row(victim).lease_owner == "other-host:1-4242-eeeeee"
     db.dispose()
+
+
+def test_a_session_no_runtime_claimed_stops_at_once(db_settings: Settings) -> None:
+    """Every runtime is full: a stop request on a session still waiting for one ends it
+    there (its account and agent are free again); one a runtime claimed is the runtime's."""
+    db = Database(db_settings.resolved_database_url)
+    db.migrate()
+    service = PaperService(db, open_bar_store(db_settings), db_settings)
+    with db.transaction() as session:
+        user = User(id="u", name="u")
+        session.add(user)
+        session.flush()
+        agents = {}
+        for n, name in enumerate(("waiting", "claimed")):
+            agents[name] = _agent(session, "u", n)
+            session.add(
+                PaperAccount(
+                    id=name, user_id="u", name=name, initial_cash=ONE, cash=ONE,
+                    running_session_id=name,
+                )
+            )  # fmt: skip
+            session.get_one(Agent, agents[name]).status = "paper_trading"
+            session.flush()
+            session.add(
+                PaperSession(
+                    id=name, agent_id=agents[name], user_id="u", account_id=name,
+                    status="starting", symbols=["SPY"], initial_cash=ONE,
+                    lease_owner="other-host:1-4242-cccccc" if name == "claimed" else None,
+                    lease_token="t" if name == "claimed" else None,
+                    lease_expires_at=utcnow() + timedelta(minutes=5) if name == "claimed" else None,
+                )
+            )  # fmt: skip
+    try:
+        with db.transaction() as session:
+            user = session.get_one(User, "u")
+        waiting = service.stop(user, PaperStop(agent_id=agents["waiting"]))
+        claimed = service.stop(user, PaperStop(agent_id=agents["claimed"]))
+        assert waiting.status == "stopped"
+        assert claimed.status == "starting"  # its runtime stops it
+        with db.transaction() as session:
+            rows = {r.id: r for r in session.scalars(select(PaperSession))}
+            assert rows["waiting"].stopped_at is not None
+            assert (rows["claimed"].status, rows["claimed"].stop_requested) == ("starting", True)
+            assert session.get_one(PaperAccount, "waiting").running_session_id is None
+            assert session.get_one(PaperAccount, "claimed").running_session_id == "claimed"
+            assert session.get_one(Agent, agents["waiting"]).status == "active"
+            assert session.get_one(Agent, agents["claimed"]).status == "paper_trading"
+    finally:
+        db.dispose()

@@ -8,7 +8,7 @@ from decimal import Decimal
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from farm.storage.models import PaperAccount, PaperOrder, PaperPosition
+from farm.storage.models import Agent, PaperAccount, PaperOrder, PaperPosition, PaperSession, utcnow
 
 #: Order statuses still waiting at the broker.
 OPEN_STATUSES = ("submitted", "accepted", "partial")
@@ -82,4 +82,42 @@ def reset(session: Session, account_id: str) -> bool:
         return False
     session.execute(delete(PaperPosition).where(PaperPosition.account_id == account_id))
     session.execute(delete(PaperOrder).where(PaperOrder.account_id == account_id))
+    return True
+
+
+def release(session: Session, row: PaperSession) -> None:
+    """What an ended session held: its account is free for another one, its agent no longer
+    paper trading."""
+    session.execute(
+        update(PaperAccount)
+        .where(PaperAccount.id == row.account_id, PaperAccount.running_session_id == row.id)
+        .values(running_session_id=None)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        update(Agent)
+        .where(Agent.id == row.agent_id, Agent.status == "paper_trading")
+        .values(status="active")
+        .execution_options(synchronize_session=False)
+    )
+
+
+def stop_unclaimed(session: Session, row: PaperSession) -> bool:
+    """Stop at once a session no runtime has claimed yet (no lease, no bar: nothing to cancel
+    at a broker). False when a runtime took it meanwhile (the stop is then its to make)."""
+    stopped = session.execute(
+        update(PaperSession)
+        .where(
+            PaperSession.id == row.id,
+            PaperSession.status == "starting",
+            PaperSession.lease_token.is_(None),
+            PaperSession.first_bar_time.is_(None),
+        )
+        .values(status="stopped", stopped_at=utcnow(), stop_requested=True)
+        .execution_options(synchronize_session=False)
+    )
+    if not stopped.rowcount:  # type: ignore[attr-defined]
+        return False
+    release(session, row)
+    session.expire(row)
     return True

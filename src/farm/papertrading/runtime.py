@@ -83,7 +83,7 @@ from farm.marketdata.store import BarStore, open_bar_store, open_minute_store
 from farm.outbox import emit
 from farm.papertrading.live import LiveSession, same_order
 from farm.papertrading.persistence import StepRows, apply_events, order_row
-from farm.papertrading.repository import OPEN_STATUSES
+from farm.papertrading.repository import OPEN_STATUSES, release
 from farm.papertrading.restore import Books, load_books
 from farm.processes import launch_module
 from farm.sandbox.host import AgentFailure, AgentSession, DecisionRecord, SessionConfig
@@ -956,12 +956,7 @@ class PaperRuntime:
                 )
             ):
                 order.status = "cancelled"
-            account = session.get(PaperAccount, row.account_id)
-            if account is not None and account.running_session_id == session_id:
-                account.running_session_id = None
-            agent = session.get(Agent, row.agent_id)
-            if agent is not None and agent.status == "paper_trading":
-                agent.status = "active"
+            release(session, row)
 
 
 class RuntimeProcess:

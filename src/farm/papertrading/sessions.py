@@ -162,12 +162,15 @@ class PaperService:
             return _status(session, row)
 
     def stop(self, user: User, request: PaperStop) -> PaperStatus:
-        """Ask the runtime to stop the agent's running session (404 when none runs)."""
+        """Ask the runtime to stop the agent's running session (404 when none runs); one that
+        no runtime has claimed yet stops here."""
         with self._db.transaction() as session:
             agent = owned_agent(session, user, request.agent_id)
             row = _active(session, PaperSession.agent_id == agent.id)
             if row is None:
                 raise NotFound(f"agent {agent.id} runs no paper session")
+            if not request.liquidate and repository.stop_unclaimed(session, row):
+                return _status(session, row)  # no runtime had it (all were full)
             row.stop_requested = True
             row.liquidate = row.liquidate or request.liquidate
             session.flush()
