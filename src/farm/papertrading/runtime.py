@@ -130,7 +130,7 @@ FULL_GC_S = 30.0
 UNFREEZE_EVERY = 20
 FULL_GC_THRESHOLD = 1_000_000
 #: The longest a decision waits to be persisted with those of the sessions still deciding.
-SAVE_DELAY_S = 1.0
+SAVE_DELAY_S = 0.5
 #: Sessions launched and warmed up at once (their agents start while others warm up).
 OPENERS = 4
 #: Stored step ranges kept in memory: sessions opening together read their bars once.
@@ -765,13 +765,18 @@ class PaperRuntime:
                 return
 
     def _save_due(self) -> None:
-        """Persist the decisions taken once no session waits for one (a step's decisions then
-        go in one transaction, and reading decisions comes before writing them), or once the
-        oldest has waited ``SAVE_DELAY_S``."""
-        waiting = any(live.inflight for live in self.sessions.values())
-        if self._unsaved and (
-            not waiting or time.monotonic() >= self._unsaved_since + SAVE_DELAY_S
-        ):
+        """Persist the decisions taken once no session sent a step less than ``SAVE_DELAY_S``
+        ago still decides (a step's decisions then go in one transaction, and reading decisions
+        comes before writing them), or once the oldest has waited that long: a slow or
+        spinning agent delays the others' next bars by ``SAVE_DELAY_S`` once, not per bar."""
+        if not self._unsaved:
+            return
+        now = time.monotonic()
+        sent_after = now - SAVE_DELAY_S + self._settings.paper_step_timeout_s  # as deadlines
+        deciding = any(
+            live.inflight and live.inflight[2] > sent_after for live in self.sessions.values()
+        )
+        if not deciding or now >= self._unsaved_since + SAVE_DELAY_S:
             self._save_unsaved()
 
     def _busy(self) -> bool:
