@@ -36,6 +36,7 @@ from pathlib import Path
 
 import httpx
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from sqlalchemy import func, select
 
 from farm.app import create_app
@@ -163,6 +164,7 @@ def bench_backtests(count: int, rounds: int, database_url: str | None) -> None:
             max_queued_backtests_per_user=count,
             max_running_backtests_per_user=2,
             rate_limits=False,
+            secret_key=SecretStr("bench-only-server-key"),  # scaled out: required at start
         )
         ids = queue_backtests(settings, count)
         env = {
