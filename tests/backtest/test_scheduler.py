@@ -22,6 +22,7 @@ from farm.leases import Lease
 from farm.storage.db import Database
 from farm.storage.models import Agent, BacktestSession, User, utcnow
 from farm.users.service import create_user
+from support import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -225,7 +226,7 @@ def test_twenty_concurrent_submissions_all_complete(tmp_path: Path, real_bars: P
             _, token = create_user(session, "alice")
         alice: Headers = {"Authorization": f"Bearer {token}"}
 
-        def submit_and_start(n: int) -> list[str]:
+        def submit_and_start(n: int) -> str:
             agent_id = submit(client, alice, code + f"\n# {n}\n".encode(), name=f"sma {n}")
             started = start(
                 client,
@@ -236,11 +237,18 @@ def test_twenty_concurrent_submissions_all_complete(tmp_path: Path, real_bars: P
                 endDate="2024-06-30",
             )
             assert started.status_code == 202
+            return agent_id
+
+        def sessions_of(agent_id: str) -> list[str]:
             listed = client.get(f"/api/agents/{agent_id}/backtests", headers=alice).json()
             return [s["sessionId"] for s in listed["sessions"]]
 
         with ThreadPoolExecutor(20) as pool:
-            sessions = [s for batch in pool.map(submit_and_start, range(20)) for s in batch]
+            agents = list(pool.map(submit_and_start, range(20)))
+        # The standard evaluations are queued by the agent.submitted event, relayed after
+        # each commit by whichever request's relay claims it: soon, not within the request.
+        wait_until(lambda: sum(len(sessions_of(a)) for a in agents) >= 40, 30, "40 sessions")
+        sessions = [s for a in agents for s in sessions_of(a)]
         assert len(sessions) == 40  # a standard evaluation and a custom backtest each
         results = [wait_for(client, alice, s, timeout=300) for s in sessions]
     assert [r["status"] for r in results] == ["completed"] * 40

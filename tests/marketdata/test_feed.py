@@ -292,9 +292,9 @@ def test_farm_feed_fans_every_step_out_to_every_reader_in_order(
         try:
             context.start()
             wait_until(lambda: len(readers[0].steps) >= 10, 30, "ten steps")
+            seen = len(readers[0].steps)  # all published before the late reader starts
             late = StreamReader(url)
             readers.append(late)
-            seen = len(readers[0].steps)
             wait_until(lambda: len(late.steps) >= 10, 30, "ten more steps")
         finally:
             context.feed.stop()
