@@ -105,10 +105,7 @@ class RedisStreamsBus:
 
     def healthy(self) -> bool:
         """Whether Redis answers."""
-        try:
-            return bool(self._redis.ping())
-        except redis.RedisError:
-            return False
+        return answers(self._redis)
 
     def _consume(self, subscription: _Subscription) -> None:
         try:
@@ -209,3 +206,11 @@ class RedisStreamsBus:
             )
             pipe.xack(self.stream(subscription.topic), subscription.group, message_id)
             pipe.execute()
+
+
+def answers(client: redis.Redis) -> bool:
+    """Whether the Redis behind ``client`` answers a ping."""
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False

@@ -56,7 +56,9 @@ def worked(tmp_path: Path, real_bars: Path) -> Iterator[TestClient]:
         yield client
 
 
-def start(client: TestClient, code: bytes, name: str) -> str:
+def start(client: TestClient, code: bytes, name: str, **fields: object) -> str:
+    """Upload ``code`` and start a backtest of it from its page (``fields`` change the form);
+    returns the backtest page's URL."""
     agent_url = upload(client, code, name)
     form = {
         "csrf": csrf_of(client.get(agent_url).text),
@@ -65,6 +67,7 @@ def start(client: TestClient, code: bytes, name: str) -> str:
         "end_date": "2023-04-30",
         "initial_cash": "10000",
         "commission": "0.001",
+        **fields,
     }
     started = client.post(f"{agent_url}/backtests", data=form)
     assert started.status_code == 303, started.text
@@ -147,18 +150,15 @@ def test_a_failed_backtest_is_explained(worked: TestClient) -> None:
 def test_the_progress_stream_is_the_owners_only(
     signed_in: TestClient, make_token: Callable[[str], str]
 ) -> None:
-    agent_url = upload(signed_in, TRADER, "q")
-    url = signed_in.post(
-        f"{agent_url}/backtests",
-        data={
-            "csrf": csrf_of(signed_in.get(agent_url).text),
-            "symbols": ["SPY"],
-            "start_date": "2023-01-01",
-            "end_date": "2023-02-01",
-            "initial_cash": "1000",
-            "commission": "0",
-        },
-    ).headers["location"]
+    url = start(
+        signed_in,
+        TRADER,
+        "q",
+        symbols=["SPY"],
+        end_date="2023-02-01",
+        initial_cash="1000",
+        commission="0",
+    )
     queued = signed_in.get(url)
     assert queued.status_code == 200
     assert f'data-events="{url}/events"' in queued.text
@@ -170,18 +170,15 @@ def test_the_progress_stream_is_the_owners_only(
 def test_live_streams_are_bounded_in_time_and_per_user(
     signed_in: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    agent_url = upload(signed_in, TRADER, "bounded")
-    url = signed_in.post(
-        f"{agent_url}/backtests",
-        data={
-            "csrf": csrf_of(signed_in.get(agent_url).text),
-            "symbols": ["SPY"],
-            "start_date": "2023-01-01",
-            "end_date": "2023-02-01",
-            "initial_cash": "1000",
-            "commission": "0",
-        },
-    ).headers["location"]
+    url = start(
+        signed_in,
+        TRADER,
+        "bounded",
+        symbols=["SPY"],
+        end_date="2023-02-01",
+        initial_cash="1000",
+        commission="0",
+    )
     monkeypatch.setattr(sse, "MAX_STREAM_S", 0.0)  # no workers here: it stays queued
     signed_in.app.state.stream_slots = sse.StreamSlots(per_user=1)  # type: ignore[attr-defined]
     for _ in range(2):  # the first stream's slot is given back when it ends

@@ -20,6 +20,7 @@ import redis
 
 from farm.core.bars import Bar, Step
 from farm.events import MARKET_BARS, Event, Handler
+from farm.streams import answers
 
 log = logging.getLogger("farm.fanout")
 
@@ -73,10 +74,7 @@ class RedisBarBus:
 
     def healthy(self) -> bool:
         """Whether Redis answers."""
-        try:
-            return bool(self._redis.ping())
-        except redis.RedisError:
-            return False
+        return answers(self._redis)
 
     def _read(self, after: bytes) -> None:
         while not self._stopping.is_set():
