@@ -212,15 +212,26 @@ def descendants(pid: int) -> dict[int, tuple[int, str]]:
     return {p: table[p] for p in below - {pid}}
 
 
-def sandboxed_descendants(pid: int) -> dict[int, int]:
-    """The outermost sandboxed agent processes under ``pid``, each with its parent's pid."""
+def outermost(pid: int, marker: str) -> dict[int, int]:
+    """The processes under ``pid`` whose command line holds ``marker`` and whose parent's does
+    not, each with its parent's pid. A child forked but not yet exec'd shows its parent's
+    command line, so only the outermost one is the process itself."""
     under = descendants(pid)
-    agent = "farm.sandbox.runtime"
     return {
         p: parent
         for p, (parent, command) in under.items()
-        if agent in command and agent not in under.get(parent, (0, ""))[1]
+        if marker in command and marker not in under.get(parent, (0, ""))[1]
     }
+
+
+def sandboxed_descendants(pid: int) -> dict[int, int]:
+    """The outermost sandboxed agent processes under ``pid``, each with its parent's pid."""
+    return outermost(pid, "farm.sandbox.runtime")
+
+
+def paper_runtimes(pid: int) -> list[int]:
+    """The paper runtime processes under ``pid`` (a worker or `farm up`)."""
+    return list(outermost(pid, "farm.papertrading.runtime"))
 
 
 def command_of(pid: int) -> str:

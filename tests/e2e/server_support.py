@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from farm.fmel.layout import part_names
-from support import descendants, free_port
+from support import free_port, paper_runtimes
 
 FARM = [sys.executable, "-m", "farm"]
 
@@ -134,11 +134,7 @@ def wait_until(api: httpx.Client, agent_id: str, done: Any, timeout: float = 120
 
 def crash(server: Server) -> None:
     """SIGKILL the paper runtime and `farm up` together: nothing is cleaned up."""
-    runtime = [
-        pid
-        for pid, (_, command) in descendants(server.process.pid).items()
-        if "farm.papertrading.runtime" in command
-    ]
+    runtime = paper_runtimes(server.process.pid)
     assert runtime, "no paper runtime process under farm up"
     for pid in runtime:
         os.kill(pid, signal.SIGKILL)

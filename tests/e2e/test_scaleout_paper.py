@@ -26,7 +26,7 @@ from farm.marketdata.store import BarStore
 from farm.storage.db import Database
 from farm.storage.models import PaperOrder, PaperSession
 from farm.users.service import create_user
-from support import descendants, flushed_redis, wait_until
+from support import descendants, flushed_redis, paper_runtimes, wait_until
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "agents"
 SYMBOLS = ["SPY", "AAPL", "MSFT"]
@@ -93,11 +93,7 @@ def test_paper_sessions_spread_over_workers_and_move_when_one_is_killed(
         return {r.id: (r.lease_owner, r.lease_token, r.bars_processed) for r in rows}
 
     def runtime_of(worker: Server) -> int:
-        runtimes = [
-            pid
-            for pid, (_, command) in descendants(worker.process.pid).items()
-            if "farm.papertrading.runtime" in command
-        ]
+        runtimes = paper_runtimes(worker.process.pid)
         assert len(runtimes) == 1, runtimes
         return runtimes[0]
 
