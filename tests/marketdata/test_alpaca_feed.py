@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from datetime import time as dt_time
 from decimal import Decimal
 from pathlib import Path
@@ -15,13 +15,20 @@ import pytest
 
 from alpaca_server import FakeAlpaca, alpaca_server
 from farm.config import Settings
-from farm.core.bars import Step
+from farm.core.bars import Bar, Step
+from farm.events import InProcessBus
 from farm.marketdata.alpaca import BACKFILL_MAX, AlpacaFeed, data_stream_url, history_steps
-from farm.marketdata.store import MinuteStore
+from farm.marketdata.feed import FeedRunner
+from farm.marketdata.store import BarStore, MinuteStore, open_minute_store
+from farm.storage.db import Database
+from farm.storage.models import Agent, PaperAccount, PaperSession, User
 from farm.storage.objects import LocalRoot
 
 # Yesterday at 15:00 UTC: recent enough for a backfill (BACKFILL_MAX), one date for 9 hours.
 T0 = datetime.combine(datetime.now(UTC).date() - timedelta(days=1), dt_time(15), UTC)
+
+
+ONE = Decimal(1)
 
 
 def _minute(n: int) -> datetime:
@@ -264,3 +271,58 @@ def test_a_backfill_after_a_long_outage_goes_back_seven_days_only(
         assert f"limited to the last {BACKFILL_MAX}" in (feed.note() or "")
     finally:
         reader.close()
+
+
+def test_the_feed_prunes_the_minute_days_no_running_session_can_read(
+    tmp_path: Path, fake: tuple[FakeAlpaca, str]
+) -> None:
+    """Once a day the feed deletes the stored minute days before yesterday and before the first
+    bar of every session starting or running: the days a restarted session re-warms on stay."""
+    server, url = fake
+    settings = _settings(tmp_path, server, url).model_copy(update={"feed_symbols": ["AAPL"]})
+    db = Database(settings.resolved_database_url)
+    db.migrate()
+    store = open_minute_store(settings)
+    store.append(
+        [Step(T0 - timedelta(days=d), {"AAPL": Bar(1, 1, 1, 1, 1)}) for d in range(5, 0, -1)]
+    )
+    with db.transaction() as session:
+        session.add(User(id="u", name="u"))
+        session.flush()
+        session.add(
+            Agent(id="a", user_id="u", name="a", strategy_class="S", code_sha256="0" * 64,
+                  code_bytes=1, artifact_key="agents/a.py")
+        )  # fmt: skip
+        session.add(PaperAccount(id="p", user_id="u", name="p", initial_cash=ONE, cash=ONE))
+        session.flush()
+        session.add(
+            PaperSession(id="s", agent_id="a", user_id="u", account_id="p", status="running",
+                         symbols=["AAPL"], initial_cash=ONE, first_bar_time=T0 - timedelta(days=3))
+        )  # fmt: skip
+
+    def days() -> list[int]:  # stored days, as days before T0's
+        return sorted((T0.date() - d).days for d in _stored_days(settings))
+
+    def run_until_published(minute: int) -> None:
+        runner = FeedRunner(db, BarStore(settings.bars_dir), InProcessBus(), settings)
+        runner.start()
+        try:
+            _until(lambda: server.subscribed == {"AAPL"})
+            server.push_bar("AAPL", _minute(minute), 100.0)
+            _until(lambda: runner.status().steps_published == minute)
+        finally:
+            runner.stop()
+
+    try:
+        run_until_published(1)
+        assert days() == [0, 1, 2, 3]  # the session re-warms from three days ago
+        with db.transaction() as session:
+            session.get(PaperSession, "s").status = "stopped"  # type: ignore[union-attr]
+        run_until_published(2)
+        assert days() == [0, 1]
+    finally:
+        db.dispose()
+
+
+def _stored_days(settings: Settings) -> list[date]:
+    return [date.fromisoformat(p.stem) for p in (settings.bars_dir / "minute").glob("*.parquet")]

@@ -226,3 +226,14 @@ def test_the_minute_store_keeps_a_file_per_day_and_replaces_a_bar(tmp_path: Path
     assert list(steps[0].bars) == ["MSFT", "AAPL"]  # in the order asked
     assert store.steps(["AAPL"], date(2026, 12, 2), date(2026, 12, 2)) == [first[1]]
     assert store.steps(["TSLA"], date(2026, 12, 1), date(2026, 12, 2)) == []
+
+
+def test_the_minute_store_prunes_whole_days_before_a_date(tmp_path: Path) -> None:
+    store = MinuteStore(LocalRoot(tmp_path))
+    days = [datetime(2026, 12, d, 15, tzinfo=UTC) for d in (1, 2, 3)]
+    store.append([Step(ts, {"AAPL": Bar(1, 1, 1, 1, 1)}) for ts in days])
+    (tmp_path / "notes.txt").write_text("not a day")
+    assert store.prune(date(2026, 12, 1)) == []
+    assert store.prune(date(2026, 12, 3)) == [date(2026, 12, 1), date(2026, 12, 2)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["2026-12-03.parquet", "notes.txt"]
+    assert [s.ts for s in store.steps(["AAPL"], date(2026, 12, 1), date(2026, 12, 3))] == days[2:]

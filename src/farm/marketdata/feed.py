@@ -14,11 +14,11 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from farm.config import Settings
 from farm.core.bars import Step
@@ -26,7 +26,7 @@ from farm.errors import InvalidInput
 from farm.events import MARKET_BARS, EventBus
 from farm.marketdata.alpaca import AlpacaFeed
 from farm.marketdata.replay import ReplayFeed, default_replay_start
-from farm.marketdata.store import BarStore, normalize_symbol, open_minute_store
+from farm.marketdata.store import BarStore, MinuteStore, normalize_symbol, open_minute_store
 from farm.storage.db import Database
 from farm.storage.models import MarketFeed, PaperSession, utcnow
 
@@ -92,6 +92,8 @@ class FeedRunner:
         self._settings = settings
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._minutes: MinuteStore | None = None  # the Alpaca feed's stored minute bars
+        self._pruned: date | None = None  # the day the minute store was last pruned on
 
     @property
     def source(self) -> str:
@@ -143,6 +145,7 @@ class FeedRunner:
                     event = {"source": self.source, "seq": seq, "step": step, "missing": missing}
                     self._bus.publish(MARKET_BARS, event)
                     self._saved_step(step, seq, missing, feed.note())
+                    self._prune_minutes(step.ts.astimezone(UTC).date())
                     after = step.ts
             finally:
                 feed.close()
@@ -196,8 +199,32 @@ class FeedRunner:
                 session.add(row)
             row.state, row.message = FeedState.RUNNING, None
             after, seq = row.last_bar_time, row.steps_published
-        store = open_minute_store(self._settings)
-        return AlpacaFeed(self._settings, self._live_symbols, store=store), after, seq
+        self._minutes = open_minute_store(self._settings)
+        return AlpacaFeed(self._settings, self._live_symbols, store=self._minutes), after, seq
+
+    def _prune_minutes(self, today: date) -> None:
+        """Once a day, delete the stored minute days no session can read again: those before
+        yesterday and before the first bar of every session starting or running (a restarted
+        session re-warms on the minutes from its first bar; one starting reads those since
+        its runtime's last step, at most a day back)."""
+        if self._minutes is None or self._pruned == today:
+            return
+        with self._db.transaction() as session:
+            first = session.scalar(
+                select(func.min(PaperSession.first_bar_time)).where(
+                    PaperSession.status.in_(LIVE_STATUSES)
+                )
+            )
+        yesterday = today - timedelta(days=1)
+        keep_from = yesterday if first is None else min(yesterday, first.astimezone(UTC).date())
+        if deleted := self._minutes.prune(keep_from):
+            log.info(
+                "feed %s: deleted the minute bars of %d day(s) before %s",
+                self.source,
+                len(deleted),
+                keep_from,
+            )
+        self._pruned = today
 
     def _live_symbols(self) -> list[str]:
         """``FARM_FEED_SYMBOLS`` and the symbols of every session starting or running."""

@@ -277,6 +277,18 @@ class MinuteStore:
             pq.write_table(new, sink, compression="zstd")
             self._root.write(self._path(day), sink.getvalue())
 
+    def prune(self, before: date) -> list[date]:
+        """Delete the days before ``before``; the days deleted, oldest first."""
+        folder = self._root.join()
+        days = sorted(
+            day
+            for name in self._root.names(folder)
+            if (day := _day_of(name)) is not None and day < before
+        )
+        for day in days:
+            self._root.delete(self._path(day))
+        return days
+
     def steps(self, symbols: Sequence[str], start: date, end: date) -> list[Step]:
         """The stored steps of ``symbols`` from ``start`` to ``end`` (inclusive UTC dates), in
         time order; each has the bars of those symbols stored at its minute."""
@@ -296,6 +308,15 @@ class MinuteStore:
             columns = [table.column(c).to_numpy()[order].tolist() for c in BAR_COLUMNS]
             out.extend(_iter_steps(ts[order], [names[i] for i in order.tolist()], columns))
         return out
+
+
+def _day_of(name: str) -> date | None:
+    """The day a minute store file holds (None for any other name)."""
+    stem, dot, extension = name.rpartition(".")
+    try:
+        return date.fromisoformat(stem) if dot and extension == "parquet" else None
+    except ValueError:
+        return None
 
 
 class BarStore:
