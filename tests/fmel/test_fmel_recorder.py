@@ -316,3 +316,18 @@ def test_ids_that_are_not_safe_path_segments_are_refused(
 def test_naive_times_are_refused(tmp_path: Path) -> None:
     with recorder(tmp_path) as rec, pytest.raises(ValueError, match="timezone-aware"):
         rec.record_decision(seq=0, bar_ts=datetime(2024, 1, 1), bars=BAR, cash=1, value=1)
+
+
+def test_a_writer_fenced_out_discards_its_records_and_writes_no_summary(tmp_path: Path) -> None:
+    """Its session went to another writer (a lost lease): what it still holds is discarded and
+    the summary is left to the new writer."""
+    owns = True
+    rec = recorder(tmp_path, batch_size=3, flush_seconds=60, fence=lambda: owns)
+    for seq in range(4):
+        decide(rec, seq)
+    assert seqs(tmp_path) == [0, 1, 2]
+    owns = False
+    rec.close()
+    assert seqs(tmp_path) == [0, 1, 2]
+    folder = session_dir(tmp_path, "agent-1", "session-1")
+    assert not (folder / SUMMARY_NAME).exists()

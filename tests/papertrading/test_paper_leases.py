@@ -19,6 +19,8 @@ import pytest
 from sqlalchemy import func, select, update
 
 from farm.config import Settings
+from farm.fmel.layout import session_dir
+from farm.fmel.summary import SUMMARY_NAME
 from farm.leases import HOST, claim
 from farm.marketdata.store import open_bar_store
 from farm.papertrading.runtime import PaperRuntime
@@ -210,6 +212,12 @@ def test_a_runtime_that_lost_a_sessions_lease_writes_nothing_more_for_it(
     assert row(kept).lease_owner is None
     assert row(kept).status == "running"
     assert row(victim).lease_owner == "other-host:1-4242-eeeeee"
+    # Closing a session it holds writes its FMEL summary; the one it lost is its new owner's.
+    summary = {
+        s: session_dir(settings.fmel_dir, row(s).agent_id, s) / SUMMARY_NAME for s in (victim, kept)
+    }
+    assert summary[kept].exists()
+    assert not summary[victim].exists(), "the lost session's summary was written"
     db.dispose()
 
 

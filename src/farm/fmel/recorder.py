@@ -406,7 +406,7 @@ class FmelRecorder:
         """Flush what is pending, write the session summary and stop. Idempotent.
 
         Records after this raise. A summary that cannot be written is only logged: readers scan
-        a session without one.
+        a session without one. A writer the ``fence`` shuts out writes no summary either.
         """
         if self._closed:
             return
@@ -417,9 +417,10 @@ class FmelRecorder:
         if self._flusher is not None:
             self._flusher.discard(self)
         self.flush()
-        if self.report.capped:
+        owned = self._fence is None or self._fence()  # else its new writer summarizes it
+        if owned and self.report.capped:
             self._write_report()
-        if self._summarized:
+        if owned and self._summarized:
             try:
                 with closing(connect()) as db:
                     write_summary(self.directory, summarize(db, self.directory, self._summarized))

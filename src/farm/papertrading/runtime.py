@@ -856,6 +856,7 @@ class PaperRuntime:
         """Forget the sessions whose lease this runtime lost (another one runs them now)."""
         for live in lost:
             log.warning("paper session %s: this runtime lost its lease; dropping it", live.id)
+            self._leases.pop(live.id, None)  # its FMEL recorder's fence closes with it
             self._close(live, lost=True)
 
     def _rank_due(self) -> None:
