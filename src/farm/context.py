@@ -214,7 +214,7 @@ def _bars_bus(settings: Settings, bus: EventBus) -> EventBus:
     if settings.bus == "memory":
         return bus
     assert settings.redis_url is not None
-    return RedisBarBus(settings.redis_url, settings.feed)
+    return RedisBarBus(settings.redis_url, settings.feed, cluster=settings.redis_cluster)
 
 
 def _relays(role: Role, settings: Settings) -> bool:

@@ -93,4 +93,5 @@ def open_bus(settings: Settings) -> EventBus:
         settings.redis_url,
         claim_idle_s=settings.bus_claim_idle_s,
         max_deliveries=settings.bus_max_deliveries,
+        cluster=settings.redis_cluster,
     )

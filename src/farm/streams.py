@@ -8,6 +8,9 @@ pending ``claim_idle_s`` (``XAUTOCLAIM``, which is also how the messages of a co
 died are taken over). After ``max_deliveries`` deliveries it goes to the topic's dead-letter
 stream (``farm:events:dead:<topic>``) with the last error, and the rest flow on.
 
+On a Redis Cluster (``FARM_REDIS_CLUSTER``) every command names one key, so each stream and its
+group live on the node of the stream's slot; a pipeline's commands go to their keys' nodes.
+
 Handlers run at least once per event: a processed-event key (``farm:events:done:<group>:<id>``,
 set when a handler succeeds) makes a second delivery of the same event (a re-relayed outbox
 row, a handler that succeeded just before its consumer died) a no-op.
@@ -23,7 +26,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import redis
 
@@ -39,6 +42,14 @@ MAX_LEN = 100_000  # approximate length a stream is trimmed to
 DONE_TTL_S = 7 * 86_400
 RETRY_S = 1.0
 
+Client: TypeAlias = redis.Redis | redis.RedisCluster
+
+
+def connect(url: str, *, cluster: bool = False) -> Client:
+    """A client of the Redis server ``url`` names or (``cluster``) of the Redis Cluster that
+    node belongs to."""
+    return redis.RedisCluster.from_url(url) if cluster else redis.Redis.from_url(url)
+
 
 @dataclass(frozen=True)
 class _Subscription:
@@ -48,7 +59,8 @@ class _Subscription:
 
 
 class RedisStreamsBus:
-    """An :class:`~farm.events.EventBus` on Redis Streams (see the module docstring)."""
+    """An :class:`~farm.events.EventBus` on Redis Streams (see the module docstring);
+    ``cluster``: ``url`` names a node of a Redis Cluster."""
 
     def __init__(
         self,
@@ -58,8 +70,9 @@ class RedisStreamsBus:
         max_deliveries: int = 5,
         prefix: str = PREFIX,
         consumer: str | None = None,
+        cluster: bool = False,
     ) -> None:
-        self._redis: redis.Redis = redis.Redis.from_url(url)
+        self._redis = connect(url, cluster=cluster)
         self._claim_idle_ms = int(claim_idle_s * 1000)
         self._max_deliveries = max_deliveries
         self._prefix = prefix
@@ -208,7 +221,7 @@ class RedisStreamsBus:
             pipe.execute()
 
 
-def answers(client: redis.Redis) -> bool:
+def answers(client: Client) -> bool:
     """Whether the Redis behind ``client`` answers a ping."""
     try:
         return bool(client.ping())

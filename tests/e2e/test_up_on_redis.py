@@ -1,35 +1,53 @@
 """`farm up` on the Redis bus (issue 13): the one process publishes its feed's steps to the
 Redis stream and its paper runtime reads them back, as `farm feed` and `farm worker paper` do
-apart, so a paper session runs on live bars; its events go through Redis Streams too."""
+apart, so a paper session runs on live bars; its events go through Redis Streams too. On a Redis
+server, and on a Redis Cluster (`FARM_REDIS_CLUSTER`)."""
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
-import redis
 from server_support import start_server
 
 from farm.marketdata.fanout import PREFIX
-from support import flushed_redis, wait_until
+from farm.streams import connect
+from support import flushed_redis, redis_cluster, wait_until
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "agents"
+
+
+@contextmanager
+def redis_of(kind: str, folder: Path) -> Iterator[str]:
+    """The URL of an empty Redis server, or of a node of a private Redis Cluster: the second,
+    which does not hold the feed's stream (slot 5107 of ``farm:feed:replay`` is the first's),
+    so a client that did not speak Redis Cluster would be sent elsewhere (MOVED)."""
+    if kind == "server":
+        with flushed_redis() as url:
+            yield url
+    else:
+        with redis_cluster(folder) as cluster:
+            yield f"redis://127.0.0.1:{cluster.ports[1]}/0"
 
 
 @pytest.mark.sandbox
 @pytest.mark.redis
 @pytest.mark.timeout(180)
+@pytest.mark.parametrize("kind", ["server", "cluster"])
 def test_farm_up_on_the_redis_bus_runs_a_paper_session_on_the_streamed_feed(
-    tmp_path: Path, real_bars: Path
+    tmp_path: Path, real_bars: Path, kind: str
 ) -> None:
-    with flushed_redis() as url:
+    with redis_of(kind, tmp_path / "cluster") as url:
         home = tmp_path / "farm"
         shutil.copytree(real_bars, home / "bars")
         server = start_server(
             home,
             FARM_REDIS_URL=url,
+            FARM_REDIS_CLUSTER=str(kind == "cluster").lower(),
             FARM_BUS="redis",
             FARM_BACKTEST_WORKERS="0",
             FARM_FEED="replay",
@@ -60,7 +78,7 @@ def test_farm_up_on_the_redis_bus_runs_a_paper_session_on_the_streamed_feed(
                 return int(status["barsProcessed"])
 
             wait_until(lambda: bars() >= 5, 90, "five live bars")
-            with redis.Redis.from_url(url) as client:  # the steps went through Redis
+            with connect(url, cluster=kind == "cluster") as client:  # the steps went via Redis
                 (stream,) = client.keys(f"{PREFIX}*")
                 assert client.xlen(stream) >= 5
             stopped = api.post("/api/paper-trading/stop", json={"agentId": agent_id})

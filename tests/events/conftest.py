@@ -1,14 +1,17 @@
-"""Event fixtures: a real Redis under a fresh prefix (the migrated `db` is in tests/conftest.py)."""
+"""Event fixtures: a real Redis (a server, or a private Redis Cluster) under a fresh prefix (the
+migrated `db` is in tests/conftest.py)."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
+from streams_support import Target
 
-from support import require_redis
+from support import redis_cluster, require_redis
 
 
 @pytest.fixture
@@ -25,3 +28,19 @@ def prefix(redis_url: str) -> Iterator[str]:
     with redis.Redis.from_url(redis_url) as client:
         for key in client.scan_iter(match=f"{name}*"):
             client.delete(key)
+
+
+@pytest.fixture(scope="session")
+def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private three-master Redis Cluster for this test process (deleted with it)."""
+    folder: Path = tmp_path_factory.mktemp("redis-cluster")
+    with redis_cluster(folder) as cluster:
+        yield cluster.url
+
+
+@pytest.fixture(params=["server", "cluster"])
+def target(request: pytest.FixtureRequest, redis_url: str) -> Target:
+    """The test Redis, then a Redis Cluster."""
+    if request.param == "cluster":
+        return Target(request.getfixturevalue("cluster_url"), cluster=True)
+    return Target(redis_url)

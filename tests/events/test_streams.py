@@ -1,4 +1,5 @@
-"""The Redis Streams bus, on a real Redis: once per group, dead letters, reclaim, dedupe."""
+"""The Redis Streams bus, on a real Redis server and a real Redis Cluster: once per group, dead
+letters, reclaim, dedupe."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import redis
+from streams_support import Target
 
 from farm.events import EVENT_ID, Event, Handler
 from farm.streams import RedisStreamsBus
@@ -24,9 +25,9 @@ TOPIC = "test.topic"
 
 @contextmanager
 def consuming(
-    url: str, prefix: str, handler: Handler, group: str = "g", **options: Any
+    target: Target, prefix: str, handler: Handler, group: str = "g", **options: Any
 ) -> Iterator[RedisStreamsBus]:
-    bus = RedisStreamsBus(url, prefix=prefix, **options)
+    bus = RedisStreamsBus(target.url, prefix=prefix, cluster=target.cluster, **options)
     bus.subscribe(TOPIC, handler, group=group)
     bus.start()
     try:
@@ -51,13 +52,13 @@ class Recorder:
 
 
 def test_each_event_is_handled_once_per_group_by_one_of_its_consumers(
-    redis_url: str, prefix: str
+    target: Target, prefix: str
 ) -> None:
     first, second, other = Recorder(), Recorder(), Recorder()
     with (
-        consuming(redis_url, prefix, first),
-        consuming(redis_url, prefix, second),
-        consuming(redis_url, prefix, other, group="other") as publisher,
+        consuming(target, prefix, first),
+        consuming(target, prefix, second),
+        consuming(target, prefix, other, group="other") as publisher,
     ):
         for n in range(40):
             publisher.publish(TOPIC, {"n": str(n)})
@@ -72,13 +73,13 @@ def test_each_event_is_handled_once_per_group_by_one_of_its_consumers(
 
 
 def test_a_poison_event_is_dead_lettered_after_n_deliveries_and_the_rest_flow(
-    redis_url: str, prefix: str
+    target: Target, prefix: str
 ) -> None:
     handler = Recorder(fail_on="poison")
-    with consuming(redis_url, prefix, handler, max_deliveries=3, claim_idle_s=0.2) as bus:
+    with consuming(target, prefix, handler, max_deliveries=3, claim_idle_s=0.2) as bus:
         for n in ["a", "poison", "b", "c"]:
             bus.publish(TOPIC, {"n": n})
-        client = redis.Redis.from_url(redis_url)
+        client = target.client()
         wait_until(lambda: client.xlen(bus.dead_letters(TOPIC)) == 1)
         time.sleep(0.6)  # no fourth attempt
         [(_, fields)] = client.xrange(bus.dead_letters(TOPIC))
@@ -93,16 +94,15 @@ def test_a_poison_event_is_dead_lettered_after_n_deliveries_and_the_rest_flow(
 
 CHILD = """
 import sys, time
-import redis
-from farm.streams import RedisStreamsBus
+from farm.streams import RedisStreamsBus, connect
 
-url, prefix = sys.argv[1], sys.argv[2]
+url, prefix, cluster = sys.argv[1], sys.argv[2], sys.argv[3] == "cluster"
 
 def hang(event):
-    redis.Redis.from_url(url).set(prefix + "taken", event["n"])
+    connect(url, cluster=cluster).set(prefix + "taken", event["n"])
     time.sleep(3600)
 
-bus = RedisStreamsBus(url, prefix=prefix, consumer="doomed")
+bus = RedisStreamsBus(url, prefix=prefix, consumer="doomed", cluster=cluster)
 bus.subscribe("test.topic", hang, group="g")
 bus.start()
 time.sleep(3600)
@@ -110,12 +110,13 @@ time.sleep(3600)
 
 
 def test_a_dead_consumers_pending_messages_are_reclaimed_by_a_live_one(
-    redis_url: str, prefix: str
+    target: Target, prefix: str
 ) -> None:
-    client = redis.Redis.from_url(redis_url)
-    child = subprocess.Popen([sys.executable, "-c", CHILD, redis_url, prefix])
+    client = target.client()
+    kind = "cluster" if target.cluster else "server"
+    child = subprocess.Popen([sys.executable, "-c", CHILD, target.url, prefix, kind])
     try:
-        publisher = RedisStreamsBus(redis_url, prefix=prefix)
+        publisher = RedisStreamsBus(target.url, prefix=prefix, cluster=target.cluster)
         publisher.publish(TOPIC, {"n": "1"})
         wait_until(lambda: client.get(f"{prefix}taken") == b"1")
         os.kill(child.pid, signal.SIGKILL)
@@ -128,19 +129,19 @@ def test_a_dead_consumers_pending_messages_are_reclaimed_by_a_live_one(
     [pending] = client.xpending_range(f"{prefix}{TOPIC}", "g", "-", "+", 10)
     assert pending["consumer"] == b"doomed"
     survivor = Recorder()
-    with consuming(redis_url, prefix, survivor, claim_idle_s=0.3) as bus:
+    with consuming(target, prefix, survivor, claim_idle_s=0.3) as bus:
         wait_until(lambda: survivor.seen["1"] == 1)
         wait_until(lambda: client.xpending(bus.stream(TOPIC), "g")["pending"] == 0)
     assert survivor.seen == Counter({"1": 1})
 
 
-def test_an_event_delivered_twice_runs_its_handler_once(redis_url: str, prefix: str) -> None:
+def test_an_event_delivered_twice_runs_its_handler_once(target: Target, prefix: str) -> None:
     handler = Recorder()
-    with consuming(redis_url, prefix, handler) as bus:
+    with consuming(target, prefix, handler) as bus:
         for _ in range(3):  # e.g. an outbox row relayed again after a relay died
             bus.publish(TOPIC, {"n": "x", EVENT_ID: "event-1"})
         bus.publish(TOPIC, {"n": "y", EVENT_ID: "event-2"})
         wait_until(lambda: handler.seen["y"] == 1)
-        client = redis.Redis.from_url(redis_url)
+        client = target.client()
         wait_until(lambda: client.xpending(bus.stream(TOPIC), "g")["pending"] == 0)
     assert handler.seen == Counter({"x": 1, "y": 1})

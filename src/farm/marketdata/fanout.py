@@ -20,7 +20,7 @@ import redis
 
 from farm.core.bars import Bar, Step
 from farm.events import MARKET_BARS, Event, Handler
-from farm.streams import answers
+from farm.streams import answers, connect
 
 log = logging.getLogger("farm.fanout")
 
@@ -33,10 +33,11 @@ RETRY_S = 1.0
 
 class RedisBarBus:
     """An :class:`~farm.events.EventBus` of the feed's ``market.bars`` events on one Redis
-    stream, every subscriber getting every event (see the module docstring)."""
+    stream, every subscriber getting every event (see the module docstring); ``cluster``:
+    ``url`` names a node of a Redis Cluster."""
 
-    def __init__(self, url: str, source: str) -> None:
-        self._redis: redis.Redis = redis.Redis.from_url(url)
+    def __init__(self, url: str, source: str, *, cluster: bool = False) -> None:
+        self._redis = connect(url, cluster=cluster)
         self.stream = f"{PREFIX}{source}"
         self._handlers: list[Handler] = []
         self._stopping = threading.Event()

@@ -205,7 +205,9 @@ class PaperRuntime:
             self._feed = FeedRunner(db, bars, self._bus, settings)
         else:  # in `farm feed`, publishing on Redis Streams
             assert settings.redis_url is not None
-            self._bus = RedisBarBus(settings.redis_url, settings.feed)
+            self._bus = RedisBarBus(
+                settings.redis_url, settings.feed, cluster=settings.redis_cluster
+            )
         self._bus.subscribe(MARKET_BARS, self._on_bars)
         self.owner = worker_name()
         self._leases: dict[str, Lease] = {}  # the sessions claimed, opened or not
