@@ -1,7 +1,8 @@
 """End to end in a real browser (Playwright driving Debian's Chromium) against `farm up`:
 sign in, upload a broken then a good agent, run a backtest and watch it finish, see the equity
-chart drawn, read a decision, paper trade and see bars arrive live, stop, see the leaderboard;
-CSRF refused, another user's pages 404. Screenshots of each page go to FARM_WEB_SCREENSHOTS
+chart drawn, read a decision, paper trade and see bars arrive live, stop, compare the backtest
+with the paper session, see the leaderboard, cancel a long backtest; CSRF refused, another
+user's pages 404. Screenshots of each page go to FARM_WEB_SCREENSHOTS
 (default: tmp/artifacts/screenshots in the repository, ignored by git)."""
 
 from __future__ import annotations
@@ -34,6 +35,15 @@ class Swing(bt.Strategy):
 
     def get_decision_confidence(self):
         return 0.6
+"""
+SLEEPER = b"""import time
+import backtrader as bt
+
+
+class Sleeper(bt.Strategy):
+    def next(self):
+        if len(self) > 5:
+            time.sleep(3600)
 """
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.timeout(420)]  # ~75 s on a quiet machine
@@ -178,6 +188,20 @@ def test_the_web_app_in_a_browser(server: Server, chromium: Browser) -> None:
     assert page.locator("form[action$='/stop']").is_hidden()
     shot("08-paper-stopped")
 
+    # Compare the backtest with the paper session, both picked by agent, kind and date.
+    page.goto(f"{url}/decisions/compare")
+    backtest_id = backtest_url.rsplit("/", 1)[1]
+    picked = page.locator(f"#compare-a option[value='{backtest_id}']").inner_text()
+    assert picked.startswith("Swing · backtest · ")
+    paper_id = page.locator("#compare-b option", has_text="Swing · paper trading").first
+    page.select_option("#compare-a", backtest_id)
+    page.select_option("#compare-b", paper_id.get_attribute("value"))
+    page.click("form[action='/decisions/compare'] button[type=submit]")
+    page.wait_for_url(f"{url}/decisions/compare?a=*")
+    assert page.locator(".two section").count() == 2
+    assert page.locator(".two section", has_text="decisions:").count() == 2
+    shot("08b-compare")
+
     # CSRF: a form post without the token is refused.
     status = page.evaluate(
         "() => fetch('/signout', {method: 'POST', body: new URLSearchParams({csrf: 'forged'})})"
@@ -206,6 +230,29 @@ def test_the_web_app_in_a_browser(server: Server, chromium: Browser) -> None:
     small.screenshot(path=str(SHOTS / "10-leaderboard-phone.png"), full_page=True)
     wide: int = small.evaluate("() => document.documentElement.scrollWidth")
     assert wide <= 400, "the page must fit a phone's width (tables scroll inside their box)"
+
+    # A long backtest, cancelled from its page while it runs; then its agent deleted (which
+    # cancels the agent's standard evaluation, asleep too).
+    page.goto(f"{url}/agents")
+    page.fill("#name", "Sleeper")
+    page.set_input_files(
+        "#file", {"name": "sleeper.py", "mimeType": "text/x-python", "buffer": SLEEPER}
+    )
+    page.click("form[action='/agents'] button[type=submit]")
+    page.wait_for_url(f"{url}/agents/*")
+    sleeper_url = page.url
+    page.select_option("#symbols", ["SPY"])
+    page.click("form[action$='/backtests'] button[type=submit]")
+    page.wait_for_url(f"{url}/backtests/*")
+    page.wait_for_selector("[data-field=status]:text('running')", timeout=60_000)
+    shot("10b-backtest-running")
+    page.click("form[action$='/cancel'] button[type=submit]")
+    page.wait_for_selector("#status:text('cancelled')")
+    assert page.locator("form[action$='/cancel']").count() == 0
+    shot("10c-backtest-cancelled")
+    page.goto(f"{sleeper_url}/delete")
+    page.click("form[action$='/delete'] button[type=submit]")
+    page.wait_for_url(f"{url}/agents")
 
     # Another user sees none of it.
     made = farm(server.env, "users", "create", "bob")

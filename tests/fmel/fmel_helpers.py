@@ -1,21 +1,27 @@
-"""Hand-made FMEL stores written with the real recorder, and their expected analytics."""
+"""Hand-made FMEL stores written with the real recorder, their expected analytics, and
+session rows in the database."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from farm.context import Context
 from farm.core.orders import ClosedTrade, Fill, OrderEvent, OrderStatus
 from farm.fmel.layout import part_files
 from farm.fmel.recorder import FmelRecorder
 from farm.fmel.records import KINDS, Bar, DataAccess, Indicator, Order
+from farm.storage.models import Agent, BacktestSession, PaperAccount, PaperSession, User
+from farm.users.service import create_user
 
 T0 = datetime(2024, 1, 1, 14, 30, tzinfo=UTC)
+ROWS_T0 = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -169,3 +175,85 @@ def stored(root: Path, agent_id: str, kind: str, session_id: str | None = None) 
     if not files:
         return KINDS[kind].empty_table()
     return pa.concat_tables(pq.read_table(f, schema=KINDS[kind]) for f in files)
+
+
+class Rows:
+    """Users, agents and sessions written straight to the database (no FMEL records)."""
+
+    def __init__(self, context: Context) -> None:
+        self.db = context.db
+
+    def user(self, name: str) -> tuple[User, str]:
+        """A new user and its API token."""
+        with self.db.transaction() as session:
+            return create_user(session, name)
+
+    def agent(self, owner: User, name: str, status: str = "active") -> str:
+        """A new agent of ``owner``; its id."""
+        agent_id = new_id()
+        with self.db.transaction() as session:
+            session.add(
+                Agent(
+                    id=agent_id,
+                    user_id=owner.id,
+                    name=name,
+                    status=status,
+                    strategy_class="Strategy",
+                    code_sha256=agent_id.replace("-", "").ljust(64, "0"),
+                    code_bytes=1,
+                    artifact_key=f"agents/{owner.id}/{agent_id}.py",
+                )
+            )
+        return agent_id
+
+    def backtest(
+        self, agent_id: str, hours: int, kind: str = "custom", bars: int = 5, fmel: bool = True
+    ) -> str:
+        """A backtest of the agent, created ``hours`` after ``ROWS_T0``, that took ``bars``
+        steps; its id."""
+        session_id = new_id()
+        with self.db.transaction() as session:
+            owner = session.get(Agent, agent_id)
+            assert owner is not None
+            session.add(
+                BacktestSession(
+                    id=session_id,
+                    agent_id=agent_id,
+                    user_id=owner.user_id,
+                    kind=kind,
+                    status="completed" if bars else "queued",
+                    params={"symbols": ["SPY"], "fmel": fmel},
+                    bars_done=bars,
+                    created_at=ROWS_T0 + timedelta(hours=hours),
+                )
+            )
+        return session_id
+
+    def paper(self, agent_id: str, hours: int, bars: int = 3) -> str:
+        """A stopped paper session of the agent (on a new account), created ``hours`` after
+        ``ROWS_T0``, that took ``bars`` steps; its id."""
+        session_id, account_id = new_id(), new_id()
+        with self.db.transaction() as session:
+            owner = session.get(Agent, agent_id)
+            assert owner is not None
+            cash = Decimal(1000)
+            session.add(
+                PaperAccount(
+                    id=account_id, user_id=owner.user_id, name="a", initial_cash=cash, cash=cash
+                )
+            )
+            session.flush()
+            session.add(
+                PaperSession(
+                    id=session_id,
+                    agent_id=agent_id,
+                    user_id=owner.user_id,
+                    account_id=account_id,
+                    status="stopped",
+                    symbols=["SPY"],
+                    initial_cash=cash,
+                    bars_processed=bars,
+                    created_at=ROWS_T0 + timedelta(hours=hours),
+                )
+            )
+        return session_id

@@ -84,6 +84,19 @@ def events_until_done(client: TestClient, url: str) -> list[dict[str, object]]:
     return seen
 
 
+def queued_backtest(client: TestClient, name: str) -> str:
+    """A small backtest that stays queued (``web`` has no workers); its page's URL."""
+    return start(
+        client,
+        TRADER,
+        name,
+        symbols=["SPY"],
+        end_date="2023-02-01",
+        initial_cash="1000",
+        commission="0",
+    )
+
+
 @pytest.mark.sandbox
 def test_a_completed_backtest_page_has_cards_charts_tables_and_logs(worked: TestClient) -> None:
     url = start(worked, TRADER, "flipper")
@@ -105,6 +118,11 @@ def test_a_completed_backtest_page_has_cards_charts_tables_and_logs(worked: Test
     assert times == sorted(times)
     assert "No closed trades" not in page
     assert "bar 1\n" in page  # the agent's logs
+    late = worked.post(f"{url}/cancel", data={"csrf": csrf_of(page)})
+    assert late.status_code == 409
+    assert f"Not cancelled: backtest {url.rsplit('/', 1)[1]} is completed already" in late.text
+    assert "Sharpe" in late.text  # the results, under the message
+    assert f'<form method="get" action="{url}"' in late.text  # links work from the post's URL
     spy = worked.get(f"{url}?symbol=SPY&trades_from=1")
     assert "Trades on SPY" in spy.text
     assert worked.get(f"{url}?symbol=NOPE").status_code == 400
@@ -150,15 +168,7 @@ def test_a_failed_backtest_is_explained(worked: TestClient) -> None:
 def test_the_progress_stream_is_the_owners_only(
     signed_in: TestClient, make_token: Callable[[str], str]
 ) -> None:
-    url = start(
-        signed_in,
-        TRADER,
-        "q",
-        symbols=["SPY"],
-        end_date="2023-02-01",
-        initial_cash="1000",
-        commission="0",
-    )
+    url = queued_backtest(signed_in, "q")
     queued = signed_in.get(url)
     assert queued.status_code == 200
     assert f'data-events="{url}/events"' in queued.text
@@ -167,18 +177,44 @@ def test_the_progress_stream_is_the_owners_only(
     assert signed_in.get(f"{url}/events").status_code == 404
 
 
+def test_the_owner_cancels_a_queued_backtest_from_its_page(
+    web: TestClient, make_token: Callable[[str], str]
+) -> None:
+    alice, eve = make_token("alice"), make_token("eve")
+    sign_in(web, alice)
+    url = queued_backtest(web, "to cancel")
+    queued = web.get(url).text
+    assert f'<form method="post" action="{url}/cancel">' in queued
+    assert web.post(f"{url}/cancel").status_code == 403
+    forged = web.post(f"{url}/cancel", data={"csrf": "not-the-cookie"})
+    assert forged.status_code == 403
+    assert "security token" in forged.text
+
+    sign_in(web, eve)
+    theirs = web.post(f"{url}/cancel", data={"csrf": csrf_of(web.get("/agents").text)})
+    assert theirs.status_code == 404  # as another user's backtest page is
+
+    sign_in(web, alice)
+    page = web.get(url).text
+    assert '<strong data-field="status">queued</strong>' in page  # neither post cancelled it
+    cancelled = web.post(f"{url}/cancel", data={"csrf": csrf_of(page)})
+    assert cancelled.status_code == 303
+    assert cancelled.headers["location"] == url
+    after = web.get(url).text
+    assert '<strong id="status">cancelled</strong>' in after
+    assert f"{url}/cancel" not in after  # no cancel button once it has ended
+
+    late = web.post(f"{url}/cancel", data={"csrf": csrf_of(page)})  # e.g. from a second tab
+    assert late.status_code == 409
+    assert "Not cancelled: backtest" in late.text
+    assert "is cancelled already; nothing to cancel" in late.text
+    assert '<strong id="status">cancelled</strong>' in late.text
+
+
 def test_live_streams_are_bounded_in_time_and_per_user(
     signed_in: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    url = start(
-        signed_in,
-        TRADER,
-        "bounded",
-        symbols=["SPY"],
-        end_date="2023-02-01",
-        initial_cash="1000",
-        commission="0",
-    )
+    url = queued_backtest(signed_in, "bounded")
     monkeypatch.setattr(sse, "MAX_STREAM_S", 0.0)  # no workers here: it stays queued
     signed_in.app.state.stream_slots = sse.StreamSlots(per_user=1)  # type: ignore[attr-defined]
     for _ in range(2):  # the first stream's slot is given back when it ends

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import String, literal, select, union_all
 from sqlalchemy.orm import Session
 
 from farm.errors import Forbidden, InvalidInput, NotFound
@@ -45,6 +45,7 @@ MAX_COMPARE = 10
 MAX_SYMBOL_CHARS = 32
 MAX_DATE_CHARS = 40
 DELETED = "deleted"
+PAPER = "paper"
 RANGE_DAYS = {DateRange.D7: 7, DateRange.D30: 30, DateRange.D90: 90}
 
 
@@ -69,6 +70,18 @@ class Export:
     filename: str
 
 
+@dataclass(frozen=True, slots=True)
+class RecordedSession:
+    """A session whose agent took steps, so recorded decisions: a backtest (``kind`` is its
+    ``custom`` or ``standard``) or a paper session (``kind`` is ``paper``)."""
+
+    session_id: str
+    agent_id: str
+    agent_name: str
+    kind: str
+    created_at: datetime
+
+
 class FmelService:
     """Decisions, analytics, comparisons, search and exports, each for the agent's owner only."""
 
@@ -86,6 +99,47 @@ class FmelService:
             limit=limit,
             offset=offset,
         )
+
+    def sessions(self, user: User, *, limit: int) -> list[RecordedSession]:
+        """The user's latest ``limit`` sessions that took a step (backtests recording decisions,
+        paper sessions) of agents not deleted, newest first: the sessions with decisions."""
+        backtests = (
+            select(
+                BacktestSession.id.label("session_id"),
+                BacktestSession.agent_id,
+                Agent.name.label("agent_name"),
+                BacktestSession.kind,
+                BacktestSession.created_at,
+            )
+            .join(Agent, Agent.id == BacktestSession.agent_id)
+            .where(
+                BacktestSession.user_id == user.id,
+                BacktestSession.bars_done > 0,
+                BacktestSession.params["fmel"].as_boolean().is_not(False),
+                Agent.status != DELETED,
+            )
+        )
+        paper = (
+            select(
+                PaperSession.id,
+                PaperSession.agent_id,
+                Agent.name,
+                literal(PAPER, String),
+                PaperSession.created_at,
+            )
+            .join(Agent, Agent.id == PaperSession.agent_id)
+            .where(
+                PaperSession.user_id == user.id,
+                PaperSession.bars_processed > 0,
+                Agent.status != DELETED,
+            )
+        )
+        both = union_all(backtests, paper).subquery()
+        with self._db.transaction() as session:
+            rows = session.execute(
+                select(both).order_by(both.c.created_at.desc(), both.c.session_id).limit(limit)
+            )
+            return [RecordedSession(**row._asdict()) for row in rows]
 
     def decision(self, user: User, decision_id: str) -> DecisionDetail:
         """One decision with its executions and the trades it opened or closed."""

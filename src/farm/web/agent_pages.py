@@ -24,12 +24,11 @@ from farm.papertrading.service import AccountService
 from farm.papertrading.sessions import PaperService
 from farm.schemas import MAX_PAGE
 from farm.storage.models import User
-from farm.web.auth import CSRF_FIELD, PageUser, check_csrf
+from farm.web.auth import CSRF_FIELD, Csrf, PageUser, check_csrf
 from farm.web.render import PageRoute, page, see_other
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 
-Csrf = Annotated[str | None, Form(alias=CSRF_FIELD)]
 AGENTS_PER_PAGE = 20
 BACKTESTS_SHOWN = 50
 FORM_FIELDS = ("start_date", "end_date", "initial_cash", "commission")

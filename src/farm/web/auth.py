@@ -14,7 +14,7 @@ import secrets
 from typing import Annotated
 
 import anyio
-from fastapi import Depends, Request, Response
+from fastapi import Depends, Form, Request, Response
 
 from farm.context import Context
 from farm.deps import get_context
@@ -28,6 +28,9 @@ SESSION_COOKIE = "farm_session"
 CSRF_COOKIE = "farm_csrf"
 CSRF_FIELD = "csrf"
 SESSION_MAX_AGE_S = 7 * 24 * 3600
+
+Csrf = Annotated[str | None, Form(alias=CSRF_FIELD)]
+"""A form's CSRF token field (checked by :func:`check_csrf`)."""
 
 
 class SignInRequired(FarmError):

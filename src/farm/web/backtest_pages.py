@@ -1,6 +1,6 @@
-"""A backtest's page: live progress (SSE) while it runs, then metric cards, equity versus
-benchmark and drawdown charts, trades on a price chart, paged trade and fill tables, the
-agent's logs, and the failure explained."""
+"""A backtest's page: live progress (SSE) and a cancel button while it runs, then metric cards,
+equity versus benchmark and drawdown charts, trades on a price chart, paged trade and fill
+tables, the agent's logs, and the failure explained."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from fastapi.responses import HTMLResponse
 from farm.backtest.schemas import BacktestResults, FailureReason, SessionStatus
 from farm.context import Context
 from farm.deps import ContextDep
-from farm.errors import InvalidInput
+from farm.errors import Conflict, InvalidInput
 from farm.storage.models import User
-from farm.web.auth import PageUser
-from farm.web.render import PageRoute, page
+from farm.web.auth import Csrf, PageUser, check_csrf
+from farm.web.render import PageRoute, page, see_other
 from farm.web.series import WHOLE, backtest_charts
 from farm.web.sse import event_stream
 
@@ -60,16 +60,57 @@ def backtest(
     fills_from: Offset = 0,
 ) -> Response:
     """The backtest's page (its progress while it runs)."""
+    return _backtest_page(request, context, user, session_id, symbol, trades_from, fills_from)
+
+
+def _backtest_page(
+    request: Request,
+    context: Context,
+    user: User,
+    session_id: str,
+    symbol: str | None = None,
+    trades_from: int = 0,
+    fills_from: int = 0,
+    status_code: int = 200,
+    notice: str | None = None,
+) -> Response:
     results = context.backtests.results(user, session_id)
     agent = context.agents.show(user, results.agent_id, include_source=False)
-    values: dict[str, Any] = {"user": user, "results": results, "agent": agent, "cards": CARDS}
+    values: dict[str, Any] = {
+        "user": user,
+        "results": results,
+        "agent": agent,
+        "cards": CARDS,
+        "notice": notice,
+    }
     if results.failure is not None:
         values["why"] = WHY.get(results.failure.reason, "")
     if results.status in FINISHED and results.status is not SessionStatus.CANCELLED:
         values["logs"] = context.backtests.logs(user, session_id)
     if results.status is SessionStatus.COMPLETED:
         values.update(_completed(context, user, results, symbol, trades_from, fills_from))
-    return page(request, "backtest.html", **values)
+    return page(request, "backtest.html", status_code, **values)
+
+
+@router.post("/backtests/{session_id}/cancel", response_class=HTMLResponse)
+def cancel(
+    request: Request, context: ContextDep, user: PageUser, session_id: str, csrf: Csrf = None
+) -> Response:
+    """Cancel the backtest while it is queued or running, then show its page; one that ended
+    meanwhile comes back as its page saying so (409)."""
+    check_csrf(request, csrf)
+    try:
+        context.backtests.cancel(user, session_id)
+    except Conflict as exc:
+        return _backtest_page(
+            request,
+            context,
+            user,
+            session_id,
+            status_code=409,
+            notice=f"Not cancelled: {exc.message}",
+        )
+    return see_other(f"/backtests/{session_id}")
 
 
 def _completed(

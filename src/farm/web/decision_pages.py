@@ -1,5 +1,5 @@
 """The decision explorer (FMEL): decisions filtered by action, symbol and date, one decision in
-words, analytics charts, two sessions compared, and export links."""
+words, analytics charts, two sessions compared (picked from the latest), and export links."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import HTMLResponse, StreamingResponse
 
+from farm.backtest.service import CUSTOM, STANDARD
 from farm.context import Context
 from farm.deps import ContextDep
 from farm.errors import InvalidInput
 from farm.fmel.records import Action
 from farm.fmel.router import get_service, streamed
 from farm.fmel.schemas import Analytics, DateRange, ExportFormat, RecordKind
-from farm.fmel.service import MAX_DATE_CHARS, Filters
+from farm.fmel.service import MAX_DATE_CHARS, PAPER, Filters
 from farm.storage.models import User
 from farm.web.auth import PageUser
 from farm.web.render import PageRoute, page
@@ -27,6 +28,8 @@ router = APIRouter(route_class=PageRoute, include_in_schema=False)
 ROWS_PER_PAGE = 50
 Text = Annotated[str, Query(max_length=100)]
 DateText = Annotated[str, Query(max_length=MAX_DATE_CHARS)]
+SESSIONS_SHOWN = 100
+KINDS = {CUSTOM: "backtest", STANDARD: "standard evaluation", PAPER: "paper trading"}
 EXPORTS = [(f.value, r.value) for r in RecordKind for f in (ExportFormat.CSV, ExportFormat.JSONL)]
 
 
@@ -116,9 +119,19 @@ def analytics(
 def compare(
     request: Request, context: ContextDep, user: PageUser, a: Text = "", b: Text = ""
 ) -> Response:
-    """Two sessions' analytics side by side."""
+    """Two sessions' analytics side by side, picked among the user's latest sessions with
+    decisions (or given by id, as links do)."""
     sides = [_session_analytics(context, user, sid) for sid in (a, b) if sid]
-    return page(request, "compare.html", user=user, sides=sides, a=a, b=b)
+    return page(
+        request,
+        "compare.html",
+        user=user,
+        sides=sides,
+        a=a,
+        b=b,
+        choices=get_service(context).sessions(user, limit=SESSIONS_SHOWN),
+        kinds=KINDS,
+    )
 
 
 def _session_analytics(context: Context, user: User, session_id: str) -> Analytics:

@@ -23,14 +23,13 @@ from farm.papertrading.schemas import (
     PaperStatus,
     PaperStop,
 )
-from farm.web.auth import CSRF_FIELD, PageUser, check_csrf
+from farm.web.auth import CSRF_FIELD, Csrf, PageUser, check_csrf
 from farm.web.render import PageRoute, environment, money, page, see_other, when
 from farm.web.series import CHART_POINTS, chart_time, thin
 from farm.web.sse import event_stream
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 
-Csrf = Annotated[str | None, Form(alias=CSRF_FIELD)]
 Text = Annotated[str, Form(max_length=200)]
 ENDED = {"stopped", "failed", "not_running"}
 LIVE_POLL_S = 0.25

@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse
 
 from farm.users.oidc import OidcVerifier
 from farm.web.auth import (
-    CSRF_FIELD,
+    Csrf,
     MaybeUser,
     check_csrf,
     check_sign_in_rate,
@@ -21,8 +21,6 @@ from farm.web.auth import (
 from farm.web.render import PageRoute, page, see_other
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
-
-Csrf = Annotated[str | None, Form(alias=CSRF_FIELD)]
 
 
 def safe_next(target: str | None, default: str = "/agents") -> str:
