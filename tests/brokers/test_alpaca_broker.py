@@ -246,6 +246,39 @@ def test_a_restart_reattaches_and_never_sends_twice(fake: tuple[FakeAlpaca, str]
         third.close()
 
 
+def test_an_order_a_frozen_owner_sends_after_a_takeover_is_attached_not_sent_twice(
+    fake: tuple[FakeAlpaca, str],
+) -> None:
+    """A worker frozen past its lease wakes up and sends the order of its step in flight after
+    the new owner listed the key's orders: the new owner's POST of the same client id gets
+    Alpaca's 422 (client_order_id must be unique), and it attaches the order instead."""
+    server, url = fake
+    frozen = _broker(server, url)
+    key = AlpacaKey(server.key_id, server.secret_key, url)
+    owner = AlpacaBroker(Account(100_000.0), key, since=SINCE)  # lists nothing yet
+    try:
+        _until(lambda: server.trade_connected == 2 and owner.reconciliations >= 2)
+        frozen.submit(Session(frozen).order("o-1", 10))
+        _until(lambda: server.posted == ["o-1"])
+        s = Session(owner)
+        owner.submit(s.order("o-1", 10))
+        _until(lambda: server.posted == ["o-1", "o-1"])  # refused: Alpaca has that client id
+        s.until(lambda: OrderStatus.ACCEPTED in s.statuses("o-1"))
+        server.fill("o-1", 10, "100")
+        s.until(lambda: "AAPL" in owner.account.positions)
+        assert list(server.orders) == ["o-1"], "one order at Alpaca"
+        assert owner.account.positions["AAPL"].size == 10
+        assert s.statuses("o-1") == [
+            OrderStatus.SUBMITTED,
+            OrderStatus.ACCEPTED,
+            OrderStatus.COMPLETED,
+        ]
+        assert owner.differences == []
+    finally:
+        owner.close()
+        frozen.close()
+
+
 def test_the_budget_holds_requests_past_its_rate() -> None:
     budget = RateBudget(per_minute=3)
     stop = threading.Event()
