@@ -132,6 +132,7 @@ def test_a_completed_backtest_page_has_cards_charts_tables_and_logs(worked: Test
     assert listed.status_code == 200
     assert "<script>alert(1)" not in listed.text
     assert "&lt;/script&gt;&lt;script&gt;alert(1)" in listed.text
+    assert f'href="/decisions/compare?a={session_id}"' in listed.text  # the picker, this one chosen
     analytics = worked.get(f"/decisions/analytics?session={session_id}").text
     assert 'id="actions-chart"' in analytics
     assert "P&amp;L by confidence" in analytics
@@ -147,7 +148,10 @@ def test_a_completed_backtest_page_has_cards_charts_tables_and_logs(worked: Test
     assert exported.headers["content-type"].startswith("text/csv")
     assert exported.text.count("\n") > 10
     compared = worked.get(f"/decisions/compare?a={session_id}&b={session_id}")
-    assert compared.text.count(f"Session {session_id}") == 2
+    assert (
+        len(re.findall(rf"<h3>[^<]* · backtest · [^<]* · {session_id[:8]}</h3>", compared.text))
+        == 2
+    )
 
 
 def data_agent(page: str) -> str:

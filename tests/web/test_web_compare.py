@@ -57,7 +57,8 @@ def test_the_picker_lists_my_sessions_with_decisions_and_compares_two(
     assert compared.status_code == 200
     assert [v for v, selected, _ in picker(compared.text, "a") if selected] == [backtest]
     assert [v for v, selected, _ in picker(compared.text, "b") if selected] == [paper]
-    assert compared.text.count("<h3>Session ") == 2
+    assert f"<h3>{choices[2][2]}</h3>" in compared.text  # each side under its label
+    assert f"<h3>{choices[1][2]}</h3>" in compared.text
     assert compared.text.count("8 decisions: 2 buy, 2 sell, 3 hold, 1 mixed") == 2
 
     # Bounded to the latest; an id given in the link is still compared (and kept chosen).
@@ -69,6 +70,7 @@ def test_the_picker_lists_my_sessions_with_decisions_and_compares_two(
     ]
     assert picker(linked.text, "b")[1:] == [(paper, True, choices[1][2])]
     assert linked.text.count("8 decisions:") == 2
+    assert f"<h3>Session {backtest}</h3>" in linked.text
 
     assert web.get("/decisions/compare", params={"a": eves, "b": paper}).status_code == 404
     sign_in(web, eve_token)

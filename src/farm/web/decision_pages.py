@@ -19,7 +19,7 @@ from farm.fmel.schemas import Analytics, DateRange, ExportFormat, RecordKind
 from farm.fmel.service import MAX_DATE_CHARS, PAPER, Filters
 from farm.storage.models import User
 from farm.web.auth import PageUser
-from farm.web.render import PageRoute, page
+from farm.web.render import PageRoute, page, when
 from farm.web.series import chart_time
 from farm.web.words import in_words
 
@@ -122,16 +122,12 @@ def compare(
     """Two sessions' analytics side by side, picked among the user's latest sessions with
     decisions (or given by id, as links do)."""
     sides = [_session_analytics(context, user, sid) for sid in (a, b) if sid]
-    return page(
-        request,
-        "compare.html",
-        user=user,
-        sides=sides,
-        a=a,
-        b=b,
-        choices=get_service(context).sessions(user, limit=SESSIONS_SHOWN),
-        kinds=KINDS,
-    )
+    labels = {  # newest first
+        s.session_id: f"{s.agent_name} · {KINDS.get(s.kind, s.kind)} · {when(s.created_at)}"
+        f" · {s.session_id[:8]}"
+        for s in get_service(context).sessions(user, limit=SESSIONS_SHOWN)
+    }
+    return page(request, "compare.html", user=user, sides=sides, a=a, b=b, labels=labels)
 
 
 def _session_analytics(context: Context, user: User, session_id: str) -> Analytics:
