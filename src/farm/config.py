@@ -192,7 +192,8 @@ class Settings(BaseSettings):
         description="The live feed: a replay of stored bars, Alpaca's stream, or none.",
     )
     feed_replay_start: date | None = Field(
-        default=None, description="First replayed date; default one year before the last bar."
+        default=None,
+        description="First replayed date of a new pass; default one year before the last bar.",
     )
     feed_interval_s: float = Field(
         default=1.0, gt=0, le=86_400, description="Wall seconds per replayed timestep."

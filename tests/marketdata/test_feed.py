@@ -11,6 +11,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
@@ -151,16 +152,38 @@ def test_the_replay_ends_cleanly_at_the_end_of_the_stored_bars(
     assert health["feed"] == body
     assert health["status"] == "ok"
 
+    # The next start of the feed's process replays the stored bars again (step numbers go on).
     again = Context.build(settings)
     recorder = Recorder(again)
     try:
         again.start()
+        recorder.wait_for(len(expected))
         wait_for_state(again, "ended")
-        time.sleep(20 * INTERVAL_S)
-        assert recorder.events == []
-        assert again.feed.status().steps_published == len(expected)
+        status = again.feed.status()
     finally:
         again.close()
+    assert [e["step"].ts for e in recorder.events] == [s.ts for s in expected]
+    assert [e["seq"] for e in recorder.events] == list(
+        range(len(expected) + 1, 2 * len(expected) + 1)
+    )
+    assert status.steps_published == 2 * len(expected)
+
+    # With bars imported since, it goes on from where it ended instead.
+    store = BarStore(settings.bars_dir)
+    spy = store.frame("SPY")
+    later = spy.iloc[[-1]].set_axis([spy.index[-1] + timedelta(days=3)]).rename_axis("timestamp")
+    store.write_symbol("SPY", pd.concat([spy, later]), "real")
+    third = Context.build(settings)
+    recorder = Recorder(third)
+    try:
+        third.start()
+        recorder.wait_for(1)
+        wait_for_state(third, "ended")
+        time.sleep(20 * INTERVAL_S)
+    finally:
+        third.close()
+    assert [e["step"].ts for e in recorder.events] == [later.index[0].to_pydatetime()]
+    assert list(recorder.events[0]["step"].bars) == ["SPY"]
 
 
 def test_symbols_without_a_bar_at_a_step_are_reported(

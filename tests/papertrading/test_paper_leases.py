@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from paper_support import BUYER, BUYER_KEY, paper_agent
 from sqlalchemy import func, select, update
 
 from farm.config import Settings
@@ -42,31 +43,6 @@ from support import wait_until
 
 ONE = Decimal(1)
 
-# Buys one share on every bar: each step writes an order, a position and an equity point.
-BUYER = b"""
-import backtrader as bt
-
-
-class Buyer(bt.Strategy):
-    def next(self):
-        self.buy(data=self.datas[0], size=1)
-"""
-
-
-def _agent(session: Any, user_id: str, n: int) -> str:
-    agent = Agent(
-        id=str(uuid.uuid4()),
-        user_id=user_id,
-        name=f"buyer {n}",
-        strategy_class="Buyer",
-        code_sha256=f"{n:064d}",
-        code_bytes=len(BUYER),
-        artifact_key="agents/buyer.py",
-        status="active",
-    )
-    session.add(agent)
-    return agent.id
-
 
 def test_only_lapsed_leases_are_claimed_and_at_most_the_limit(db_settings: Settings) -> None:
     db = Database(db_settings.resolved_database_url)
@@ -87,7 +63,7 @@ def test_only_lapsed_leases_are_claimed_and_at_most_the_limit(db_settings: Setti
         session.add(User(id="u", name="u"))
         session.flush()
         for n, (name, (owner, expires)) in enumerate(leases.items()):
-            agent_id = _agent(session, "u", n)
+            agent_id = paper_agent(session, "u", n)
             session.add(PaperAccount(id=name, user_id="u", name=name, initial_cash=ONE, cash=ONE))
             session.flush()
             tokens[name] = str(uuid.uuid4()) if owner else None
@@ -146,11 +122,11 @@ def test_a_runtime_that_lost_a_sessions_lease_writes_nothing_more_for_it(
     db = Database(settings.resolved_database_url)
     db.migrate()
     artifacts = open_artifact_store(settings)
-    artifacts.put("agents/buyer.py", BUYER)
+    artifacts.put(BUYER_KEY, BUYER)
     bars = open_bar_store(settings)
     with db.transaction() as session:
         user, _ = create_user(session, "alice")
-        agents = [_agent(session, user.id, n) for n in range(2)]
+        agents = [paper_agent(session, user.id, n) for n in range(2)]
     service = PaperService(db, bars, settings)
     victim, kept = (
         service.start(user, PaperStart(agent_id=a, symbols=["SPY"])).session_id for a in agents
@@ -233,7 +209,7 @@ def test_a_session_no_runtime_claimed_stops_at_once(db_settings: Settings) -> No
         session.flush()
         agents = {}
         for n, name in enumerate(("waiting", "claimed")):
-            agents[name] = _agent(session, "u", n)
+            agents[name] = paper_agent(session, "u", n)
             session.add(
                 PaperAccount(
                     id=name, user_id="u", name=name, initial_cash=ONE, cash=ONE,

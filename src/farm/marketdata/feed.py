@@ -1,11 +1,12 @@
 """The live feed: one per platform, publishing each timestep's bars once on the bus.
 
-A :class:`BarFeed` says where timesteps come from (the replay of stored bars now, the Alpaca
-stream later); the :class:`FeedRunner` drives it on a thread of its own, publishes every step on
+A :class:`BarFeed` says where timesteps come from (the replay of stored bars, or Alpaca's
+stream); the :class:`FeedRunner` drives it on a thread of its own, publishes every step on
 ``market.bars`` with the symbols that had no bar in it, and saves its position (the last bar
 time published) in the database after each step, so a restarted server resumes where it was.
 A step published just before a crash, whose position was not saved yet, is published again after
-the restart (at least once): consumers skip bar times they have already seen.
+the restart (at least once): consumers skip bar times they have already seen. A replay that
+ended starts a new pass at the next start, unless bars were imported after its end.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ from farm.storage.models import MarketFeed, PaperSession, utcnow
 log = logging.getLogger("farm.feed")
 
 STOP_TIMEOUT_S = 30.0
+ENDED_MESSAGE = (
+    "it published every stored bar; the next start of the feed's process (farm up, or farm "
+    "feed scaled out) replays them again, or goes on with bars imported since"
+)
 LIVE_STATUSES = ("starting", "running")
 
 
@@ -156,7 +161,7 @@ class FeedRunner:
         if self._stop.is_set():
             self._save(state=FeedState.STOPPED, message=None)
         else:
-            self._save(state=FeedState.ENDED, message="the end of the stored bars")
+            self._save(state=FeedState.ENDED, message=ENDED_MESSAGE)
             log.info("feed %s ended after the bar of %s", self.source, after)
 
     def _open(self) -> tuple[BarFeed, datetime | None, int] | None:
@@ -171,6 +176,10 @@ class FeedRunner:
             if row is None:
                 row = _new_row(self.source)
                 session.add(row)
+            if row.state == FeedState.ENDED and not self._bars_after(symbols, row.last_bar_time):
+                log.info("feed %s: the last pass ended at %s; replaying again", self.source,
+                         row.last_bar_time)  # fmt: skip
+                row.last_bar_time = None  # a new pass (the step numbers go on)
             if row.last_bar_time is None:  # nothing published yet: the configuration applies
                 row.replay_start = configured or default_replay_start(self._bars, symbols)
             elif configured is not None and configured != row.replay_start:
@@ -188,6 +197,11 @@ class FeedRunner:
         log.info("feed %s: %d symbols from %s, after %s", self.source, len(symbols), start, after)
         feed = ReplayFeed(self._bars, symbols, start, self._settings.feed_interval_s)
         return feed, after, seq
+
+    def _bars_after(self, symbols: Sequence[str], ts: datetime | None) -> bool:
+        """Whether the store has a bar of ``symbols`` after ``ts`` (imported since)."""
+        infos = [info for s in symbols if (info := self._bars.info(s)) is not None]
+        return ts is None or any(info.last > ts for info in infos)
 
     def _open_alpaca(self) -> tuple[BarFeed, datetime | None, int]:
         """Alpaca's stream, resuming after the saved position (backfilled from there), its

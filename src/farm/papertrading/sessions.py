@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from farm.agents.service import owned_agent
 from farm.config import Settings
 from farm.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
+from farm.marketdata.feed import FeedState
 from farm.marketdata.store import BarStore, normalize_symbol
 from farm.ownership import owned
 from farm.papertrading import repository
@@ -67,7 +68,8 @@ class PaperService:
 
     def start(self, user: User, request: PaperStart) -> PaperStarted:
         """Request a session: 400 for symbols the feed does not carry, 404/403 for the agent or
-        the account, 409 naming the session when the agent or the account already runs one."""
+        the account, 409 naming the session when the agent or the account already runs one,
+        503 when the platform runs no sessions or its feed has ended or failed."""
         symbols = list(dict.fromkeys(normalize_symbol(s) for s in request.symbols))
         if request.warmup_bars > self._settings.paper_max_warmup_bars:
             raise InvalidInput(
@@ -111,6 +113,7 @@ class PaperService:
                     f"{account.running_session_id}; stop it first",
                     sessionId=account.running_session_id,
                 )
+            _check_feed_goes_on(session.get(MarketFeed, self._settings.feed))
             session.add(
                 PaperSession(
                     id=session_id,
@@ -285,3 +288,15 @@ def _status(session: Session, row: PaperSession) -> PaperStatus:
         open_orders=[_order(o) for o in orders],
         failure=failure,
     )
+
+
+def _check_feed_goes_on(feed: MarketFeed | None) -> None:
+    """503 when the feed has ended or failed: a session started now would wait for a bar
+    that never comes."""
+    if feed is not None and feed.state == FeedState.ENDED:
+        raise ServiceUnavailable(f"the live feed ({feed.source}) has ended: {feed.message}")
+    if feed is not None and feed.state == FeedState.FAILED:
+        raise ServiceUnavailable(
+            f"the live feed ({feed.source}) failed: {feed.message}; the next start of its "
+            "process (farm up, or farm feed scaled out) tries again"
+        )

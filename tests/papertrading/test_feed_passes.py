@@ -1,0 +1,88 @@
+"""A replay feed that ended refuses new sessions with the reason, and its next pass (the feed's
+process started again, as `farm feed` is while paper workers run on) serves the sessions
+started then, in a runtime that saw the previous pass end."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from datetime import date
+from pathlib import Path
+
+import pytest
+from paper_support import BUYER, BUYER_KEY, paper_agent
+
+from farm.config import Settings
+from farm.errors import ServiceUnavailable
+from farm.marketdata.store import open_bar_store
+from farm.papertrading.runtime import PaperRuntime
+from farm.papertrading.schemas import PaperStart
+from farm.papertrading.sessions import PaperService
+from farm.storage.artifacts import open_artifact_store
+from farm.storage.db import Database
+from farm.storage.models import MarketFeed, PaperSession
+from farm.users.service import create_user
+from support import wait_until
+
+
+@pytest.mark.sandbox
+@pytest.mark.timeout(180)
+def test_a_new_pass_of_an_ended_replay_serves_the_sessions_started_then(
+    settings: Settings, real_bars: Path
+) -> None:
+    settings = settings.model_copy(
+        update={
+            "feed": "replay",
+            "feed_symbols": ["SPY"],
+            "feed_replay_start": date(2024, 12, 2),  # about 85 steps, 13 s a pass
+            "feed_interval_s": 0.15,
+            "paper_step_timeout_s": 20.0,
+            "paper_poll_s": 0.05,
+        }
+    )
+    shutil.copytree(real_bars, settings.bars_dir)
+    db = Database(settings.resolved_database_url)
+    db.migrate()
+    open_artifact_store(settings).put(BUYER_KEY, BUYER)
+    bars = open_bar_store(settings)
+    with db.transaction() as session:
+        user, _ = create_user(session, "alice")
+        early, late = (paper_agent(session, user.id, n) for n in range(2))
+    service = PaperService(db, bars, settings)
+    runtime = PaperRuntime(db, bars, open_artifact_store(settings), settings)
+    thread = threading.Thread(target=runtime.run, daemon=True)
+    thread.start()
+
+    def feed() -> tuple[str | None, int]:
+        """The replay's state and steps published."""
+        with db.transaction() as session:
+            row = session.get(MarketFeed, "replay")
+            return (row.state, row.steps_published) if row is not None else (None, 0)
+
+    def bars_of(session_id: str) -> int:
+        with db.transaction() as session:
+            row = session.get(PaperSession, session_id)
+            assert row is not None
+            return row.bars_processed
+
+    try:
+        first = service.start(user, PaperStart(agent_id=early, symbols=["SPY"])).session_id
+        wait_until(lambda: feed()[0] == "ended", 60, "the end of the first pass")
+        steps = feed()[1]
+        assert bars_of(first) > 3
+
+        with pytest.raises(ServiceUnavailable) as refused:  # no bar would ever come
+            service.start(user, PaperStart(agent_id=late, symbols=["SPY"]))
+        assert "the live feed (replay) has ended" in refused.value.message
+        assert "replays them again" in refused.value.message
+
+        runtime._feed.stop()  # type: ignore[union-attr]  # the feed's process restarts ...
+        runtime._feed.start()  # type: ignore[union-attr]  # ... and replays the bars again
+        wait_until(lambda: feed()[0] == "running", 30, "the second pass")
+        second = service.start(user, PaperStart(agent_id=late, symbols=["SPY"])).session_id
+        wait_until(lambda: bars_of(second) >= 3, 60, "bars of the second pass")
+        assert feed()[1] > steps  # the step numbers go on
+    finally:
+        runtime.stop()
+        thread.join(60)
+        db.dispose()
