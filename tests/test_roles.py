@@ -3,6 +3,7 @@ workers; `farm up` (all) does all three."""
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -11,6 +12,8 @@ from sqlalchemy import inspect
 
 from farm.config import Settings
 from farm.context import Context
+from farm.health import health
+from support import paper_runtimes
 
 
 def _threads() -> set[str]:
@@ -69,3 +72,22 @@ def test_farm_up_migrates_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert "Created user 'demo'" in result.output
     assert started, "the server started"
     assert upgrades == ["head"]
+
+
+def test_a_paper_worker_whose_sandbox_fails_runs_nothing_and_says_why(tmp_path: Path) -> None:
+    """It claims no session (they wait for a worker whose sandbox works) and `/health` says
+    why; agents must never run as root, so uid 0 breaks the sandbox."""
+    settings = Settings(home=tmp_path / "farm", sandbox_uid=0, feed="replay")
+    migrated = Context.build(settings)  # as `farm migrate` does before the workers start
+    migrated.migrate()
+    migrated.close()
+    context = Context.build(settings, role="paper")
+    context.start()
+    try:
+        assert paper_runtimes(os.getpid()) == [], "no paper runtime was started"
+        sandbox = health(context).backends["sandbox"]
+        assert sandbox.startswith("down: the agent sandbox cannot be set up")
+        assert "must not run as root" in sandbox
+        assert health(context).status == "degraded"
+    finally:
+        context.close()

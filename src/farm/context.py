@@ -66,8 +66,10 @@ class Context:
     retention: RetentionSweeper
     paper: RuntimeProcess
     role: Role = "all"
+    sandbox_refusal: str | None = field(default=None, init=False)  # why agents cannot run here
     _secrets: SecretBox | None = field(default=None, init=False, repr=False)
     _migrated: bool = field(default=False, init=False, repr=False)
+    _sandbox_checked: bool = field(default=False, init=False, repr=False)
 
     @property
     def secrets(self) -> SecretBox:
@@ -173,20 +175,34 @@ class Context:
 
     def _start_backtests(self) -> None:
         """The backtest workers and their scheduler, if the sandbox works here."""
-        try:
-            check_sandbox(self.settings)
-        except SandboxUnavailable as exc:
-            self.backtests.refuse(f"the agent sandbox cannot be set up, so no agent runs: {exc}")
-            log.error("%s", self.backtests.refusal)
-            return
-        self.workers.start(self.settings.backtest_workers)
-        self.scheduler.start()
+        if self._sandbox_works():
+            self.workers.start(self.settings.backtest_workers)
+            self.scheduler.start()
+        else:
+            assert self.sandbox_refusal is not None
+            self.backtests.refuse(self.sandbox_refusal)
+
+    def _sandbox_works(self) -> bool:
+        """Whether agents can run in this process (checked once; :attr:`sandbox_refusal`
+        says why not, and ``/health`` shows it)."""
+        if not self._sandbox_checked:
+            self._sandbox_checked = True
+            try:
+                check_sandbox(self.settings)
+            except SandboxUnavailable as exc:
+                self.sandbox_refusal = (
+                    f"the agent sandbox cannot be set up, so no agent runs: {exc}"
+                )
+                log.error("%s", self.sandbox_refusal)
+        return self.sandbox_refusal is None
 
     def _start_live(self) -> None:
         """Start the feed and the paper runtime if the role runs them: on the in-process bus
         the runtime runs the feed; on Redis `farm feed` does (and `farm up`, every role)."""
         role, settings = self.role, self.settings
         runtime = role in ("all", "paper") and settings.paper_runtime
+        if role == "paper" and runtime and not self._sandbox_works():
+            return  # claiming nothing, its sessions wait for a worker whose sandbox works
         if role == "feed" or (role == "all" and (settings.bus != "memory" or not runtime)):
             self.feed.start()
         if runtime:

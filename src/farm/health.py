@@ -50,6 +50,9 @@ def _feed_health(feed: FeedOut) -> str:
 
 
 def _sandbox_health(context: Context) -> str:
-    if context.role not in ("all", "backtest") or context.settings.backtest_workers == 0:
+    settings = context.settings
+    backtests = context.role in ("all", "backtest") and settings.backtest_workers > 0
+    paper = context.role == "paper" and settings.paper_runtime and settings.feed != "off"
+    if not (backtests or paper):
         return "not used here"
-    return "ok" if context.backtests.refusal is None else f"down: {context.backtests.refusal}"
+    return "ok" if context.sandbox_refusal is None else f"down: {context.sandbox_refusal}"
