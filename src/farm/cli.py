@@ -160,6 +160,8 @@ def _run(context: Any, host: str | None, port: int | None, services: list[str] |
         create_app(settings, services=services, context=context),
         host=host or settings.host,
         port=port or settings.port,
+        proxy_headers=True,  # the client's address and scheme as the proxies named here saw them
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         log_level="info",
         log_config=None,  # uvicorn's lines go through the root logger (FARM_LOG_FORMAT)
     )

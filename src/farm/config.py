@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = 8000
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1",
+        description="Proxies whose X-Forwarded-For and -Proto are trusted (comma-separated, '*').",
+    )
     database_url: str | None = Field(default=None, description="Default: SQLite in FARM_HOME.")
     artifacts_url: str | None = Field(
         default=None, description="A folder or s3://bucket/prefix. Default: FARM_HOME/artifacts."
