@@ -48,7 +48,9 @@ from farm.papertrading.paper_cli import app as paper_app
 app = typer.Typer(help="The Farm: backtest, paper trade, explain and rank trading agents.")
 T = TypeVar("T")
 
-users_app = typer.Typer(help="Manage users and API tokens (works on FARM_HOME directly).")
+users_app = typer.Typer(
+    help="Manage users and API tokens (directly on the configured database, no server needed)."
+)
 worker_app = typer.Typer(
     help="Run workers in this process, without the API (docs/architecture.md)."
 )
@@ -91,7 +93,7 @@ def serve(
         str | None,
         typer.Option(
             help="Comma-separated services to serve (default all): agents, backtest, data, "
-            "fmel, leaderboard, paper-trading"
+            "fmel, leaderboard, paper-trading, web"
         ),
     ] = None,
     host: HostOption = None,

@@ -1,4 +1,4 @@
-"""What the session engine needs from a broker (DESIGN §4): the simulated one, Alpaca next."""
+"""What the session engine needs from a broker (DESIGN §4): the simulated one and Alpaca's."""
 
 from __future__ import annotations
 

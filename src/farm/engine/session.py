@@ -1,9 +1,9 @@
 """The session loop shared by backtests and paper trading (DESIGN §4, as NautilusTrader does it).
 
 A session is a bar source (stored bars for a backtest, the live feed for paper), a broker with
-its account (the simulated one today), the sandboxed agent and sinks that see every decision
-(FMEL, progress, metrics, snapshots). Backtest and paper differ only in the source, the broker
-and the clock, so their numbers agree by construction.
+its account (the simulated one, or Alpaca's paper service), the sandboxed agent and sinks that
+see every decision (FMEL, progress, metrics, snapshots). Backtest and paper differ only in the
+source, the broker and the clock, so their numbers agree by construction.
 
 :class:`SessionEngine` runs one step in two halves (:meth:`~SessionEngine.send`, then
 :meth:`~SessionEngine.receive`) so one host thread can drive many sessions at once: send the

@@ -146,8 +146,9 @@ def record_paper_result(
     timeframe, inside the caller's transaction (call it as the session progresses).
 
     Each timeframe's row holds the metrics over the session's bars in that window, counted back
-    from its last bar (all of them for ``all_time``), and the trades closed in it. After commit,
-    publish ``FORWARD_RECORDED`` with ``{"agentId": ...}`` so the cache is written through.
+    from its last bar (all of them for ``all_time``), and the trades closed in it. Emit
+    ``FORWARD_RECORDED`` with ``{"agentId": ...}`` in the same transaction (the outbox relays it
+    after commit) so the cache is written through.
     """
     if not equity:
         return
@@ -205,8 +206,9 @@ def record_forward_result(
     agent could have seen them). A bar time already recorded for the agent is left as it is
     (a retry, or another session of the same agent). A bar whose equity is not finite or not
     positive is kept as a total loss, so the record is bankrupt and never ranked. Then the
-    agent's headline entry is recomputed from all of its forward bars. After commit, publish
-    ``FORWARD_RECORDED`` with ``{"agentId": ...}`` so the cache is written through.
+    agent's headline entry is recomputed from all of its forward bars. Emit
+    ``FORWARD_RECORDED`` with ``{"agentId": ...}`` in the same transaction (the outbox relays it
+    after commit) so the cache is written through.
     """
     if any(bar.time.tzinfo is None for bar in bars):
         raise ValueError("forward bar times must be timezone-aware (UTC)")

@@ -1,4 +1,4 @@
-"""``farm data``: import and list market data, working on FARM_HOME directly."""
+"""``farm data``: import and list market data, working on the bar store directly."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from farm.marketdata.store import BarStore
 
 app = typer.Typer(
-    help="Import and list market data (bars in FARM_HOME/bars).", no_args_is_help=True
+    help="Import and list market data (the bar store: FARM_BARS_URL, default FARM_HOME/bars).",
+    no_args_is_help=True,
 )
 
 _MAX_FILE_ROWS = 50

@@ -1,1 +1,1 @@
-"""Paper trading: accounts held by the host (sessions on the live feed come next)."""
+"""Paper trading: accounts held by the host, and sessions of agents on the live feed."""

@@ -27,13 +27,14 @@ from farm.schemas import PageNumber, PageSize, errors
 router = APIRouter(prefix="/api/accounts", tags=["paper-trading"])
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, responses=errors(400, 401))
+@router.post("", status_code=status.HTTP_201_CREATED, responses=errors(400, 401, 409))
 def create_account(
     accounts: AccountsDep,
     user: CurrentUser,
     request: Annotated[AccountCreate | None, Body()] = None,
 ) -> AccountOut:
-    """Open a simulated paper account (default: $100,000; every field has a default).
+    """Open a paper account: simulated (default: $100,000; every field has a default), or
+    bound to an Alpaca paper key (409 when that key is already bound to an account).
 
     The host holds its cash and positions; an agent trading it only ever sees a mirror.
     """
