@@ -231,7 +231,7 @@ def test_a_paper_session_ends_with_the_numbers_of_a_backtest_over_the_bars_it_sa
             f"/api/paper-trading/{theirs['sessionId']}/equity", headers=alice
         ).json()["equity"]
         assert [p["equity"] for p in curve] == [v for _, v in expected.equity], name
-        assert theirs["equity"] == round(expected.value, 2), name
+        assert theirs["equity"] == cents(expected.value), name
         closed = client.get(
             f"/api/paper-trading/{theirs['sessionId']}/trades", headers=alice
         ).json()["trades"]
