@@ -15,7 +15,7 @@ from s3fs.errors import translate_boto_error
 from storage_support import Bucket, bar_store, frame, import_rounds, stored_info
 
 import farm.marketdata.store as bar_module
-from farm.marketdata.store import BarStore
+from farm.marketdata.store import BarStore, SymbolData
 from farm.storage.objects import S3Root, WriteConflict
 
 ROUNDS = 25
@@ -122,6 +122,17 @@ def test_a_lost_manifest_update_is_read_again_and_retried(
     assert isinstance(refused, ClientError)
     assert refused.response["ResponseMetadata"]["HTTPStatusCode"] == 412
     assert [i.symbol for i in s3_store(bucket)[0].symbols()] == ["MINE", "OLD", "OTHER"]
+
+
+def test_a_lost_manifest_on_s3_is_rebuilt_from_the_footers(bucket: Bucket) -> None:
+    store, root = s3_store(bucket)
+    store.write_many(
+        [SymbolData("AAA", frame(3, 1.0), "real"), SymbolData("BBB", frame(4, 1.0), "real")]
+    )
+    root.delete(root.join("manifest.json"))
+    reader, _ = s3_store(bucket)
+    assert [(i.symbol, i.bars) for i in reader.symbols()] == [("AAA", 3), ("BBB", 4)]
+    assert root.read_version(root.join("manifest.json")) is not None  # created if absent
 
 
 def test_a_manifest_that_keeps_changing_fails_clearly(
