@@ -35,18 +35,13 @@ def frame(days: int, first: float) -> pd.DataFrame:
     )
 
 
-def bar_store(url: str | None, folder: str, endpoint: str | None) -> BarStore:
-    """The bar store ``FARM_BARS_URL=url`` names (``folder`` when it is not ``s3://``)."""
-    return BarStore(open_root(url, Path(folder), endpoint))
-
-
 def import_rounds(
     url: str | None, folder: str, endpoint: str | None, writer: str, rounds: int, ready: str
 ) -> None:
     """An importer process: ``rounds`` imports of a symbol of its own and of ``SHARED`` (which
     every writer replaces with different bars), started once both writers have marked ``ready``.
     """
-    store = bar_store(url, folder, endpoint)
+    store = BarStore(open_root(url, Path(folder), endpoint))  # as open_bar_store does
     (Path(ready) / writer).touch()
     while len(list(Path(ready).iterdir())) < 2:
         time.sleep(0.01)

@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 from s3fs.errors import translate_boto_error
-from storage_support import Bucket, bar_store, frame, import_rounds, stored_info
+from storage_support import Bucket, frame, import_rounds, stored_info
 
 import farm.marketdata.store as bar_module
+from farm.errors import Conflict
 from farm.marketdata.store import BarStore, SymbolData
-from farm.storage.objects import S3Root, WriteConflict
+from farm.storage.objects import S3Root, WriteConflict, open_root
 
 ROUNDS = 25
 
@@ -47,13 +48,15 @@ def test_two_importer_processes_lose_no_symbol_and_agree_with_the_files(
         for run in runs:
             run.result(timeout=240)
 
-    store = bar_store(url, folder, endpoint)
+    root = open_root(url, Path(folder), endpoint)
+    store = BarStore(root)
     expected = {f"{w}{n}" for w in "AB" for n in range(ROUNDS)} | {"SHARED"}
     assert {info.symbol for info in store.symbols()} == expected
-    root = store._files
     for info in store.symbols():
         assert info == stored_info(root, store, info.symbol)
-    assert store.info("SHARED").content_hash in {f"A{ROUNDS - 1}", f"B{ROUNDS - 1}"}
+    shared = store.info("SHARED")
+    assert shared is not None
+    assert shared.content_hash in {f"A{ROUNDS - 1}", f"B{ROUNDS - 1}"}
 
 
 def s3_store(bucket: Bucket) -> tuple[BarStore, S3Root]:
@@ -149,7 +152,7 @@ def test_a_manifest_that_keeps_changing_fails_clearly(
         return put(path, data)
 
     monkeypatch.setattr(root, "put", always_lost)
-    with pytest.raises(WriteConflict, match=r"20 attempts .* run the import again"):
+    with pytest.raises(Conflict, match=r"20 attempts .* run the import again"):
         store.write_symbol("NEW", frame(3, 1.0), "real")
 
 
@@ -181,7 +184,7 @@ def test_conditional_puts_on_s3(bucket: Bucket, monkeypatch: pytest.MonkeyPatch)
     def busy(*args: object, **kwargs: object) -> None:
         raise translate_boto_error(conflict)  # what s3fs raises for S3's 409
 
-    monkeypatch.setattr(root.fs, "pipe_file", busy)
+    monkeypatch.setattr(root.fs, "call_s3", busy)
     with pytest.raises(WriteConflict):
         root.put(path, b"x", if_absent=True)
     with pytest.raises(OSError, match="try again"):

@@ -43,7 +43,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from farm.core.bars import Bar, Step
-from farm.errors import InvalidInput
+from farm.errors import Conflict, InvalidInput
 from farm.storage.objects import S3_SCHEME, LocalRoot, Root, S3Root, WriteConflict, open_root
 
 if TYPE_CHECKING:
@@ -521,7 +521,8 @@ class BarStore:
         An attempt reads the manifest and its ETag (none: the entries of the Parquet footers),
         lists ``symbols/`` once, and PUTs the manifest ``If-Match`` that ETag (``If-None-Match:
         *`` when there was none). A 412 or 409 means another writer's PUT came in between: the
-        next attempt starts over after a short jittered pause.
+        next attempt starts over after a short jittered pause; after ``_CAS_ATTEMPTS`` a
+        :class:`~farm.errors.Conflict` (the CLI prints its message).
 
         A symbol's entry describes the file stored when the manifest PUT succeeds, even when
         importers race on that symbol: it is our info only while the listed ETag is the one our
@@ -531,8 +532,9 @@ class BarStore:
         the listing, or its footer) at ``r > m`` and succeeded at ``t``. Had another writer V put
         X at ``p`` in ``(r, t)``, V's manifest PUT would succeed after ``p``: not after ``t`` (W's
         is the last), nor in ``(m, t)`` (W's ``If-Match`` would then fail). So X's file at ``t``
-        is the one W saw. Only a writer that dies between its file and manifest PUTs leaves an
-        entry behind its file, until the next import of that symbol.
+        is the one W saw (S3's listings are strongly consistent, so the listing counts as a read).
+        Only a writer that dies between its file and manifest PUTs leaves an entry behind its
+        file, until the next import of that symbol.
         """
         from s3fs.utils import FileExpired  # a file replaced while its footer was read
 
@@ -543,7 +545,7 @@ class BarStore:
             except (WriteConflict, FileExpired):
                 pause = min(_CAS_MAX_BACKOFF_S, _CAS_BACKOFF_S * 2**attempt)
                 clock.sleep(random.uniform(pause / 2, pause))  # noqa: S311 - jitter, not a secret
-        raise WriteConflict(
+        raise Conflict(
             f"{self._manifest_path}: other writers changed it during each of {_CAS_ATTEMPTS} "
             "attempts to update it; the bars are stored, run the import again to list them"
         )

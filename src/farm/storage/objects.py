@@ -228,28 +228,28 @@ class S3Root:
         return data, str(response["ETag"])
 
     def write(self, path: str, data: bytes) -> None:
-        self.put(path, data)  # one PUT: atomic per object
+        self.fs.pipe_file(path, data)  # one PUT (multipart when large): atomic per object
 
     def put(
         self, path: str, data: bytes, *, if_match: str | None = None, if_absent: bool = False
     ) -> str:
-        """PUT ``data`` at ``path``; the new ETag.
+        """One PUT of ``data`` at ``path`` (at most S3's 5 GB); the new ETag.
 
         With ``if_match`` only while the object's ETag is that one, with ``if_absent`` only while
         there is no object: else :class:`WriteConflict` (S3's 412 PreconditionFailed, its 409
         ConditionalRequestConflict when a concurrent conditional write won, or a 404 when the
-        object to match is gone). A conditional PUT is always a single request.
+        object to match is gone).
         """
-        condition: dict[str, Any] = {}
+        condition: dict[str, str] = {}
         if if_match is not None:
             condition["IfMatch"] = if_match
         if if_absent:
             condition["IfNoneMatch"] = "*"
         if condition:
             _require_conditional_writes()
-            condition["chunksize"] = len(data) + 1  # no multipart upload: it ignores conditions
+        bucket, key, _ = self.fs.split_path(path)
         try:
-            out = self.fs.pipe_file(path, data, **condition)
+            out = self.fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data, **condition)
         except OSError as error:
             if condition and _is_conflict(error, matching=if_match is not None):
                 raise WriteConflict(f"{path} changed since it was read") from error
