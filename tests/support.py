@@ -246,6 +246,7 @@ def command_of(pid: int) -> str:
 def moto_s3(folder: Path) -> Iterator[str]:
     """moto's standalone S3 server on a free loopback port (a subprocess); yields its URL.
 
+    It handles one request at a time, so conditional PUTs are atomic as on S3 (atomic_moto.py).
     Skips (fails under CI=true) when ``moto[server]`` is not installed.
     """
     import importlib.util
@@ -255,9 +256,10 @@ def moto_s3(folder: Path) -> Iterator[str]:
     missing = importlib.util.find_spec("moto") is None or importlib.util.find_spec("flask") is None
     require_backend("moto's S3 server", "moto[server] is not installed" if missing else None)
     log = folder / "moto.log"
+    server = Path(__file__).with_name("atomic_moto.py")
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", "0"],
+            [sys.executable, str(server), "-H", "127.0.0.1", "-p", "0"],
             stdout=out,
             stderr=subprocess.STDOUT,
         )

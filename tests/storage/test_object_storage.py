@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from storage_support import Bucket
+from storage_support import Bucket, frame
 
 from farm.backtest.results import read_page
 from farm.core.orders import Fill
@@ -112,15 +112,6 @@ def test_results_pages_read_from_s3(bucket: Bucket, tmp_path: Path) -> None:
     page, total = read_page(store, "backtests/s", "equity", limit=10, offset=ROWS_PER_GROUP - 5)
     assert total == len(rows)
     assert [r["equity"] for r in page] == [100.0 + i for i in range(995, 1005)]
-
-
-def frame(days: int, first: float) -> pd.DataFrame:
-    index = pd.date_range("2024-01-01", periods=days, freq="D", tz="UTC", name="timestamp")
-    close = [first + i for i in range(days)]
-    return pd.DataFrame(
-        {"open": close, "high": close, "low": close, "close": close, "volume": [1e6] * days},
-        index=index,
-    )
 
 
 def test_bars_on_s3_match_the_local_store(bucket: Bucket, tmp_path: Path) -> None:

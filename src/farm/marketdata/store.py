@@ -4,12 +4,14 @@ Layout under ``root``::
 
     manifest.json         {"version": 1, "symbols": {"AAPL": {first, last, bars, source, ...}}}
     symbols/AAPL.parquet  symbol, timestamp (UTC), open, high, low, close, volume, adj_close
-    .lock                 writers serialise manifest updates with flock
+    .lock                 local writers serialise manifest updates with flock
 
 Every write goes to a temporary file that is fsynced and then ``os.replace``-d over the old one, so
 a reader sees either the old or the new file, never a partial one. The manifest is cached per
 ``BarStore`` and reloaded when its file changes, so a running server sees a CLI import at once.
-On object storage (``FARM_BARS_URL=s3://...``) the same layout holds one object per file.
+On object storage (``FARM_BARS_URL=s3://...``) the same layout holds one object per file, and
+writers update the manifest by compare-and-swap (conditional PUTs, :meth:`BarStore._commit`), so
+any number of importers can run at once there too.
 
 The live minute bars of the Alpaca feed go to a :class:`MinuteStore`, ``minute/`` below the bar
 store (:func:`open_minute_store`): one file per UTC day, so storing a step rewrites one small file.
@@ -21,8 +23,9 @@ import fcntl
 import io
 import json
 import os
+import random
 import re
-import threading
+import time as clock
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -40,8 +43,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from farm.core.bars import Bar, Step
-from farm.errors import InvalidInput
-from farm.storage.objects import S3_SCHEME, LocalRoot, Root, open_root
+from farm.errors import Conflict, InvalidInput
+from farm.storage.objects import S3_SCHEME, LocalRoot, Root, S3Root, WriteConflict, open_root
 
 if TYPE_CHECKING:
     from farm.config import Settings
@@ -70,6 +73,9 @@ _SYMBOL_RE = re.compile(r"^[A-Z0-9][A-Z0-9._\-^=]{0,31}$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MANIFEST_VERSION = 1
 _STAGE_THREADS = 4
+_CAS_ATTEMPTS = 20  # manifest compare-and-swaps on S3 before giving up
+_CAS_BACKOFF_S = 0.02  # the first pause after a lost one; doubles, capped, jittered
+_CAS_MAX_BACKOFF_S = 1.0
 
 
 def normalize_symbol(raw: str) -> str:
@@ -323,15 +329,15 @@ class BarStore:
     """Parquet bars, one file per symbol, with a cached manifest (see the module docstring).
 
     ``root`` is a local folder or a :class:`Root` on object storage. There each file is one
-    object (a PUT replaces it atomically) and the manifest is re-read when its ETag changes;
-    manifest updates are serialised within a process only, so run one importer at a time.
+    object (a PUT replaces it atomically), the manifest is re-read when its ETag changes and
+    writers update it with conditional PUTs, so concurrent importers lose no update (locally they
+    take turns with ``flock``).
     """
 
     def __init__(self, root: Path | Root) -> None:
         self.root = Path(root) if isinstance(root, str | Path) else root
         self._files: Root = LocalRoot(self.root) if isinstance(self.root, Path) else self.root
         self._cache: _Manifest | None = None
-        self._writing = threading.Lock()
 
     @property
     def _manifest_path(self) -> str:
@@ -351,16 +357,13 @@ class BarStore:
         key = self._files.identity(self._manifest_path)
         if key is None:
             if self._parquet_names():
-                with self._locked():
-                    if self._files.identity(self._manifest_path) is None:
-                        self._write_manifest(self._scan_files())
+                self._rebuild_manifest()
                 return self._manifest()
             return _Manifest((), {}, ())
         cached = self._cache
         if cached is not None and cached.key == key:
             return cached
-        raw = json.loads(self._files.read(self._manifest_path))
-        infos = {sym: _info_from_json(sym, entry) for sym, entry in raw["symbols"].items()}
+        infos = _parse_manifest(self._files.read(self._manifest_path))
         manifest = _Manifest(key, infos, tuple(infos[s] for s in sorted(infos)))
         self._cache = manifest
         return manifest
@@ -474,8 +477,8 @@ class BarStore:
 
     def write_many(self, items: Sequence[SymbolData]) -> list[SymbolInfo]:
         """Replace several symbols, each atomically, with one manifest update."""
-        if self._files.remote:
-            return self._put_many(items)
+        if isinstance(self._files, S3Root):
+            return self._put_many(self._files, items)
         staged: list[tuple[Path, Path, SymbolInfo]] = []
         symbols_dir = Path(self._symbols_dir)
         symbols_dir.mkdir(parents=True, exist_ok=True)
@@ -500,18 +503,74 @@ class BarStore:
                     tmp.unlink()
         return [info for _, _, info in staged]
 
-    def _put_many(self, items: Sequence[SymbolData]) -> list[SymbolInfo]:
-        """:meth:`write_many` on object storage: one PUT per symbol, then the manifest."""
+    def _put_many(self, root: S3Root, items: Sequence[SymbolData]) -> list[SymbolInfo]:
+        """:meth:`write_many` on S3: one PUT per symbol, then the manifest (:meth:`_commit`)."""
         prepared = [self._prepare(item) for item in items]
+        written: dict[str, tuple[SymbolInfo, str]] = {}
         for table, info in prepared:
             sink = io.BytesIO()
             pq.write_table(table, sink, compression="zstd")
-            self._files.write(self.path_of(info.symbol), sink.getvalue())
-        with self._locked():
-            current = self._read_manifest_file()
-            current.update((info.symbol, info) for _, info in prepared)
-            self._write_manifest(current)
+            written[info.symbol] = (info, root.put(self.path_of(info.symbol), sink.getvalue()))
+        self._commit(root, written)
         return [info for _, info in prepared]
+
+    def _commit(self, root: S3Root, written: Mapping[str, tuple[SymbolInfo, str]]) -> None:
+        """Put the entries of the symbols this writer stored (info and the ETag its PUT returned)
+        into the manifest on S3 by compare-and-swap; with none, only create a missing manifest.
+
+        An attempt reads the manifest and its ETag (none: the entries of the Parquet footers),
+        lists ``symbols/`` once, and PUTs the manifest ``If-Match`` that ETag (``If-None-Match:
+        *`` when there was none). A 412 or 409 means another writer's PUT came in between: the
+        next attempt starts over after a short jittered pause; after ``_CAS_ATTEMPTS`` a
+        :class:`~farm.errors.Conflict` (the CLI prints its message).
+
+        A symbol's entry describes the file stored when the manifest PUT succeeds, even when
+        importers race on that symbol: it is our info only while the listed ETag is the one our
+        PUT returned, else the info in the footer of the file stored then. Why that holds: every
+        writer PUTs its files before it reads the manifest. Take the last successful manifest PUT
+        by a writer of symbol X: by W, whose attempt read the manifest at ``m``, saw X's file (in
+        the listing, or its footer) at ``r > m`` and succeeded at ``t``. Had another writer V put
+        X at ``p`` in ``(r, t)``, V's manifest PUT would succeed after ``p``: not after ``t`` (W's
+        is the last), nor in ``(m, t)`` (W's ``If-Match`` would then fail). So X's file at ``t``
+        is the one W saw (S3's listings are strongly consistent, so the listing counts as a read).
+        Only a writer that dies between its file and manifest PUTs leaves an entry behind its
+        file, until the next import of that symbol.
+        """
+        from s3fs.utils import FileExpired  # a file replaced while its footer was read
+
+        for attempt in range(_CAS_ATTEMPTS):
+            try:
+                self._compare_and_swap(root, written)
+                return
+            except (WriteConflict, FileExpired):
+                pause = min(_CAS_MAX_BACKOFF_S, _CAS_BACKOFF_S * 2**attempt)
+                clock.sleep(random.uniform(pause / 2, pause))  # noqa: S311 - jitter, not a secret
+        raise Conflict(
+            f"{self._manifest_path}: other writers changed it during each of {_CAS_ATTEMPTS} "
+            "attempts to update it; the bars are stored, run the import again to list them"
+        )
+
+    def _compare_and_swap(
+        self, root: S3Root, written: Mapping[str, tuple[SymbolInfo, str]]
+    ) -> None:
+        """One attempt of :meth:`_commit` (:class:`WriteConflict` when another writer's manifest
+        PUT came first, s3fs's ``FileExpired`` when a footer changed while it was read)."""
+        found = root.read_version(self._manifest_path)
+        if found is not None and not written:
+            return  # another process wrote the missing manifest
+        current = self._scan_files() if found is None else _parse_manifest(found[0])
+        etags = root.etags(self._symbols_dir) if written else {}
+        for symbol, (info, etag) in written.items():
+            stored = info if etags.get(f"{symbol}.parquet") == etag else None
+            if stored is None and (stored := self._footer_info(symbol)) is None:
+                current.pop(symbol, None)
+            else:
+                current[symbol] = stored
+        body = _manifest_bytes(current)
+        if found is None:
+            root.put(self._manifest_path, body, if_absent=True)
+        else:
+            root.put(self._manifest_path, body, if_match=found[1])
 
     def _stage(self, item: SymbolData) -> tuple[Path, Path, SymbolInfo]:
         table, info = self._prepare(item)
@@ -541,15 +600,21 @@ class BarStore:
         meta = {b"farm": json.dumps(_info_to_json(info)).encode()}
         return table.replace_schema_metadata(meta), info
 
+    def _rebuild_manifest(self) -> None:
+        """Write the missing manifest from the Parquet footers (unless another process does)."""
+        if isinstance(self._files, S3Root):
+            self._commit(self._files, {})
+            return
+        with self._locked():
+            if self._files.identity(self._manifest_path) is None:
+                self._write_manifest(self._scan_files())
+
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        """Manifest updates one at a time: ``flock`` locally, within this process on S3."""
-        if not isinstance(self.root, Path):
-            with self._writing:
-                yield
-            return
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "a+b") as fh:
+        """Local manifest updates one at a time, across processes: ``flock`` on ``.lock``."""
+        folder = Path(self._files.url)
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / ".lock", "a+b") as fh:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
             try:
                 yield
@@ -558,33 +623,44 @@ class BarStore:
 
     def _read_manifest_file(self) -> dict[str, SymbolInfo]:
         try:
-            raw = json.loads(self._files.read(self._manifest_path))
+            return _parse_manifest(self._files.read(self._manifest_path))
         except FileNotFoundError:
             return self._scan_files()
-        return {sym: _info_from_json(sym, entry) for sym, entry in raw["symbols"].items()}
 
     def _parquet_names(self) -> list[str]:
         return sorted(n for n in self._files.names(self._symbols_dir) if n.endswith(".parquet"))
 
     def _scan_files(self) -> dict[str, SymbolInfo]:
         """Rebuild manifest entries from the metadata in each Parquet footer."""
-        infos: dict[str, SymbolInfo] = {}
-        for name in self._parquet_names():
-            with self._files.open(f"{self._symbols_dir}/{name}") as fh:
+        symbols = (name.removesuffix(".parquet") for name in self._parquet_names())
+        return {symbol: info for symbol in symbols if (info := self._footer_info(symbol))}
+
+    def _footer_info(self, symbol: str) -> SymbolInfo | None:
+        """The info :meth:`_prepare` put in the footer of ``symbol``'s file (None without)."""
+        try:
+            with self._files.open(self.path_of(symbol)) as fh:
                 meta = pq.read_schema(fh).metadata or {}
-            symbol = name.removesuffix(".parquet")
-            if b"farm" in meta:
-                infos[symbol] = _info_from_json(symbol, json.loads(meta[b"farm"]))
-        return infos
+        except FileNotFoundError:
+            return None
+        return _info_from_json(symbol, json.loads(meta[b"farm"])) if b"farm" in meta else None
 
     def _write_manifest(self, infos: Mapping[str, SymbolInfo]) -> None:
-        body = {
-            "version": _MANIFEST_VERSION,
-            "symbols": {s: _info_to_json(infos[s]) for s in sorted(infos)},
-        }
-        self._files.write(self._manifest_path, json.dumps(body, separators=(",", ":")).encode())
-        if isinstance(self.root, Path):
-            _fsync_dir(self.root)
+        """Replace the local manifest (under :meth:`_locked`)."""
+        self._files.write(self._manifest_path, _manifest_bytes(infos))
+        _fsync_dir(Path(self._files.url))
+
+
+def _parse_manifest(data: bytes) -> dict[str, SymbolInfo]:
+    raw = json.loads(data)
+    return {sym: _info_from_json(sym, entry) for sym, entry in raw["symbols"].items()}
+
+
+def _manifest_bytes(infos: Mapping[str, SymbolInfo]) -> bytes:
+    body = {
+        "version": _MANIFEST_VERSION,
+        "symbols": {s: _info_to_json(infos[s]) for s in sorted(infos)},
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
 
 
 def _fsync_dir(path: Path) -> None:

@@ -3,13 +3,16 @@
 A :class:`Root` is addressed by plain string paths below its ``url``: absolute local paths for
 :class:`LocalRoot` (the embedded default), ``s3://bucket/prefix/...`` for :class:`S3Root`. Writes
 are crash-safe on both: a temporary file renamed into place locally, one PUT per object (atomic
-per object) on S3. The S3 client is fsspec's s3fs; credentials and region come from the standard
-AWS variables (``AWS_ACCESS_KEY_ID``...), the endpoint from ``FARM_S3_ENDPOINT_URL`` when it is
-not AWS. Agent processes never see any of this: they get their data over the sandbox protocol.
+per object) on S3, where :meth:`S3Root.put` can also make a PUT conditional on the object's ETag
+(compare-and-swap with ``If-Match`` / ``If-None-Match``). The S3 client is fsspec's s3fs;
+credentials and region come from the standard AWS variables (``AWS_ACCESS_KEY_ID``...), the
+endpoint from ``FARM_S3_ENDPOINT_URL`` when it is not AWS. Agent processes never see any of
+this: they get their data over the sandbox protocol.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
@@ -21,6 +24,12 @@ import duckdb
 import pyarrow as pa
 
 S3_SCHEME: Final = "s3://"
+_CONFLICT_CODES: Final = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
+_CONFLICT_STATUSES: Final = frozenset({409, 412})
+
+
+class WriteConflict(Exception):
+    """A conditional write lost: the object changed, appeared or vanished since it was read."""
 
 
 class Root(Protocol):
@@ -175,12 +184,24 @@ class S3Root:
         return "/".join((self.url, *parts))
 
     def names(self, folder: str) -> tuple[str, ...]:
+        return tuple(self._listing(folder))
+
+    def etags(self, folder: str) -> dict[str, str]:
+        """The ETag of each object directly in ``folder``, by name (one LIST per 1,000)."""
+        return {
+            name: str(entry["ETag"])
+            for name, entry in self._listing(folder).items()
+            if entry.get("type") == "file"
+        }
+
+    def _listing(self, folder: str) -> dict[str, dict[str, Any]]:
+        """The entries directly in ``folder`` (s3fs's details), by name."""
         try:
-            entries = self.fs.ls(folder, detail=False, refresh=True)
+            entries = self.fs.ls(folder, detail=True, refresh=True)
         except FileNotFoundError:
-            return ()
+            return {}
         base = folder.removeprefix(S3_SCHEME).rstrip("/") + "/"
-        return tuple(e.removeprefix(base) for e in entries if e.startswith(base))
+        return {e["name"].removeprefix(base): e for e in entries if e["name"].startswith(base)}
 
     def read(self, path: str) -> bytes:
         data: bytes = self.fs.cat_file(path)
@@ -190,8 +211,50 @@ class S3Root:
         handle: IO[bytes] = self.fs.open(path, "rb")
         return handle
 
+    def read_version(self, path: str) -> tuple[bytes, str] | None:
+        """The bytes of ``path`` and their ETag, from one GET (None when it does not exist)."""
+        from fsspec.asyn import sync
+
+        bucket, key, _ = self.fs.split_path(path)
+        try:
+            response = self.fs.call_s3("get_object", Bucket=bucket, Key=key)
+        except FileNotFoundError:
+            return None
+        body = response["Body"]
+        try:
+            data: bytes = sync(self.fs.loop, body.read)
+        finally:
+            body.close()
+        return data, str(response["ETag"])
+
     def write(self, path: str, data: bytes) -> None:
-        self.fs.pipe_file(path, data)  # one PUT: atomic per object
+        self.fs.pipe_file(path, data)  # one PUT (multipart when large): atomic per object
+
+    def put(
+        self, path: str, data: bytes, *, if_match: str | None = None, if_absent: bool = False
+    ) -> str:
+        """One PUT of ``data`` at ``path`` (at most S3's 5 GB); the new ETag.
+
+        With ``if_match`` only while the object's ETag is that one, with ``if_absent`` only while
+        there is no object: else :class:`WriteConflict` (S3's 412 PreconditionFailed, its 409
+        ConditionalRequestConflict when a concurrent conditional write won, or a 404 when the
+        object to match is gone).
+        """
+        condition: dict[str, str] = {}
+        if if_match is not None:
+            condition["IfMatch"] = if_match
+        if if_absent:
+            condition["IfNoneMatch"] = "*"
+        if condition:
+            _require_conditional_writes()
+        bucket, key, _ = self.fs.split_path(path)
+        try:
+            out = self.fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data, **condition)
+        except OSError as error:
+            if condition and _is_conflict(error, matching=if_match is not None):
+                raise WriteConflict(f"{path} changed since it was read") from error
+            raise
+        return str(out["ETag"])
 
     def upload(self, local: Path, path: str) -> None:
         self.write(path, local.read_bytes())
@@ -230,6 +293,32 @@ class S3Root:
         except OSError:
             return False
         return True
+
+
+def _is_conflict(error: OSError, *, matching: bool) -> bool:
+    """True when s3fs's ``error`` says a conditional PUT lost: 412, 409, or (``matching``: an
+    ``If-Match`` PUT) a 404 for an object deleted meanwhile."""
+    response = getattr(error.__cause__, "response", None) or {}
+    code = response.get("Error", {}).get("Code")
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    if matching and code == "NoSuchKey":
+        return True
+    return code in _CONFLICT_CODES or status in _CONFLICT_STATUSES
+
+
+@functools.cache
+def _require_conditional_writes() -> None:
+    """Refuse to go on when botocore cannot send ``If-Match``: s3fs would drop the argument
+    silently and turn a compare-and-swap into a plain overwrite."""
+    from botocore import __version__
+    from botocore.session import get_session
+
+    model = get_session().get_service_model("s3").operation_model("PutObject")
+    if not {"IfMatch", "IfNoneMatch"} <= set(model.input_shape.members):
+        raise RuntimeError(
+            f"botocore {__version__} cannot make conditional S3 writes (If-Match): upgrade "
+            "botocore and aiobotocore"
+        )
 
 
 def open_root(url: str | None, folder: Path, endpoint_url: str | None = None) -> Root:
