@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
 import pytest
-from fmel_helpers import new_id, write_old, write_small
+from fmel_helpers import (
+    Account,
+    AddSession,
+    MakeAccount,
+    MakeAgent,
+    Rows,
+    World,
+    new_id,
+    write_old,
+    write_small,
+)
 
 from farm.context import Context
-from farm.storage.models import Agent, BacktestSession
+from farm.storage.models import BacktestSession
 from farm.users.service import create_user
-
-
-@dataclass(frozen=True)
-class Account:
-    """A user and the Authorization header carrying its token."""
-
-    user_id: str
-    headers: dict[str, str]
-
-
-MakeAccount = Callable[[str], Account]
-MakeAgent = Callable[[Account], str]
-AddSession = Callable[[Account, str, str], None]
 
 
 @pytest.fixture
@@ -39,20 +33,7 @@ def make_account(context: Context) -> MakeAccount:
 @pytest.fixture
 def make_agent(context: Context) -> MakeAgent:
     def make(owner: Account) -> str:
-        agent_id = new_id()
-        with context.db.transaction() as session:
-            session.add(
-                Agent(
-                    id=agent_id,
-                    user_id=owner.user_id,
-                    name=f"agent {agent_id[:8]}",
-                    strategy_class="Strategy",
-                    code_sha256=agent_id.replace("-", "").ljust(64, "0"),
-                    code_bytes=1,
-                    artifact_key=f"agents/{owner.user_id}/{agent_id}.py",
-                )
-            )
-        return agent_id
+        return Rows(context).agent(owner.user_id)
 
     return make
 
@@ -75,17 +56,6 @@ def add_session(context: Context) -> AddSession:
             )
 
     return add
-
-
-@dataclass(frozen=True)
-class World:
-    alice: Account
-    bob: Account
-    agent: str  # alice's: sessions `small` (8 decisions) and `old` (3)
-    other: str  # alice's second agent: one `small` session
-    bobs: str  # bob's agent: one `small` session
-    small: str
-    old: str
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ session rows in the database."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -188,20 +189,20 @@ class Rows:
         with self.db.transaction() as session:
             return create_user(session, name)
 
-    def agent(self, owner: User, name: str, status: str = "active") -> str:
-        """A new agent of ``owner``; its id."""
+    def agent(self, user_id: str, name: str | None = None, status: str = "active") -> str:
+        """A new agent of the user (named after its id unless ``name`` is given); its id."""
         agent_id = new_id()
         with self.db.transaction() as session:
             session.add(
                 Agent(
                     id=agent_id,
-                    user_id=owner.id,
-                    name=name,
+                    user_id=user_id,
+                    name=name or f"agent {agent_id[:8]}",
                     status=status,
                     strategy_class="Strategy",
                     code_sha256=agent_id.replace("-", "").ljust(64, "0"),
                     code_bytes=1,
-                    artifact_key=f"agents/{owner.id}/{agent_id}.py",
+                    artifact_key=f"agents/{user_id}/{agent_id}.py",
                 )
             )
         return agent_id
@@ -257,3 +258,29 @@ class Rows:
                 )
             )
         return session_id
+
+
+@dataclass(frozen=True)
+class Account:
+    """A user and the Authorization header carrying its token."""
+
+    user_id: str
+    headers: dict[str, str]
+
+
+MakeAccount = Callable[[str], Account]
+MakeAgent = Callable[[Account], str]
+AddSession = Callable[[Account, str, str], None]
+
+
+@dataclass(frozen=True)
+class World:
+    """The FMEL fixture's users, agents and sessions (the `world` fixture)."""
+
+    alice: Account
+    bob: Account
+    agent: str  # alice's: sessions `small` (8 decisions) and `old` (3)
+    other: str  # alice's second agent: one `small` session
+    bobs: str  # bob's agent: one `small` session
+    small: str
+    old: str

@@ -14,9 +14,8 @@ import pyarrow.csv
 import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
-from fmel_helpers import SMALL, SMALL_TRADES, bar_ts, new_id, stored
+from fmel_helpers import SMALL, SMALL_TRADES, Account, MakeAgent, World, bar_ts, new_id, stored
 
-from conftest import Account, MakeAgent, World
 from farm.context import Context
 from farm.fmel.records import KINDS
 

@@ -6,10 +6,9 @@ import json
 
 import pytest
 from fastapi.testclient import TestClient
-from fmel_helpers import T0, new_id
+from fmel_helpers import T0, AddSession, World, new_id
 from typer.testing import CliRunner, Result
 
-from conftest import AddSession, World
 from farm.cli import app
 from farm.context import Context
 from farm.fmel.recorder import FmelRecorder

@@ -29,16 +29,16 @@ def listed(context: Context, user: User, limit: int = 100) -> list[dict[str, Any
 def test_my_sessions_that_took_steps_newest_first(context: Context) -> None:
     rows = Rows(context)
     (alice, _), (bob, _) = rows.user("alice"), rows.user("bob")
-    swing = rows.agent(alice, "Swing")
+    swing = rows.agent(alice.id, "Swing")
     custom = rows.backtest(swing, hours=1)
     standard = rows.backtest(swing, hours=2, kind="standard")
     rows.backtest(swing, hours=3, bars=0)  # queued: no step yet
     rows.backtest(swing, hours=4, fmel=False)  # asked not to record decisions
     paper = rows.paper(swing, hours=5)
     rows.paper(swing, hours=6, bars=0)  # started, no bar yet
-    gone = rows.agent(alice, "Gone", status="deleted")
+    gone = rows.agent(alice.id, "Gone", status="deleted")
     rows.backtest(gone, hours=7)
-    theirs = rows.agent(bob, "Bob's")
+    theirs = rows.agent(bob.id, "Bob's")
     bobs = rows.backtest(theirs, hours=8)
     swing_of = {"agent": swing, "name": "Swing"}
 

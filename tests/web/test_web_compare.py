@@ -28,10 +28,10 @@ def test_the_picker_lists_my_sessions_with_decisions_and_compares_two(
 ) -> None:
     rows, root = Rows(web_context), web_context.settings.fmel_dir
     (alice, token), (eve, eve_token) = rows.user("alice"), rows.user("eve")
-    swing = rows.agent(alice, "Swing")
+    swing = rows.agent(alice.id, "Swing")
     backtest, paper = rows.backtest(swing, hours=1), rows.paper(swing, hours=2)
     queued = rows.backtest(swing, hours=3, bars=0)
-    theirs = rows.agent(eve, "Eve's")
+    theirs = rows.agent(eve.id, "Eve's")
     eves = rows.backtest(theirs, hours=4)
     for agent_id, session_id, owner in [
         (swing, backtest, alice),
