@@ -298,6 +298,23 @@ def test_cpu_limit_holds_when_the_agent_ignores_sigxcpu() -> None:
     assert elapsed < 10
 
 
+def test_an_output_window_bounds_the_rate_of_printing_not_the_total() -> None:
+    """A live session's agent may print without end at a modest rate (2 KB every half second:
+    five times the cap in all); a flood within one window is killed."""
+    limits = SandboxLimits(
+        memory_mb=256, cpu_s=10, wall_s=20, pids=16, file_mb=1, output_kb=8, output_window_s=1.0
+    )
+    steady = (
+        "import time\nfor _ in range(20):\n    print('x' * 2000, flush=True)\n    time.sleep(0.5)"
+    )
+    end, _, _ = run(steady, limits)
+    assert end.reason == "exited", end
+    end, _, elapsed = run("print('x' * 20_000, flush=True)\nimport time; time.sleep(30)", limits)
+    assert end.reason == "output", end
+    assert end.detail == "printed more than 8 KB in 1 s"
+    assert elapsed < 10
+
+
 def test_sleeping_forever_times_out() -> None:
     limits = SandboxLimits(memory_mb=256, cpu_s=10, wall_s=1, pids=16, file_mb=1, output_kb=64)
     end, _, elapsed = run("import time; time.sleep(3600)", limits)

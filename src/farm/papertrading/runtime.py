@@ -104,6 +104,8 @@ log = logging.getLogger("farm.paper")
 
 #: A live agent has no total time limit; its step budget bounds it instead.
 LIVE_LIMIT_S = 10 * 365 * 86_400
+#: Nor a total output limit: FARM_SANDBOX_OUTPUT_KB holds per this many seconds instead.
+LIVE_OUTPUT_WINDOW_S = 3600.0
 ACTIVE = ("starting", "running")
 #: The runtime's first event: its feed left the ``starting`` state.
 READY = "paper.ready"
@@ -487,7 +489,9 @@ class PaperRuntime:
         """The session's agent (not started yet), its account and its broker."""
         settings = self._settings
         limits = SandboxLimits.from_settings(settings)
-        limits = dataclasses.replace(limits, cpu_s=LIVE_LIMIT_S, wall_s=LIVE_LIMIT_S)
+        limits = dataclasses.replace(
+            limits, cpu_s=LIVE_LIMIT_S, wall_s=LIVE_LIMIT_S, output_window_s=LIVE_OUTPUT_WINDOW_S
+        )
         agent = AgentSession(
             plan.agent_file,
             SessionConfig(

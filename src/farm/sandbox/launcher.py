@@ -136,6 +136,9 @@ class SandboxLimits:
     pids: int = 64
     file_mb: int = 64
     output_kb: int = 1024
+    #: None: ``output_kb`` bounds the whole run; else each window of this many seconds (a live
+    #: session runs without end, so its printing is bounded by rate, not in total)
+    output_window_s: float | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SandboxLimits:
@@ -216,6 +219,8 @@ class AgentProcess:
         self._head = bytearray()
         self._tail = bytearray()
         self._total_output = 0
+        self._window_output = 0  # printed in the current output window
+        self._window_ends = 0.0
         host_read, agent_write = os.pipe()
         agent_read, host_write = os.pipe()
         self._out_read, self._out_write = os.pipe()
@@ -409,6 +414,7 @@ class AgentProcess:
         data = os.read(self._out_read, 65536)
         if not data:
             return False
+        limits = self._plan.limits
         with self._lock:
             self._total_output += len(data)
             if len(self._head) < LOG_PART_BYTES:
@@ -416,9 +422,14 @@ class AgentProcess:
             self._tail += data
             if len(self._tail) > 2 * _TAIL_BYTES:
                 del self._tail[:-_TAIL_BYTES]
-            over = self._total_output > self._plan.limits.output_kb * 1024
+            now = time.monotonic()
+            if limits.output_window_s is not None and now >= self._window_ends:
+                self._window_output, self._window_ends = 0, now + limits.output_window_s
+            self._window_output += len(data)
+            over = self._window_output > limits.output_kb * 1024
         if over:
-            self._kill("output", f"printed more than {self._plan.limits.output_kb} KB")
+            within = "" if limits.output_window_s is None else f" in {limits.output_window_s:g} s"
+            self._kill("output", f"printed more than {limits.output_kb} KB{within}")
         return True
 
     def _kill(self, reason: TerminationReason, detail: str) -> None:
