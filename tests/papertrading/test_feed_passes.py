@@ -1,6 +1,7 @@
 """A replay feed that ended refuses new sessions with the reason, and its next pass (the feed's
 process started again, as `farm feed` is while paper workers run on) serves the sessions
-started then, in a runtime that saw the previous pass end."""
+started then, in a runtime that saw the previous pass end; those that traded the previous pass
+are stopped, saying why."""
 
 from __future__ import annotations
 
@@ -59,11 +60,14 @@ def test_a_new_pass_of_an_ended_replay_serves_the_sessions_started_then(
             row = session.get(MarketFeed, "replay")
             return (row.state, row.steps_published) if row is not None else (None, 0)
 
-    def bars_of(session_id: str) -> int:
+    def row_of(session_id: str) -> PaperSession:
         with db.transaction() as session:
             row = session.get(PaperSession, session_id)
             assert row is not None
-            return row.bars_processed
+            return row
+
+    def bars_of(session_id: str) -> int:
+        return row_of(session_id).bars_processed
 
     try:
         first = service.start(user, PaperStart(agent_id=early, symbols=["SPY"])).session_id
@@ -82,6 +86,12 @@ def test_a_new_pass_of_an_ended_replay_serves_the_sessions_started_then(
         second = service.start(user, PaperStart(agent_id=late, symbols=["SPY"])).session_id
         wait_until(lambda: bars_of(second) >= 3, 60, "bars of the second pass")
         assert feed()[1] > steps  # the step numbers go on
+        # The session that traded the first pass would never get a bar again: it is stopped.
+        wait_until(lambda: row_of(first).status == "stopped", 30, "the first session's stop")
+        ended = row_of(first)
+        assert ended.failure_reason == "replay_restarted"
+        assert "started a new pass" in (ended.failure_message or "")
+        assert row_of(second).status == "running"
     finally:
         runtime.stop()
         thread.join(60)

@@ -31,6 +31,7 @@ from farm.sandbox.launcher import (
     Termination,
     launch,
 )
+from support import wait_until
 
 pytestmark = pytest.mark.sandbox
 
@@ -313,6 +314,23 @@ def test_an_output_window_bounds_the_rate_of_printing_not_the_total() -> None:
     assert end.reason == "output", end
     assert end.detail == "printed more than 8 KB in 1 s"
     assert elapsed < 10
+
+
+def test_restarting_the_output_window_forgives_what_was_printed_before() -> None:
+    """What a live session's agent printed while it was warmed up does not count against its
+    live rate: the runtime restarts the window once the warm-up is done."""
+    limits = SandboxLimits(
+        memory_mb=256, cpu_s=10, wall_s=20, pids=16, file_mb=1, output_kb=8, output_window_s=60
+    )
+    code = "import time\nprint('w' * 6000, flush=True)\ntime.sleep(1.5)\nprint('x' * 6000)"
+    for restart, reason in ((True, "exited"), (False, "output")):
+        with launch(
+            [sys.executable, "-c", code], readonly_binds={}, limits=limits, mode="bwrap"
+        ) as proc:
+            wait_until(lambda proc=proc: "w" * 6000 in proc.output_tail(), 10, "the warm-up")
+            if restart:
+                proc.restart_output_window()
+            assert proc.wait(timeout=60).reason == reason
 
 
 def test_sleeping_forever_times_out() -> None:

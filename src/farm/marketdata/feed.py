@@ -19,7 +19,8 @@ from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
 from farm.config import Settings
 from farm.core.bars import Step
@@ -180,6 +181,7 @@ class FeedRunner:
                 log.info("feed %s: the last pass ended at %s; replaying again", self.source,
                          row.last_bar_time)  # fmt: skip
                 row.last_bar_time = None  # a new pass (the step numbers go on)
+                _end_previous_pass(session)
             if row.last_bar_time is None:  # nothing published yet: the configuration applies
                 row.replay_start = configured or default_replay_start(self._bars, symbols)
             elif configured is not None and configured != row.replay_start:
@@ -223,6 +225,14 @@ class FeedRunner:
         its runtime's last step, at most a day back)."""
         if self._minutes is None or self._pruned == today:
             return
+        try:
+            self._prune(self._minutes, today)
+        except Exception:  # the feed goes on; the next step tries again
+            log.warning("feed %s: pruning the minute store failed", self.source, exc_info=True)
+            return
+        self._pruned = today
+
+    def _prune(self, minutes: MinuteStore, today: date) -> None:
         with self._db.transaction() as session:
             first = session.scalar(
                 select(func.min(PaperSession.first_bar_time)).where(
@@ -231,14 +241,13 @@ class FeedRunner:
             )
         yesterday = today - timedelta(days=1)
         keep_from = yesterday if first is None else min(yesterday, first.astimezone(UTC).date())
-        if deleted := self._minutes.prune(keep_from):
+        if deleted := minutes.prune(keep_from):
             log.info(
                 "feed %s: deleted the minute bars of %d day(s) before %s",
                 self.source,
                 len(deleted),
                 keep_from,
             )
-        self._pruned = today
 
     def _live_symbols(self) -> list[str]:
         """``FARM_FEED_SYMBOLS`` and the symbols of every session starting or running."""
@@ -280,6 +289,27 @@ class FeedRunner:
                 session.add(row)
             for name, value in values.items():
                 setattr(row, name, value)
+
+
+def _end_previous_pass(session: Session) -> None:
+    """Ask the runtime to stop the sessions that traded the ended pass: every bar of the new
+    one is older than theirs, so none would ever reach them."""
+    session.execute(
+        update(PaperSession)
+        .where(
+            PaperSession.status.in_(LIVE_STATUSES),
+            PaperSession.first_bar_time.is_not(None),
+            PaperSession.stop_requested.is_(False),
+        )
+        .values(
+            stop_requested=True,
+            failure_reason="replay_restarted",
+            failure_message=(
+                "the replay feed ended and started a new pass, whose bars are older than this "
+                "session's; start a new session to trade it"
+            ),
+        )
+    )
 
 
 def _new_row(source: str) -> MarketFeed:

@@ -470,6 +470,7 @@ class PaperRuntime:
         try:
             live.agent.start()
             self._warm_up(live, capture, plan)
+            live.agent.restart_output_window()  # what the warm-up printed is not live output
         except AgentFailure as exc:
             failure = SessionFailed(exc.reason, exc.message, exc.traceback)
         except Exception as exc:  # e.g. the sandbox cannot be set up on this host

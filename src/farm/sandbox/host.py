@@ -316,6 +316,11 @@ class AgentSession:
         assert self._proc is not None
         self._proc.wait(self._config.step_timeout_s)
 
+    def restart_output_window(self) -> None:
+        """Count the agent's output afresh from now (a live session, once it is warmed up)."""
+        if self._proc is not None:
+            self._proc.restart_output_window()
+
     def kill(self) -> None:
         """Kill the agent now, from any thread: the step in progress fails as ``killed``."""
         proc = self._proc

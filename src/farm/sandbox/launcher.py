@@ -243,6 +243,12 @@ class AgentProcess:
         with self._lock:
             return bytes(self._tail[-_TAIL_BYTES:]).decode("utf-8", "replace")
 
+    def restart_output_window(self) -> None:
+        """Count the output of the current window afresh (what a live session's agent printed
+        while it was warmed up does not count against its live rate)."""
+        with self._lock:
+            self._window_output, self._window_ends = 0, 0.0
+
     def output(self) -> AgentOutput:
         """The head and tail of what the child printed so far (all of it once it has ended)."""
         with self._lock:
