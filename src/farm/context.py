@@ -28,7 +28,7 @@ from farm.fmel.store import FmelStore, open_fmel_root
 from farm.leaderboard.service import LeaderboardService, record_backtest_result
 from farm.leases import renew_lease
 from farm.marketdata.bootstrap import ensure_data
-from farm.marketdata.fanout import RedisBarBus
+from farm.marketdata.fanout import open_bar_bus
 from farm.marketdata.feed import FeedRunner
 from farm.marketdata.store import BarStore, open_bar_store
 from farm.outbox import OutboxRelay
@@ -227,10 +227,7 @@ class Context:
 def _bars_bus(settings: Settings, bus: EventBus) -> EventBus:
     """Where this process's feed publishes its steps: the process's bus, or on Redis the
     fan-out stream every paper worker reads (:mod:`farm.marketdata.fanout`)."""
-    if settings.bus == "memory":
-        return bus
-    assert settings.redis_url is not None
-    return RedisBarBus(settings.redis_url, settings.feed, cluster=settings.redis_cluster)
+    return bus if settings.bus == "memory" else open_bar_bus(settings)
 
 
 def _relays(role: Role, settings: Settings) -> bool:

@@ -17,7 +17,10 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 
+from farm.config import Settings
 from farm.fmel.layout import part_names
+from farm.storage.db import Database
+from farm.users.service import create_user
 from support import free_port, paper_runtimes
 
 FARM = [sys.executable, "-m", "farm"]
@@ -165,3 +168,15 @@ def fmel_decisions(folder: Path) -> list[dict[str, Any]]:
         for name in part_names(os.listdir(folder), "decisions")
         for record in pq.read_table(folder / name).to_pylist()
     ]
+
+
+def migrated_platform(home: Path, real_bars: Path, env: dict[str, str]) -> tuple[Database, str]:
+    """``home`` holding the real bars and the database of ``env`` migrated by `farm migrate`, as
+    an operator prepares separate processes; that database and the token of its user alice."""
+    shutil.copytree(real_bars, home / "bars")
+    environment = {**os.environ, "FARM_HOME": str(home), **env}
+    subprocess.run([*FARM, "migrate"], env=environment, check=True, timeout=120)
+    db = Database(Settings(database_url=env["FARM_DATABASE_URL"]).resolved_database_url)
+    with db.transaction() as session:
+        _, token = create_user(session, "alice")
+    return db, token

@@ -6,23 +6,16 @@ is SIGKILLed mid-run: the other finishes its backtest, once, with one FMEL decis
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import redis
-from server_support import FARM, Server, start_process
+from server_support import Server, migrated_platform, start_process
 from sqlalchemy import func, select
 
-from farm.config import Settings
-from farm.storage.db import Database
 from farm.storage.models import BacktestSession, OutboxEvent
-from farm.users.service import create_user
-from support import REDIS_URL, require_redis, wait_until
+from support import wait_until
 
 SLOW = """import time
 import backtrader as bt
@@ -35,20 +28,6 @@ class Slow{n}(bt.Strategy):
 AGENTS = 20
 
 
-@pytest.fixture
-def bus_redis() -> Iterator[str]:
-    """The test Redis, without the platform's keys before and after (its own database)."""
-    with redis.Redis.from_url(require_redis()) as client:
-
-        def clear() -> None:
-            for key in client.scan_iter(match="farm:*"):
-                client.delete(key)
-
-        clear()
-        yield REDIS_URL
-        clear()
-
-
 @pytest.mark.sandbox
 @pytest.mark.postgres
 @pytest.mark.redis
@@ -57,7 +36,6 @@ def test_separate_processes_evaluate_every_agent_once_though_a_worker_is_killed(
     tmp_path: Path, real_bars: Path, postgres_url: str, bus_redis: str
 ) -> None:
     home = tmp_path / "farm"
-    shutil.copytree(real_bars, home / "bars")
     env = {
         "FARM_DATABASE_URL": postgres_url,
         "FARM_REDIS_URL": bus_redis,
@@ -71,11 +49,7 @@ def test_separate_processes_evaluate_every_agent_once_though_a_worker_is_killed(
         "FARM_RATE_LIMITS": "false",
         "FARM_SANDBOX_WALL_S": "120",
     }
-    environment = {**os.environ, "FARM_HOME": str(home), **env}
-    subprocess.run([*FARM, "migrate"], env=environment, check=True, timeout=120)
-    db = Database(Settings(database_url=postgres_url).resolved_database_url)
-    with db.transaction() as session:
-        _, token = create_user(session, "alice")
+    db, token = migrated_platform(home, real_bars, env)
     alice = {"Authorization": f"Bearer {token}"}
 
     processes: list[Server] = []

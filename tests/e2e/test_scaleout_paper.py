@@ -7,36 +7,25 @@ uninterrupted run over the same bars, no order placed twice, one FMEL decision p
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import subprocess
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
 import httpx
 import pytest
-from server_support import FARM, Server, fmel_decisions, start_process
+from server_support import Server, fmel_decisions, migrated_platform, start_process
 from sqlalchemy import select
 
 from farm.backtest.runner import BacktestConfig, run_backtest
-from farm.config import Settings
 from farm.fmel.layout import session_dir
 from farm.marketdata.store import BarStore
 from farm.storage.db import Database
 from farm.storage.models import PaperOrder, PaperSession
-from farm.users.service import create_user
-from support import descendants, flushed_redis, paper_runtimes, wait_until
+from support import descendants, paper_runtimes, wait_until
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "agents"
 SYMBOLS = ["SPY", "AAPL", "MSFT"]
 SESSIONS = 4
-
-
-@pytest.fixture
-def bus_redis() -> Iterator[str]:
-    with flushed_redis() as url:
-        yield url
 
 
 def _kill_tree(server: Server) -> None:
@@ -59,7 +48,6 @@ def test_paper_sessions_spread_over_workers_and_move_when_one_is_killed(
     tmp_path: Path, real_bars: Path, postgres_url: str, bus_redis: str
 ) -> None:
     home = tmp_path / "farm"
-    shutil.copytree(real_bars, home / "bars")
     env = {
         "FARM_DATABASE_URL": postgres_url,
         "FARM_REDIS_URL": bus_redis,
@@ -74,11 +62,7 @@ def test_paper_sessions_spread_over_workers_and_move_when_one_is_killed(
         "FARM_PAPER_STEP_TIMEOUT_S": "20",
         "FARM_PAPER_LEASE_S": "3",
     }
-    environment = {**os.environ, "FARM_HOME": str(home), **env}
-    subprocess.run([*FARM, "migrate"], env=environment, check=True, timeout=120)
-    db = Database(Settings(database_url=postgres_url).resolved_database_url)
-    with db.transaction() as session:
-        _, token = create_user(session, "alice")
+    db, token = migrated_platform(home, real_bars, env)
 
     def leases() -> dict[str, tuple[str | None, str | None, int]]:
         with db.transaction() as session:

@@ -5,24 +5,16 @@ are stopped, saying why."""
 
 from __future__ import annotations
 
-import shutil
-import threading
 from datetime import date
 from pathlib import Path
 
 import pytest
-from paper_support import BUYER, BUYER_KEY, paper_agent
+from paper_support import paper_rig
 
 from farm.config import Settings
 from farm.errors import ServiceUnavailable
-from farm.marketdata.store import open_bar_store
-from farm.papertrading.runtime import PaperRuntime
 from farm.papertrading.schemas import PaperStart
-from farm.papertrading.sessions import PaperService
-from farm.storage.artifacts import open_artifact_store
-from farm.storage.db import Database
-from farm.storage.models import MarketFeed, PaperSession
-from farm.users.service import create_user
+from farm.storage.models import MarketFeed
 from support import wait_until
 
 
@@ -41,35 +33,18 @@ def test_a_new_pass_of_an_ended_replay_serves_the_sessions_started_then(
             "paper_poll_s": 0.05,
         }
     )
-    shutil.copytree(real_bars, settings.bars_dir)
-    db = Database(settings.resolved_database_url)
-    db.migrate()
-    open_artifact_store(settings).put(BUYER_KEY, BUYER)
-    bars = open_bar_store(settings)
-    with db.transaction() as session:
-        user, _ = create_user(session, "alice")
-        early, late = (paper_agent(session, user.id, n) for n in range(2))
-    service = PaperService(db, bars, settings)
-    runtime = PaperRuntime(db, bars, open_artifact_store(settings), settings)
-    thread = threading.Thread(target=runtime.run, daemon=True)
-    thread.start()
+    with paper_rig(settings, real_bars) as rig, rig.running() as runtime:
+        service, user, (early, late) = rig.service, rig.user, rig.agents
 
-    def feed() -> tuple[str | None, int]:
-        """The replay's state and steps published."""
-        with db.transaction() as session:
-            row = session.get(MarketFeed, "replay")
-            return (row.state, row.steps_published) if row is not None else (None, 0)
+        def feed() -> tuple[str | None, int]:
+            """The replay's state and steps published."""
+            with rig.db.transaction() as session:
+                row = session.get(MarketFeed, "replay")
+                return (row.state, row.steps_published) if row is not None else (None, 0)
 
-    def row_of(session_id: str) -> PaperSession:
-        with db.transaction() as session:
-            row = session.get(PaperSession, session_id)
-            assert row is not None
-            return row
+        def bars_of(session_id: str) -> int:
+            return rig.row(session_id).bars_processed
 
-    def bars_of(session_id: str) -> int:
-        return row_of(session_id).bars_processed
-
-    try:
         first = service.start(user, PaperStart(agent_id=early, symbols=["SPY"])).session_id
         wait_until(lambda: feed()[0] == "ended", 60, "the end of the first pass")
         steps = feed()[1]
@@ -87,12 +62,8 @@ def test_a_new_pass_of_an_ended_replay_serves_the_sessions_started_then(
         wait_until(lambda: bars_of(second) >= 3, 60, "bars of the second pass")
         assert feed()[1] > steps  # the step numbers go on
         # The session that traded the first pass would never get a bar again: it is stopped.
-        wait_until(lambda: row_of(first).status == "stopped", 30, "the first session's stop")
-        ended = row_of(first)
+        wait_until(lambda: rig.row(first).status == "stopped", 30, "the first session's stop")
+        ended = rig.row(first)
         assert ended.failure_reason == "replay_restarted"
         assert "started a new pass" in (ended.failure_message or "")
-        assert row_of(second).status == "running"
-    finally:
-        runtime.stop()
-        thread.join(60)
-        db.dispose()
+        assert rig.row(second).status == "running"

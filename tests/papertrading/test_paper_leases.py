@@ -5,10 +5,8 @@ stopping runtime hands its sessions back. On SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import threading
 import uuid
 from datetime import date, timedelta
 from decimal import Decimal
@@ -16,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from paper_support import BUYER, BUYER_KEY, paper_agent
+from paper_support import paper_agent, paper_rig
 from sqlalchemy import func, select, update
 
 from farm.config import Settings
@@ -24,10 +22,8 @@ from farm.fmel.layout import session_dir
 from farm.fmel.summary import SUMMARY_NAME
 from farm.leases import HOST, claim
 from farm.marketdata.store import open_bar_store
-from farm.papertrading.runtime import PaperRuntime
 from farm.papertrading.schemas import PaperStart, PaperStop
 from farm.papertrading.sessions import PaperService
-from farm.storage.artifacts import open_artifact_store
 from farm.storage.db import Database
 from farm.storage.models import (
     Agent,
@@ -38,7 +34,6 @@ from farm.storage.models import (
     User,
     utcnow,
 )
-from farm.users.service import create_user
 from support import wait_until
 
 ONE = Decimal(1)
@@ -118,83 +113,66 @@ def test_a_runtime_that_lost_a_sessions_lease_writes_nothing_more_for_it(
             "paper_poll_s": 60.0,
         }
     )
-    shutil.copytree(real_bars, settings.bars_dir)
-    db = Database(settings.resolved_database_url)
-    db.migrate()
-    artifacts = open_artifact_store(settings)
-    artifacts.put(BUYER_KEY, BUYER)
-    bars = open_bar_store(settings)
-    with db.transaction() as session:
-        user, _ = create_user(session, "alice")
-        agents = [paper_agent(session, user.id, n) for n in range(2)]
-    service = PaperService(db, bars, settings)
-    victim, kept = (
-        service.start(user, PaperStart(agent_id=a, symbols=["SPY"])).session_id for a in agents
-    )
-    runtime = PaperRuntime(db, bars, artifacts, settings)
-    thread = threading.Thread(target=runtime.run, daemon=True)
-    thread.start()
-
-    def row(session_id: str) -> PaperSession:
-        with db.transaction() as session:
-            found = session.get(PaperSession, session_id)
-            assert found is not None
-            return found
-
-    def written(session_id: str) -> tuple[Any, ...]:
-        """Everything a step of the session writes."""
-        with db.transaction() as session:
-            found = session.get(PaperSession, session_id)
-            assert found is not None
-            account = session.get(PaperAccount, found.account_id)
-            assert account is not None
-            return (
-                found.status,
-                found.bars_processed,
-                found.last_bar_time,
-                found.books,
-                Decimal(account.cash),
-                session.scalar(select(func.count()).where(PaperEquity.session_id == session_id)),
-                session.scalar(select(func.count()).where(PaperOrder.session_id == session_id)),
-            )
-
-    try:
-        wait_until(
-            lambda: all(row(s).bars_processed >= 3 for s in (victim, kept)), 60, "both trading"
+    with paper_rig(settings, real_bars) as rig:
+        victim, kept = (
+            rig.service.start(rig.user, PaperStart(agent_id=a, symbols=["SPY"])).session_id
+            for a in rig.agents
         )
-        assert {row(s).lease_owner for s in (victim, kept)} == {runtime.owner}
+        row = rig.row
 
-        # Another worker takes the session over (as once its lease had expired).
-        with db.transaction() as session:
-            session.execute(
-                update(PaperSession)
-                .where(PaperSession.id == victim)
-                .values(
-                    lease_owner="other-host:1-4242-eeeeee",
-                    lease_token=str(uuid.uuid4()),
-                    lease_expires_at=utcnow() + timedelta(minutes=5),
+        def written(session_id: str) -> tuple[Any, ...]:
+            """Everything a step of the session writes."""
+            with rig.db.transaction() as session:
+                found = session.get(PaperSession, session_id)
+                assert found is not None
+                account = session.get(PaperAccount, found.account_id)
+                assert account is not None
+                return (
+                    found.status,
+                    found.bars_processed,
+                    found.last_bar_time,
+                    found.books,
+                    Decimal(account.cash),
+                    session.scalar(
+                        select(func.count()).where(PaperEquity.session_id == session_id)
+                    ),
+                    session.scalar(select(func.count()).where(PaperOrder.session_id == session_id)),
                 )
+
+        with rig.running() as runtime:
+            wait_until(
+                lambda: all(row(s).bars_processed >= 3 for s in (victim, kept)), 60, "both trading"
             )
-        taken_over = written(victim)
-        progress = row(kept).bars_processed
-        wait_until(lambda: row(kept).bars_processed >= progress + 10, 30, "ten more steps")
-        assert written(victim) == taken_over, "not one write after the lease was lost"
-        assert victim not in runtime.sessions, "the session was dropped here"
-        assert kept in runtime.sessions
-    finally:
-        runtime.stop()
-        thread.join(60)
-    # A stopping runtime hands back the sessions it holds, and only those.
-    assert row(kept).lease_owner is None
-    assert row(kept).status == "running"
-    assert row(victim).lease_owner == "other-host:1-4242-eeeeee"
-    # Closing a session it holds writes its FMEL summary; the one it lost is its new owner's.
-    summary = {
-        s: session_dir(settings.fmel_dir, row(s).agent_id, s) / SUMMARY_NAME for s in (victim, kept)
-    }
-    assert summary[kept].exists()
-    assert not summary[victim].exists(), "the lost session's summary was written"
-    db.dispose()
+            assert {row(s).lease_owner for s in (victim, kept)} == {runtime.owner}
+
+            # Another worker takes the session over (as once its lease had expired).
+            with rig.db.transaction() as session:
+                session.execute(
+                    update(PaperSession)
+                    .where(PaperSession.id == victim)
+                    .values(
+                        lease_owner="other-host:1-4242-eeeeee",
+                        lease_token=str(uuid.uuid4()),
+                        lease_expires_at=utcnow() + timedelta(minutes=5),
+                    )
+                )
+            taken_over = written(victim)
+            progress = row(kept).bars_processed
+            wait_until(lambda: row(kept).bars_processed >= progress + 10, 30, "ten more steps")
+            assert written(victim) == taken_over, "not one write after the lease was lost"
+            assert victim not in runtime.sessions, "the session was dropped here"
+            assert kept in runtime.sessions
+        # A stopping runtime hands back the sessions it holds, and only those.
+        assert row(kept).lease_owner is None
+        assert row(kept).status == "running"
+        assert row(victim).lease_owner == "other-host:1-4242-eeeeee"
+        # Closing a session it holds writes its FMEL summary; the one it lost is its new owner's.
+        summary = {
+            s: session_dir(settings.fmel_dir, row(s).agent_id, s) / SUMMARY_NAME
+            for s in (victim, kept)
+        }
+        assert summary[kept].exists()
+        assert not summary[victim].exists(), "the lost session's summary was written"
 
 
 def test_a_session_no_runtime_claimed_stops_at_once(db_settings: Settings) -> None:

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow.parquet as pq
+from fastapi.testclient import TestClient
 
+from farm.app import create_app
+from farm.config import Settings
 from farm.marketdata.store import BarStore, SymbolData, SymbolInfo
-from farm.storage.objects import Root, open_root
+from farm.storage.objects import Root, S3Root, open_root
+from support import user_token
 
 
 @dataclass(frozen=True)
@@ -23,6 +30,29 @@ class Bucket:
 
     def url(self, prefix: str) -> str:
         return f"s3://{self.name}/{prefix}"
+
+
+@contextmanager
+def s3_server(
+    bucket: Bucket, home: Path, real_bars: Path, symbols: Sequence[str], **settings: Any
+) -> Iterator[tuple[TestClient, dict[str, str]]]:
+    """A server whose artifacts, bars (``symbols``, copied from ``real_bars``) and FMEL are all
+    in the bucket (SQLite stays in ``home``), and alice's Authorization header."""
+    bars = BarStore(S3Root(bucket.url("bars"), bucket.endpoint))
+    local = BarStore(real_bars)
+    for symbol in symbols:
+        bars.write_symbol(symbol, local.frame(symbol), "real")
+    configured = Settings(
+        home=home,
+        artifacts_url=bucket.url("artifacts"),
+        bars_url=bucket.url("bars"),
+        fmel_url=bucket.url("fmel"),
+        s3_endpoint_url=bucket.endpoint,
+        **settings,
+    )
+    with TestClient(create_app(configured)) as client:
+        token = user_token(client.app.state.context, "alice")  # type: ignore[attr-defined]
+        yield client, {"Authorization": f"Bearer {token}"}
 
 
 def frame(days: int, first: float) -> pd.DataFrame:

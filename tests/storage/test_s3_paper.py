@@ -14,13 +14,9 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
-from storage_support import Bucket
+from storage_support import Bucket, s3_server
 
-from farm.app import create_app
-from farm.config import Settings
-from farm.marketdata.store import BarStore
 from farm.storage.objects import S3Root
-from support import user_token
 
 pytestmark = pytest.mark.sandbox
 
@@ -41,26 +37,19 @@ def s3_paper(
 ) -> Iterator[tuple[TestClient, dict[str, str]]]:
     """A paper server whose artifacts, bars and FMEL are all in the bucket, replaying the last
     weeks of stored bars."""
-    bars = BarStore(S3Root(bucket.url("bars"), bucket.endpoint))
-    local = BarStore(real_bars)
-    for symbol in SYMBOLS:
-        bars.write_symbol(symbol, local.frame(symbol), "real")
-    settings = Settings(
-        home=tmp_path / "farm",
-        artifacts_url=bucket.url("artifacts"),
-        bars_url=bucket.url("bars"),
-        fmel_url=bucket.url("fmel"),
-        s3_endpoint_url=bucket.endpoint,
+    with s3_server(
+        bucket,
+        tmp_path / "farm",
+        real_bars,
+        SYMBOLS,
         backtest_workers=0,
         feed="replay",
         feed_replay_start=date(2024, 11, 25),
         feed_interval_s=0.15,
         paper_poll_s=0.05,
         paper_step_timeout_s=10.0,
-    )
-    with TestClient(create_app(settings)) as client:
-        token = user_token(client.app.state.context, "alice")  # type: ignore[attr-defined]
-        yield client, {"Authorization": f"Bearer {token}"}
+    ) as served:
+        yield served
 
 
 def poll(read: Callable[[], Any], done: Callable[[Any], bool], timeout: float = 30) -> Any:

@@ -12,13 +12,9 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
-from storage_support import Bucket
+from storage_support import Bucket, s3_server
 
-from farm.app import create_app
-from farm.config import Settings
-from farm.marketdata.store import BarStore
 from farm.storage.objects import S3Root
-from support import user_token
 
 pytestmark = pytest.mark.sandbox
 
@@ -37,25 +33,18 @@ def s3_farm(
     bucket: Bucket, tmp_path: Path, real_bars: Path
 ) -> Iterator[tuple[TestClient, dict[str, str]]]:
     """A server whose artifacts, bars and FMEL are all in the bucket (SQLite stays local)."""
-    bars = BarStore(S3Root(bucket.url("bars"), bucket.endpoint))
-    local = BarStore(real_bars)
-    for symbol in SYMBOLS:
-        bars.write_symbol(symbol, local.frame(symbol), "real")
-    settings = Settings(
-        home=tmp_path / "farm",
-        artifacts_url=bucket.url("artifacts"),
-        bars_url=bucket.url("bars"),
-        fmel_url=bucket.url("fmel"),
-        s3_endpoint_url=bucket.endpoint,
+    with s3_server(
+        bucket,
+        tmp_path / "farm",
+        real_bars,
+        SYMBOLS,
         backtest_workers=1,
         sandbox_wall_s=60,
         standard_symbols=SYMBOLS,
         standard_start="2023-01-01",
         standard_end="2023-03-31",
-    )
-    with TestClient(create_app(settings)) as client:
-        token = user_token(client.app.state.context, "alice")  # type: ignore[attr-defined]
-        yield client, {"Authorization": f"Bearer {token}"}
+    ) as served:
+        yield served
 
 
 def ok(response: Any) -> Any:

@@ -18,6 +18,7 @@ from typing import Any
 
 import redis
 
+from farm.config import Settings
 from farm.core.bars import Bar, Step
 from farm.events import MARKET_BARS, Event, Handler
 from farm.streams import answers, connect
@@ -29,6 +30,12 @@ BLOCK_MS = 1000
 COUNT = 100
 MAX_LEN = 10_000  # approximate length the stream is trimmed to (a late reader catches up)
 RETRY_S = 1.0
+
+
+def open_bar_bus(settings: Settings) -> RedisBarBus:
+    """The fan-out stream of the configured feed on ``FARM_REDIS_URL`` (``FARM_BUS=redis``)."""
+    assert settings.redis_url is not None  # the settings refuse FARM_BUS=redis without it
+    return RedisBarBus(settings.redis_url, settings.feed, cluster=settings.redis_cluster)
 
 
 class RedisBarBus:

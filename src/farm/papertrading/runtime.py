@@ -77,7 +77,7 @@ from farm.leaderboard.forward import ForwardBar
 from farm.leaderboard.service import record_forward_result, record_paper_result
 from farm.leases import Lease, claim, held, worker_name
 from farm.marketdata.alpaca import history_steps
-from farm.marketdata.fanout import RedisBarBus
+from farm.marketdata.fanout import open_bar_bus
 from farm.marketdata.feed import FeedRunner, FeedState
 from farm.marketdata.store import BarStore, open_bar_store, open_minute_store
 from farm.outbox import emit
@@ -206,10 +206,7 @@ class PaperRuntime:
             self._bus = InProcessBus()
             self._feed = FeedRunner(db, bars, self._bus, settings)
         else:  # in `farm feed`, publishing on Redis Streams
-            assert settings.redis_url is not None
-            self._bus = RedisBarBus(
-                settings.redis_url, settings.feed, cluster=settings.redis_cluster
-            )
+            self._bus = open_bar_bus(settings)
         self._bus.subscribe(MARKET_BARS, self._on_bars)
         self.owner = worker_name()
         self._leases: dict[str, Lease] = {}  # the sessions claimed, opened or not
